@@ -1,0 +1,207 @@
+//! Putting the service together: open the store, reach the Engine, start the background
+//! lifecycle and the HTTP server, and stop them in order.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{self, AdminToken, AppState};
+use crate::config::Config;
+use crate::domain::token::{IssuedToken, TokenHash};
+use crate::engine::{Engine, EngineError, EngineSettings, NetworkSettings};
+use crate::lifecycle::{Lifecycle, LifecycleSettings, SystemClock};
+use crate::registry::Registry;
+use crate::store::{SqliteStore, Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot use the data directory {path}: {source}")]
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// A running service.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub state: AppState,
+    /// Set when this start generated the admin token: the one time it can be shown.
+    pub new_admin_token: Option<IssuedToken>,
+    shutdown: CancellationToken,
+    server: JoinHandle<std::io::Result<()>>,
+    background: JoinHandle<()>,
+    grace: Duration,
+}
+
+/// One Prometheus recorder per process (the `metrics` macros talk to a global one).
+fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let seconds = [
+                0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0,
+            ];
+            let handle = PrometheusBuilder::new()
+                .set_buckets(&seconds)
+                .expect("buckets are not empty")
+                .install_recorder()
+                .expect("no other metrics recorder is installed");
+            let upkeep = handle.clone();
+            std::thread::spawn(move || {
+                loop {
+                    std::thread::sleep(Duration::from_secs(5));
+                    upkeep.run_upkeep();
+                }
+            });
+            handle
+        })
+        .clone()
+}
+
+/// The operators' token: from the configuration, else the one stored in the data directory,
+/// else a new one (stored, and returned so it can be printed once).
+fn admin_token(
+    config: &Config,
+    data_dir: &Path,
+) -> std::io::Result<(TokenHash, Option<IssuedToken>)> {
+    if let Some(token) = &config.admin_token {
+        return Ok((TokenHash::of(token), None));
+    }
+    let path = data_dir.join("admin-token");
+    match std::fs::read_to_string(&path) {
+        Ok(stored) => Ok((TokenHash::of(stored.trim()), None)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let token = IssuedToken::for_admin();
+            write_secret(&path, token.expose())?;
+            Ok((token.hash(), Some(token)))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Writes a secret readable by the service's user only.
+pub fn write_secret(path: &Path, secret: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    writeln!(file, "{secret}")
+}
+
+pub async fn start(config: Config) -> Result<Running, StartError> {
+    let data_dir = config.data_dir.clone();
+    let data_dir_error = |source| StartError::DataDir {
+        path: data_dir.display().to_string(),
+        source,
+    };
+    std::fs::create_dir_all(&data_dir).map_err(data_dir_error)?;
+    let (admin_hash, new_admin_token) = admin_token(&config, &data_dir).map_err(data_dir_error)?;
+
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::connect(&config.database_url()).await?);
+    let instance = store.instance_id().await?;
+    let engine = Engine::connect(
+        EngineSettings {
+            host: config.docker_host.clone(),
+            network: NetworkSettings {
+                name: config.sandbox.network.clone(),
+                bridge: config.sandbox.bridge.clone(),
+                subnet: config.sandbox.subnet.clone(),
+            },
+            tmpfs_mb: config.sandbox.tmpfs_mb,
+        },
+        instance,
+    )
+    .await?;
+    let lifecycle = Lifecycle::new(
+        store.clone(),
+        engine.clone(),
+        Arc::new(SystemClock),
+        LifecycleSettings {
+            max_live: config.max_sandboxes,
+            spool_root: config.spool_dir(),
+            reconcile_every: Duration::from_secs(config.reconcile_seconds.max(1)),
+            flush_every: Duration::from_secs(5),
+        },
+    );
+
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| StartError::Listen {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Listen {
+        addr: config.listen,
+        source,
+    })?;
+    let public_url = config
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{addr}"))
+        .trim_end_matches('/')
+        .to_string();
+
+    let state = AppState {
+        store: store.clone(),
+        registry: Registry::new(store, engine, config.policy()),
+        lifecycle: lifecycle.clone(),
+        admin: AdminToken(admin_hash),
+        upstream: api::proxy::upstream(),
+        metrics: metrics_handle(),
+        public_url: public_url.into(),
+        max_wait_seconds: config.max_wait_seconds,
+    };
+
+    let shutdown = CancellationToken::new();
+    let background = tokio::spawn(lifecycle.run(shutdown.child_token()));
+    let app = api::router(state.clone(), config.policy.max_upload_bytes);
+    let server = tokio::spawn(
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+        .into_future(),
+    );
+    tracing::info!(%addr, "testdrive is listening");
+    Ok(Running {
+        addr,
+        state,
+        new_admin_token,
+        shutdown,
+        server,
+        background,
+        grace: Duration::from_secs(config.shutdown_grace_seconds),
+    })
+}
+
+impl Running {
+    /// Stops accepting, lets in-flight requests finish (bounded by the grace period), stops
+    /// the background work. Sandboxes keep running: their deadlines are in the database.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        if tokio::time::timeout(self.grace, self.server).await.is_err() {
+            tracing::warn!("in-flight requests did not finish within the grace period");
+        }
+        let _ = self.background.await;
+    }
+}

@@ -1,0 +1,178 @@
+//! Settings, layered: `config/default.toml` (built into the binary, so it runs from any
+//! directory), then the `--config` file, then `TESTDRIVE_*` environment variables.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use serde::Deserialize;
+
+use crate::domain::Policy;
+
+pub const DEFAULTS: &str = include_str!("../config/default.toml");
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub public_url: Option<String>,
+    pub admin_token: Option<String>,
+    pub data_dir: PathBuf,
+    pub database_url: Option<String>,
+    pub docker_host: Option<String>,
+    pub max_sandboxes: u32,
+    pub webhook_allow_private: bool,
+    pub log_format: LogFormat,
+    pub max_wait_seconds: u32,
+    pub reconcile_seconds: u64,
+    pub shutdown_grace_seconds: u64,
+    pub sandbox: SandboxConfig,
+    pub policy: PolicyConfig,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct SandboxConfig {
+    pub network: String,
+    pub bridge: String,
+    pub subnet: Option<String>,
+    pub tmpfs_mb: u32,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct PolicyConfig {
+    pub max_memory_mb: u32,
+    pub max_cpus: f64,
+    pub max_pids: u32,
+    pub max_upload_bytes: u64,
+    pub max_files: u32,
+    pub max_trial_seconds: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("the configuration file {0} does not exist")]
+    Missing(PathBuf),
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Defaults, then `file`, then the environment.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut figment = Figment::from(Toml::string(DEFAULTS));
+        if let Some(file) = file {
+            if !file.exists() {
+                return Err(ConfigError::Missing(file.to_path_buf()));
+            }
+            figment = figment.merge(Toml::file(file));
+        }
+        figment = figment.merge(Env::prefixed("TESTDRIVE_").split("__"));
+        Self::extract(figment)
+    }
+
+    /// The built-in defaults alone (tests start from these).
+    pub fn defaults() -> Config {
+        Self::extract(Figment::from(Toml::string(DEFAULTS))).expect("the built-in defaults parse")
+    }
+
+    fn extract(figment: Figment) -> Result<Config, ConfigError> {
+        let config: Config = figment
+            .extract()
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        if config.sandbox.bridge.is_empty() || config.sandbox.bridge.len() > 15 {
+            return Err(ConfigError::Invalid(
+                "sandbox.bridge must be 1 to 15 characters".into(),
+            ));
+        }
+        if let Some(url) = &config.public_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(ConfigError::Invalid(
+                "public_url must start with http:// or https://".into(),
+            ));
+        }
+        Ok(config)
+    }
+
+    /// Base URL for sandbox links, without a trailing slash.
+    pub fn public_url(&self) -> String {
+        self.public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.listen))
+            .trim_end_matches('/')
+            .to_string()
+    }
+
+    pub fn database_url(&self) -> String {
+        self.database_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("testdrive.db").display()))
+    }
+
+    pub fn spool_dir(&self) -> PathBuf {
+        self.data_dir.join("spool")
+    }
+
+    pub fn policy(&self) -> Policy {
+        let p = &self.policy;
+        Policy {
+            max_memory_mb: p.max_memory_mb,
+            max_cpus: p.max_cpus,
+            max_pids: p.max_pids,
+            max_upload_bytes: p.max_upload_bytes,
+            max_files: p.max_files,
+            max_trial_seconds: p.max_trial_seconds,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_contract() {
+        let config = Config::defaults();
+        assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(config.public_url(), "http://127.0.0.1:8080");
+        assert_eq!(config.max_sandboxes, 50);
+        assert_eq!(config.data_dir, PathBuf::from("./var"));
+        assert_eq!(config.database_url(), "sqlite://./var/testdrive.db");
+        assert!(!config.webhook_allow_private);
+        assert_eq!(config.log_format, LogFormat::Text);
+    }
+
+    #[test]
+    fn the_file_then_the_environment_win() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("site.toml", "max_sandboxes = 7\n[sandbox]\ntmpfs_mb = 8\n")?;
+            let config = Config::load(Some(Path::new("site.toml"))).unwrap();
+            assert_eq!(config.max_sandboxes, 7);
+            assert_eq!(config.sandbox.tmpfs_mb, 8);
+            assert_eq!(config.sandbox.network, "testdrive-sandboxes");
+
+            jail.set_env("TESTDRIVE_MAX_SANDBOXES", "9");
+            jail.set_env("TESTDRIVE_PUBLIC_URL", "https://try.example.com/");
+            jail.set_env("TESTDRIVE_POLICY__MAX_PIDS", "64");
+            let config = Config::load(Some(Path::new("site.toml"))).unwrap();
+            assert_eq!(config.max_sandboxes, 9);
+            assert_eq!(config.public_url(), "https://try.example.com");
+            assert_eq!(config.policy.max_pids, 64);
+
+            assert!(matches!(
+                Config::load(Some(Path::new("nope.toml"))),
+                Err(ConfigError::Missing(_))
+            ));
+            jail.set_env("TESTDRIVE_MAX_SANDBOXES", "many");
+            assert!(Config::load(None).is_err());
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,71 @@
+//! Domain types. Everything that comes from outside (HTTP bodies, form fields, manifests)
+//! becomes one of these only through a `parse` that enforces every rule, so a handler cannot
+//! forget a check and the fuzz targets have one door to hit.
+
+pub mod ids;
+pub mod manifest;
+pub mod sandbox;
+pub mod time;
+pub mod token;
+pub mod upload;
+pub mod vendor;
+
+pub use ids::{DemoId, SandboxId, VendorId};
+pub use manifest::{DemoManifest, DemoSlug, DemoSpec, Policy, TrialWindow};
+pub use sandbox::{EndReason, FileRecord, Prospect, SandboxStatus};
+pub use time::Timestamp;
+pub use upload::{UploadName, UploadRules};
+pub use vendor::VendorName;
+
+/// Input that is well-formed but breaks a rule: the API answers `422` with `field` and `reason`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct Invalid {
+    pub field: String,
+    pub reason: String,
+}
+
+impl Invalid {
+    pub fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Invalid {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Text a person typed (titles, names, the information sheet): trimmed, bounded, and free of
+/// control characters other than newlines and tabs where `multiline` allows them.
+pub(crate) fn parse_text(
+    field: &str,
+    raw: &str,
+    max_chars: usize,
+    multiline: bool,
+) -> Result<String, Invalid> {
+    let text = raw.trim();
+    if text.chars().count() > max_chars {
+        return Err(Invalid::new(
+            field,
+            format!("must be at most {max_chars} characters"),
+        ));
+    }
+    let allowed = |c: char| multiline && (c == '\n' || c == '\t' || c == '\r');
+    if text.chars().any(|c| c.is_control() && !allowed(c)) {
+        return Err(Invalid::new(field, "must not contain control characters"));
+    }
+    Ok(text.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_is_trimmed_and_bounded() {
+        assert_eq!(parse_text("t", "  hi ", 10, false).unwrap(), "hi");
+        assert!(parse_text("t", "x".repeat(11).as_str(), 10, false).is_err());
+        assert!(parse_text("t", "a\nb", 10, false).is_err());
+        assert_eq!(parse_text("t", "a\nb", 10, true).unwrap(), "a\nb");
+        assert!(parse_text("t", "a\0b", 10, true).is_err());
+    }
+}

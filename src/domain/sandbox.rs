@@ -1,0 +1,180 @@
+//! A sandbox's states, how it ended, the files it holds and who asked for it.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Invalid, parse_text};
+
+/// `provisioning` → `ready` ⇄ `sleeping` → `ended`, or `failed`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SandboxStatus {
+    Provisioning,
+    Ready,
+    Sleeping,
+    Ended,
+    Failed,
+}
+
+impl SandboxStatus {
+    /// The states in which a sandbox holds Engine objects and counts against capacity.
+    pub const LIVE: [SandboxStatus; 3] = [
+        SandboxStatus::Provisioning,
+        SandboxStatus::Ready,
+        SandboxStatus::Sleeping,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SandboxStatus::Provisioning => "provisioning",
+            SandboxStatus::Ready => "ready",
+            SandboxStatus::Sleeping => "sleeping",
+            SandboxStatus::Ended => "ended",
+            SandboxStatus::Failed => "failed",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Result<Self, Invalid> {
+        Ok(match raw {
+            "provisioning" => SandboxStatus::Provisioning,
+            "ready" => SandboxStatus::Ready,
+            "sleeping" => SandboxStatus::Sleeping,
+            "ended" => SandboxStatus::Ended,
+            "failed" => SandboxStatus::Failed,
+            _ => {
+                return Err(Invalid::new(
+                    "status",
+                    "must be one of provisioning, ready, sleeping, ended, failed",
+                ));
+            }
+        })
+    }
+
+    pub fn is_live(self) -> bool {
+        Self::LIVE.contains(&self)
+    }
+}
+
+impl fmt::Display for SandboxStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum EndReason {
+    Expired,
+    EndedByProspect,
+    EndedByVendor,
+    EndedByAdmin,
+    Failed,
+}
+
+impl EndReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndReason::Expired => "expired",
+            EndReason::EndedByProspect => "ended_by_prospect",
+            EndReason::EndedByVendor => "ended_by_vendor",
+            EndReason::EndedByAdmin => "ended_by_admin",
+            EndReason::Failed => "failed",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        Some(match raw {
+            "expired" => EndReason::Expired,
+            "ended_by_prospect" => EndReason::EndedByProspect,
+            "ended_by_vendor" => EndReason::EndedByVendor,
+            "ended_by_admin" => EndReason::EndedByAdmin,
+            "failed" => EndReason::Failed,
+            _ => return None,
+        })
+    }
+
+    /// The status a sandbox ending for this reason settles in.
+    pub fn final_status(self) -> SandboxStatus {
+        match self {
+            EndReason::Failed => SandboxStatus::Failed,
+            _ => SandboxStatus::Ended,
+        }
+    }
+}
+
+/// One uploaded file as the prospect sent it: what the deletion receipt will name.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct FileRecord {
+    pub name: String,
+    pub bytes: u64,
+    /// Hex SHA-256 of the content.
+    pub sha256: String,
+}
+
+/// The optional information sheet a prospect fills in: the vendor's reason to offer a trial.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Prospect {
+    pub email: Option<String>,
+    pub company: Option<String>,
+    pub needs: Option<String>,
+}
+
+impl Prospect {
+    pub fn parse_email(raw: &str) -> Result<Option<String>, Invalid> {
+        let email = parse_text("email", raw, 254, false)?;
+        if email.is_empty() {
+            return Ok(None);
+        }
+        let valid = email.split_once('@').is_some_and(|(local, domain)| {
+            !local.is_empty() && domain.contains('.') && !domain.starts_with('.')
+        }) && !email.contains(char::is_whitespace);
+        if !valid {
+            return Err(Invalid::new("email", "is not an email address"));
+        }
+        Ok(Some(email))
+    }
+
+    pub fn parse_company(raw: &str) -> Result<Option<String>, Invalid> {
+        Ok(Some(parse_text("company", raw, 200, false)?).filter(|c| !c.is_empty()))
+    }
+
+    pub fn parse_needs(raw: &str) -> Result<Option<String>, Invalid> {
+        Ok(Some(parse_text("needs", raw, 4000, true)?).filter(|n| !n.is_empty()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_round_trip() {
+        for s in [
+            SandboxStatus::Provisioning,
+            SandboxStatus::Ready,
+            SandboxStatus::Sleeping,
+            SandboxStatus::Ended,
+            SandboxStatus::Failed,
+        ] {
+            assert_eq!(SandboxStatus::parse(s.as_str()).unwrap(), s);
+        }
+        assert!(SandboxStatus::parse("READY").is_err());
+    }
+
+    #[test]
+    fn information_sheet_fields_are_checked() {
+        assert_eq!(
+            Prospect::parse_email(" ana@example.com ")
+                .unwrap()
+                .as_deref(),
+            Some("ana@example.com")
+        );
+        assert_eq!(Prospect::parse_email("").unwrap(), None);
+        for bad in ["ana", "@example.com", "ana@localhost", "a na@example.com"] {
+            assert!(Prospect::parse_email(bad).is_err(), "{bad}");
+        }
+        assert!(Prospect::parse_needs("line one\nline two").is_ok());
+        assert!(Prospect::parse_company("x".repeat(201).as_str()).is_err());
+    }
+}

@@ -1,0 +1,470 @@
+//! Everything that talks to the Docker Engine (through bollard). The rest of the service
+//! asks for sandboxes in domain terms: create one for this demo, place these files, start it,
+//! run this command in it, remove everything of it. Every object made here carries the
+//! `testdrive.sandbox=<id>` label and this deployment's `testdrive.instance` label.
+
+mod archive;
+mod network;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bollard::Docker;
+use bollard::exec::{StartExecOptions, StartExecResults};
+use bollard::models::{
+    ContainerCreateBody, ExecConfig, HostConfig, HostConfigLogConfig, Mount, MountType,
+    MountVolumeOptions,
+};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, InspectContainerOptions, ListContainersOptionsBuilder,
+    ListVolumesOptionsBuilder, RemoveContainerOptionsBuilder, RemoveVolumeOptionsBuilder,
+    StartContainerOptions, UploadToContainerOptionsBuilder,
+};
+use futures_util::StreamExt;
+use tokio::sync::RwLock;
+
+use crate::domain::{DemoId, DemoSpec, SandboxId, UploadName};
+
+pub use network::NetworkSettings;
+
+pub const SANDBOX_LABEL: &str = "testdrive.sandbox";
+pub const INSTANCE_LABEL: &str = "testdrive.instance";
+pub const DEMO_LABEL: &str = "testdrive.demo";
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("the Docker Engine has no such {0}")]
+    NotFound(String),
+    #[error("the Docker Engine refused the request ({status}): {message}")]
+    Rejected { status: u16, message: String },
+    #[error("the Docker Engine is unavailable: {0}")]
+    Unavailable(String),
+    #[error("reading the spooled upload failed: {0}")]
+    Spool(#[from] std::io::Error),
+}
+
+impl EngineError {
+    fn from_bollard(err: bollard::errors::Error, what: &str) -> Self {
+        match err {
+            bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            } => EngineError::NotFound(what.to_string()),
+            bollard::errors::Error::DockerResponseServerError {
+                status_code,
+                message,
+            } => EngineError::Rejected {
+                status: status_code,
+                message,
+            },
+            other => EngineError::Unavailable(other.to_string()),
+        }
+    }
+}
+
+type Result<T> = std::result::Result<T, EngineError>;
+
+/// How to reach the Engine and where sandboxes live on it.
+#[derive(Clone, Debug)]
+pub struct EngineSettings {
+    /// `unix:///var/run/docker.sock`, `tcp://host:2375`; `None` for the local default.
+    pub host: Option<String>,
+    pub network: NetworkSettings,
+    /// Size of the `/tmp` tmpfs in every sandbox.
+    pub tmpfs_mb: u32,
+}
+
+/// The outcome of a command run inside a sandbox.
+#[derive(Debug, Clone)]
+pub struct ExecOutcome {
+    pub exit_code: i64,
+    /// The last few hundred bytes the command wrote, for the event log.
+    pub output_tail: String,
+}
+
+/// What the Engine says about a sandbox's container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ContainerState {
+    pub running: bool,
+    pub exit_code: Option<i64>,
+    pub oom_killed: bool,
+}
+
+/// A handle on the Engine. Cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// Replaced once the API version is negotiated and the sandbox network exists; until
+    /// then every call tries again, so the service starts while the Engine is down and
+    /// recovers when it comes back.
+    docker: RwLock<(Docker, bool)>,
+    settings: EngineSettings,
+    instance: String,
+}
+
+/// A file waiting in the spool, to be placed in a sandbox under `name`.
+#[derive(Debug, Clone)]
+pub struct SpooledFile {
+    pub name: UploadName,
+    pub path: PathBuf,
+    pub bytes: u64,
+}
+
+fn container_name(id: SandboxId) -> String {
+    format!("testdrive-{id}")
+}
+
+impl Engine {
+    /// Connects to the Engine and negotiates the API version. A down Engine is not fatal:
+    /// negotiation is retried on the next call.
+    pub async fn connect(settings: EngineSettings, instance: String) -> Result<Engine> {
+        let docker = match &settings.host {
+            Some(host) => Docker::connect_with_host(host),
+            // DOCKER_HOST, else the local socket.
+            None => Docker::connect_with_defaults(),
+        }
+        .map_err(|e| EngineError::Unavailable(e.to_string()))?;
+        let engine = Engine {
+            inner: Arc::new(Inner {
+                docker: RwLock::new((docker, false)),
+                settings,
+                instance,
+            }),
+        };
+        if let Err(err) = engine.client().await {
+            tracing::warn!(%err, "the Docker Engine does not answer yet; will retry");
+        }
+        Ok(engine)
+    }
+
+    /// The negotiated client, negotiating (and making sure the sandbox network exists) first
+    /// if that has not happened yet.
+    async fn client(&self) -> Result<Docker> {
+        {
+            let guard = self.inner.docker.read().await;
+            if guard.1 {
+                return Ok(guard.0.clone());
+            }
+        }
+        let mut guard = self.inner.docker.write().await;
+        if !guard.1 {
+            let negotiated = guard
+                .0
+                .clone()
+                .negotiate_version()
+                .await
+                .map_err(|e| EngineError::Unavailable(e.to_string()))?;
+            tracing::info!(
+                api_version = %negotiated.client_version(),
+                "negotiated the Docker Engine API version"
+            );
+            network::ensure(&negotiated, &self.inner.settings.network).await?;
+            *guard = (negotiated, true);
+        }
+        Ok(guard.0.clone())
+    }
+
+    pub fn instance(&self) -> &str {
+        &self.inner.instance
+    }
+
+    pub async fn ping(&self) -> Result<()> {
+        self.client()
+            .await?
+            .ping()
+            .await
+            .map(|_| ())
+            .map_err(|e| EngineError::from_bollard(e, "ping"))
+    }
+
+    pub async fn image_exists(&self, image: &str) -> Result<bool> {
+        match self.client().await?.inspect_image(image).await {
+            Ok(_) => Ok(true),
+            Err(e) => match EngineError::from_bollard(e, "image") {
+                EngineError::NotFound(_) => Ok(false),
+                other => Err(other),
+            },
+        }
+    }
+
+    fn labels(&self, sandbox: SandboxId, demo: DemoId) -> HashMap<String, String> {
+        HashMap::from([
+            (SANDBOX_LABEL.to_string(), sandbox.to_string()),
+            (INSTANCE_LABEL.to_string(), self.inner.instance.clone()),
+            (DEMO_LABEL.to_string(), demo.to_string()),
+        ])
+    }
+
+    /// Creates the sandbox's container, hardened as the contract says, with a labelled volume
+    /// at the data path and at each writable path. Not started.
+    pub async fn create_sandbox(
+        &self,
+        sandbox: SandboxId,
+        demo: DemoId,
+        spec: &DemoSpec,
+    ) -> Result<String> {
+        let labels = self.labels(sandbox, demo);
+        let volume = |target: &str| Mount {
+            target: Some(target.to_string()),
+            typ: Some(MountType::VOLUME),
+            volume_options: Some(MountVolumeOptions {
+                labels: Some(labels.clone()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let mounts = std::iter::once(spec.data_path.as_str())
+            .chain(spec.writable_paths.iter().map(String::as_str))
+            .map(volume)
+            .collect();
+        let memory = i64::from(spec.limits.memory_mb) * 1024 * 1024;
+        let host_config = HostConfig {
+            cap_drop: Some(vec!["ALL".to_string()]),
+            security_opt: Some(vec!["no-new-privileges".to_string()]),
+            readonly_rootfs: Some(true),
+            tmpfs: Some(HashMap::from([(
+                "/tmp".to_string(),
+                format!("rw,nosuid,nodev,size={}m", self.inner.settings.tmpfs_mb),
+            )])),
+            memory: Some(memory),
+            // Equal to memory: no swap, so the limit is a real one.
+            memory_swap: Some(memory),
+            nano_cpus: Some((spec.limits.cpus * 1e9) as i64),
+            pids_limit: Some(i64::from(spec.limits.pids)),
+            mounts: Some(mounts),
+            network_mode: Some(self.inner.settings.network.name.clone()),
+            // Bounded logs: a chatty demo must not fill the host's disk.
+            log_config: Some(HostConfigLogConfig {
+                typ: Some("json-file".to_string()),
+                config: Some(HashMap::from([
+                    ("max-size".to_string(), "1m".to_string()),
+                    ("max-file".to_string(), "1".to_string()),
+                ])),
+            }),
+            ..Default::default()
+        };
+        let body = ContainerCreateBody {
+            image: Some(spec.image.clone()),
+            cmd: spec.command.clone(),
+            env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+            labels: Some(labels),
+            hostname: Some("sandbox".to_string()),
+            host_config: Some(host_config),
+            ..Default::default()
+        };
+        let options = CreateContainerOptionsBuilder::default()
+            .name(&container_name(sandbox))
+            .build();
+        let created = self
+            .client()
+            .await?
+            .create_container(Some(options), body)
+            .await
+            .map_err(|e| EngineError::from_bollard(e, "image"))?;
+        Ok(created.id)
+    }
+
+    /// Streams the files into the container's data volume as one tar archive: nothing is
+    /// held in memory beyond a few buffers, whatever the size.
+    pub async fn place_files(
+        &self,
+        container: &str,
+        data_path: &str,
+        files: Vec<SpooledFile>,
+    ) -> Result<()> {
+        let total: u64 = files.iter().map(|f| f.bytes).sum();
+        // The client's timeout covers the whole request; a large upload needs room.
+        let timeout = Duration::from_secs(120 + total / (8 << 20));
+        let options = UploadToContainerOptionsBuilder::default()
+            .path(data_path)
+            .build();
+        self.client()
+            .await?
+            .with_timeout(timeout)
+            .upload_to_container(
+                container,
+                Some(options),
+                bollard::body_try_stream(archive::stream(files)),
+            )
+            .await
+            .map_err(|e| EngineError::from_bollard(e, "container"))
+    }
+
+    pub async fn start(&self, container: &str) -> Result<()> {
+        self.client()
+            .await?
+            .start_container(container, None::<StartContainerOptions>)
+            .await
+            .map_err(|e| EngineError::from_bollard(e, "container"))
+    }
+
+    /// The container's address on the sandbox network.
+    pub async fn address(&self, container: &str) -> Result<IpAddr> {
+        let info = self
+            .client()
+            .await?
+            .inspect_container(container, None::<InspectContainerOptions>)
+            .await
+            .map_err(|e| EngineError::from_bollard(e, "container"))?;
+        let network = &self.inner.settings.network.name;
+        info.network_settings
+            .and_then(|n| n.networks)
+            .and_then(|mut nets| nets.remove(network))
+            .and_then(|n| n.ip_address)
+            .and_then(|ip| ip.parse().ok())
+            .ok_or_else(|| {
+                EngineError::Unavailable(format!("the container has no address on {network}"))
+            })
+    }
+
+    pub async fn state(&self, container: &str) -> Result<ContainerState> {
+        let info = self
+            .client()
+            .await?
+            .inspect_container(container, None::<InspectContainerOptions>)
+            .await
+            .map_err(|e| EngineError::from_bollard(e, "container"))?;
+        let state = info.state.unwrap_or_default();
+        Ok(ContainerState {
+            running: state.running.unwrap_or(false),
+            exit_code: state.exit_code,
+            oom_killed: state.oom_killed.unwrap_or(false),
+        })
+    }
+
+    /// Runs `cmd` in the container and waits for it to exit.
+    pub async fn exec(&self, container: &str, cmd: &[String]) -> Result<ExecOutcome> {
+        let docker = self.client().await?;
+        let exec = docker
+            .create_exec(
+                container,
+                ExecConfig {
+                    cmd: Some(cmd.to_vec()),
+                    attach_stdout: Some(true),
+                    attach_stderr: Some(true),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| EngineError::from_bollard(e, "container"))?;
+        let mut tail = Vec::new();
+        match docker
+            .start_exec(&exec.id, None::<StartExecOptions>)
+            .await
+            .map_err(|e| EngineError::from_bollard(e, "exec"))?
+        {
+            StartExecResults::Attached { mut output, .. } => {
+                while let Some(chunk) = output.next().await {
+                    let chunk = chunk.map_err(|e| EngineError::from_bollard(e, "exec"))?;
+                    tail.extend_from_slice(&chunk.into_bytes());
+                    if tail.len() > 4096 {
+                        tail.drain(..tail.len() - 512);
+                    }
+                }
+            }
+            StartExecResults::Detached => {}
+        }
+        let inspected = docker
+            .inspect_exec(&exec.id)
+            .await
+            .map_err(|e| EngineError::from_bollard(e, "exec"))?;
+        let start = tail.len().saturating_sub(512);
+        Ok(ExecOutcome {
+            exit_code: inspected.exit_code.unwrap_or(-1),
+            output_tail: String::from_utf8_lossy(&tail[start..]).trim().to_string(),
+        })
+    }
+
+    /// Removes every object of the sandbox: its container (with its volumes), then any volume
+    /// still labelled for it. Objects already gone count as removed, so this is safe to
+    /// repeat. Returns how many objects it removed.
+    pub async fn remove_sandbox(&self, sandbox: SandboxId) -> Result<usize> {
+        let docker = self.client().await?;
+        let mut removed = 0;
+        let options = RemoveContainerOptionsBuilder::default()
+            .force(true)
+            .v(true)
+            .build();
+        match docker
+            .remove_container(&container_name(sandbox), Some(options))
+            .await
+            .map_err(|e| EngineError::from_bollard(e, "container"))
+        {
+            Ok(()) => removed += 1,
+            Err(EngineError::NotFound(_)) => {}
+            Err(other) => return Err(other),
+        }
+        let filter = HashMap::from([(
+            "label".to_string(),
+            vec![format!("{SANDBOX_LABEL}={sandbox}")],
+        )]);
+        let volumes = docker
+            .list_volumes(Some(
+                ListVolumesOptionsBuilder::default()
+                    .filters(&filter)
+                    .build(),
+            ))
+            .await
+            .map_err(|e| EngineError::from_bollard(e, "volume"))?;
+        for volume in volumes.volumes.unwrap_or_default() {
+            match docker
+                .remove_volume(
+                    &volume.name,
+                    Some(RemoveVolumeOptionsBuilder::default().force(true).build()),
+                )
+                .await
+                .map_err(|e| EngineError::from_bollard(e, "volume"))
+            {
+                Ok(()) | Err(EngineError::NotFound(_)) => removed += 1,
+                Err(other) => return Err(other),
+            }
+        }
+        Ok(removed)
+    }
+
+    /// The sandboxes this deployment has objects for on the Engine, by label.
+    pub async fn labelled_sandboxes(&self) -> Result<Vec<SandboxId>> {
+        let docker = self.client().await?;
+        let filter = HashMap::from([(
+            "label".to_string(),
+            vec![format!("{INSTANCE_LABEL}={}", self.inner.instance)],
+        )]);
+        let containers = docker
+            .list_containers(Some(
+                ListContainersOptionsBuilder::default()
+                    .all(true)
+                    .filters(&filter)
+                    .build(),
+            ))
+            .await
+            .map_err(|e| EngineError::from_bollard(e, "container"))?;
+        let volumes = docker
+            .list_volumes(Some(
+                ListVolumesOptionsBuilder::default()
+                    .filters(&filter)
+                    .build(),
+            ))
+            .await
+            .map_err(|e| EngineError::from_bollard(e, "volume"))?;
+        let mut ids: Vec<SandboxId> = containers
+            .into_iter()
+            .filter_map(|c| c.labels)
+            .chain(
+                volumes
+                    .volumes
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|v| v.labels),
+            )
+            .filter_map(|labels| SandboxId::parse(labels.get(SANDBOX_LABEL)?).ok())
+            .collect();
+        ids.sort();
+        ids.dedup();
+        Ok(ids)
+    }
+}

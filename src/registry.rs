@@ -1,0 +1,106 @@
+//! Vendors and their demos: registering and changing them, with the rules that need more
+//! than parsing — the image must be on the Engine, a slug is unique per vendor.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::domain::token::IssuedToken;
+use crate::domain::{
+    DemoId, DemoManifest, DemoSpec, Invalid, Policy, Timestamp, VendorId, VendorName,
+};
+use crate::engine::{Engine, EngineError};
+use crate::store::{Demo, Store, StoreError, Vendor};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error(transparent)]
+    Invalid(#[from] Invalid),
+    #[error("the Docker Engine has no image {0} (nothing is pulled: build or load it first)")]
+    ImageMissing(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
+pub type Result<T> = std::result::Result<T, RegistryError>;
+
+#[derive(Clone)]
+pub struct Registry {
+    store: Arc<dyn Store>,
+    engine: Engine,
+    policy: Policy,
+}
+
+impl Registry {
+    pub fn new(store: Arc<dyn Store>, engine: Engine, policy: Policy) -> Self {
+        Registry {
+            store,
+            engine,
+            policy,
+        }
+    }
+
+    /// A new vendor and its API key, which is shown this once.
+    pub async fn create_vendor(&self, name: VendorName) -> Result<(Vendor, IssuedToken)> {
+        let vendor = Vendor {
+            id: VendorId::new(),
+            name,
+            created_at: Timestamp::now(),
+        };
+        let key = IssuedToken::for_vendor(vendor.id);
+        self.store.insert_vendor(&vendor, key.hash()).await?;
+        tracing::info!(vendor_id = %vendor.id, "vendor created");
+        Ok((vendor, key))
+    }
+
+    async fn require_image(&self, image: &str) -> Result<()> {
+        if !self.engine.image_exists(image).await? {
+            return Err(RegistryError::ImageMissing(image.to_string()));
+        }
+        Ok(())
+    }
+
+    pub async fn register_demo(&self, vendor: VendorId, manifest: DemoManifest) -> Result<Demo> {
+        let spec = DemoSpec::parse(manifest, &self.policy)?;
+        self.require_image(&spec.image).await?;
+        let now = Timestamp::now();
+        let demo = Demo {
+            id: DemoId::new(),
+            vendor_id: vendor,
+            spec,
+            enabled: true,
+            created_at: now,
+            updated_at: now,
+        };
+        self.store.insert_demo(&demo).await?;
+        tracing::info!(demo_id = %demo.id, slug = demo.spec.slug.as_str(), "demo registered");
+        Ok(demo)
+    }
+
+    /// Applies a merge patch: any manifest field but `slug`, plus `enabled`. Running sandboxes
+    /// keep the spec they were made with.
+    pub async fn update_demo(&self, mut demo: Demo, patch: Value) -> Result<Demo> {
+        let mut patch = patch;
+        if let Some(fields) = patch.as_object_mut()
+            && let Some(enabled) = fields.remove("enabled")
+        {
+            demo.enabled = enabled
+                .as_bool()
+                .ok_or_else(|| Invalid::new("enabled", "must be true or false"))?;
+        }
+        let spec = demo.spec.patch(&patch, &self.policy)?;
+        if spec.image != demo.spec.image {
+            self.require_image(&spec.image).await?;
+        }
+        demo.spec = spec;
+        demo.updated_at = Timestamp::now();
+        self.store.update_demo(&demo).await?;
+        Ok(demo)
+    }
+
+    pub async fn delete_demo(&self, id: DemoId) -> Result<bool> {
+        Ok(self.store.delete_demo(id, Timestamp::now()).await?)
+    }
+}

@@ -1,0 +1,160 @@
+//! Persistence behind one small trait. Handlers and the lifecycle speak in domain records;
+//! the SQL lives in the implementations (SQLite now, Postgres can follow with the same
+//! migrations and the same trait). Every state change of a sandbox is one conditional
+//! statement, so two callers racing to end the same sandbox cannot both win.
+
+mod sqlite;
+
+use async_trait::async_trait;
+
+pub use sqlite::SqliteStore;
+
+use crate::domain::token::TokenHash;
+use crate::domain::{
+    DemoId, DemoSpec, EndReason, FileRecord, Prospect, SandboxId, SandboxStatus, Timestamp,
+    VendorId, VendorName,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{live} sandboxes are live, the limit is {limit}")]
+    Capacity { live: u64, limit: u32 },
+    #[error("the database is unavailable: {0}")]
+    Unavailable(#[from] sqlx::Error),
+    #[error("the database holds a record it cannot read: {0}")]
+    Corrupt(String),
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Vendor {
+    pub id: VendorId,
+    pub name: VendorName,
+    pub created_at: Timestamp,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Demo {
+    pub id: DemoId,
+    pub vendor_id: VendorId,
+    pub spec: DemoSpec,
+    pub enabled: bool,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+/// What a sandbox is at creation, before anything ran.
+#[derive(Clone, Debug)]
+pub struct NewSandbox {
+    pub id: SandboxId,
+    pub demo_id: DemoId,
+    pub vendor_id: VendorId,
+    pub token_hash: TokenHash,
+    pub spec: DemoSpec,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+    pub files: Vec<FileRecord>,
+    pub prospect: Prospect,
+}
+
+#[derive(Clone, Debug)]
+pub struct Sandbox {
+    pub id: SandboxId,
+    pub demo_id: DemoId,
+    pub vendor_id: VendorId,
+    pub token_hash: TokenHash,
+    pub status: SandboxStatus,
+    pub spec: DemoSpec,
+    pub created_at: Timestamp,
+    pub ready_at: Option<Timestamp>,
+    pub expires_at: Timestamp,
+    pub ended_at: Option<Timestamp>,
+    pub end_reason: Option<EndReason>,
+    pub data_deleted_at: Option<Timestamp>,
+    /// `ip:port` of the demo inside the sandbox network, once started.
+    pub container_addr: Option<String>,
+    pub files: Vec<FileRecord>,
+    pub prospect: Prospect,
+    pub requests: u64,
+    pub last_active_at: Option<Timestamp>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    pub at: Timestamp,
+    pub kind: String,
+    pub detail: Option<String>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct SandboxFilter {
+    pub vendor: Option<VendorId>,
+    pub demo: Option<DemoId>,
+    pub status: Option<SandboxStatus>,
+}
+
+/// Proxy activity gathered in memory and written in batches.
+#[derive(Clone, Copy, Debug)]
+pub struct Usage {
+    pub sandbox: SandboxId,
+    pub requests: u64,
+    pub last_active_at: Timestamp,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    async fn ping(&self) -> Result<()>;
+    /// This deployment's id, made once: it labels every Engine object so that several
+    /// deployments (or test runs) can share one Engine without touching each other's objects.
+    async fn instance_id(&self) -> Result<String>;
+
+    /// `Conflict` when the name is taken.
+    async fn insert_vendor(&self, vendor: &Vendor, key: TokenHash) -> Result<()>;
+    async fn vendors(&self) -> Result<Vec<Vendor>>;
+    async fn vendor(&self, id: VendorId) -> Result<Option<Vendor>>;
+    async fn vendor_by_name(&self, name: &str) -> Result<Option<Vendor>>;
+    async fn vendor_key(&self, id: VendorId) -> Result<Option<TokenHash>>;
+
+    /// `Conflict` when the vendor already has a demo with this slug.
+    async fn insert_demo(&self, demo: &Demo) -> Result<()>;
+    /// A demo that was not deleted.
+    async fn demo(&self, id: DemoId) -> Result<Option<Demo>>;
+    async fn demos(&self, vendor: Option<VendorId>) -> Result<Vec<Demo>>;
+    async fn update_demo(&self, demo: &Demo) -> Result<bool>;
+    async fn delete_demo(&self, id: DemoId, at: Timestamp) -> Result<bool>;
+    /// Enabled demos with their vendor's name.
+    async fn catalog(&self) -> Result<Vec<(Demo, String)>>;
+
+    /// Inserts the sandbox unless `max_live` sandboxes are live already (`Capacity`).
+    async fn insert_sandbox(&self, sandbox: &NewSandbox, max_live: u32) -> Result<()>;
+    async fn sandbox(&self, id: SandboxId) -> Result<Option<Sandbox>>;
+    async fn sandboxes(&self, filter: &SandboxFilter) -> Result<Vec<Sandbox>>;
+    async fn count_live(&self) -> Result<u64>;
+    /// `provisioning` → `ready`; false if the sandbox was not provisioning any more.
+    async fn mark_ready(&self, id: SandboxId, at: Timestamp, addr: &str) -> Result<bool>;
+    /// Moves the deadline of a live sandbox; false if it is not live.
+    async fn set_deadline(&self, id: SandboxId, expires_at: Timestamp) -> Result<bool>;
+    /// Ends a live sandbox; false if it had ended already.
+    async fn end(&self, id: SandboxId, at: Timestamp, reason: EndReason) -> Result<bool>;
+    /// Ends every live sandbox whose deadline is at or before `now`, returning their ids.
+    async fn end_due(&self, now: Timestamp) -> Result<Vec<SandboxId>>;
+    async fn next_deadline(&self) -> Result<Option<Timestamp>>;
+    /// Records that every object and copy of the data is gone; false if already recorded.
+    async fn mark_data_deleted(&self, id: SandboxId, at: Timestamp) -> Result<bool>;
+    /// Ended sandboxes whose objects are not yet confirmed gone.
+    async fn pending_teardowns(&self) -> Result<Vec<SandboxId>>;
+    async fn ids_with_status(&self, status: SandboxStatus) -> Result<Vec<SandboxId>>;
+
+    async fn add_event(
+        &self,
+        id: SandboxId,
+        at: Timestamp,
+        kind: &str,
+        detail: Option<&str>,
+    ) -> Result<()>;
+    async fn events(&self, id: SandboxId) -> Result<Vec<Event>>;
+    async fn add_usage(&self, batch: &[Usage]) -> Result<()>;
+}

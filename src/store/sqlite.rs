@@ -1,0 +1,682 @@
+//! The embedded store: one SQLite file in WAL mode, schema from `migrations/`.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{QueryBuilder, Row};
+
+use super::{
+    Demo, Event, NewSandbox, Result, Sandbox, SandboxFilter, Store, StoreError, Usage, Vendor,
+};
+use crate::domain::token::TokenHash;
+use crate::domain::{DemoId, EndReason, SandboxId, SandboxStatus, Timestamp, VendorId, VendorName};
+
+/// The statuses of a live sandbox, as SQL (a macro so queries stay `&'static str`).
+macro_rules! live {
+    () => {
+        "('provisioning', 'ready', 'sleeping')"
+    };
+}
+
+#[derive(Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `url` (`sqlite://path` or `sqlite::memory:`)
+    /// and brings its schema up to date.
+    pub async fn connect(url: &str) -> Result<Self> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(5))
+            .foreign_keys(true);
+        // An in-memory database exists once per connection: keep exactly one.
+        let max = if url.contains(":memory:") { 1 } else { 8 };
+        let pool = SqlitePoolOptions::new()
+            .max_connections(max)
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("./migrations")
+            .run(&pool)
+            .await
+            .map_err(|e| StoreError::Unavailable(e.into()))?;
+        sqlx::query("INSERT OR IGNORE INTO meta (key, value) VALUES ('instance', ?)")
+            .bind(uuid::Uuid::new_v4().simple().to_string())
+            .execute(&pool)
+            .await?;
+        Ok(SqliteStore { pool })
+    }
+}
+
+fn conflict_on_unique(err: sqlx::Error, what: &str) -> StoreError {
+    match &err {
+        sqlx::Error::Database(db) if db.is_unique_violation() => {
+            StoreError::Conflict(what.to_string())
+        }
+        _ => StoreError::Unavailable(err),
+    }
+}
+
+fn corrupt(what: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(what.to_string())
+}
+
+fn ts(ms: Option<i64>) -> Option<Timestamp> {
+    ms.map(Timestamp::from_millis)
+}
+
+fn vendor_from(row: &SqliteRow) -> Result<Vendor> {
+    Ok(Vendor {
+        id: VendorId::parse(row.try_get("id")?).map_err(corrupt)?,
+        name: VendorName::parse(row.try_get("name")?).map_err(corrupt)?,
+        created_at: Timestamp::from_millis(row.try_get("created_at")?),
+    })
+}
+
+fn demo_from(row: &SqliteRow) -> Result<Demo> {
+    Ok(Demo {
+        id: DemoId::parse(row.try_get("id")?).map_err(corrupt)?,
+        vendor_id: VendorId::parse(row.try_get("vendor_id")?).map_err(corrupt)?,
+        spec: serde_json::from_str(row.try_get("spec")?).map_err(corrupt)?,
+        enabled: row.try_get("enabled")?,
+        created_at: Timestamp::from_millis(row.try_get("created_at")?),
+        updated_at: Timestamp::from_millis(row.try_get("updated_at")?),
+    })
+}
+
+fn sandbox_from(row: &SqliteRow) -> Result<Sandbox> {
+    let end_reason: Option<String> = row.try_get("end_reason")?;
+    Ok(Sandbox {
+        id: SandboxId::parse(row.try_get("id")?).map_err(corrupt)?,
+        demo_id: DemoId::parse(row.try_get("demo_id")?).map_err(corrupt)?,
+        vendor_id: VendorId::parse(row.try_get("vendor_id")?).map_err(corrupt)?,
+        token_hash: TokenHash::from_hex(row.try_get("token_hash")?)
+            .ok_or_else(|| corrupt("token hash"))?,
+        status: SandboxStatus::parse(row.try_get("status")?).map_err(corrupt)?,
+        spec: serde_json::from_str(row.try_get("spec")?).map_err(corrupt)?,
+        created_at: Timestamp::from_millis(row.try_get("created_at")?),
+        ready_at: ts(row.try_get("ready_at")?),
+        expires_at: Timestamp::from_millis(row.try_get("expires_at")?),
+        ended_at: ts(row.try_get("ended_at")?),
+        end_reason: end_reason
+            .map(|r| EndReason::parse(&r).ok_or_else(|| corrupt(r)))
+            .transpose()?,
+        data_deleted_at: ts(row.try_get("data_deleted_at")?),
+        container_addr: row.try_get("container_addr")?,
+        files: serde_json::from_str(row.try_get("files")?).map_err(corrupt)?,
+        prospect: serde_json::from_str(row.try_get("prospect")?).map_err(corrupt)?,
+        requests: row.try_get::<i64, _>("requests")? as u64,
+        last_active_at: ts(row.try_get("last_active_at")?),
+    })
+}
+
+fn ids_from(rows: Vec<SqliteRow>) -> Result<Vec<SandboxId>> {
+    rows.iter()
+        .map(|r| SandboxId::parse(r.try_get("id")?).map_err(corrupt))
+        .collect()
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn instance_id(&self) -> Result<String> {
+        Ok(
+            sqlx::query_scalar("SELECT value FROM meta WHERE key = 'instance'")
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn insert_vendor(&self, vendor: &Vendor, key: TokenHash) -> Result<()> {
+        sqlx::query("INSERT INTO vendors (id, name, key_hash, created_at) VALUES (?, ?, ?, ?)")
+            .bind(vendor.id.to_string())
+            .bind(vendor.name.as_str())
+            .bind(key.to_hex())
+            .bind(vendor.created_at.millis())
+            .execute(&self.pool)
+            .await
+            .map_err(|e| conflict_on_unique(e, "a vendor with this name exists"))?;
+        Ok(())
+    }
+
+    async fn vendors(&self) -> Result<Vec<Vendor>> {
+        sqlx::query("SELECT id, name, created_at FROM vendors ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(vendor_from)
+            .collect()
+    }
+
+    async fn vendor(&self, id: VendorId) -> Result<Option<Vendor>> {
+        sqlx::query("SELECT id, name, created_at FROM vendors WHERE id = ?")
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(vendor_from)
+            .transpose()
+    }
+
+    async fn vendor_by_name(&self, name: &str) -> Result<Option<Vendor>> {
+        sqlx::query("SELECT id, name, created_at FROM vendors WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(vendor_from)
+            .transpose()
+    }
+
+    async fn vendor_key(&self, id: VendorId) -> Result<Option<TokenHash>> {
+        let hex: Option<String> = sqlx::query_scalar("SELECT key_hash FROM vendors WHERE id = ?")
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        hex.map(|h| TokenHash::from_hex(&h).ok_or_else(|| corrupt("vendor key hash")))
+            .transpose()
+    }
+
+    async fn insert_demo(&self, demo: &Demo) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO demos (id, vendor_id, slug, spec, enabled, created_at, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(demo.id.to_string())
+        .bind(demo.vendor_id.to_string())
+        .bind(demo.spec.slug.as_str())
+        .bind(serde_json::to_string(&demo.spec).map_err(corrupt)?)
+        .bind(demo.enabled)
+        .bind(demo.created_at.millis())
+        .bind(demo.updated_at.millis())
+        .execute(&self.pool)
+        .await
+        .map_err(|e| conflict_on_unique(e, "this vendor already has a demo with this slug"))?;
+        Ok(())
+    }
+
+    async fn demo(&self, id: DemoId) -> Result<Option<Demo>> {
+        sqlx::query("SELECT * FROM demos WHERE id = ? AND deleted_at IS NULL")
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(demo_from)
+            .transpose()
+    }
+
+    async fn demos(&self, vendor: Option<VendorId>) -> Result<Vec<Demo>> {
+        let mut q = QueryBuilder::new("SELECT * FROM demos WHERE deleted_at IS NULL");
+        if let Some(vendor) = vendor {
+            q.push(" AND vendor_id = ").push_bind(vendor.to_string());
+        }
+        q.push(" ORDER BY id");
+        q.build()
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(demo_from)
+            .collect()
+    }
+
+    async fn update_demo(&self, demo: &Demo) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE demos SET spec = ?, enabled = ?, updated_at = ?
+             WHERE id = ? AND deleted_at IS NULL",
+        )
+        .bind(serde_json::to_string(&demo.spec).map_err(corrupt)?)
+        .bind(demo.enabled)
+        .bind(demo.updated_at.millis())
+        .bind(demo.id.to_string())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn delete_demo(&self, id: DemoId, at: Timestamp) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE demos SET deleted_at = ?, enabled = 0 WHERE id = ? AND deleted_at IS NULL",
+        )
+        .bind(at.millis())
+        .bind(id.to_string())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn catalog(&self) -> Result<Vec<(Demo, String)>> {
+        let rows = sqlx::query(
+            "SELECT demos.*, vendors.name AS vendor_name FROM demos
+             JOIN vendors ON vendors.id = demos.vendor_id
+             WHERE demos.deleted_at IS NULL AND demos.enabled = 1
+             ORDER BY vendors.name, demos.slug",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| Ok((demo_from(row)?, row.try_get("vendor_name")?)))
+            .collect()
+    }
+
+    async fn insert_sandbox(&self, s: &NewSandbox, max_live: u32) -> Result<()> {
+        let done = sqlx::query(concat!(
+            "INSERT INTO sandboxes (id, demo_id, vendor_id, token_hash, status, spec, created_at,
+                                    expires_at, files, prospect)
+             SELECT ?, ?, ?, ?, 'provisioning', ?, ?, ?, ?, ?
+             WHERE (SELECT COUNT(*) FROM sandboxes WHERE status IN ",
+            live!(),
+            ") < ?"
+        ))
+        .bind(s.id.to_string())
+        .bind(s.demo_id.to_string())
+        .bind(s.vendor_id.to_string())
+        .bind(s.token_hash.to_hex())
+        .bind(serde_json::to_string(&s.spec).map_err(corrupt)?)
+        .bind(s.created_at.millis())
+        .bind(s.expires_at.millis())
+        .bind(serde_json::to_string(&s.files).map_err(corrupt)?)
+        .bind(serde_json::to_string(&s.prospect).map_err(corrupt)?)
+        .bind(i64::from(max_live))
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::Capacity {
+                live: self.count_live().await?,
+                limit: max_live,
+            });
+        }
+        Ok(())
+    }
+
+    async fn sandbox(&self, id: SandboxId) -> Result<Option<Sandbox>> {
+        sqlx::query("SELECT * FROM sandboxes WHERE id = ?")
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(sandbox_from)
+            .transpose()
+    }
+
+    async fn sandboxes(&self, filter: &SandboxFilter) -> Result<Vec<Sandbox>> {
+        let mut q = QueryBuilder::new("SELECT * FROM sandboxes WHERE 1 = 1");
+        if let Some(vendor) = filter.vendor {
+            q.push(" AND vendor_id = ").push_bind(vendor.to_string());
+        }
+        if let Some(demo) = filter.demo {
+            q.push(" AND demo_id = ").push_bind(demo.to_string());
+        }
+        if let Some(status) = filter.status {
+            q.push(" AND status = ").push_bind(status.as_str());
+        }
+        q.push(" ORDER BY id DESC LIMIT 1000");
+        q.build()
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(sandbox_from)
+            .collect()
+    }
+
+    async fn count_live(&self) -> Result<u64> {
+        let n: i64 = sqlx::query_scalar(concat!(
+            "SELECT COUNT(*) FROM sandboxes WHERE status IN ",
+            live!(),
+            ""
+        ))
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(n as u64)
+    }
+
+    async fn mark_ready(&self, id: SandboxId, at: Timestamp, addr: &str) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE sandboxes SET status = 'ready', ready_at = ?, container_addr = ?
+             WHERE id = ? AND status = 'provisioning'",
+        )
+        .bind(at.millis())
+        .bind(addr)
+        .bind(id.to_string())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn set_deadline(&self, id: SandboxId, expires_at: Timestamp) -> Result<bool> {
+        let done = sqlx::query(concat!(
+            "UPDATE sandboxes SET expires_at = ? WHERE id = ? AND status IN ",
+            live!(),
+            ""
+        ))
+        .bind(expires_at.millis())
+        .bind(id.to_string())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn end(&self, id: SandboxId, at: Timestamp, reason: EndReason) -> Result<bool> {
+        let done = sqlx::query(concat!(
+            "UPDATE sandboxes SET status = ?, end_reason = ?, ended_at = ?
+             WHERE id = ? AND status IN ",
+            live!(),
+            ""
+        ))
+        .bind(reason.final_status().as_str())
+        .bind(reason.as_str())
+        .bind(at.millis())
+        .bind(id.to_string())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn end_due(&self, now: Timestamp) -> Result<Vec<SandboxId>> {
+        let rows = sqlx::query(concat!(
+            "UPDATE sandboxes SET status = 'ended', end_reason = 'expired', ended_at = ?1
+             WHERE status IN ",
+            live!(),
+            " AND expires_at <= ?1
+             RETURNING id"
+        ))
+        .bind(now.millis())
+        .fetch_all(&self.pool)
+        .await?;
+        ids_from(rows)
+    }
+
+    async fn next_deadline(&self) -> Result<Option<Timestamp>> {
+        let next: Option<i64> = sqlx::query_scalar(concat!(
+            "SELECT MIN(expires_at) FROM sandboxes WHERE status IN ",
+            live!(),
+            ""
+        ))
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(ts(next))
+    }
+
+    async fn mark_data_deleted(&self, id: SandboxId, at: Timestamp) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE sandboxes SET data_deleted_at = ?, container_addr = NULL
+             WHERE id = ? AND data_deleted_at IS NULL",
+        )
+        .bind(at.millis())
+        .bind(id.to_string())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn pending_teardowns(&self) -> Result<Vec<SandboxId>> {
+        let rows = sqlx::query(
+            "SELECT id FROM sandboxes
+             WHERE data_deleted_at IS NULL AND status IN ('ended', 'failed')
+             ORDER BY ended_at",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        ids_from(rows)
+    }
+
+    async fn ids_with_status(&self, status: SandboxStatus) -> Result<Vec<SandboxId>> {
+        let rows = sqlx::query("SELECT id FROM sandboxes WHERE status = ?")
+            .bind(status.as_str())
+            .fetch_all(&self.pool)
+            .await?;
+        ids_from(rows)
+    }
+
+    async fn add_event(
+        &self,
+        id: SandboxId,
+        at: Timestamp,
+        kind: &str,
+        detail: Option<&str>,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO sandbox_events (sandbox_id, at, kind, detail) VALUES (?, ?, ?, ?)",
+        )
+        .bind(id.to_string())
+        .bind(at.millis())
+        .bind(kind)
+        .bind(detail)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn events(&self, id: SandboxId) -> Result<Vec<Event>> {
+        let rows = sqlx::query(
+            "SELECT at, kind, detail FROM sandbox_events WHERE sandbox_id = ? ORDER BY seq",
+        )
+        .bind(id.to_string())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Event {
+                    at: Timestamp::from_millis(r.try_get("at")?),
+                    kind: r.try_get("kind")?,
+                    detail: r.try_get("detail")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn add_usage(&self, batch: &[Usage]) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        for usage in batch {
+            sqlx::query(
+                "UPDATE sandboxes SET requests = requests + ?,
+                     last_active_at = MAX(COALESCE(last_active_at, 0), ?)
+                 WHERE id = ?",
+            )
+            .bind(usage.requests as i64)
+            .bind(usage.last_active_at.millis())
+            .bind(usage.sandbox.to_string())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::token::IssuedToken;
+    use crate::domain::{DemoManifest, DemoSpec, Policy, Prospect};
+
+    async fn store() -> SqliteStore {
+        SqliteStore::connect("sqlite::memory:").await.unwrap()
+    }
+
+    fn spec(slug: &str) -> DemoSpec {
+        let manifest: DemoManifest = serde_json::from_value(serde_json::json!({
+            "slug": slug, "title": "T", "image": "img:1", "port": 80, "data_path": "/data"
+        }))
+        .unwrap();
+        DemoSpec::parse(manifest, &Policy::default()).unwrap()
+    }
+
+    async fn vendor_and_demo(store: &SqliteStore) -> (Vendor, Demo) {
+        let vendor = Vendor {
+            id: VendorId::new(),
+            name: VendorName::parse("Acme").unwrap(),
+            created_at: Timestamp::now(),
+        };
+        store
+            .insert_vendor(&vendor, TokenHash::of("k"))
+            .await
+            .unwrap();
+        let demo = Demo {
+            id: DemoId::new(),
+            vendor_id: vendor.id,
+            spec: spec("one"),
+            enabled: true,
+            created_at: Timestamp::now(),
+            updated_at: Timestamp::now(),
+        };
+        store.insert_demo(&demo).await.unwrap();
+        (vendor, demo)
+    }
+
+    fn new_sandbox(demo: &Demo, expires_at: Timestamp) -> NewSandbox {
+        let id = SandboxId::new();
+        NewSandbox {
+            id,
+            demo_id: demo.id,
+            vendor_id: demo.vendor_id,
+            token_hash: IssuedToken::for_sandbox(id).hash(),
+            spec: demo.spec.clone(),
+            created_at: Timestamp::from_millis(0),
+            expires_at,
+            files: vec![],
+            prospect: Prospect::default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn names_and_slugs_are_unique() {
+        let store = store().await;
+        let (vendor, demo) = vendor_and_demo(&store).await;
+        let again = Vendor {
+            id: VendorId::new(),
+            ..vendor.clone()
+        };
+        assert!(matches!(
+            store.insert_vendor(&again, TokenHash::of("x")).await,
+            Err(StoreError::Conflict(_))
+        ));
+        let twin = Demo {
+            id: DemoId::new(),
+            ..demo.clone()
+        };
+        assert!(matches!(
+            store.insert_demo(&twin).await,
+            Err(StoreError::Conflict(_))
+        ));
+        // A deleted demo frees its slug.
+        assert!(store.delete_demo(demo.id, Timestamp::now()).await.unwrap());
+        store.insert_demo(&twin).await.unwrap();
+        assert!(store.demo(demo.id).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn capacity_is_checked_in_the_insert() {
+        let store = store().await;
+        let (_, demo) = vendor_and_demo(&store).await;
+        let far = Timestamp::from_millis(i64::MAX / 2);
+        store
+            .insert_sandbox(&new_sandbox(&demo, far), 2)
+            .await
+            .unwrap();
+        let second = new_sandbox(&demo, far);
+        store.insert_sandbox(&second, 2).await.unwrap();
+        assert!(matches!(
+            store.insert_sandbox(&new_sandbox(&demo, far), 2).await,
+            Err(StoreError::Capacity { live: 2, limit: 2 })
+        ));
+        // An ended sandbox frees its place.
+        assert!(
+            store
+                .end(second.id, Timestamp::now(), EndReason::EndedByProspect)
+                .await
+                .unwrap()
+        );
+        store
+            .insert_sandbox(&new_sandbox(&demo, far), 2)
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_sandbox_ends_once_and_deadlines_are_claimed_once() {
+        let store = store().await;
+        let (_, demo) = vendor_and_demo(&store).await;
+        let early = new_sandbox(&demo, Timestamp::from_millis(1_000));
+        let late = new_sandbox(&demo, Timestamp::from_millis(5_000));
+        store.insert_sandbox(&early, 10).await.unwrap();
+        store.insert_sandbox(&late, 10).await.unwrap();
+
+        assert_eq!(
+            store.next_deadline().await.unwrap(),
+            Some(Timestamp::from_millis(1_000))
+        );
+        assert_eq!(
+            store.end_due(Timestamp::from_millis(2_000)).await.unwrap(),
+            vec![early.id]
+        );
+        assert!(
+            store
+                .end_due(Timestamp::from_millis(2_000))
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(
+            store.next_deadline().await.unwrap(),
+            Some(Timestamp::from_millis(5_000))
+        );
+        assert!(
+            !store
+                .end(early.id, Timestamp::now(), EndReason::EndedByAdmin)
+                .await
+                .unwrap()
+        );
+        let ended = store.sandbox(early.id).await.unwrap().unwrap();
+        assert_eq!(ended.status, SandboxStatus::Ended);
+        assert_eq!(ended.end_reason, Some(EndReason::Expired));
+        assert!(
+            !store
+                .mark_ready(early.id, Timestamp::now(), "x")
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .set_deadline(early.id, Timestamp::from_millis(9_000))
+                .await
+                .unwrap()
+        );
+
+        assert_eq!(store.pending_teardowns().await.unwrap(), vec![early.id]);
+        store
+            .mark_data_deleted(early.id, Timestamp::now())
+            .await
+            .unwrap();
+        assert!(store.pending_teardowns().await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn usage_accumulates() {
+        let store = store().await;
+        let (_, demo) = vendor_and_demo(&store).await;
+        let s = new_sandbox(&demo, Timestamp::from_millis(i64::MAX / 2));
+        store.insert_sandbox(&s, 10).await.unwrap();
+        let batch = |n, at| Usage {
+            sandbox: s.id,
+            requests: n,
+            last_active_at: Timestamp::from_millis(at),
+        };
+        store.add_usage(&[batch(3, 50)]).await.unwrap();
+        store.add_usage(&[batch(2, 40)]).await.unwrap();
+        let read = store.sandbox(s.id).await.unwrap().unwrap();
+        assert_eq!(read.requests, 5);
+        assert_eq!(read.last_active_at, Some(Timestamp::from_millis(50)));
+    }
+}
