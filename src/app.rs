@@ -40,6 +40,7 @@ pub enum StartError {
 /// A running service.
 pub struct Running {
     pub addr: SocketAddr,
+    pub data_dir: std::path::PathBuf,
     pub state: AppState,
     /// Set when this start generated the admin token: the one time it can be shown.
     pub new_admin_token: Option<IssuedToken>,
@@ -185,6 +186,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     tracing::info!(%addr, "testdrive is listening");
     Ok(Running {
         addr,
+        data_dir: config.data_dir.clone(),
         state,
         new_admin_token,
         shutdown,

@@ -9,7 +9,10 @@ use tracing_subscriber::EnvFilter;
 use testdrive::config::{Config, LogFormat};
 
 #[derive(Parser)]
-#[command(version, about = "Try-before-you-buy sandboxes of your product, on the prospect's own data")]
+#[command(
+    version,
+    about = "Try-before-you-buy sandboxes of your product, on the prospect's own data"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -30,7 +30,9 @@ pub struct CatalogEntry {
 /// Enabled demos, for prospects.
 #[utoipa::path(get, path = "/v1/catalog", tag = "catalog",
     responses((status = 200, body = Items<CatalogEntry>)))]
-async fn catalog(State(state): State<AppState>) -> Result<axum::Json<Items<CatalogEntry>>, ApiError> {
+async fn catalog(
+    State(state): State<AppState>,
+) -> Result<axum::Json<Items<CatalogEntry>>, ApiError> {
     let entries = state
         .store
         .catalog()

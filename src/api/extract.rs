@@ -24,9 +24,9 @@ where
             Err(rejection) => Err(match rejection {
                 JsonRejection::JsonDataError(e) => ApiError::invalid("body", e.body_text()),
                 JsonRejection::JsonSyntaxError(e) => ApiError::BadRequest(e.body_text()),
-                JsonRejection::MissingJsonContentType(_) => ApiError::UnsupportedType(
-                    "the body must be application/json".to_string(),
-                ),
+                JsonRejection::MissingJsonContentType(_) => {
+                    ApiError::UnsupportedType("the body must be application/json".to_string())
+                }
                 other => ApiError::BadRequest(other.body_text()),
             }),
         }

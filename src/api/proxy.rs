@@ -166,7 +166,10 @@ fn is_upgrade(headers: &HeaderMap) -> bool {
             .get_all(header::CONNECTION)
             .iter()
             .filter_map(|v| v.to_str().ok())
-            .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")))
+            .any(|v| {
+                v.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+            })
 }
 
 /// Headers that describe one hop, not the message: never forwarded as they are.
@@ -335,8 +338,7 @@ async fn forward(
                 Ok((client, demo)) => {
                     let mut client = TokioIo::new(client);
                     let mut demo = TokioIo::new(demo);
-                    if let Err(err) = tokio::io::copy_bidirectional(&mut client, &mut demo).await
-                    {
+                    if let Err(err) = tokio::io::copy_bidirectional(&mut client, &mut demo).await {
                         tracing::debug!(sandbox_id = %id, %err, "upgraded connection closed");
                     }
                 }
@@ -388,15 +390,24 @@ mod tests {
             HeaderValue::from_static("http://10.0.0.2:8080/x?y=1"),
         );
         rewrite_response_headers(&mut absolute, id, "10.0.0.2:8080");
-        assert_eq!(absolute[header::LOCATION], format!("/s/{id}/x?y=1").as_str());
+        assert_eq!(
+            absolute[header::LOCATION],
+            format!("/s/{id}/x?y=1").as_str()
+        );
     }
 
     #[test]
     fn hop_by_hop_headers_are_dropped() {
         let mut headers = HeaderMap::new();
-        headers.insert(header::CONNECTION, HeaderValue::from_static("close, x-private"));
+        headers.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("close, x-private"),
+        );
         headers.insert("x-private", HeaderValue::from_static("1"));
-        headers.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        headers.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
         headers.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
         strip_hop_by_hop(&mut headers);
         assert_eq!(headers.len(), 1);

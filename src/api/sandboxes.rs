@@ -166,7 +166,10 @@ fn multipart_error(err: axum::extract::multipart::MultipartError) -> ApiError {
     if err.status() == StatusCode::PAYLOAD_TOO_LARGE {
         return ApiError::TooLarge(err.body_text());
     }
-    ApiError::BadRequest(format!("the multipart body is malformed: {}", err.body_text()))
+    ApiError::BadRequest(format!(
+        "the multipart body is malformed: {}",
+        err.body_text()
+    ))
 }
 
 /// Reads the form in order, streaming each file to the spool under the demo's rules.
@@ -194,17 +197,16 @@ async fn read_form(state: &AppState, id: SandboxId, mut form: Multipart) -> Resu
                     .await?
                     .filter(|d| d.enabled)
                     .ok_or(ApiError::NotFound("no such demo"))?;
-                let spool =
-                    Spool::create(
+                let spool = Spool::create(
                     &state.lifecycle.settings().spool_root,
                     id,
                     demo.spec.upload.clone(),
-                ).await.map_err(
-                        |e| ApiError::Unavailable {
-                            detail: format!("the upload spool cannot be written: {e}"),
-                            retry_after: 30,
-                        },
-                    )?;
+                )
+                .await
+                .map_err(|e| ApiError::Unavailable {
+                    detail: format!("the upload spool cannot be written: {e}"),
+                    retry_after: 30,
+                })?;
                 chosen = Some((demo, spool));
             }
             "seconds" => seconds = Some(text_field(field, 32).await?),

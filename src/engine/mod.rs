@@ -92,6 +92,12 @@ pub struct ContainerState {
     pub oom_killed: bool,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Started {
+    Running(IpAddr),
+    Stopped(ContainerState),
+}
+
 /// A handle on the Engine. Cheap to clone.
 #[derive(Clone)]
 pub struct Engine {
@@ -303,26 +309,9 @@ impl Engine {
             .map_err(|e| EngineError::from_bollard(e, "container"))
     }
 
-    /// The container's address on the sandbox network.
-    pub async fn address(&self, container: &str) -> Result<IpAddr> {
-        let info = self
-            .client()
-            .await?
-            .inspect_container(container, None::<InspectContainerOptions>)
-            .await
-            .map_err(|e| EngineError::from_bollard(e, "container"))?;
-        let network = &self.inner.settings.network.name;
-        info.network_settings
-            .and_then(|n| n.networks)
-            .and_then(|mut nets| nets.remove(network))
-            .and_then(|n| n.ip_address)
-            .and_then(|ip| ip.parse().ok())
-            .ok_or_else(|| {
-                EngineError::Unavailable(format!("the container has no address on {network}"))
-            })
-    }
-
-    pub async fn state(&self, container: &str) -> Result<ContainerState> {
+    /// Where the container stands: running at an address on the sandbox network, or
+    /// stopped (it crashed or was killed).
+    pub async fn started(&self, container: &str) -> Result<Started> {
         let info = self
             .client()
             .await?
@@ -330,11 +319,24 @@ impl Engine {
             .await
             .map_err(|e| EngineError::from_bollard(e, "container"))?;
         let state = info.state.unwrap_or_default();
-        Ok(ContainerState {
+        let state = ContainerState {
             running: state.running.unwrap_or(false),
             exit_code: state.exit_code,
             oom_killed: state.oom_killed.unwrap_or(false),
-        })
+        };
+        if !state.running {
+            return Ok(Started::Stopped(state));
+        }
+        let network = &self.inner.settings.network.name;
+        info.network_settings
+            .and_then(|n| n.networks)
+            .and_then(|mut nets| nets.remove(network))
+            .and_then(|n| n.ip_address)
+            .and_then(|ip| ip.parse().ok())
+            .map(Started::Running)
+            .ok_or_else(|| {
+                EngineError::Unavailable(format!("the container has no address on {network}"))
+            })
     }
 
     /// Runs `cmd` in the container and waits for it to exit.

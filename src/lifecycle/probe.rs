@@ -11,7 +11,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use crate::engine::Engine;
+use crate::engine::{ContainerState, Engine, Started};
 
 const FIRST_PAUSE: Duration = Duration::from_millis(10);
 const LONGEST_PAUSE: Duration = Duration::from_millis(250);
@@ -31,6 +31,19 @@ pub enum NotReady {
     },
     #[error("the demo's container stopped (exit code {code}{oom})")]
     Exited { code: i64, oom: &'static str },
+}
+
+impl NotReady {
+    pub fn exited(state: ContainerState) -> NotReady {
+        NotReady::Exited {
+            code: state.exit_code.unwrap_or(-1),
+            oom: if state.oom_killed {
+                ", out of memory"
+            } else {
+                ""
+            },
+        }
+    }
 }
 
 /// One attempt: the status code of `GET path`, or why there was none.
@@ -81,17 +94,8 @@ pub async fn wait_ready(
         }
         if last_state_check.elapsed() >= STATE_EVERY {
             last_state_check = Instant::now();
-            if let Ok(state) = engine.state(container).await
-                && !state.running
-            {
-                return Err(NotReady::Exited {
-                    code: state.exit_code.unwrap_or(-1),
-                    oom: if state.oom_killed {
-                        ", out of memory"
-                    } else {
-                        ""
-                    },
-                });
+            if let Ok(Started::Stopped(state)) = engine.started(container).await {
+                return Err(NotReady::exited(state));
             }
         }
         tokio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now()))).await;

@@ -10,9 +10,10 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::probe;
+use super::probe::{self, NotReady};
 use super::{Lifecycle, Phase};
 use crate::domain::{DemoId, DemoSpec, SandboxId};
+use crate::engine::Started;
 use crate::spool::Spool;
 
 enum Stop {
@@ -84,10 +85,14 @@ async fn steps(
         .start(&container)
         .await
         .map_err(failed("starting the container"))?;
-    let ip = engine
-        .address(&container)
+    let ip = match engine
+        .started(&container)
         .await
-        .map_err(failed("finding the container's address"))?;
+        .map_err(failed("finding the container's address"))?
+    {
+        Started::Running(ip) => ip,
+        Started::Stopped(state) => return Err(Stop::Failed(NotReady::exited(state).to_string())),
+    };
     let addr = SocketAddr::new(ip, spec.port);
     lifecycle.event(id, "started", None).await;
 

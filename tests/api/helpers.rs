@@ -1,0 +1,383 @@
+//! Test harness: each test spawns the real service in-process on port 0, with its own data
+//! directory and database, against the real Docker Engine. Every Engine object the service
+//! makes carries the app's instance label; dropping a `TestApp` removes whatever is left
+//! with that label, so a failing test does not leak — and `assert_no_objects` makes a
+//! leak a failure.
+
+use std::process::Command;
+use std::sync::Once;
+use std::time::Duration;
+
+use reqwest::multipart::{Form, Part};
+use reqwest::{Response, StatusCode};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use tempfile::TempDir;
+
+use testdrive::app::Running;
+use testdrive::config::Config;
+
+pub const CSV_EXPLORER: &str = "testdrive/csv-explorer:1";
+pub const STATIC_FILES: &str = "testdrive/static-files:1";
+
+pub struct TestApp {
+    pub base: String,
+    pub admin: String,
+    pub http: reqwest::Client,
+    pub instance: String,
+    pub data_dir: std::path::PathBuf,
+    running: Option<Running>,
+    _dir: Option<TempDir>,
+}
+
+fn require_images() {
+    static CHECKED: Once = Once::new();
+    CHECKED.call_once(|| {
+        for image in [CSV_EXPLORER, STATIC_FILES] {
+            let found = Command::new("docker")
+                .args(["image", "inspect", "--format", "{{.Id}}", image])
+                .output()
+                .expect("the docker CLI runs");
+            assert!(
+                found.status.success(),
+                "the image {image} is missing: run sandbox-images/build first"
+            );
+        }
+    });
+}
+
+fn docker_ids(kind: &str, label: &str) -> Vec<String> {
+    let args: Vec<&str> = match kind {
+        "container" => vec!["ps", "-aq", "--filter"],
+        "volume" => vec!["volume", "ls", "-q", "--filter"],
+        "network" => vec!["network", "ls", "-q", "--filter"],
+        _ => unreachable!(),
+    };
+    let out = Command::new("docker")
+        .args(args)
+        .arg(format!("label={label}"))
+        .output()
+        .expect("the docker CLI runs");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .filter(|l| !l.is_empty())
+        .collect()
+}
+
+/// Engine objects labelled for this sandbox: containers, volumes, networks.
+pub fn objects_of(sandbox_id: &str) -> Vec<String> {
+    let label = format!("testdrive.sandbox={sandbox_id}");
+    ["container", "volume", "network"]
+        .iter()
+        .flat_map(|kind| {
+            docker_ids(kind, &label)
+                .into_iter()
+                .map(move |id| format!("{kind} {id}"))
+        })
+        .collect()
+}
+
+pub fn assert_no_objects(sandbox_id: &str) {
+    let left = objects_of(sandbox_id);
+    assert!(left.is_empty(), "objects of {sandbox_id} remain: {left:?}");
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// `docker exec` in the sandbox's container, for checks from inside.
+pub fn exec_in(sandbox_id: &str, cmd: &[&str]) -> std::process::Output {
+    Command::new("docker")
+        .args(["exec", &format!("testdrive-{sandbox_id}")])
+        .args(cmd)
+        .output()
+        .expect("the docker CLI runs")
+}
+
+/// A CSV of roughly `bytes` bytes with a header row.
+pub fn csv_of_size(bytes: usize) -> Vec<u8> {
+    let mut out = b"id,region,amount,note\n".to_vec();
+    let mut i = 0u64;
+    while out.len() < bytes {
+        out.extend_from_slice(
+            format!(
+                "{i},{},{}.{:02},\"row {i}, quoted\"\n",
+                ["north", "south", "east", "west"][(i % 4) as usize],
+                i * 7 % 1000,
+                i % 100
+            )
+            .as_bytes(),
+        );
+        i += 1;
+    }
+    out
+}
+
+async fn boot(mut config: Config, configure: impl FnOnce(&mut Config)) -> (Running, String) {
+    require_images();
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.admin_token = Some(format!("test-admin-{}", uuid::Uuid::new_v4().simple()));
+    config.reconcile_seconds = 2;
+    configure(&mut config);
+    let admin = config.admin_token.clone().unwrap();
+    let running = testdrive::app::start(config)
+        .await
+        .expect("the service starts");
+    (running, admin)
+}
+
+impl TestApp {
+    pub async fn spawn() -> TestApp {
+        Self::spawn_with(|_| {}).await
+    }
+
+    pub async fn spawn_with(configure: impl FnOnce(&mut Config)) -> TestApp {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let mut config = Config::defaults();
+        config.data_dir = dir.path().to_path_buf();
+        let mut app = Self::start(config, configure).await;
+        app._dir = Some(dir);
+        app
+    }
+
+    async fn start(config: Config, configure: impl FnOnce(&mut Config)) -> TestApp {
+        let (running, admin) = boot(config, configure).await;
+        let instance = running
+            .state
+            .store
+            .instance_id()
+            .await
+            .expect("an instance id");
+        TestApp {
+            base: format!("http://{}", running.addr),
+            admin,
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+            instance,
+            data_dir: running.data_dir.clone(),
+            running: Some(running),
+            _dir: None,
+        }
+    }
+
+    /// Stops the service, keeping its data directory, and starts it again on it. `between`
+    /// runs while it is down.
+    pub async fn restart(&mut self, between: impl FnOnce(&TestApp)) {
+        self.running.take().expect("running").stop().await;
+        between(self);
+        let mut config = Config::defaults();
+        config.data_dir = self.data_dir.clone();
+        let admin = self.admin.clone();
+        let (running, _) = boot(config, |c| c.admin_token = Some(admin)).await;
+        self.base = format!("http://{}", running.addr);
+        self.running = Some(running);
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn spool_entries(&self) -> Vec<String> {
+        std::fs::read_dir(self.data_dir.join("spool"))
+            .map(|dir| {
+                dir.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Containers and volumes this app's service made that still exist.
+    pub fn instance_objects(&self) -> Vec<String> {
+        let label = format!("testdrive.instance={}", self.instance);
+        let mut all = docker_ids("container", &label);
+        all.extend(docker_ids("volume", &label));
+        all
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> Response {
+        let mut req = self.http.get(self.url(path));
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        req.send().await.unwrap()
+    }
+
+    pub async fn post_json(&self, path: &str, token: Option<&str>, body: &Value) -> Response {
+        let mut req = self.http.post(self.url(path)).json(body);
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        req.send().await.unwrap()
+    }
+
+    pub async fn delete(&self, path: &str, token: Option<&str>) -> Response {
+        let mut req = self.http.delete(self.url(path));
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        req.send().await.unwrap()
+    }
+
+    /// A new vendor: (id, API key).
+    pub async fn vendor(&self, name: &str) -> (String, String) {
+        let res = self
+            .post_json("/v1/vendors", Some(&self.admin), &json!({ "name": name }))
+            .await;
+        assert_eq!(res.status(), StatusCode::CREATED);
+        let body: Value = res.json().await.unwrap();
+        (
+            body["id"].as_str().unwrap().to_string(),
+            body["api_key"].as_str().unwrap().to_string(),
+        )
+    }
+
+    /// Registers a demo and returns its id.
+    pub async fn demo(&self, key: &str, manifest: Value) -> String {
+        let res = self.post_json("/v1/demos", Some(key), &manifest).await;
+        let status = res.status();
+        let body: Value = res.json().await.unwrap();
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body["id"].as_str().unwrap().to_string()
+    }
+
+    /// A vendor with one demo of the static-files image; `overrides` are merged into its
+    /// manifest. Returns (vendor key, demo id).
+    pub async fn static_demo(&self, overrides: Value) -> (String, String) {
+        let (_, key) = self
+            .vendor(&format!("Vendor {}", uuid::Uuid::new_v4().simple()))
+            .await;
+        let mut manifest = json!({
+            "slug": "files", "title": "Static files", "image": STATIC_FILES,
+            "port": 8080, "data_path": "/data",
+            "ready": {"http_path": "/", "timeout_seconds": 20}
+        });
+        merge(&mut manifest, overrides);
+        let demo = self.demo(&key, manifest).await;
+        (key, demo)
+    }
+
+    pub async fn create_sandbox(
+        &self,
+        demo: &str,
+        files: &[(&str, Vec<u8>)],
+        fields: &[(&str, &str)],
+        wait: Option<u32>,
+    ) -> Response {
+        let mut form = Form::new().text("demo", demo.to_string());
+        for (name, value) in fields {
+            form = form.text(name.to_string(), value.to_string());
+        }
+        for (name, bytes) in files {
+            form = form.part(
+                "file",
+                Part::bytes(bytes.clone()).file_name(name.to_string()),
+            );
+        }
+        let path = match wait {
+            Some(n) => format!("/v1/sandboxes?wait={n}"),
+            None => "/v1/sandboxes".to_string(),
+        };
+        self.http
+            .post(self.url(&path))
+            .multipart(form)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Creates a sandbox and waits until it is ready; returns its creation body.
+    pub async fn ready_sandbox(&self, demo: &str, files: &[(&str, Vec<u8>)]) -> Value {
+        let res = self.create_sandbox(demo, files, &[], Some(60)).await;
+        assert_eq!(res.status(), StatusCode::CREATED);
+        let body: Value = res.json().await.unwrap();
+        assert_eq!(body["status"], "ready", "{body}");
+        body
+    }
+
+    /// Polls the sandbox (as `token`) until `done` holds, up to a minute.
+    pub async fn wait_for(&self, id: &str, token: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let body: Value = self
+                .get(&format!("/v1/sandboxes/{id}"), Some(token))
+                .await
+                .json()
+                .await
+                .unwrap();
+            if done(&body) {
+                return body;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "gave up waiting; last: {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn events(&self, id: &str, token: &str) -> Vec<Value> {
+        let body: Value = self
+            .get(&format!("/v1/sandboxes/{id}/events"), Some(token))
+            .await
+            .json()
+            .await
+            .unwrap();
+        body["items"].as_array().unwrap().clone()
+    }
+}
+
+/// JSON merge patch, for manifest overrides.
+pub fn merge(target: &mut Value, patch: Value) {
+    match (target, patch) {
+        (Value::Object(t), Value::Object(p)) => {
+            for (k, v) in p {
+                merge(t.entry(k).or_insert(Value::Null), v);
+            }
+        }
+        (t, p) => *t = p,
+    }
+}
+
+/// Asserts a problem document with this status, returning it.
+pub async fn problem(res: Response, status: StatusCode) -> Value {
+    assert_eq!(
+        res.headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("application/problem+json"),
+        "status {}",
+        res.status()
+    );
+    let got = res.status();
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(got, status, "{body}");
+    assert_eq!(body["status"], status.as_u16());
+    assert!(body["detail"].as_str().is_some_and(|d| !d.is_empty()));
+    body
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        // Whatever the test did, nothing of this app stays on the Engine.
+        let label = format!("testdrive.instance={}", self.instance);
+        let containers = docker_ids("container", &label);
+        if !containers.is_empty() {
+            let _ = Command::new("docker")
+                .args(["rm", "-fv"])
+                .args(&containers)
+                .output();
+        }
+        let volumes = docker_ids("volume", &label);
+        if !volumes.is_empty() {
+            let _ = Command::new("docker")
+                .args(["volume", "rm", "-f"])
+                .args(&volumes)
+                .output();
+        }
+    }
+}
