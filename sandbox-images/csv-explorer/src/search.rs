@@ -1,0 +1,254 @@
+//! Case-insensitive search over every row of every CSV/JSON file, streamed.
+
+use std::path::Path;
+
+use crate::csvparse::Record;
+use crate::jsonscan::{self, ColumnMap, RowSink};
+use crate::stats::truncate_chars;
+use crate::summary::{self, Kind};
+
+pub const MAX_RESULT_ROWS: usize = 50;
+pub const MAX_QUERY_CHARS: usize = 200;
+const RESULT_CELL_CHARS: usize = 200;
+const RESULT_CELLS: usize = 100;
+/// Rows between two checks of the cancel flag.
+const CANCEL_EVERY: u64 = 1024;
+const CANCELLED: &str = "search cancelled";
+
+/// Case-insensitive substring matcher (Unicode lowercase, ASCII fast path).
+pub struct Matcher {
+    needle: String,
+    buf: String,
+}
+
+impl Matcher {
+    pub fn new(query: &str) -> Self {
+        Matcher {
+            needle: query.to_lowercase(),
+            buf: String::new(),
+        }
+    }
+
+    pub fn is_match(&mut self, hay: &str) -> bool {
+        if hay.is_ascii() {
+            if hay.len() < self.needle.len() {
+                return false;
+            }
+            self.buf.clear();
+            self.buf.push_str(hay);
+            self.buf.make_ascii_lowercase();
+            self.buf.contains(&self.needle)
+        } else {
+            hay.to_lowercase().contains(&self.needle)
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub query: String,
+    pub matches: u64,
+    pub rows: Vec<(String, Vec<String>)>,
+    pub cancelled: bool,
+}
+
+impl Outcome {
+    pub fn to_json(&self) -> serde_json::Value {
+        let rows: Vec<_> = self
+            .rows
+            .iter()
+            .map(|(f, r)| serde_json::json!({"file": f, "row": r}))
+            .collect();
+        serde_json::json!({"query": self.query, "matches": self.matches, "rows": rows})
+    }
+
+    fn hit<S: AsRef<str>>(&mut self, file: &str, cells: impl Iterator<Item = S>) {
+        self.matches += 1;
+        if self.rows.len() < MAX_RESULT_ROWS {
+            let row = cells
+                .take(RESULT_CELLS)
+                .map(|c| truncate_chars(c.as_ref(), RESULT_CELL_CHARS))
+                .collect();
+            self.rows.push((file.to_string(), row));
+        }
+    }
+}
+
+/// Normalises a raw search message: trimmed, at most MAX_QUERY_CHARS.
+pub fn clean_query(raw: &str) -> String {
+    let q = raw.trim();
+    match q.char_indices().nth(MAX_QUERY_CHARS) {
+        Some((i, _)) => q[..i].to_string(),
+        None => q.to_string(),
+    }
+}
+
+/// Searches all files of `dir`. `cancelled` is polled regularly; when it
+/// returns true the search stops and `Outcome::cancelled` is set.
+pub fn search(dir: &Path, query: &str, cancelled: &dyn Fn() -> bool) -> Outcome {
+    let mut out = Outcome {
+        query: query.to_string(),
+        ..Outcome::default()
+    };
+    if query.is_empty() {
+        return out;
+    }
+    let mut m = Matcher::new(query);
+    let Ok(files) = summary::list_files(dir) else {
+        return out;
+    };
+    for f in files {
+        let done = match Kind::of(&f.name) {
+            Kind::Csv => search_csv(&f, &mut m, &mut out, cancelled),
+            Kind::Json => search_json(&f, &mut m, &mut out, cancelled),
+            Kind::Other => Ok(()),
+        };
+        if done.is_err() {
+            out.cancelled = true;
+            return out;
+        }
+    }
+    out
+}
+
+fn search_csv(
+    f: &summary::Entry,
+    m: &mut Matcher,
+    out: &mut Outcome,
+    cancelled: &dyn Fn() -> bool,
+) -> Result<(), ()> {
+    let Ok(mut r) = summary::open_csv(&f.path, &f.name) else {
+        return Ok(());
+    };
+    let mut rec = Record::default();
+    // Skip the header.
+    if !matches!(r.read_record(&mut rec), Ok(true)) {
+        return Ok(());
+    }
+    let mut n = 0u64;
+    while let Ok(true) = r.read_record(&mut rec) {
+        n += 1;
+        if n.is_multiple_of(CANCEL_EVERY) && cancelled() {
+            return Err(());
+        }
+        if rec.iter().any(|c| m.is_match(&c)) {
+            out.hit(&f.name, rec.iter());
+        }
+    }
+    Ok(())
+}
+
+struct SearchSink<'a> {
+    file: &'a str,
+    map: ColumnMap,
+    m: &'a mut Matcher,
+    out: &'a mut Outcome,
+    cancelled: &'a dyn Fn() -> bool,
+    n: u64,
+}
+
+impl RowSink for SearchSink<'_> {
+    fn column(&mut self, key: &str) -> Option<(usize, bool)> {
+        self.map.get_or_add(key)
+    }
+
+    fn row(&mut self, cells: &[String]) -> Result<(), String> {
+        self.n += 1;
+        if self.n.is_multiple_of(CANCEL_EVERY) && (self.cancelled)() {
+            return Err(CANCELLED.to_string());
+        }
+        if cells.iter().any(|c| self.m.is_match(c)) {
+            self.out.hit(self.file, cells.iter());
+        }
+        Ok(())
+    }
+}
+
+fn search_json(
+    f: &summary::Entry,
+    m: &mut Matcher,
+    out: &mut Outcome,
+    cancelled: &dyn Fn() -> bool,
+) -> Result<(), ()> {
+    let Ok(r) = summary::open_buffered(&f.path) else {
+        return Ok(());
+    };
+    let mut sink = SearchSink {
+        file: &f.name,
+        map: ColumnMap::default(),
+        m,
+        out,
+        cancelled,
+        n: 0,
+    };
+    match jsonscan::scan(r, &mut sink) {
+        Err(e) if e.to_string().starts_with(CANCELLED) => Err(()),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+
+    #[test]
+    fn matcher_is_case_insensitive() {
+        let mut m = Matcher::new("NoRTh");
+        assert!(m.is_match("North, East"));
+        assert!(m.is_match("far NORTH"));
+        assert!(!m.is_match("South"));
+        let mut m = Matcher::new("ÄPFEL");
+        assert!(m.is_match("grüne äpfel"));
+        assert!(!m.is_match("apfel"));
+    }
+
+    #[test]
+    fn query_cleanup() {
+        assert_eq!(clean_query("  north \n"), "north");
+        assert_eq!(
+            clean_query(&"é".repeat(500)).chars().count(),
+            MAX_QUERY_CHARS
+        );
+    }
+
+    #[test]
+    fn searches_csv_and_json_rows() {
+        let d = std::env::temp_dir().join(format!("csv-explorer-search-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&d);
+        fs::create_dir_all(&d).unwrap();
+        fs::write(
+            d.join("a.csv"),
+            "region,amount\n\"North, East\",10\nSouth,20\nnorthwest,5\n",
+        )
+        .unwrap();
+        fs::write(
+            d.join("b.json"),
+            r#"[{"name":"North Pole","n":1},{"name":"x"}]"#,
+        )
+        .unwrap();
+        fs::write(d.join("c.txt"), "north").unwrap();
+
+        let o = search(&d, "north", &|| false);
+        assert_eq!(o.matches, 3);
+        assert_eq!(
+            o.rows[0],
+            (
+                "a.csv".to_string(),
+                vec!["North, East".to_string(), "10".to_string()]
+            )
+        );
+        assert_eq!(o.rows[2].0, "b.json");
+        assert_eq!(o.to_json()["rows"][2]["row"][0], "North Pole");
+        // The header row is not a match.
+        assert_eq!(search(&d, "region", &|| false).matches, 0);
+        assert_eq!(search(&d, "", &|| false).matches, 0);
+
+        let many = format!("id\n{}", "zz\n".repeat(5000));
+        fs::write(d.join("many.csv"), many).unwrap();
+        let o = search(&d, "Z", &|| false);
+        assert_eq!((o.matches, o.rows.len()), (5000, MAX_RESULT_ROWS));
+        assert!(search(&d, "z", &|| true).cancelled);
+        fs::remove_dir_all(&d).unwrap();
+    }
+}
