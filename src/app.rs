@@ -154,12 +154,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         addr: config.listen,
         source,
     })?;
-    let public_url = config
-        .public_url
-        .clone()
-        .unwrap_or_else(|| format!("http://{addr}"))
-        .trim_end_matches('/')
-        .to_string();
+    let public_url = config.public_url(addr);
 
     let state = AppState {
         store: store.clone(),

@@ -101,11 +101,12 @@ impl Config {
         Ok(config)
     }
 
-    /// Base URL for sandbox links, without a trailing slash.
-    pub fn public_url(&self) -> String {
+    /// Base URL for sandbox links, without a trailing slash; by default the address the
+    /// server is bound to (which differs from `listen` when that asks for port 0).
+    pub fn public_url(&self, bound: SocketAddr) -> String {
         self.public_url
             .clone()
-            .unwrap_or_else(|| format!("http://{}", self.listen))
+            .unwrap_or_else(|| format!("http://{bound}"))
             .trim_end_matches('/')
             .to_string()
     }
@@ -141,7 +142,7 @@ mod tests {
     fn defaults_match_the_contract() {
         let config = Config::defaults();
         assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
-        assert_eq!(config.public_url(), "http://127.0.0.1:8080");
+        assert_eq!(config.public_url(config.listen), "http://127.0.0.1:8080");
         assert_eq!(config.max_sandboxes, 50);
         assert_eq!(config.data_dir, PathBuf::from("./var"));
         assert_eq!(config.database_url(), "sqlite://./var/testdrive.db");
@@ -150,6 +151,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment's test jail decides the closure's type
     fn the_file_then_the_environment_win() {
         figment::Jail::expect_with(|jail| {
             jail.create_file("site.toml", "max_sandboxes = 7\n[sandbox]\ntmpfs_mb = 8\n")?;
@@ -163,7 +165,7 @@ mod tests {
             jail.set_env("TESTDRIVE_POLICY__MAX_PIDS", "64");
             let config = Config::load(Some(Path::new("site.toml"))).unwrap();
             assert_eq!(config.max_sandboxes, 9);
-            assert_eq!(config.public_url(), "https://try.example.com");
+            assert_eq!(config.public_url(config.listen), "https://try.example.com");
             assert_eq!(config.policy.max_pids, 64);
 
             assert!(matches!(
