@@ -38,6 +38,7 @@ CREATE TABLE sandboxes (
     ended_at        INTEGER,
     end_reason      TEXT,
     data_deleted_at INTEGER,
+    addr_slot       INTEGER,              -- the sandbox's address on the sandbox network
     container_addr  TEXT,
     files           TEXT NOT NULL,        -- JSON list of {name, bytes, sha256}
     prospect        TEXT NOT NULL,        -- JSON information sheet
@@ -50,6 +51,11 @@ CREATE INDEX sandboxes_live_deadline ON sandboxes (expires_at)
 -- Ended sandboxes whose objects are not yet confirmed gone.
 CREATE INDEX sandboxes_pending_teardown ON sandboxes (ended_at)
     WHERE data_deleted_at IS NULL AND status IN ('ended', 'failed');
+-- An address belongs to one sandbox from its creation until its objects are confirmed gone,
+-- even while its container is stopped or dead: the Engine would hand a freed address to the
+-- next container at once, and the proxy would then send one prospect to another's sandbox.
+CREATE UNIQUE INDEX sandboxes_addr_slot ON sandboxes (addr_slot)
+    WHERE addr_slot IS NOT NULL AND data_deleted_at IS NULL;
 CREATE INDEX sandboxes_demo ON sandboxes (demo_id, id);
 CREATE INDEX sandboxes_vendor ON sandboxes (vendor_id, id);
 

@@ -125,7 +125,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             network: NetworkSettings {
                 name: config.sandbox.network.clone(),
                 bridge: config.sandbox.bridge.clone(),
-                subnet: config.sandbox.subnet.clone(),
+                subnet: config.subnet(),
             },
             tmpfs_mb: config.sandbox.tmpfs_mb,
         },

@@ -9,6 +9,7 @@ use figment::providers::{Env, Format, Toml};
 use serde::Deserialize;
 
 use crate::domain::Policy;
+use crate::engine::Subnet;
 
 pub const DEFAULTS: &str = include_str!("../config/default.toml");
 
@@ -41,7 +42,7 @@ pub enum LogFormat {
 pub struct SandboxConfig {
     pub network: String,
     pub bridge: String,
-    pub subnet: Option<String>,
+    pub subnet: String,
     pub tmpfs_mb: u32,
 }
 
@@ -91,6 +92,8 @@ impl Config {
                 "sandbox.bridge must be 1 to 15 characters".into(),
             ));
         }
+        Subnet::parse(&config.sandbox.subnet)
+            .map_err(|e| ConfigError::Invalid(format!("sandbox.subnet: {e}")))?;
         if let Some(url) = &config.public_url
             && !(url.starts_with("http://") || url.starts_with("https://"))
         {
@@ -115,6 +118,10 @@ impl Config {
         self.database_url
             .clone()
             .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("testdrive.db").display()))
+    }
+
+    pub fn subnet(&self) -> Subnet {
+        Subnet::parse(&self.sandbox.subnet).expect("checked when the configuration was read")
     }
 
     pub fn spool_dir(&self) -> PathBuf {

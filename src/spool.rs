@@ -4,7 +4,6 @@
 //! off at the limit rather than read to its end. A `Spool` deletes its directory when dropped
 //! unless it was discarded explicitly, so a rejected or abandoned upload leaves nothing.
 
-use std::fmt::Display;
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -30,6 +29,8 @@ pub enum SpoolError {
     Empty(String),
     #[error("the upload was interrupted: {0}")]
     Body(String),
+    #[error("the request is over the service's size limit: {0}")]
+    RequestTooLarge(String),
     #[error("the spool cannot be written: {0}")]
     Io(#[from] io::Error),
 }
@@ -75,11 +76,11 @@ impl Spool {
         Ok(())
     }
 
-    /// Streams one file to disk. The caller has `admit`ted the name.
-    pub async fn write<S, E>(&mut self, name: UploadName, mut chunks: S) -> Result<(), SpoolError>
+    /// Streams one file to disk. The caller has `admit`ted the name; the stream's errors
+    /// say what went wrong with the request (`Body`, `RequestTooLarge`).
+    pub async fn write<S>(&mut self, name: UploadName, mut chunks: S) -> Result<(), SpoolError>
     where
-        S: Stream<Item = Result<Bytes, E>> + Unpin,
-        E: Display,
+        S: Stream<Item = Result<Bytes, SpoolError>> + Unpin,
     {
         self.admit(&name)?;
         // Numbered on disk: the prospect's name is only ever used inside the tar archive.
@@ -89,7 +90,7 @@ impl Spool {
         let mut hasher = Sha256::new();
         let mut bytes = 0u64;
         while let Some(chunk) = chunks.next().await {
-            let chunk = chunk.map_err(|e| SpoolError::Body(e.to_string()))?;
+            let chunk = chunk?;
             if self.total + bytes + chunk.len() as u64 > self.rules.max_bytes {
                 return Err(SpoolError::TooLarge {
                     limit: self.rules.max_bytes,
@@ -161,7 +162,7 @@ mod tests {
         }
     }
 
-    fn chunks(parts: &[&'static [u8]]) -> impl Stream<Item = Result<Bytes, String>> + Unpin {
+    fn chunks(parts: &[&'static [u8]]) -> impl Stream<Item = Result<Bytes, SpoolError>> + Unpin {
         stream::iter(
             parts
                 .iter()

@@ -78,7 +78,8 @@ async fn create_demo(
             ));
         }
         (None, Some(raw)) => {
-            let id = VendorId::parse(&raw)?;
+            let id = VendorId::parse(&raw)
+                .map_err(|_| ApiError::invalid("vendor_id", "is not a valid vendor id"))?;
             state
                 .store
                 .vendor(id)

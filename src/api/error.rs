@@ -112,6 +112,10 @@ impl IntoResponse for ApiError {
         {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
         }
+        // RFC 9110 §15.5.2: a 401 carries the challenge the server accepts.
+        if let ApiError::Unauthorized = self {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
         response
     }
 }
@@ -183,9 +187,9 @@ impl From<RegistryError> for ApiError {
 impl From<SpoolError> for ApiError {
     fn from(err: SpoolError) -> Self {
         match err {
-            SpoolError::TooLarge { .. } | SpoolError::TooManyFiles { .. } => {
-                ApiError::TooLarge(err.to_string())
-            }
+            SpoolError::TooLarge { .. }
+            | SpoolError::TooManyFiles { .. }
+            | SpoolError::RequestTooLarge(_) => ApiError::TooLarge(err.to_string()),
             SpoolError::Unsupported { .. } => ApiError::UnsupportedType(err.to_string()),
             SpoolError::Duplicate(_) | SpoolError::Empty(_) => {
                 ApiError::invalid("file", err.to_string())

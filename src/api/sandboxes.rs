@@ -6,6 +6,7 @@ use std::time::Duration;
 use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Path, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
+use futures_util::TryStreamExt;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
@@ -18,7 +19,7 @@ use crate::domain::{
     UploadName,
 };
 use crate::lifecycle::Lifecycle;
-use crate::spool::Spool;
+use crate::spool::{Spool, SpoolError};
 use crate::store::{Demo, Sandbox, SandboxFilter};
 
 pub fn router(max_upload_bytes: u64) -> OpenApiRouter<AppState> {
@@ -172,6 +173,14 @@ fn multipart_error(err: axum::extract::multipart::MultipartError) -> ApiError {
     ))
 }
 
+fn spool_error(err: axum::extract::multipart::MultipartError) -> SpoolError {
+    if err.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        SpoolError::RequestTooLarge(err.body_text())
+    } else {
+        SpoolError::Body(err.body_text())
+    }
+}
+
 /// Reads the form in order, streaming each file to the spool under the demo's rules.
 async fn read_form(state: &AppState, id: SandboxId, mut form: Multipart) -> Result<Form, ApiError> {
     let mut chosen: Option<(Demo, Spool)> = None;
@@ -224,7 +233,7 @@ async fn read_form(state: &AppState, id: SandboxId, mut form: Multipart) -> Resu
                 };
                 let name = UploadName::parse(field.file_name().unwrap_or_default())?;
                 spool.admit(&name)?;
-                spool.write(name, field).await?;
+                spool.write(name, field.map_err(spool_error)).await?;
             }
             other => {
                 return Err(ApiError::invalid(

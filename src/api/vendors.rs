@@ -1,6 +1,6 @@
 //! `/v1/vendors`: operators create vendors and hand over their API key.
 
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
@@ -13,7 +13,9 @@ use crate::domain::{Timestamp, VendorId, VendorName};
 use crate::store::Vendor;
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(create_vendor, list_vendors))
+    OpenApiRouter::new()
+        .routes(routes!(create_vendor, list_vendors))
+        .routes(routes!(get_vendor))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -85,4 +87,29 @@ async fn list_vendors(
     caller.require_admin()?;
     let vendors = state.store.vendors().await?;
     Ok(axum::Json(Items::of(vendors)))
+}
+
+/// One vendor: operators, or the vendor itself.
+#[utoipa::path(get, path = "/v1/vendors/{id}", tag = "vendors",
+    responses((status = 200, body = VendorView), (status = 404, body = super::Problem)),
+    security(("bearer" = [])))]
+async fn get_vendor(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<axum::Json<VendorView>, ApiError> {
+    let not_found = || ApiError::NotFound("no such vendor");
+    let id = VendorId::parse(&id).map_err(|_| not_found())?;
+    let allowed = match caller {
+        Caller::Admin => true,
+        Caller::Vendor(own) => own == id,
+        Caller::Sandbox(_) => return Err(ApiError::Forbidden),
+    };
+    let vendor = state
+        .store
+        .vendor(id)
+        .await?
+        .filter(|_| allowed)
+        .ok_or_else(not_found)?;
+    Ok(axum::Json(vendor.into()))
 }

@@ -7,7 +7,7 @@ mod archive;
 mod network;
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,8 +15,8 @@ use std::time::Duration;
 use bollard::Docker;
 use bollard::exec::{StartExecOptions, StartExecResults};
 use bollard::models::{
-    ContainerCreateBody, ExecConfig, HostConfig, HostConfigLogConfig, Mount, MountType,
-    MountVolumeOptions,
+    ContainerCreateBody, EndpointIpamConfig, EndpointSettings, ExecConfig, HostConfig,
+    HostConfigLogConfig, Mount, MountType, MountVolumeOptions, NetworkingConfig,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, InspectContainerOptions, ListContainersOptionsBuilder,
@@ -28,7 +28,7 @@ use tokio::sync::RwLock;
 
 use crate::domain::{DemoId, DemoSpec, SandboxId, UploadName};
 
-pub use network::NetworkSettings;
+pub use network::{NetworkSettings, Subnet};
 
 pub const SANDBOX_LABEL: &str = "testdrive.sandbox";
 pub const INSTANCE_LABEL: &str = "testdrive.instance";
@@ -90,12 +90,6 @@ pub struct ContainerState {
     pub running: bool,
     pub exit_code: Option<i64>,
     pub oom_killed: bool,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Started {
-    Running(IpAddr),
-    Stopped(ContainerState),
 }
 
 /// A handle on the Engine. Cheap to clone.
@@ -206,13 +200,20 @@ impl Engine {
         ])
     }
 
-    /// Creates the sandbox's container, hardened as the contract says, with a labelled volume
-    /// at the data path and at each writable path. Not started.
+    /// The address of a sandbox slot on the sandbox network.
+    pub fn address(&self, slot: u32) -> Option<Ipv4Addr> {
+        self.inner.settings.network.subnet.address(slot)
+    }
+
+    /// Creates the sandbox's container, hardened as the contract says, at `ip` on the sandbox
+    /// network, with a labelled volume at the data path and at each writable path. Not
+    /// started.
     pub async fn create_sandbox(
         &self,
         sandbox: SandboxId,
         demo: DemoId,
         spec: &DemoSpec,
+        ip: Ipv4Addr,
     ) -> Result<String> {
         let labels = self.labels(sandbox, demo);
         let volume = |target: &str| Mount {
@@ -261,6 +262,18 @@ impl Engine {
             labels: Some(labels),
             hostname: Some("sandbox".to_string()),
             host_config: Some(host_config),
+            networking_config: Some(NetworkingConfig {
+                endpoints_config: Some(HashMap::from([(
+                    self.inner.settings.network.name.clone(),
+                    EndpointSettings {
+                        ipam_config: Some(EndpointIpamConfig {
+                            ipv4_address: Some(ip.to_string()),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    },
+                )])),
+            }),
             ..Default::default()
         };
         let options = CreateContainerOptionsBuilder::default()
@@ -309,9 +322,8 @@ impl Engine {
             .map_err(|e| EngineError::from_bollard(e, "container"))
     }
 
-    /// Where the container stands: running at an address on the sandbox network, or
-    /// stopped (it crashed or was killed).
-    pub async fn started(&self, container: &str) -> Result<Started> {
+    /// Whether the container runs, and how it ended if it does not.
+    pub async fn state(&self, container: &str) -> Result<ContainerState> {
         let info = self
             .client()
             .await?
@@ -319,24 +331,11 @@ impl Engine {
             .await
             .map_err(|e| EngineError::from_bollard(e, "container"))?;
         let state = info.state.unwrap_or_default();
-        let state = ContainerState {
+        Ok(ContainerState {
             running: state.running.unwrap_or(false),
             exit_code: state.exit_code,
             oom_killed: state.oom_killed.unwrap_or(false),
-        };
-        if !state.running {
-            return Ok(Started::Stopped(state));
-        }
-        let network = &self.inner.settings.network.name;
-        info.network_settings
-            .and_then(|n| n.networks)
-            .and_then(|mut nets| nets.remove(network))
-            .and_then(|n| n.ip_address)
-            .and_then(|ip| ip.parse().ok())
-            .map(Started::Running)
-            .ok_or_else(|| {
-                EngineError::Unavailable(format!("the container has no address on {network}"))
-            })
+        })
     }
 
     /// Runs `cmd` in the container and waits for it to exit.
@@ -392,14 +391,25 @@ impl Engine {
             .force(true)
             .v(true)
             .build();
-        match docker
-            .remove_container(&container_name(sandbox), Some(options))
-            .await
-            .map_err(|e| EngineError::from_bollard(e, "container"))
-        {
-            Ok(()) => removed += 1,
-            Err(EngineError::NotFound(_)) => {}
-            Err(other) => return Err(other),
+        let mut attempts = 0;
+        loop {
+            match docker
+                .remove_container(&container_name(sandbox), Some(options.clone()))
+                .await
+                .map_err(|e| EngineError::from_bollard(e, "container"))
+            {
+                Ok(()) => removed += 1,
+                Err(EngineError::NotFound(_)) => {}
+                // "removal already in progress": someone else (another instance) is at it;
+                // wait for it to finish rather than report the container gone too early.
+                Err(EngineError::Rejected { status: 409, .. }) if attempts < 50 => {
+                    attempts += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+                Err(other) => return Err(other),
+            }
+            break;
         }
         let filter = HashMap::from([(
             "label".to_string(),

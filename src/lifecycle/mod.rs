@@ -107,6 +107,9 @@ struct Inner {
     clock: Arc<dyn Clock>,
     settings: LifecycleSettings,
     inflight: Mutex<HashMap<SandboxId, InFlight>>,
+    /// One teardown at a time per sandbox: the scheduler, a `DELETE` and the reconciler may
+    /// all reach for the same one, and the Engine refuses a second concurrent removal.
+    teardowns: Mutex<HashMap<SandboxId, Arc<tokio::sync::Mutex<()>>>>,
     deadlines: Arc<Notify>,
     activity: Activity,
 }
@@ -125,6 +128,7 @@ impl Lifecycle {
                 clock,
                 settings,
                 inflight: Mutex::new(HashMap::new()),
+                teardowns: Mutex::new(HashMap::new()),
                 deadlines: Arc::new(Notify::new()),
                 activity: Activity::default(),
             }),
@@ -212,6 +216,12 @@ impl Lifecycle {
                 phase: phase_rx.clone(),
             },
         );
+        let sandbox = self
+            .inner
+            .store
+            .sandbox(id)
+            .await?
+            .ok_or(LifecycleError::NotFound)?;
         let span = tracing::info_span!("sandbox.provision", sandbox_id = %id, demo_id = %demo.id);
         tokio::spawn(
             provision::run(
@@ -219,6 +229,7 @@ impl Lifecycle {
                 id,
                 demo.id,
                 demo.spec.clone(),
+                sandbox.addr_slot,
                 spool,
                 cancel,
                 phase_tx,
@@ -226,12 +237,6 @@ impl Lifecycle {
             )
             .instrument(span),
         );
-        let sandbox = self
-            .inner
-            .store
-            .sandbox(id)
-            .await?
-            .ok_or(LifecycleError::NotFound)?;
         Ok(Created {
             sandbox,
             token,
@@ -367,6 +372,27 @@ impl Lifecycle {
     /// call any number of times, from any task.
     #[tracing::instrument(name = "sandbox.teardown", skip(self), fields(sandbox_id = %id))]
     pub async fn teardown(&self, id: SandboxId) -> Result<()> {
+        let lock = self
+            .inner
+            .teardowns
+            .lock()
+            .expect("teardown lock")
+            .entry(id)
+            .or_default()
+            .clone();
+        let result = {
+            let _turn = lock.lock().await;
+            self.teardown_now(id).await
+        };
+        let mut teardowns = self.inner.teardowns.lock().expect("teardown lock");
+        // Only the map and this call hold it: nobody is waiting.
+        if Arc::strong_count(&lock) == 2 {
+            teardowns.remove(&id);
+        }
+        result
+    }
+
+    async fn teardown_now(&self, id: SandboxId) -> Result<()> {
         let started = Instant::now();
         self.stop_provisioning(id).await;
         let removed = self.inner.engine.remove_sandbox(id).await?;

@@ -11,7 +11,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use crate::engine::{ContainerState, Engine, Started};
+use crate::engine::{ContainerState, Engine};
 
 const FIRST_PAUSE: Duration = Duration::from_millis(10);
 const LONGEST_PAUSE: Duration = Duration::from_millis(250);
@@ -94,7 +94,9 @@ pub async fn wait_ready(
         }
         if last_state_check.elapsed() >= STATE_EVERY {
             last_state_check = Instant::now();
-            if let Ok(Started::Stopped(state)) = engine.started(container).await {
+            if let Ok(state) = engine.state(container).await
+                && !state.running
+            {
                 return Err(NotReady::exited(state));
             }
         }

@@ -13,7 +13,6 @@ use tokio_util::sync::CancellationToken;
 use super::probe::{self, NotReady};
 use super::{Lifecycle, Phase};
 use crate::domain::{DemoId, DemoSpec, SandboxId};
-use crate::engine::Started;
 use crate::spool::Spool;
 
 enum Stop {
@@ -49,13 +48,17 @@ async fn steps(
     id: SandboxId,
     demo: DemoId,
     spec: &DemoSpec,
+    slot: Option<u32>,
     spool: Spool,
     cancel: &CancellationToken,
 ) -> Result<SocketAddr, Stop> {
     let engine = lifecycle.engine();
+    let ip = slot
+        .and_then(|s| engine.address(s))
+        .ok_or_else(|| Stop::Failed("the sandbox network has no free address left".to_string()))?;
     checkpoint(cancel)?;
     let container = engine
-        .create_sandbox(id, demo, spec)
+        .create_sandbox(id, demo, spec, ip)
         .await
         .map_err(failed("creating the container"))?;
     checkpoint(cancel)?;
@@ -85,15 +88,14 @@ async fn steps(
         .start(&container)
         .await
         .map_err(failed("starting the container"))?;
-    let ip = match engine
-        .started(&container)
+    let state = engine
+        .state(&container)
         .await
-        .map_err(failed("finding the container's address"))?
-    {
-        Started::Running(ip) => ip,
-        Started::Stopped(state) => return Err(Stop::Failed(NotReady::exited(state).to_string())),
-    };
-    let addr = SocketAddr::new(ip, spec.port);
+        .map_err(failed("inspecting the container"))?;
+    if !state.running {
+        return Err(Stop::Failed(NotReady::exited(state).to_string()));
+    }
+    let addr = SocketAddr::new(ip.into(), spec.port);
     lifecycle.event(id, "started", None).await;
 
     if let Some(command) = &spec.load_command {
@@ -135,12 +137,13 @@ pub(super) async fn run(
     id: SandboxId,
     demo: DemoId,
     spec: DemoSpec,
+    slot: Option<u32>,
     spool: Spool,
     cancel: CancellationToken,
     phase: watch::Sender<Phase>,
     started: Instant,
 ) {
-    let outcome = steps(&lifecycle, id, demo, &spec, spool, &cancel).await;
+    let outcome = steps(&lifecycle, id, demo, &spec, slot, spool, &cancel).await;
     let outcome = match outcome {
         Ok(addr) => lifecycle
             .store()

@@ -74,7 +74,10 @@ pub struct Sandbox {
     pub ended_at: Option<Timestamp>,
     pub end_reason: Option<EndReason>,
     pub data_deleted_at: Option<Timestamp>,
-    /// `ip:port` of the demo inside the sandbox network, once started.
+    /// Which address of the sandbox network is this sandbox's: reserved at creation and
+    /// held until `data_deleted_at`, so no other sandbox can get it meanwhile.
+    pub addr_slot: Option<u32>,
+    /// `ip:port` of the demo inside the sandbox network, once ready.
     pub container_addr: Option<String>,
     pub files: Vec<FileRecord>,
     pub prospect: Prospect,
@@ -128,7 +131,8 @@ pub trait Store: Send + Sync + 'static {
     /// Enabled demos with their vendor's name.
     async fn catalog(&self) -> Result<Vec<(Demo, String)>>;
 
-    /// Inserts the sandbox unless `max_live` sandboxes are live already (`Capacity`).
+    /// Inserts the sandbox unless `max_live` sandboxes are live already (`Capacity`), with
+    /// the lowest address slot no other sandbox holds.
     async fn insert_sandbox(&self, sandbox: &NewSandbox, max_live: u32) -> Result<()>;
     async fn sandbox(&self, id: SandboxId) -> Result<Option<Sandbox>>;
     async fn sandboxes(&self, filter: &SandboxFilter) -> Result<Vec<Sandbox>>;

@@ -16,6 +16,18 @@ use super::{
 use crate::domain::token::TokenHash;
 use crate::domain::{DemoId, EndReason, SandboxId, SandboxStatus, Timestamp, VendorId, VendorName};
 
+/// The lowest free address slot is 0 or one past a held slot: these candidates, minus the
+/// held slots.
+macro_rules! held_slots {
+    () => {
+        "SELECT 0 AS free
+         UNION SELECT addr_slot + 1 FROM sandboxes
+               WHERE addr_slot IS NOT NULL AND data_deleted_at IS NULL
+         EXCEPT SELECT addr_slot FROM sandboxes
+               WHERE addr_slot IS NOT NULL AND data_deleted_at IS NULL"
+    };
+}
+
 /// The statuses of a live sandbox, as SQL (a macro so queries stay `&'static str`).
 macro_rules! live {
     () => {
@@ -110,6 +122,9 @@ fn sandbox_from(row: &SqliteRow) -> Result<Sandbox> {
             .map(|r| EndReason::parse(&r).ok_or_else(|| corrupt(r)))
             .transpose()?,
         data_deleted_at: ts(row.try_get("data_deleted_at")?),
+        addr_slot: row
+            .try_get::<Option<i64>, _>("addr_slot")?
+            .map(|slot| slot as u32),
         container_addr: row.try_get("container_addr")?,
         files: serde_json::from_str(row.try_get("files")?).map_err(corrupt)?,
         prospect: serde_json::from_str(row.try_get("prospect")?).map_err(corrupt)?,
@@ -273,8 +288,11 @@ impl Store for SqliteStore {
     async fn insert_sandbox(&self, s: &NewSandbox, max_live: u32) -> Result<()> {
         let done = sqlx::query(concat!(
             "INSERT INTO sandboxes (id, demo_id, vendor_id, token_hash, status, spec, created_at,
-                                    expires_at, files, prospect)
-             SELECT ?, ?, ?, ?, 'provisioning', ?, ?, ?, ?, ?
+                                    expires_at, files, prospect, addr_slot)
+             SELECT ?, ?, ?, ?, 'provisioning', ?, ?, ?, ?, ?,
+                    (SELECT MIN(free) FROM (",
+            held_slots!(),
+            "))
              WHERE (SELECT COUNT(*) FROM sandboxes WHERE status IN ",
             live!(),
             ") < ?"
@@ -660,6 +678,42 @@ mod tests {
             .await
             .unwrap();
         assert!(store.pending_teardowns().await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn address_slots_are_held_until_the_data_is_deleted() {
+        let store = store().await;
+        let (_, demo) = vendor_and_demo(&store).await;
+        let far = Timestamp::from_millis(i64::MAX / 2);
+        let mut ids = Vec::new();
+        for _ in 0..3 {
+            let s = new_sandbox(&demo, far);
+            store.insert_sandbox(&s, 10).await.unwrap();
+            ids.push(s.id);
+        }
+        let slot = |id| {
+            let store = store.clone();
+            async move { store.sandbox(id).await.unwrap().unwrap().addr_slot }
+        };
+        assert_eq!(slot(ids[0]).await, Some(0));
+        assert_eq!(slot(ids[1]).await, Some(1));
+        assert_eq!(slot(ids[2]).await, Some(2));
+
+        // Ended is not enough: the slot frees only once the objects are gone.
+        store
+            .end(ids[1], Timestamp::now(), EndReason::Failed)
+            .await
+            .unwrap();
+        let next = new_sandbox(&demo, far);
+        store.insert_sandbox(&next, 10).await.unwrap();
+        assert_eq!(slot(next.id).await, Some(3));
+        store
+            .mark_data_deleted(ids[1], Timestamp::now())
+            .await
+            .unwrap();
+        let reuse = new_sandbox(&demo, far);
+        store.insert_sandbox(&reuse, 10).await.unwrap();
+        assert_eq!(slot(reuse.id).await, Some(1));
     }
 
     #[tokio::test]

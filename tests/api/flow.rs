@@ -439,25 +439,52 @@ async fn ending_a_sandbox_while_it_provisions_leaves_nothing() {
     assert!(app.spool_entries().is_empty());
 }
 
+fn container_ip(id: &str) -> String {
+    let out = std::process::Command::new("docker")
+        .args([
+            "inspect",
+            "-f",
+            "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+            &format!("testdrive-{id}"),
+        ])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_proxy_answers_502_when_the_demo_stops_answering() {
+async fn a_dead_demo_answers_502_and_its_address_goes_to_nobody_else() {
     let app = TestApp::spawn().await;
     let (_, demo) = app.static_demo(json!({})).await;
-    let sandbox = app
-        .ready_sandbox(&demo, &[("a.csv", b"x\n".to_vec())])
+    let a = app
+        .ready_sandbox(&demo, &[("a.csv", b"data of a\n".to_vec())])
         .await;
-    let id = sandbox["id"].as_str().unwrap();
-    let token = sandbox["token"].as_str().unwrap();
+    let id = a["id"].as_str().unwrap();
+    let token = a["token"].as_str().unwrap();
+    let a_ip = container_ip(id);
     let killed = std::process::Command::new("docker")
         .args(["kill", &format!("testdrive-{id}")])
         .output()
         .unwrap();
     assert!(killed.status.success());
+
+    // The Engine would give the dead container's address to the next container; testdrive
+    // holds it for A until A's objects are gone, so B gets another and A's prospect never
+    // reaches B's data.
+    let b = app
+        .ready_sandbox(&demo, &[("a.csv", b"data of b\n".to_vec())])
+        .await;
+    let b_id = b["id"].as_str().unwrap();
+    assert_ne!(container_ip(b_id), a_ip);
     let res = app.get(&format!("/s/{id}/a.csv"), Some(token)).await;
     problem(res, StatusCode::BAD_GATEWAY).await;
-    app.delete(&format!("/v1/sandboxes/{id}"), Some(token))
-        .await;
-    assert_no_objects(id);
+
+    for sandbox in [&a, &b] {
+        let id = sandbox["id"].as_str().unwrap();
+        app.delete(&format!("/v1/sandboxes/{id}"), sandbox["token"].as_str())
+            .await;
+        assert_no_objects(id);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -472,19 +499,7 @@ async fn sandboxes_cannot_reach_each_other() {
         .await;
     let a_id = a["id"].as_str().unwrap();
     let b_id = b["id"].as_str().unwrap();
-    let ip = |id: &str| {
-        let out = std::process::Command::new("docker")
-            .args([
-                "inspect",
-                "-f",
-                "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
-                &format!("testdrive-{id}"),
-            ])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    };
-    let b_ip = ip(b_id);
+    let b_ip = container_ip(b_id);
     assert!(!b_ip.is_empty());
     // B serves its file to the host (testdrive reaches it)…
     let fetched = app

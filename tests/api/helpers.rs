@@ -22,10 +22,13 @@ pub const STATIC_FILES: &str = "testdrive/static-files:1";
 
 pub struct TestApp {
     pub base: String,
+    /// The app's own sandbox network (a deployment's addresses are its own to hand out).
+    pub network: String,
     pub admin: String,
     pub http: reqwest::Client,
     pub instance: String,
     pub data_dir: std::path::PathBuf,
+    config: Config,
     running: Option<Running>,
     _dir: Option<TempDir>,
 }
@@ -43,6 +46,7 @@ fn require_images() {
                 "the image {image} is missing: run sandbox-images/build first"
             );
         }
+        remove_stale_test_networks();
     });
 }
 
@@ -115,17 +119,68 @@ pub fn csv_of_size(bytes: usize) -> Vec<u8> {
     out
 }
 
-async fn boot(mut config: Config, configure: impl FnOnce(&mut Config)) -> (Running, String) {
+/// A sandbox network for one test app, on a /24 of 10.214.0.0/16 no other network uses: the
+/// Engine refuses overlapping subnets, so trying them in turn finds a free one.
+fn test_network() -> (String, String, String) {
+    let tag = &uuid::Uuid::new_v4().simple().to_string()[..8];
+    let name = format!("testdrive-test-{tag}");
+    let bridge = format!("tdt{tag}");
+    let start = u32::from_str_radix(tag, 16).unwrap() % 256;
+    for attempt in 0..256 {
+        let third = (start + attempt) % 256;
+        let subnet = format!("10.214.{third}.0/24");
+        let out = Command::new("docker")
+            .args([
+                "network",
+                "create",
+                "--internal",
+                "--label",
+                "testdrive.test=1",
+            ])
+            .args(["-o", "com.docker.network.bridge.enable_icc=false"])
+            .args(["-o", "com.docker.network.bridge.enable_ip_masquerade=false"])
+            .arg("-o")
+            .arg(format!("com.docker.network.bridge.name={bridge}"))
+            .arg(format!("--subnet={subnet}"))
+            .arg(format!("--gateway=10.214.{third}.1"))
+            .arg(&name)
+            .output()
+            .expect("the docker CLI runs");
+        if out.status.success() {
+            return (name, bridge, subnet);
+        }
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("overlap"), "cannot create {name}: {err}");
+    }
+    panic!("no free /24 in 10.214.0.0/16 for a test network");
+}
+
+/// Test networks left by runs that were killed (an hour old is surely stale).
+fn remove_stale_test_networks() {
+    let out = Command::new("docker")
+        .args(["network", "ls", "-q", "--filter", "label=testdrive.test=1"])
+        .output()
+        .expect("the docker CLI runs");
+    for id in String::from_utf8_lossy(&out.stdout).lines() {
+        let created = Command::new("docker")
+            .args(["network", "inspect", "-f", "{{.Created.Unix}}", id])
+            .output()
+            .expect("the docker CLI runs");
+        let created: i64 = String::from_utf8_lossy(&created.stdout)
+            .trim()
+            .parse()
+            .unwrap_or(i64::MAX);
+        if created < time::OffsetDateTime::now_utc().unix_timestamp() - 3600 {
+            let _ = Command::new("docker").args(["network", "rm", id]).output();
+        }
+    }
+}
+
+async fn boot(config: Config) -> Running {
     require_images();
-    config.listen = "127.0.0.1:0".parse().unwrap();
-    config.admin_token = Some(format!("test-admin-{}", uuid::Uuid::new_v4().simple()));
-    config.reconcile_seconds = 2;
-    configure(&mut config);
-    let admin = config.admin_token.clone().unwrap();
-    let running = testdrive::app::start(config)
+    testdrive::app::start(config)
         .await
-        .expect("the service starts");
-    (running, admin)
+        .expect("the service starts")
 }
 
 impl TestApp {
@@ -137,13 +192,21 @@ impl TestApp {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let mut config = Config::defaults();
         config.data_dir = dir.path().to_path_buf();
+        let (network, bridge, subnet) = test_network();
+        config.sandbox.network = network;
+        config.sandbox.bridge = bridge;
+        config.sandbox.subnet = subnet;
         let mut app = Self::start(config, configure).await;
         app._dir = Some(dir);
         app
     }
 
-    async fn start(config: Config, configure: impl FnOnce(&mut Config)) -> TestApp {
-        let (running, admin) = boot(config, configure).await;
+    async fn start(mut config: Config, configure: impl FnOnce(&mut Config)) -> TestApp {
+        config.listen = "127.0.0.1:0".parse().unwrap();
+        config.admin_token = Some(format!("test-admin-{}", uuid::Uuid::new_v4().simple()));
+        config.reconcile_seconds = 2;
+        configure(&mut config);
+        let running = boot(config.clone()).await;
         let instance = running
             .state
             .store
@@ -152,13 +215,15 @@ impl TestApp {
             .expect("an instance id");
         TestApp {
             base: format!("http://{}", running.addr),
-            admin,
+            network: config.sandbox.network.clone(),
+            admin: config.admin_token.clone().unwrap(),
             http: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
                 .unwrap(),
             instance,
-            data_dir: running.data_dir.clone(),
+            data_dir: config.data_dir.clone(),
+            config,
             running: Some(running),
             _dir: None,
         }
@@ -169,10 +234,7 @@ impl TestApp {
     pub async fn restart(&mut self, between: impl FnOnce(&TestApp)) {
         self.running.take().expect("running").stop().await;
         between(self);
-        let mut config = Config::defaults();
-        config.data_dir = self.data_dir.clone();
-        let admin = self.admin.clone();
-        let (running, _) = boot(config, |c| c.admin_token = Some(admin)).await;
+        let running = boot(self.config.clone()).await;
         self.base = format!("http://{}", running.addr);
         self.running = Some(running);
     }
@@ -379,5 +441,8 @@ impl Drop for TestApp {
                 .args(&volumes)
                 .output();
         }
+        let _ = Command::new("docker")
+            .args(["network", "rm", &self.network])
+            .output();
     }
 }

@@ -1,5 +1,6 @@
 //! Integration tests: the real HTTP server and the real Docker Engine. One test binary, so
 //! one compile. The demo images must be built first (`sandbox-images/build`).
 
+mod contract;
 mod flow;
 mod helpers;
