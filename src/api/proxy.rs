@@ -16,7 +16,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
-use super::auth::sandbox_id;
+use super::auth::{bearer, sandbox_id};
 use super::{ApiError, AppState};
 use crate::domain::{SandboxId, SandboxStatus, Timestamp};
 use crate::store::Sandbox;
@@ -93,12 +93,6 @@ fn cookie_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
         .filter_map(|pair| pair.trim().strip_prefix(COOKIE)?.strip_prefix('='))
 }
 
-fn bearer_token(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-}
-
 async fn open(state: AppState, id: &str, rest: &str, req: Request) -> Result<Response, ApiError> {
     let id = sandbox_id(id)?;
     let sandbox = state
@@ -136,7 +130,7 @@ async fn open(state: AppState, id: &str, rest: &str, req: Request) -> Result<Res
     }
 
     let headers = req.headers();
-    let authorized = bearer_token(headers)
+    let authorized = bearer(headers)
         .into_iter()
         .chain(cookie_tokens(headers))
         .any(|t| sandbox.token_hash.matches(t));
@@ -200,7 +194,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 
 /// Removes the sandbox token from what the demo will see.
 fn strip_credentials(headers: &mut HeaderMap, sandbox: &Sandbox) {
-    if bearer_token(headers).is_some_and(|t| sandbox.token_hash.matches(t)) {
+    if bearer(headers).is_some_and(|t| sandbox.token_hash.matches(t)) {
         headers.remove(header::AUTHORIZATION);
     }
     let kept: Vec<String> = headers

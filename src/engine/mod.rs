@@ -115,6 +115,11 @@ pub struct SpooledFile {
     pub bytes: u64,
 }
 
+/// A list filter for objects carrying `label` (`key=value`).
+fn label_filter(label: String) -> HashMap<String, Vec<String>> {
+    HashMap::from([("label".to_string(), vec![label])])
+}
+
 fn container_name(id: SandboxId) -> String {
     format!("testdrive-{id}")
 }
@@ -411,10 +416,7 @@ impl Engine {
             }
             break;
         }
-        let filter = HashMap::from([(
-            "label".to_string(),
-            vec![format!("{SANDBOX_LABEL}={sandbox}")],
-        )]);
+        let filter = label_filter(format!("{SANDBOX_LABEL}={sandbox}"));
         let volumes = docker
             .list_volumes(Some(
                 ListVolumesOptionsBuilder::default()
@@ -442,10 +444,7 @@ impl Engine {
     /// The sandboxes this deployment has objects for on the Engine, by label.
     pub async fn labelled_sandboxes(&self) -> Result<Vec<SandboxId>> {
         let docker = self.client().await?;
-        let filter = HashMap::from([(
-            "label".to_string(),
-            vec![format!("{INSTANCE_LABEL}={}", self.inner.instance)],
-        )]);
+        let filter = label_filter(format!("{INSTANCE_LABEL}={}", self.inner.instance));
         let containers = docker
             .list_containers(Some(
                 ListContainersOptionsBuilder::default()

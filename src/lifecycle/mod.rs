@@ -151,6 +151,14 @@ impl Lifecycle {
         &self.inner.settings
     }
 
+    async fn record(&self, id: SandboxId) -> Result<Sandbox> {
+        self.inner
+            .store
+            .sandbox(id)
+            .await?
+            .ok_or(LifecycleError::NotFound)
+    }
+
     fn now(&self) -> Timestamp {
         self.inner.clock.now()
     }
@@ -207,6 +215,7 @@ impl Lifecycle {
         metrics::counter!("testdrive_sandboxes_created_total").increment(1);
         self.inner.deadlines.notify_one();
 
+        let sandbox = self.record(id).await?;
         let (phase_tx, phase_rx) = watch::channel(Phase::Provisioning);
         let cancel = CancellationToken::new();
         self.inner.inflight.lock().expect("inflight lock").insert(
@@ -216,12 +225,6 @@ impl Lifecycle {
                 phase: phase_rx.clone(),
             },
         );
-        let sandbox = self
-            .inner
-            .store
-            .sandbox(id)
-            .await?
-            .ok_or(LifecycleError::NotFound)?;
         let span = tracing::info_span!("sandbox.provision", sandbox_id = %id, demo_id = %demo.id);
         tokio::spawn(
             provision::run(
@@ -252,12 +255,7 @@ impl Lifecycle {
     /// Moves the deadline `seconds` later, within the demo's `max_seconds` from the start.
     #[tracing::instrument(skip(self), fields(sandbox_id = %id))]
     pub async fn extend(&self, id: SandboxId, seconds: u32) -> Result<Sandbox> {
-        let sandbox = self
-            .inner
-            .store
-            .sandbox(id)
-            .await?
-            .ok_or(LifecycleError::NotFound)?;
+        let sandbox = self.record(id).await?;
         if !sandbox.status.is_live() {
             return Err(LifecycleError::Ended);
         }
@@ -280,11 +278,7 @@ impl Lifecycle {
         )
         .await;
         self.inner.deadlines.notify_one();
-        self.inner
-            .store
-            .sandbox(id)
-            .await?
-            .ok_or(LifecycleError::NotFound)
+        self.record(id).await
     }
 
     /// Ends the sandbox now and waits until every object and copy of its data is gone.
@@ -296,20 +290,10 @@ impl Lifecycle {
             metrics::counter!("testdrive_sandboxes_ended_total", "reason" => reason.as_str())
                 .increment(1);
         }
-        let sandbox = self
-            .inner
-            .store
-            .sandbox(id)
-            .await?
-            .ok_or(LifecycleError::NotFound)?;
+        let sandbox = self.record(id).await?;
         if sandbox.data_deleted_at.is_none() {
             self.teardown(id).await?;
-            return self
-                .inner
-                .store
-                .sandbox(id)
-                .await?
-                .ok_or(LifecycleError::NotFound);
+            return self.record(id).await;
         }
         Ok(sandbox)
     }
