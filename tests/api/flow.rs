@@ -257,6 +257,68 @@ async fn files_reach_the_container_byte_for_byte() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_object_is_labelled_and_the_container_is_hardened() {
+    let app = TestApp::spawn().await;
+    let (_, demo) = app
+        .static_demo(json!({
+            "writable_paths": ["/scratch", "/var/cache"],
+            "limits": {"memory_mb": 96, "cpus": 0.25, "pids": 64}
+        }))
+        .await;
+    let sandbox = app
+        .ready_sandbox(&demo, &[("a.csv", b"x\n".to_vec())])
+        .await;
+    let id = sandbox["id"].as_str().unwrap();
+
+    // One container and a volume per path (data and the two writable ones), all labelled.
+    let objects = objects_of(id);
+    let count = |kind: &str| objects.iter().filter(|o| o.starts_with(kind)).count();
+    assert_eq!((count("container"), count("volume")), (1, 3), "{objects:?}");
+
+    let out = std::process::Command::new("docker")
+        .args(["inspect", &format!("testdrive-{id}")])
+        .output()
+        .unwrap();
+    let inspected: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let host = &inspected[0]["HostConfig"];
+    assert_eq!(host["CapDrop"], json!(["ALL"]));
+    assert_eq!(host["SecurityOpt"], json!(["no-new-privileges"]));
+    assert_eq!(host["ReadonlyRootfs"], true);
+    assert_eq!(host["Memory"], 96 * 1024 * 1024);
+    assert_eq!(host["MemorySwap"], 96 * 1024 * 1024);
+    assert_eq!(host["NanoCpus"], 250_000_000);
+    assert_eq!(host["PidsLimit"], 64);
+    assert!(host["Tmpfs"]["/tmp"].as_str().unwrap().contains("size=64m"));
+    assert_eq!(host["Privileged"], false);
+    let mounts = inspected[0]["Mounts"].as_array().unwrap();
+    assert!(
+        mounts.iter().all(
+            |m| m["Type"] == "volume" && !m["Source"].as_str().unwrap().contains("docker.sock")
+        ),
+        "{mounts:?}"
+    );
+    let labels = &inspected[0]["Config"]["Labels"];
+    assert_eq!(labels["testdrive.sandbox"], id);
+    assert_eq!(labels["testdrive.instance"], app.instance.as_str());
+
+    // Writable where the manifest says (the image gives /scratch to the demo's user; the
+    // Engine copies that owner into the volume), read-only elsewhere.
+    let write = |path: &str| exec_in(id, &["sh", "-c", &format!("echo x > {path}/probe")]);
+    assert!(write("/scratch").status.success());
+    assert!(write("/data").status.success());
+    assert!(write("/tmp").status.success());
+    assert!(
+        !write("/bin").status.success(),
+        "the root filesystem is read-only"
+    );
+
+    let token = sandbox["token"].as_str().unwrap();
+    app.delete(&format!("/v1/sandboxes/{id}"), Some(token))
+        .await;
+    assert_no_objects(id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sandbox_ends_by_itself_at_its_deadline() {
     let app = TestApp::spawn().await;
     let (_, demo) = app
