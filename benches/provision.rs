@@ -928,6 +928,8 @@ async fn run(cleanup: &Cleanup, began: Instant) -> Result<()> {
     config.data_dir = dir.path().join("data");
     config.listen = "127.0.0.1:0".parse()?;
     config.admin_token = Some(format!("bench-admin-{}", uuid::Uuid::new_v4().simple()));
+    // Every creation comes from this one address: lift the per-client limit.
+    config.rate_limit.burst = 1_000_000;
     let admin = config.admin_token.clone().unwrap_or_default();
     let network = config.sandbox.network.clone();
     let running = testdrive::app::start(config).await?;

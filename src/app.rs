@@ -30,6 +30,8 @@ pub enum StartError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Engine(#[from] EngineError),
+    #[error("cannot recover from the previous run: {0}")]
+    Recover(crate::lifecycle::LifecycleError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -137,12 +139,15 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         engine.clone(),
         Arc::new(SystemClock),
         LifecycleSettings {
-            max_live: config.max_sandboxes,
+            max_running: config.max_sandboxes,
+            max_sleeping: config.max_sleeping,
             spool_root: config.spool_dir(),
             reconcile_every: Duration::from_secs(config.reconcile_seconds.max(1)),
             flush_every: Duration::from_secs(5),
         },
     );
+
+    lifecycle.recover().await.map_err(StartError::Recover)?;
 
     let listener = TcpListener::bind(config.listen)
         .await
@@ -165,6 +170,11 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         metrics: metrics_handle(),
         public_url: public_url.into(),
         max_wait_seconds: config.max_wait_seconds,
+        creations: Arc::new(api::RateLimiter::new(
+            config.rate_limit.burst,
+            config.rate_limit.per_minute,
+        )),
+        trust_forwarded_for: config.rate_limit.trust_forwarded_for,
     };
 
     let shutdown = CancellationToken::new();

@@ -22,6 +22,7 @@ pub struct Config {
     pub database_url: Option<String>,
     pub docker_host: Option<String>,
     pub max_sandboxes: u32,
+    pub max_sleeping: u32,
     pub webhook_allow_private: bool,
     pub log_format: LogFormat,
     pub max_wait_seconds: u32,
@@ -29,6 +30,14 @@ pub struct Config {
     pub shutdown_grace_seconds: u64,
     pub sandbox: SandboxConfig,
     pub policy: PolicyConfig,
+    pub rate_limit: RateLimitConfig,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct RateLimitConfig {
+    pub burst: u32,
+    pub per_minute: u32,
+    pub trust_forwarded_for: bool,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]

@@ -130,7 +130,7 @@ impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
         match err {
             StoreError::Conflict(what) => ApiError::Conflict(what),
-            StoreError::Capacity { limit, .. } => capacity(limit),
+            StoreError::Capacity(why) => capacity(why),
             StoreError::Unavailable(_) => ApiError::Unavailable {
                 detail: err.to_string(),
                 retry_after: 5,
@@ -140,9 +140,9 @@ impl From<StoreError> for ApiError {
     }
 }
 
-fn capacity(limit: u32) -> ApiError {
+fn capacity(why: String) -> ApiError {
     ApiError::TooMany {
-        detail: format!("all {limit} sandbox places are taken; try again shortly"),
+        detail: format!("no place for a new sandbox ({why}); try again shortly"),
         retry_after: 30,
     }
 }
@@ -165,7 +165,8 @@ impl From<LifecycleError> for ApiError {
             LifecycleError::NotFound => ApiError::NotFound("no such sandbox"),
             LifecycleError::Ended => ApiError::Conflict(err.to_string()),
             LifecycleError::TooLong { .. } => ApiError::invalid("seconds", err.to_string()),
-            LifecycleError::Capacity { limit } => capacity(limit),
+            LifecycleError::Capacity(why) => capacity(why),
+            LifecycleError::WakeFailed(_) => ApiError::BadGateway(err.to_string()),
             LifecycleError::Store(e) => e.into(),
             LifecycleError::Engine(e) => e.into(),
             LifecycleError::Spool(_) => ApiError::Internal(err.to_string()),

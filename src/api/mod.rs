@@ -10,6 +10,7 @@ mod error;
 mod extract;
 mod ops;
 pub mod proxy;
+mod rate_limit;
 mod sandboxes;
 mod vendors;
 
@@ -29,6 +30,7 @@ use utoipa_axum::router::OpenApiRouter;
 pub use auth::{AdminToken, Caller};
 pub use error::{ApiError, Problem};
 pub use extract::{ApiJson, ApiQuery};
+pub use rate_limit::RateLimiter;
 
 use crate::lifecycle::Lifecycle;
 use crate::registry::Registry;
@@ -46,6 +48,10 @@ pub struct AppState {
     /// Base URL for sandbox links, without a trailing slash.
     pub public_url: Arc<str>,
     pub max_wait_seconds: u32,
+    /// Sandbox creations per client address.
+    pub creations: Arc<RateLimiter>,
+    /// Take the client address from `X-Forwarded-For` (behind a trusted proxy).
+    pub trust_forwarded_for: bool,
 }
 
 /// `{"items": [...]}`.

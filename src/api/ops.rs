@@ -83,10 +83,12 @@ async fn metrics(
     caller: Caller,
 ) -> Result<impl IntoResponse, ApiError> {
     caller.require_admin()?;
-    let live = state.store.count_live().await?;
-    metrics::gauge!("testdrive_sandboxes_live").set(live as f64);
-    metrics::gauge!("testdrive_sandboxes_capacity")
-        .set(f64::from(state.lifecycle.settings().max_live));
+    let live = state.store.count_live_by_state(None).await?;
+    metrics::gauge!("testdrive_sandboxes_running").set(live.running as f64);
+    metrics::gauge!("testdrive_sandboxes_sleeping").set(live.sleeping as f64);
+    let settings = state.lifecycle.settings();
+    metrics::gauge!("testdrive_sandboxes_running_capacity").set(f64::from(settings.max_running));
+    metrics::gauge!("testdrive_sandboxes_sleeping_capacity").set(f64::from(settings.max_sleeping));
     Ok((
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(),

@@ -2,7 +2,8 @@
 //! are forwarded to the demo's port as `/…`, WebSocket upgrades included. The sandbox token
 //! comes as a bearer token or once as `?token=`, which is traded for an `HttpOnly` cookie
 //! scoped to this sandbox's path. The token never reaches the demo: the `Authorization`
-//! header carrying it and the cookie are removed before forwarding.
+//! header carrying it and the cookie are removed before forwarding. A sleeping sandbox is
+//! woken by the request, which is answered once the demo is ready again.
 
 use std::net::SocketAddr;
 
@@ -19,6 +20,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use super::auth::{bearer, sandbox_id};
 use super::{ApiError, AppState};
 use crate::domain::{SandboxId, SandboxStatus, Timestamp};
+use crate::lifecycle::LifecycleError;
 use crate::store::Sandbox;
 
 pub const COOKIE: &str = "testdrive_sandbox";
@@ -138,19 +140,24 @@ async fn open(state: AppState, id: &str, rest: &str, req: Request) -> Result<Res
         return Err(ApiError::Unauthorized);
     }
 
+    let gone = || ApiError::Gone("this sandbox has ended and its data was deleted".to_string());
     match sandbox.status {
         SandboxStatus::Ready => forward(&state, &sandbox, rest, req).await,
         SandboxStatus::Provisioning => Err(ApiError::Unavailable {
             detail: "the sandbox is still being prepared".to_string(),
             retry_after: 1,
         }),
-        SandboxStatus::Sleeping => Err(ApiError::Unavailable {
-            detail: "the sandbox is asleep".to_string(),
-            retry_after: 1,
-        }),
-        SandboxStatus::Ended | SandboxStatus::Failed => Err(ApiError::Gone(
-            "this sandbox has ended and its data was deleted".to_string(),
-        )),
+        // Answered once it is awake: the prospect just sees a slower first page.
+        SandboxStatus::Sleeping => match state.lifecycle.wake(sandbox.id).await {
+            Ok(awake) => forward(&state, &awake, rest, req).await,
+            Err(LifecycleError::Ended) => Err(gone()),
+            Err(LifecycleError::Capacity(why)) => Err(ApiError::Unavailable {
+                detail: format!("the sandbox is asleep and cannot wake now: {why}"),
+                retry_after: 10,
+            }),
+            Err(other) => Err(other.into()),
+        },
+        SandboxStatus::Ended | SandboxStatus::Failed => Err(gone()),
     }
 }
 

@@ -1,9 +1,10 @@
 //! `/v1/sandboxes`: a prospect creates one with their files (no account); the prospect, the
 //! demo's vendor and operators read, extend and end it.
 
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Path, Request, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequest, Multipart, Path, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use futures_util::TryStreamExt;
@@ -206,6 +207,7 @@ async fn read_form(state: &AppState, id: SandboxId, mut form: Multipart) -> Resu
                     .await?
                     .filter(|d| d.enabled)
                     .ok_or(ApiError::NotFound("no such demo"))?;
+                state.lifecycle.check_room(Some(&demo)).await?;
                 let spool = Spool::create(
                     &state.lifecycle.settings().spool_root,
                     id,
@@ -256,6 +258,21 @@ async fn read_form(state: &AppState, id: SandboxId, mut form: Multipart) -> Resu
     })
 }
 
+/// The client's address: the connection's, or the first `X-Forwarded-For` entry when the
+/// service runs behind a proxy it trusts.
+fn client_address(request: &Request, trust_forwarded_for: bool) -> Option<IpAddr> {
+    let forwarded = trust_forwarded_for
+        .then(|| request.headers().get("x-forwarded-for")?.to_str().ok())
+        .flatten()
+        .and_then(|v| v.split(',').next()?.trim().parse().ok());
+    forwarded.or_else(|| {
+        request
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip())
+    })
+}
+
 /// Start a trial: upload files (multipart) and get a sandbox of the demo loaded with them.
 #[utoipa::path(post, path = "/v1/sandboxes", tag = "sandboxes",
     params(CreateParams),
@@ -283,11 +300,26 @@ async fn create_sandbox(
             "the body must be multipart/form-data".to_string(),
         ));
     }
-    // Refuse before reading a byte of the upload when every place is taken.
-    let limit = state.lifecycle.settings().max_live;
-    if state.store.count_live().await? >= u64::from(limit) {
-        return Err(crate::lifecycle::LifecycleError::Capacity { limit }.into());
+    let client = client_address(&request, state.trust_forwarded_for);
+    if let Some(client) = client
+        && let Err(wait) = state.creations.take(client)
+    {
+        return Err(ApiError::TooMany {
+            detail: "too many sandboxes asked for from this address; try again shortly".to_string(),
+            retry_after: wait.as_secs().max(1) as u32,
+        });
     }
+    // Refuse before reading a byte of the upload when the Engine is down or every place is
+    // taken.
+    if !state.lifecycle.engine().is_healthy() {
+        return Err(ApiError::Unavailable {
+            detail: "the Docker Engine is unavailable, so no sandbox can be made now; \
+                     nothing was uploaded"
+                .to_string(),
+            retry_after: 5,
+        });
+    }
+    state.lifecycle.check_room(None).await?;
     let multipart = Multipart::from_request(request, &state)
         .await
         .map_err(|e| ApiError::BadRequest(e.body_text()))?;

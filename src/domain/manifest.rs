@@ -78,6 +78,9 @@ pub struct DemoManifest {
     pub trial: Option<TrialManifest>,
     pub upload: Option<UploadManifest>,
     pub warm_pool: Option<i64>,
+    /// At most this many live sandboxes of this demo at once (`null`: only the service's
+    /// own limits apply).
+    pub max_sandboxes: Option<i64>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize, utoipa::ToSchema)]
@@ -131,6 +134,8 @@ pub struct DemoSpec {
     pub trial: TrialRules,
     pub upload: UploadRules,
     pub warm_pool: u32,
+    #[serde(default)]
+    pub max_sandboxes: Option<u32>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -363,18 +368,14 @@ impl DemoSpec {
             seconds,
             max_trial,
         )?;
-        if trial_in.idle_seconds.is_some() {
-            // Sleeping sandboxes are not built yet; refusing is better than silently running
-            // compute the vendor asked us to save.
-            return Err(Invalid::new(
-                "trial.idle_seconds",
-                "is not supported yet: leave it null",
-            ));
-        }
+        let idle_seconds = trial_in
+            .idle_seconds
+            .map(|idle| in_range("trial.idle_seconds", idle, 1, max_trial).map(|i| i as u32))
+            .transpose()?;
         let trial = TrialRules {
             seconds: seconds as u32,
             max_seconds: max_seconds as u32,
-            idle_seconds: None,
+            idle_seconds,
         };
 
         let upload_in = manifest.upload.unwrap_or_default();
@@ -417,6 +418,11 @@ impl DemoSpec {
             ));
         }
 
+        let max_sandboxes = manifest
+            .max_sandboxes
+            .map(|n| in_range("max_sandboxes", n, 1, 100_000).map(|n| n as u32))
+            .transpose()?;
+
         Ok(DemoSpec {
             slug,
             title,
@@ -433,6 +439,7 @@ impl DemoSpec {
             trial,
             upload,
             warm_pool,
+            max_sandboxes,
         })
     }
 
@@ -557,7 +564,8 @@ mod tests {
             ("limits", json!({"cpus": 100.0})),
             ("trial", json!({"seconds": -5})),
             ("trial", json!({"seconds": 100, "max_seconds": 50})),
-            ("trial", json!({"idle_seconds": 60})),
+            ("trial", json!({"idle_seconds": 0})),
+            ("max_sandboxes", json!(0)),
             ("upload", json!({"max_bytes": 0})),
             ("upload", json!({"extensions": ["c s v"]})),
             ("writable_paths", json!(["/data/cache"])),

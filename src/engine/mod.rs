@@ -6,22 +6,24 @@
 mod archive;
 mod network;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bollard::Docker;
 use bollard::exec::{StartExecOptions, StartExecResults};
 use bollard::models::{
-    ContainerCreateBody, EndpointIpamConfig, EndpointSettings, ExecConfig, HostConfig,
-    HostConfigLogConfig, Mount, MountType, MountVolumeOptions, NetworkingConfig,
+    ContainerCreateBody, ContainerSummaryStateEnum, EndpointIpamConfig, EndpointSettings,
+    ExecConfig, HostConfig, HostConfigLogConfig, Mount, MountType, MountVolumeOptions,
+    NetworkingConfig,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, InspectContainerOptions, ListContainersOptionsBuilder,
     ListVolumesOptionsBuilder, RemoveContainerOptionsBuilder, RemoveVolumeOptionsBuilder,
-    StartContainerOptions, UploadToContainerOptionsBuilder,
+    StartContainerOptions, StopContainerOptionsBuilder, UploadToContainerOptionsBuilder,
 };
 use futures_util::StreamExt;
 use tokio::sync::RwLock;
@@ -31,6 +33,8 @@ use crate::domain::{DemoId, DemoSpec, SandboxId, UploadName};
 pub use network::{NetworkSettings, Subnet};
 
 pub const SANDBOX_LABEL: &str = "testdrive.sandbox";
+/// Retries of an idempotent call while the Engine is unreachable.
+const RETRIES: u32 = 4;
 pub const INSTANCE_LABEL: &str = "testdrive.instance";
 pub const DEMO_LABEL: &str = "testdrive.demo";
 
@@ -105,6 +109,8 @@ struct Inner {
     docker: RwLock<(Docker, bool)>,
     settings: EngineSettings,
     instance: String,
+    /// What the last ping said; creation is refused at once while it says down.
+    healthy: AtomicBool,
 }
 
 /// A file waiting in the spool, to be placed in a sandbox under `name`.
@@ -120,7 +126,8 @@ fn label_filter(label: String) -> HashMap<String, Vec<String>> {
     HashMap::from([("label".to_string(), vec![label])])
 }
 
-fn container_name(id: SandboxId) -> String {
+/// The name of a sandbox's container (names are unique on an Engine, ids are not reused).
+pub fn container_name(id: SandboxId) -> String {
     format!("testdrive-{id}")
 }
 
@@ -139,9 +146,10 @@ impl Engine {
                 docker: RwLock::new((docker, false)),
                 settings,
                 instance,
+                healthy: AtomicBool::new(false),
             }),
         };
-        if let Err(err) = engine.client().await {
+        if let Err(err) = engine.ping().await {
             tracing::warn!(%err, "the Docker Engine does not answer yet; will retry");
         }
         Ok(engine)
@@ -178,23 +186,63 @@ impl Engine {
         &self.inner.instance
     }
 
+    /// Asks the Engine whether it answers, and remembers the answer (`is_healthy`).
     pub async fn ping(&self) -> Result<()> {
-        self.client()
-            .await?
-            .ping()
-            .await
-            .map(|_| ())
-            .map_err(|e| EngineError::from_bollard(e, "ping"))
+        let result = match self.client().await {
+            Ok(docker) => docker
+                .ping()
+                .await
+                .map(|_| ())
+                .map_err(|e| EngineError::from_bollard(e, "ping")),
+            Err(err) => Err(err),
+        };
+        self.inner.healthy.store(result.is_ok(), Ordering::Relaxed);
+        result
+    }
+
+    /// Whether the Engine answered the last ping.
+    pub fn is_healthy(&self) -> bool {
+        self.inner.healthy.load(Ordering::Relaxed)
+    }
+
+    /// For a ping that did not come back at all.
+    pub fn mark_unhealthy(&self) {
+        self.inner.healthy.store(false, Ordering::Relaxed);
+    }
+
+    /// Runs an idempotent Engine call, retrying with backoff while the Engine is unreachable
+    /// (a restarting daemon, a socket that blips): about 1.5 s in all before giving up.
+    async fn retrying<T, F, Fut>(&self, what: &str, call: F) -> Result<T>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        let mut pause = Duration::from_millis(100);
+        let mut attempt = 0;
+        loop {
+            match call().await {
+                Err(EngineError::Unavailable(why)) if attempt < RETRIES => {
+                    tracing::debug!(what, attempt, %why, "the Engine call failed; retrying");
+                    tokio::time::sleep(pause).await;
+                    pause *= 2;
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
     }
 
     pub async fn image_exists(&self, image: &str) -> Result<bool> {
-        match self.client().await?.inspect_image(image).await {
-            Ok(_) => Ok(true),
-            Err(e) => match EngineError::from_bollard(e, "image") {
-                EngineError::NotFound(_) => Ok(false),
-                other => Err(other),
-            },
-        }
+        self.retrying("inspect image", || async {
+            match self.client().await?.inspect_image(image).await {
+                Ok(_) => Ok(true),
+                Err(e) => match EngineError::from_bollard(e, "image") {
+                    EngineError::NotFound(_) => Ok(false),
+                    other => Err(other),
+                },
+            }
+        })
+        .await
     }
 
     fn labels(&self, sandbox: SandboxId, demo: DemoId) -> HashMap<String, String> {
@@ -281,16 +329,31 @@ impl Engine {
             }),
             ..Default::default()
         };
-        let options = CreateContainerOptionsBuilder::default()
-            .name(&container_name(sandbox))
-            .build();
-        let created = self
-            .client()
-            .await?
-            .create_container(Some(options), body)
-            .await
-            .map_err(|e| EngineError::from_bollard(e, "image"))?;
-        Ok(created.id)
+        let name = container_name(sandbox);
+        let options = CreateContainerOptionsBuilder::default().name(&name).build();
+        // Retried while the Engine is unreachable; an attempt that reached it before the
+        // connection broke leaves the container made, which the next attempt finds by name.
+        self.retrying("create", || async {
+            match self
+                .client()
+                .await?
+                .create_container(Some(options.clone()), body.clone())
+                .await
+                .map_err(|e| EngineError::from_bollard(e, "image"))
+            {
+                Ok(created) => Ok(created.id),
+                Err(EngineError::Rejected { status: 409, .. }) => self
+                    .client()
+                    .await?
+                    .inspect_container(&name, None::<InspectContainerOptions>)
+                    .await
+                    .map_err(|e| EngineError::from_bollard(e, "container"))?
+                    .id
+                    .ok_or_else(|| EngineError::Unavailable("a container without id".into())),
+                Err(other) => Err(other),
+            }
+        })
+        .await
     }
 
     /// Streams the files into the container's data volume as one tar archive: nothing is
@@ -307,34 +370,70 @@ impl Engine {
         let options = UploadToContainerOptionsBuilder::default()
             .path(data_path)
             .build();
-        self.client()
-            .await?
-            .with_timeout(timeout)
-            .upload_to_container(
-                container,
-                Some(options),
-                bollard::body_try_stream(archive::stream(files)),
-            )
-            .await
-            .map_err(|e| EngineError::from_bollard(e, "container"))
+        // Each attempt streams the archive afresh from the spool.
+        self.retrying("place files", || async {
+            self.client()
+                .await?
+                .with_timeout(timeout)
+                .upload_to_container(
+                    container,
+                    Some(options.clone()),
+                    bollard::body_try_stream(archive::stream(files.clone())),
+                )
+                .await
+                .map_err(|e| EngineError::from_bollard(e, "container"))
+        })
+        .await
     }
 
+    /// Starts the container; one already running is fine.
     pub async fn start(&self, container: &str) -> Result<()> {
-        self.client()
-            .await?
-            .start_container(container, None::<StartContainerOptions>)
-            .await
-            .map_err(|e| EngineError::from_bollard(e, "container"))
+        self.retrying("start", || async {
+            match self
+                .client()
+                .await?
+                .start_container(container, None::<StartContainerOptions>)
+                .await
+                .map_err(|e| EngineError::from_bollard(e, "container"))
+            {
+                Err(EngineError::Rejected { status: 304, .. }) => Ok(()),
+                other => other,
+            }
+        })
+        .await
+    }
+
+    /// Stops the container (its image's stop signal, then SIGKILL after a few seconds),
+    /// keeping it and its volumes.
+    pub async fn stop(&self, container: &str) -> Result<()> {
+        let options = StopContainerOptionsBuilder::default().t(5).build();
+        self.retrying("stop", || async {
+            match self
+                .client()
+                .await?
+                .stop_container(container, Some(options.clone()))
+                .await
+                .map_err(|e| EngineError::from_bollard(e, "container"))
+            {
+                // Already stopped.
+                Err(EngineError::Rejected { status: 304, .. }) => Ok(()),
+                other => other,
+            }
+        })
+        .await
     }
 
     /// Whether the container runs, and how it ended if it does not.
     pub async fn state(&self, container: &str) -> Result<ContainerState> {
         let info = self
-            .client()
-            .await?
-            .inspect_container(container, None::<InspectContainerOptions>)
-            .await
-            .map_err(|e| EngineError::from_bollard(e, "container"))?;
+            .retrying("inspect", || async {
+                self.client()
+                    .await?
+                    .inspect_container(container, None::<InspectContainerOptions>)
+                    .await
+                    .map_err(|e| EngineError::from_bollard(e, "container"))
+            })
+            .await?;
         let state = info.state.unwrap_or_default();
         Ok(ContainerState {
             running: state.running.unwrap_or(false),
@@ -390,6 +489,11 @@ impl Engine {
     /// still labelled for it. Objects already gone count as removed, so this is safe to
     /// repeat. Returns how many objects it removed.
     pub async fn remove_sandbox(&self, sandbox: SandboxId) -> Result<usize> {
+        self.retrying("remove", || self.remove_sandbox_once(sandbox))
+            .await
+    }
+
+    async fn remove_sandbox_once(&self, sandbox: SandboxId) -> Result<usize> {
         let docker = self.client().await?;
         let mut removed = 0;
         let options = RemoveContainerOptionsBuilder::default()
@@ -441,8 +545,12 @@ impl Engine {
         Ok(removed)
     }
 
-    /// The sandboxes this deployment has objects for on the Engine, by label.
-    pub async fn labelled_sandboxes(&self) -> Result<Vec<SandboxId>> {
+    /// What this deployment has on the Engine, by label.
+    pub async fn labelled(&self) -> Result<Labelled> {
+        self.retrying("list", || self.labelled_once()).await
+    }
+
+    async fn labelled_once(&self) -> Result<Labelled> {
         let docker = self.client().await?;
         let filter = label_filter(format!("{INSTANCE_LABEL}={}", self.inner.instance));
         let containers = docker
@@ -462,20 +570,45 @@ impl Engine {
             ))
             .await
             .map_err(|e| EngineError::from_bollard(e, "volume"))?;
-        let mut ids: Vec<SandboxId> = containers
-            .into_iter()
-            .filter_map(|c| c.labels)
-            .chain(
-                volumes
-                    .volumes
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|v| v.labels),
-            )
-            .filter_map(|labels| SandboxId::parse(labels.get(SANDBOX_LABEL)?).ok())
-            .collect();
-        ids.sort();
-        ids.dedup();
-        Ok(ids)
+        let sandbox_of = |labels: &HashMap<String, String>| {
+            labels
+                .get(SANDBOX_LABEL)
+                .and_then(|id| SandboxId::parse(id).ok())
+        };
+        Ok(Labelled {
+            containers: containers
+                .iter()
+                .filter_map(|c| {
+                    let running = c.state == Some(ContainerSummaryStateEnum::RUNNING);
+                    Some((sandbox_of(c.labels.as_ref()?)?, running))
+                })
+                .collect(),
+            volumes: volumes
+                .volumes
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|v| sandbox_of(&v.labels))
+                .collect(),
+        })
+    }
+}
+
+/// This deployment's objects on the Engine.
+#[derive(Debug, Default)]
+pub struct Labelled {
+    /// Sandboxes with a container, and whether it runs.
+    pub containers: HashMap<SandboxId, bool>,
+    /// Sandboxes with at least one volume.
+    pub volumes: HashSet<SandboxId>,
+}
+
+impl Labelled {
+    /// Every sandbox with any object.
+    pub fn sandboxes(&self) -> HashSet<SandboxId> {
+        self.containers
+            .keys()
+            .chain(self.volumes.iter())
+            .copied()
+            .collect()
     }
 }

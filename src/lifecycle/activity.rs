@@ -57,7 +57,7 @@ impl Activity {
     }
 }
 
-async fn flush(lifecycle: &Lifecycle) {
+pub(super) async fn flush(lifecycle: &Lifecycle) {
     let batch = lifecycle.activity().drain();
     if batch.is_empty() {
         return;

@@ -1,7 +1,8 @@
 //! The life of a sandbox, from the prospect's upload to the deletion of every copy of their
 //! data. `Lifecycle` is the one place that changes a sandbox's state: it starts provisioning,
-//! extends and ends sandboxes, and runs the background work that keeps the Engine in line
-//! with the database — the deadline scheduler, the reconciler and the activity flusher.
+//! extends, puts to sleep, wakes and ends sandboxes, and runs the background work that keeps
+//! the Engine in line with the database — the schedulers (deadlines, idle moments), the
+//! reconciler, the Engine health watch and the activity flusher.
 //!
 //! Ending is always the same two steps: first the database records the end (one conditional
 //! update, so only one caller wins), then `teardown` removes the Engine objects and the spool
@@ -10,10 +11,12 @@
 
 mod activity;
 mod clock;
+mod health;
 mod probe;
 mod provision;
 mod reconcile;
 mod scheduler;
+mod sleep;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -26,13 +29,13 @@ use tracing::Instrument;
 
 pub use activity::Activity;
 pub use clock::{Clock, SystemClock, TokioClock};
-pub use scheduler::Deadlines;
+pub use scheduler::{Scheduler, Timetable, TrialDeadlines};
 
 use crate::domain::token::IssuedToken;
-use crate::domain::{EndReason, Prospect, SandboxId, Timestamp, TrialWindow};
-use crate::engine::{Engine, EngineError};
+use crate::domain::{EndReason, Prospect, SandboxId, SandboxStatus, Timestamp, TrialWindow};
+use crate::engine::{Engine, EngineError, container_name};
 use crate::spool::Spool;
-use crate::store::{Demo, NewSandbox, Sandbox, Store, StoreError};
+use crate::store::{Capacity, Demo, NewSandbox, Sandbox, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LifecycleError {
@@ -42,8 +45,10 @@ pub enum LifecycleError {
     Ended,
     #[error("a trial of this demo can last at most {max_seconds} seconds from its start")]
     TooLong { max_seconds: u32 },
-    #[error("all {limit} sandbox places are taken")]
-    Capacity { limit: u32 },
+    #[error("no place for a sandbox: {0}")]
+    Capacity(String),
+    #[error("the sandbox did not wake: {0}")]
+    WakeFailed(String),
     #[error(transparent)]
     Store(StoreError),
     #[error(transparent)]
@@ -55,7 +60,7 @@ pub enum LifecycleError {
 impl From<StoreError> for LifecycleError {
     fn from(err: StoreError) -> Self {
         match err {
-            StoreError::Capacity { limit, .. } => LifecycleError::Capacity { limit },
+            StoreError::Capacity(why) => LifecycleError::Capacity(why),
             other => LifecycleError::Store(other),
         }
     }
@@ -65,8 +70,10 @@ pub type Result<T> = std::result::Result<T, LifecycleError>;
 
 #[derive(Clone, Debug)]
 pub struct LifecycleSettings {
-    /// Live sandboxes at once, all demos together.
-    pub max_live: u32,
+    /// Sandboxes running (provisioning or ready) at once, all demos together.
+    pub max_running: u32,
+    /// Sleeping sandboxes at once, besides the running ones.
+    pub max_sleeping: u32,
     pub spool_root: PathBuf,
     /// How often the reconciler compares the database with the Engine.
     pub reconcile_every: Duration,
@@ -89,6 +96,27 @@ struct InFlight {
     phase: watch::Receiver<Phase>,
 }
 
+/// A sandbox's turn (see `Lifecycle::turn`).
+struct Turn {
+    lifecycle: Lifecycle,
+    id: SandboxId,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        let mut turns = self.lifecycle.inner.turns.lock().expect("turns lock");
+        if let Some(guard) = self.guard.take() {
+            // Only the table and this guard hold the lock: nobody waits, forget it.
+            let idle = Arc::strong_count(tokio::sync::OwnedMutexGuard::mutex(&guard)) == 2;
+            drop(guard);
+            if idle {
+                turns.remove(&self.id);
+            }
+        }
+    }
+}
+
 /// A new sandbox as handed back to the prospect: the token exists only here.
 pub struct Created {
     pub sandbox: Sandbox,
@@ -107,10 +135,14 @@ struct Inner {
     clock: Arc<dyn Clock>,
     settings: LifecycleSettings,
     inflight: Mutex<HashMap<SandboxId, InFlight>>,
-    /// One teardown at a time per sandbox: the scheduler, a `DELETE` and the reconciler may
-    /// all reach for the same one, and the Engine refuses a second concurrent removal.
-    teardowns: Mutex<HashMap<SandboxId, Arc<tokio::sync::Mutex<()>>>>,
+    /// One Engine operation at a time per sandbox (teardown, sleep, wake): the scheduler, a
+    /// `DELETE`, the reconciler and the proxy may all reach for the same sandbox.
+    turns: Mutex<HashMap<SandboxId, Arc<tokio::sync::Mutex<()>>>>,
+    /// Wakes the reconciler early (the Engine came back).
+    reconcile_now: Notify,
     deadlines: Arc<Notify>,
+    /// Wakes the idle scheduler when a sandbox becomes ready or wakes (a new idle moment).
+    idle_moments: Arc<Notify>,
     activity: Activity,
 }
 
@@ -128,8 +160,10 @@ impl Lifecycle {
                 clock,
                 settings,
                 inflight: Mutex::new(HashMap::new()),
-                teardowns: Mutex::new(HashMap::new()),
+                turns: Mutex::new(HashMap::new()),
+                reconcile_now: Notify::new(),
                 deadlines: Arc::new(Notify::new()),
+                idle_moments: Arc::new(Notify::new()),
                 activity: Activity::default(),
             }),
         }
@@ -149,6 +183,49 @@ impl Lifecycle {
 
     pub fn settings(&self) -> &LifecycleSettings {
         &self.inner.settings
+    }
+
+    /// The places a new sandbox of `demo` may take.
+    pub fn capacity(&self, demo: &Demo) -> Capacity {
+        let settings = &self.inner.settings;
+        Capacity {
+            running: settings.max_running,
+            live: settings.max_running.saturating_add(settings.max_sleeping),
+            per_demo: demo.spec.max_sandboxes,
+        }
+    }
+
+    /// Refuses early (before an upload is read) when there is no place for a sandbox of
+    /// `demo` (any demo: `None`). The insert checks again, atomically.
+    pub async fn check_room(&self, demo: Option<&Demo>) -> Result<()> {
+        let settings = &self.inner.settings;
+        let all = self.inner.store.count_live_by_state(None).await?;
+        if all.running >= u64::from(settings.max_running) {
+            return Err(LifecycleError::Capacity(format!(
+                "all {} running places are taken",
+                settings.max_running
+            )));
+        }
+        if all.total() >= u64::from(settings.max_running) + u64::from(settings.max_sleeping) {
+            return Err(LifecycleError::Capacity(
+                "the most sandboxes there may be are live (running or asleep)".to_string(),
+            ));
+        }
+        if let Some(demo) = demo
+            && let Some(cap) = demo.spec.max_sandboxes
+            && self
+                .inner
+                .store
+                .count_live_by_state(Some(demo.id))
+                .await?
+                .total()
+                >= u64::from(cap)
+        {
+            return Err(LifecycleError::Capacity(format!(
+                "this demo allows {cap} sandboxes at once"
+            )));
+        }
+        Ok(())
     }
 
     async fn record(&self, id: SandboxId) -> Result<Sandbox> {
@@ -199,7 +276,7 @@ impl Lifecycle {
         };
         self.inner
             .store
-            .insert_sandbox(&new, self.inner.settings.max_live)
+            .insert_sandbox(&new, self.capacity(demo))
             .await?;
         let files = new.files.len();
         let bytes: u64 = new.files.iter().map(|f| f.bytes).sum();
@@ -344,36 +421,65 @@ impl Lifecycle {
         }
     }
 
-    fn is_provisioning_here(&self, id: SandboxId) -> bool {
-        self.inner
-            .inflight
-            .lock()
-            .expect("inflight lock")
-            .contains_key(&id)
+    /// Repairs a sandbox the reconciler saw broken, if it still is once it is the sandbox's
+    /// turn (the listing may be older than a sleep or a wake that happened meanwhile). A
+    /// container that vanished ends the sandbox (`failed`); one that stopped while it should
+    /// run (a crash, the memory limit, a host restart) puts it to sleep, so the next request
+    /// restarts it — and fails it if the demo does not come up again.
+    async fn repair(&self, id: SandboxId, seen: SandboxStatus) -> Result<()> {
+        let _turn = self.turn(id).await;
+        if self.record(id).await?.status != seen {
+            return Ok(());
+        }
+        match self.inner.engine.state(&container_name(id)).await {
+            Ok(state) if state.running || seen == SandboxStatus::Sleeping => {}
+            Ok(state) => {
+                if self.inner.store.mark_asleep(id).await? {
+                    let why = probe::NotReady::exited(state);
+                    self.event(
+                        id,
+                        "stopped",
+                        Some(&format!("{why}; asleep until the next request restarts it")),
+                    )
+                    .await;
+                }
+            }
+            Err(EngineError::NotFound(_)) => {
+                if self
+                    .record_failure(id, "the sandbox's container vanished")
+                    .await
+                {
+                    self.teardown_now(id).await?;
+                }
+            }
+            Err(err) => return Err(err.into()),
+        }
+        Ok(())
     }
 
     /// Removes the sandbox's Engine objects and spool, then records `data_deleted_at`. Safe to
     /// call any number of times, from any task.
     #[tracing::instrument(name = "sandbox.teardown", skip(self), fields(sandbox_id = %id))]
     pub async fn teardown(&self, id: SandboxId) -> Result<()> {
+        let _turn = self.turn(id).await;
+        self.teardown_now(id).await
+    }
+
+    /// Waits for this sandbox's turn; held until the returned guard drops.
+    async fn turn(&self, id: SandboxId) -> Turn {
         let lock = self
             .inner
-            .teardowns
+            .turns
             .lock()
-            .expect("teardown lock")
+            .expect("turns lock")
             .entry(id)
             .or_default()
             .clone();
-        let result = {
-            let _turn = lock.lock().await;
-            self.teardown_now(id).await
-        };
-        let mut teardowns = self.inner.teardowns.lock().expect("teardown lock");
-        // Only the map and this call hold it: nobody is waiting.
-        if Arc::strong_count(&lock) == 2 {
-            teardowns.remove(&id);
+        Turn {
+            lifecycle: self.clone(),
+            id,
+            guard: Some(lock.lock_owned().await),
         }
-        result
     }
 
     async fn teardown_now(&self, id: SandboxId) -> Result<()> {
@@ -413,21 +519,27 @@ impl Lifecycle {
         sandbox
     }
 
-    /// Runs the background work until `shutdown`: deadlines, reconciliation, activity.
+    /// What a restart must settle before the service takes requests: the spool left by the
+    /// previous run, and the provisionings it cut short (failed; the reconciler removes
+    /// their objects).
+    pub async fn recover(&self) -> Result<()> {
+        reconcile::recover(self).await
+    }
+
+    /// Runs the background work until `shutdown`: deadlines, sleep, reconciliation,
+    /// activity, Engine health.
     pub async fn run(self, shutdown: CancellationToken) {
-        if let Err(err) = reconcile::clear_spool(&self).await {
-            tracing::warn!(%err, "could not clear the spool at start");
-        }
-        let deadlines = Deadlines::new(
-            self.inner.store.clone(),
+        let deadlines = Scheduler::new(
+            TrialDeadlines(self.inner.store.clone()),
             self.inner.clock.clone(),
             self.inner.deadlines.clone(),
         );
-        let on_due = {
+        let on_deadline = {
             let lifecycle = self.clone();
             move |id: SandboxId| {
                 let lifecycle = lifecycle.clone();
                 tokio::spawn(async move {
+                    tracing::info!(sandbox_id = %id, "trial window over");
                     lifecycle.event(id, "expired", None).await;
                     metrics::counter!("testdrive_sandboxes_ended_total", "reason" => "expired")
                         .increment(1);
@@ -435,10 +547,17 @@ impl Lifecycle {
                 });
             }
         };
+        let idle = Scheduler::new(
+            sleep::IdleSandboxes(self.clone()),
+            self.inner.clock.clone(),
+            self.inner.idle_moments.clone(),
+        );
         tokio::join!(
-            deadlines.run(on_due, shutdown.clone()),
+            deadlines.run(on_deadline, shutdown.clone()),
+            idle.run(sleep::on_idle(&self), shutdown.clone()),
             reconcile::run(self.clone(), shutdown.clone()),
             activity::run(self.clone(), shutdown.clone()),
+            health::run(self.clone(), shutdown.clone()),
         );
     }
 }

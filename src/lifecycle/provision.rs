@@ -165,6 +165,7 @@ pub(super) async fn run(
             metrics::histogram!("testdrive_provision_seconds").record(elapsed.as_secs_f64());
             tracing::info!(ms = elapsed.as_millis() as u64, %addr, "sandbox ready");
             phase.send_replace(Phase::Ready);
+            lifecycle.inner.idle_moments.notify_one();
         }
         // Ended while provisioning: whoever ended it tears it down.
         Ok((false, _)) | Err(Stop::Cancelled) => {

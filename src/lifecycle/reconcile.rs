@@ -1,40 +1,63 @@
 //! The reconciler: at start and then periodically, make the Engine and the spool agree with
-//! the database. Provisionings cut short by a restart are failed; ended sandboxes whose
-//! teardown did not finish are torn down; Engine objects labelled for this deployment whose
-//! sandbox is unknown or ended are removed.
+//! the database. Provisionings cut short by a restart are failed (before the service takes
+//! requests); ended sandboxes whose teardown did not finish are torn down; sandboxes whose
+//! container vanished end, those whose container stopped sleep; Engine objects labelled for
+//! this deployment whose sandbox is unknown or ended are removed.
 
 use tokio_util::sync::CancellationToken;
 
 use super::{Lifecycle, LifecycleError};
 use crate::domain::SandboxStatus;
 
-/// At start nothing is being provisioned, so every spool directory is left over from a
-/// previous run: the sandboxes they belonged to are failed by the first reconciliation.
-pub(super) async fn clear_spool(lifecycle: &Lifecycle) -> std::io::Result<()> {
+/// Before the service takes requests: every spool directory is left over from the previous
+/// run, and every `provisioning` sandbox was cut short by it (nothing is provisioning yet,
+/// so none can be mistaken for one this run started).
+pub(super) async fn recover(lifecycle: &Lifecycle) -> Result<(), LifecycleError> {
     let root = &lifecycle.settings().spool_root;
     tokio::fs::create_dir_all(root).await?;
     let mut entries = tokio::fs::read_dir(root).await?;
     while let Some(entry) = entries.next_entry().await? {
         crate::spool::remove_dir(&entry.path()).await?;
     }
+    for id in lifecycle
+        .store()
+        .ids_with_status(SandboxStatus::Provisioning)
+        .await?
+    {
+        lifecycle
+            .record_failure(id, "the service restarted while provisioning")
+            .await;
+    }
     Ok(())
 }
 
-async fn once(lifecycle: &Lifecycle, at_start: bool) -> Result<(), LifecycleError> {
+async fn once(lifecycle: &Lifecycle) -> Result<(), LifecycleError> {
     let store = lifecycle.store();
-    if at_start {
-        for id in store.ids_with_status(SandboxStatus::Provisioning).await? {
-            if !lifecycle.is_provisioning_here(id) {
-                lifecycle
-                    .record_failure(id, "the service restarted while provisioning")
-                    .await;
-            }
-        }
-    }
     for id in store.pending_teardowns().await? {
         lifecycle.teardown(id).await?;
     }
-    for id in lifecycle.engine().labelled_sandboxes().await? {
+    let on_engine = lifecycle.engine().labelled().await?;
+
+    // Database → Engine: a sandbox whose container vanished is over; one whose container
+    // stopped while it should run goes to sleep (see `Lifecycle::repair`). A sleeping
+    // sandbox's container is stopped on purpose, but must exist.
+    for (status, must_run) in [
+        (SandboxStatus::Ready, true),
+        (SandboxStatus::Sleeping, false),
+    ] {
+        for id in store.ids_with_status(status).await? {
+            let broken = match on_engine.containers.get(&id) {
+                None => true,
+                Some(running) => must_run && !running,
+            };
+            if broken {
+                lifecycle.repair(id, status).await?;
+            }
+        }
+    }
+
+    // Engine → database: objects of unknown or ended sandboxes go.
+    for id in on_engine.sandboxes() {
         match store.sandbox(id).await? {
             Some(sandbox) if sandbox.status.is_live() => {}
             Some(_) => lifecycle.teardown(id).await?,
@@ -48,14 +71,13 @@ async fn once(lifecycle: &Lifecycle, at_start: bool) -> Result<(), LifecycleErro
 }
 
 pub(super) async fn run(lifecycle: Lifecycle, shutdown: CancellationToken) {
-    let mut at_start = true;
     loop {
-        match once(&lifecycle, at_start).await {
-            Ok(()) => at_start = false,
-            Err(err) => tracing::warn!(%err, "reconciliation incomplete; will retry"),
+        if let Err(err) = once(&lifecycle).await {
+            tracing::warn!(%err, "reconciliation incomplete; will retry");
         }
         tokio::select! {
             _ = tokio::time::sleep(lifecycle.settings().reconcile_every) => {}
+            _ = lifecycle.inner.reconcile_now.notified() => {}
             _ = shutdown.cancelled() => return,
         }
     }

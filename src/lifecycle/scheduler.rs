@@ -1,7 +1,9 @@
-//! The deadline scheduler. Deadlines live in the database only; this loop sleeps until the
-//! earliest one (one indexed query), ends everything due in one conditional update, and is
-//! woken early whenever a deadline is added or moved. No row is polled on a timer, and two
-//! schedulers sharing a database cannot end the same sandbox twice.
+//! The scheduler: one loop per kind of due moment, over a `Timetable` in the database. For
+//! trial windows, the moments are deadlines (`Store::end_due`); for sleep, the moments a
+//! ready sandbox falls idle (`Store::sleep_due`). The loop sleeps until the earliest moment
+//! (one indexed query), claims everything due in one conditional update, and is woken early
+//! whenever a moment is added or moved. No row is polled on a timer, and two schedulers
+//! sharing a database cannot claim the same sandbox twice.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,41 +24,45 @@ const RETRY: Duration = Duration::from_secs(1);
 
 /// The two questions the scheduler asks of the database.
 #[async_trait]
-pub trait DeadlineBook: Send + Sync + 'static {
-    /// Ends every live sandbox due at `now`, returning their ids.
-    async fn end_due(&self, now: Timestamp) -> crate::store::Result<Vec<SandboxId>>;
-    async fn next_deadline(&self) -> crate::store::Result<Option<Timestamp>>;
+pub trait Timetable: Send + Sync + 'static {
+    /// Claims every sandbox due at `now` (ends it, or puts it to sleep), returning their ids.
+    async fn claim_due(&self, now: Timestamp) -> crate::store::Result<Vec<SandboxId>>;
+    /// The earliest moment still to come.
+    async fn next_due(&self) -> crate::store::Result<Option<Timestamp>>;
 }
+
+/// Trial windows: the deadlines.
+pub struct TrialDeadlines(pub Arc<dyn Store>);
 
 #[async_trait]
-impl DeadlineBook for Arc<dyn Store> {
-    async fn end_due(&self, now: Timestamp) -> crate::store::Result<Vec<SandboxId>> {
-        Store::end_due(self.as_ref(), now).await
+impl Timetable for TrialDeadlines {
+    async fn claim_due(&self, now: Timestamp) -> crate::store::Result<Vec<SandboxId>> {
+        self.0.end_due(now).await
     }
 
-    async fn next_deadline(&self) -> crate::store::Result<Option<Timestamp>> {
-        Store::next_deadline(self.as_ref()).await
+    async fn next_due(&self) -> crate::store::Result<Option<Timestamp>> {
+        self.0.next_deadline().await
     }
 }
 
-pub struct Deadlines<B> {
+pub struct Scheduler<B> {
     book: B,
     clock: Arc<dyn Clock>,
     wake: Arc<Notify>,
 }
 
-impl<B: DeadlineBook> Deadlines<B> {
+impl<B: Timetable> Scheduler<B> {
     pub fn new(book: B, clock: Arc<dyn Clock>, wake: Arc<Notify>) -> Self {
-        Deadlines { book, clock, wake }
+        Scheduler { book, clock, wake }
     }
 
-    /// Calls `on_due` once for every sandbox whose deadline passes, until `shutdown`.
+    /// Calls `on_due` once for every sandbox whose moment comes, until `shutdown`.
     pub async fn run(self, on_due: impl Fn(SandboxId), shutdown: CancellationToken) {
         loop {
             let pause = match self.tick(&on_due).await {
                 Ok(pause) => pause,
                 Err(err) => {
-                    tracing::warn!(%err, "the deadline scheduler cannot read the database");
+                    tracing::warn!(%err, "the scheduler cannot read the database");
                     RETRY
                 }
             };
@@ -68,15 +74,14 @@ impl<B: DeadlineBook> Deadlines<B> {
         }
     }
 
-    /// Ends what is due and says how long to sleep until the next deadline.
+    /// Claims what is due and says how long to sleep until the next moment.
     async fn tick(&self, on_due: &impl Fn(SandboxId)) -> crate::store::Result<Duration> {
         let now = self.clock.now();
-        for id in self.book.end_due(now).await? {
-            tracing::info!(sandbox_id = %id, "trial window over");
+        for id in self.book.claim_due(now).await? {
             on_due(id);
         }
-        Ok(match self.book.next_deadline().await? {
-            // One millisecond late rather than early: deadlines have millisecond precision.
+        Ok(match self.book.next_due().await? {
+            // One millisecond late rather than early: moments have millisecond precision.
             Some(next) => {
                 (self.clock.now().until(next) + Duration::from_millis(1)).min(LONGEST_SLEEP)
             }
@@ -102,8 +107,8 @@ mod tests {
     }
 
     #[async_trait]
-    impl DeadlineBook for Arc<Book> {
-        async fn end_due(&self, now: Timestamp) -> crate::store::Result<Vec<SandboxId>> {
+    impl Timetable for Arc<Book> {
+        async fn claim_due(&self, now: Timestamp) -> crate::store::Result<Vec<SandboxId>> {
             self.asked.fetch_add(1, Ordering::SeqCst);
             let mut due = self.due.lock().unwrap();
             let ended: Vec<SandboxId> = due
@@ -117,7 +122,7 @@ mod tests {
             Ok(ended)
         }
 
-        async fn next_deadline(&self) -> crate::store::Result<Option<Timestamp>> {
+        async fn next_due(&self) -> crate::store::Result<Option<Timestamp>> {
             Ok(self.due.lock().unwrap().values().min().copied())
         }
     }
@@ -149,7 +154,7 @@ mod tests {
             let (tx, rx) = mpsc::unbounded_channel();
             let shutdown = CancellationToken::new();
             let scheduler =
-                Deadlines::new(self.book.clone(), self.clock.clone(), self.wake.clone());
+                Scheduler::new(self.book.clone(), self.clock.clone(), self.wake.clone());
             tokio::spawn(scheduler.run(move |id| tx.send(id).unwrap(), shutdown.clone()));
             (rx, shutdown)
         }

@@ -19,8 +19,8 @@ use crate::domain::{
 pub enum StoreError {
     #[error("{0}")]
     Conflict(String),
-    #[error("{live} sandboxes are live, the limit is {limit}")]
-    Capacity { live: u64, limit: u32 },
+    #[error("no place for a new sandbox: {0}")]
+    Capacity(String),
     #[error("the database is unavailable: {0}")]
     Unavailable(#[from] sqlx::Error),
     #[error("the database holds a record it cannot read: {0}")]
@@ -99,6 +99,29 @@ pub struct SandboxFilter {
     pub status: Option<SandboxStatus>,
 }
 
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LiveCounts {
+    pub running: u64,
+    pub sleeping: u64,
+}
+
+impl LiveCounts {
+    pub fn total(&self) -> u64 {
+        self.running + self.sleeping
+    }
+}
+
+/// The places a new sandbox needs: checked in the same statement that records it.
+#[derive(Clone, Copy, Debug)]
+pub struct Capacity {
+    /// Sandboxes provisioning or ready, all demos together.
+    pub running: u32,
+    /// Sandboxes live in any state (running or sleeping), all demos together.
+    pub live: u32,
+    /// Live sandboxes of this sandbox's demo, when the demo sets a cap.
+    pub per_demo: Option<u32>,
+}
+
 /// Proxy activity gathered in memory and written in batches.
 #[derive(Clone, Copy, Debug)]
 pub struct Usage {
@@ -131,12 +154,11 @@ pub trait Store: Send + Sync + 'static {
     /// Enabled demos with their vendor's name.
     async fn catalog(&self) -> Result<Vec<(Demo, String)>>;
 
-    /// Inserts the sandbox unless `max_live` sandboxes are live already (`Capacity`), with
+    /// Inserts the sandbox if `capacity` allows (else `Capacity`, saying which limit), with
     /// the lowest address slot no other sandbox holds.
-    async fn insert_sandbox(&self, sandbox: &NewSandbox, max_live: u32) -> Result<()>;
+    async fn insert_sandbox(&self, sandbox: &NewSandbox, capacity: Capacity) -> Result<()>;
     async fn sandbox(&self, id: SandboxId) -> Result<Option<Sandbox>>;
     async fn sandboxes(&self, filter: &SandboxFilter) -> Result<Vec<Sandbox>>;
-    async fn count_live(&self) -> Result<u64>;
     /// `provisioning` → `ready`; false if the sandbox was not provisioning any more.
     async fn mark_ready(&self, id: SandboxId, at: Timestamp, addr: &str) -> Result<bool>;
     /// Moves the deadline of a live sandbox; false if it is not live.
@@ -146,6 +168,19 @@ pub trait Store: Send + Sync + 'static {
     /// Ends every live sandbox whose deadline is at or before `now`, returning their ids.
     async fn end_due(&self, now: Timestamp) -> Result<Vec<SandboxId>>;
     async fn next_deadline(&self) -> Result<Option<Timestamp>>;
+    /// `ready` → `sleeping` for every sandbox idle (no proxy activity since it was ready or
+    /// last used) for its demo's `idle_seconds` at `now`, returning their ids.
+    async fn sleep_due(&self, now: Timestamp) -> Result<Vec<SandboxId>>;
+    /// When the next ready sandbox falls idle, as things stand.
+    async fn next_idle(&self) -> Result<Option<Timestamp>>;
+    /// `ready` → `sleeping` for one sandbox (its container stopped by itself); false if it
+    /// was not ready.
+    async fn mark_asleep(&self, id: SandboxId) -> Result<bool>;
+    /// `sleeping` → `ready`, counting the wake as activity; false if it was not sleeping.
+    async fn mark_awake(&self, id: SandboxId, at: Timestamp) -> Result<bool>;
+    /// Live sandboxes: how many run (provisioning or ready) and how many sleep, overall and
+    /// for one demo.
+    async fn count_live_by_state(&self, demo: Option<DemoId>) -> Result<LiveCounts>;
     /// Records that every object and copy of the data is gone; false if already recorded.
     async fn mark_data_deleted(&self, id: SandboxId, at: Timestamp) -> Result<bool>;
     /// Ended sandboxes whose objects are not yet confirmed gone.

@@ -11,7 +11,8 @@ use sqlx::sqlite::{
 use sqlx::{QueryBuilder, Row};
 
 use super::{
-    Demo, Event, NewSandbox, Result, Sandbox, SandboxFilter, Store, StoreError, Usage, Vendor,
+    Capacity, Demo, Event, LiveCounts, NewSandbox, Result, Sandbox, SandboxFilter, Store,
+    StoreError, Usage, Vendor,
 };
 use crate::domain::token::TokenHash;
 use crate::domain::{DemoId, EndReason, SandboxId, SandboxStatus, Timestamp, VendorId, VendorName};
@@ -285,17 +286,23 @@ impl Store for SqliteStore {
             .collect()
     }
 
-    async fn insert_sandbox(&self, s: &NewSandbox, max_live: u32) -> Result<()> {
+    async fn insert_sandbox(&self, s: &NewSandbox, capacity: Capacity) -> Result<()> {
+        let per_demo = capacity.per_demo.map_or(i64::MAX, i64::from);
         let done = sqlx::query(concat!(
             "INSERT INTO sandboxes (id, demo_id, vendor_id, token_hash, status, spec, created_at,
-                                    expires_at, files, prospect, addr_slot)
-             SELECT ?, ?, ?, ?, 'provisioning', ?, ?, ?, ?, ?,
+                                    expires_at, files, prospect, idle_ms, addr_slot)
+             SELECT ?1, ?2, ?3, ?4, 'provisioning', ?5, ?6, ?7, ?8, ?9, ?10,
                     (SELECT MIN(free) FROM (",
             held_slots!(),
             "))
-             WHERE (SELECT COUNT(*) FROM sandboxes WHERE status IN ",
+             WHERE (SELECT COUNT(*) FROM sandboxes
+                    WHERE status IN ('provisioning', 'ready')) < ?11
+               AND (SELECT COUNT(*) FROM sandboxes WHERE status IN ",
             live!(),
-            ") < ?"
+            ") < ?12
+               AND (SELECT COUNT(*) FROM sandboxes WHERE demo_id = ?2 AND status IN ",
+            live!(),
+            ") < ?13"
         ))
         .bind(s.id.to_string())
         .bind(s.demo_id.to_string())
@@ -306,16 +313,33 @@ impl Store for SqliteStore {
         .bind(s.expires_at.millis())
         .bind(serde_json::to_string(&s.files).map_err(corrupt)?)
         .bind(serde_json::to_string(&s.prospect).map_err(corrupt)?)
-        .bind(i64::from(max_live))
+        .bind(s.spec.trial.idle_seconds.map(|secs| i64::from(secs) * 1000))
+        .bind(i64::from(capacity.running))
+        .bind(i64::from(capacity.live))
+        .bind(per_demo)
         .execute(&self.pool)
         .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::Capacity {
-                live: self.count_live().await?,
-                limit: max_live,
-            });
+        if done.rows_affected() == 1 {
+            return Ok(());
         }
-        Ok(())
+        let all = self.count_live_by_state(None).await?;
+        let demo = self.count_live_by_state(Some(s.demo_id)).await?;
+        Err(StoreError::Capacity(
+            if all.running >= u64::from(capacity.running) {
+                format!("all {} running places are taken", capacity.running)
+            } else if all.total() >= u64::from(capacity.live) {
+                format!(
+                    "{} sandboxes are live (running or asleep), the most there may be",
+                    capacity.live
+                )
+            } else {
+                format!(
+                    "this demo allows {} sandboxes at once and has {}",
+                    per_demo,
+                    demo.total()
+                )
+            },
+        ))
     }
 
     async fn sandbox(&self, id: SandboxId) -> Result<Option<Sandbox>> {
@@ -348,15 +372,21 @@ impl Store for SqliteStore {
             .collect()
     }
 
-    async fn count_live(&self) -> Result<u64> {
-        let n: i64 = sqlx::query_scalar(concat!(
-            "SELECT COUNT(*) FROM sandboxes WHERE status IN ",
+    async fn count_live_by_state(&self, demo: Option<DemoId>) -> Result<LiveCounts> {
+        let row = sqlx::query(concat!(
+            "SELECT COALESCE(SUM(status IN ('provisioning', 'ready')), 0) AS running,
+                    COALESCE(SUM(status = 'sleeping'), 0) AS sleeping
+             FROM sandboxes WHERE status IN ",
             live!(),
-            ""
+            " AND (?1 IS NULL OR demo_id = ?1)"
         ))
+        .bind(demo.map(|d| d.to_string()))
         .fetch_one(&self.pool)
         .await?;
-        Ok(n as u64)
+        Ok(LiveCounts {
+            running: row.try_get::<i64, _>("running")? as u64,
+            sleeping: row.try_get::<i64, _>("sleeping")? as u64,
+        })
     }
 
     async fn mark_ready(&self, id: SandboxId, at: Timestamp, addr: &str) -> Result<bool> {
@@ -424,6 +454,52 @@ impl Store for SqliteStore {
         .fetch_one(&self.pool)
         .await?;
         Ok(ts(next))
+    }
+
+    async fn sleep_due(&self, now: Timestamp) -> Result<Vec<SandboxId>> {
+        let rows = sqlx::query(
+            "UPDATE sandboxes SET status = 'sleeping'
+             WHERE status = 'ready' AND idle_ms IS NOT NULL
+               AND COALESCE(last_active_at, ready_at) + idle_ms <= ?
+             RETURNING id",
+        )
+        .bind(now.millis())
+        .fetch_all(&self.pool)
+        .await?;
+        ids_from(rows)
+    }
+
+    async fn next_idle(&self) -> Result<Option<Timestamp>> {
+        let next: Option<i64> = sqlx::query_scalar(
+            "SELECT MIN(COALESCE(last_active_at, ready_at) + idle_ms) FROM sandboxes
+             WHERE status = 'ready' AND idle_ms IS NOT NULL",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(ts(next))
+    }
+
+    async fn mark_asleep(&self, id: SandboxId) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE sandboxes SET status = 'sleeping' WHERE id = ? AND status = 'ready'",
+        )
+        .bind(id.to_string())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn mark_awake(&self, id: SandboxId, at: Timestamp) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE sandboxes SET status = 'ready',
+                 last_active_at = MAX(COALESCE(last_active_at, 0), ?)
+             WHERE id = ? AND status = 'sleeping'",
+        )
+        .bind(at.millis())
+        .bind(id.to_string())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     async fn mark_data_deleted(&self, id: SandboxId, at: Timestamp) -> Result<bool> {
@@ -519,6 +595,14 @@ mod tests {
     use crate::domain::token::IssuedToken;
     use crate::domain::{DemoManifest, DemoSpec, Policy, Prospect};
 
+    fn cap(running: u32) -> Capacity {
+        Capacity {
+            running,
+            live: running,
+            per_demo: None,
+        }
+    }
+
     async fn store() -> SqliteStore {
         SqliteStore::connect("sqlite::memory:").await.unwrap()
     }
@@ -600,14 +684,14 @@ mod tests {
         let (_, demo) = vendor_and_demo(&store).await;
         let far = Timestamp::from_millis(i64::MAX / 2);
         store
-            .insert_sandbox(&new_sandbox(&demo, far), 2)
+            .insert_sandbox(&new_sandbox(&demo, far), cap(2))
             .await
             .unwrap();
         let second = new_sandbox(&demo, far);
-        store.insert_sandbox(&second, 2).await.unwrap();
+        store.insert_sandbox(&second, cap(2)).await.unwrap();
         assert!(matches!(
-            store.insert_sandbox(&new_sandbox(&demo, far), 2).await,
-            Err(StoreError::Capacity { live: 2, limit: 2 })
+            store.insert_sandbox(&new_sandbox(&demo, far), cap(2)).await,
+            Err(StoreError::Capacity(_))
         ));
         // An ended sandbox frees its place.
         assert!(
@@ -617,7 +701,7 @@ mod tests {
                 .unwrap()
         );
         store
-            .insert_sandbox(&new_sandbox(&demo, far), 2)
+            .insert_sandbox(&new_sandbox(&demo, far), cap(2))
             .await
             .unwrap();
     }
@@ -628,8 +712,8 @@ mod tests {
         let (_, demo) = vendor_and_demo(&store).await;
         let early = new_sandbox(&demo, Timestamp::from_millis(1_000));
         let late = new_sandbox(&demo, Timestamp::from_millis(5_000));
-        store.insert_sandbox(&early, 10).await.unwrap();
-        store.insert_sandbox(&late, 10).await.unwrap();
+        store.insert_sandbox(&early, cap(10)).await.unwrap();
+        store.insert_sandbox(&late, cap(10)).await.unwrap();
 
         assert_eq!(
             store.next_deadline().await.unwrap(),
@@ -688,7 +772,7 @@ mod tests {
         let mut ids = Vec::new();
         for _ in 0..3 {
             let s = new_sandbox(&demo, far);
-            store.insert_sandbox(&s, 10).await.unwrap();
+            store.insert_sandbox(&s, cap(10)).await.unwrap();
             ids.push(s.id);
         }
         let slot = |id| {
@@ -705,15 +789,123 @@ mod tests {
             .await
             .unwrap();
         let next = new_sandbox(&demo, far);
-        store.insert_sandbox(&next, 10).await.unwrap();
+        store.insert_sandbox(&next, cap(10)).await.unwrap();
         assert_eq!(slot(next.id).await, Some(3));
         store
             .mark_data_deleted(ids[1], Timestamp::now())
             .await
             .unwrap();
         let reuse = new_sandbox(&demo, far);
-        store.insert_sandbox(&reuse, 10).await.unwrap();
+        store.insert_sandbox(&reuse, cap(10)).await.unwrap();
         assert_eq!(slot(reuse.id).await, Some(1));
+    }
+
+    #[tokio::test]
+    async fn sleeping_sandboxes_count_apart_and_per_demo_caps_hold() {
+        let store = store().await;
+        let (_, demo) = vendor_and_demo(&store).await;
+        let far = Timestamp::from_millis(i64::MAX / 2);
+        let asleep = new_sandbox(&demo, far);
+        store.insert_sandbox(&asleep, cap(1)).await.unwrap();
+        store
+            .mark_ready(asleep.id, Timestamp::from_millis(0), "x")
+            .await
+            .unwrap();
+        sqlx::query("UPDATE sandboxes SET status = 'sleeping'")
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        // One running place: the sleeping sandbox does not take it…
+        let roomy = Capacity {
+            running: 1,
+            live: 2,
+            per_demo: None,
+        };
+        store
+            .insert_sandbox(&new_sandbox(&demo, far), roomy)
+            .await
+            .unwrap();
+        let counts = store.count_live_by_state(Some(demo.id)).await.unwrap();
+        assert_eq!((counts.running, counts.sleeping), (1, 1));
+        // …but it does count as live, and against the demo's own cap.
+        let another = new_sandbox(&demo, far);
+        let full = |c| store.insert_sandbox(&another, c);
+        let err = full(Capacity {
+            running: 5,
+            live: 2,
+            per_demo: None,
+        })
+        .await
+        .unwrap_err();
+        assert!(err.to_string().contains("live"), "{err}");
+        let err = full(Capacity {
+            running: 5,
+            live: 5,
+            per_demo: Some(2),
+        })
+        .await
+        .unwrap_err();
+        assert!(err.to_string().contains("this demo allows 2"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn idle_sandboxes_fall_asleep_and_wake() {
+        let store = store().await;
+        let (_, mut demo) = vendor_and_demo(&store).await;
+        demo.spec.trial.idle_seconds = Some(10);
+        let far = Timestamp::from_millis(i64::MAX / 2);
+        let s = new_sandbox(&demo, far);
+        store.insert_sandbox(&s, cap(5)).await.unwrap();
+        // Not ready yet: nothing to put to sleep.
+        assert_eq!(store.next_idle().await.unwrap(), None);
+        store
+            .mark_ready(s.id, Timestamp::from_millis(1_000), "x")
+            .await
+            .unwrap();
+        assert_eq!(
+            store.next_idle().await.unwrap(),
+            Some(Timestamp::from_millis(11_000))
+        );
+        // Activity pushes the moment back.
+        store
+            .add_usage(&[Usage {
+                sandbox: s.id,
+                requests: 1,
+                last_active_at: Timestamp::from_millis(5_000),
+            }])
+            .await
+            .unwrap();
+        assert!(
+            store
+                .sleep_due(Timestamp::from_millis(11_000))
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(
+            store
+                .sleep_due(Timestamp::from_millis(15_000))
+                .await
+                .unwrap(),
+            vec![s.id]
+        );
+        assert_eq!(store.next_idle().await.unwrap(), None);
+        assert!(
+            store
+                .mark_awake(s.id, Timestamp::from_millis(20_000))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .mark_awake(s.id, Timestamp::from_millis(20_000))
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            store.next_idle().await.unwrap(),
+            Some(Timestamp::from_millis(30_000))
+        );
     }
 
     #[tokio::test]
@@ -721,7 +913,7 @@ mod tests {
         let store = store().await;
         let (_, demo) = vendor_and_demo(&store).await;
         let s = new_sandbox(&demo, Timestamp::from_millis(i64::MAX / 2));
-        store.insert_sandbox(&s, 10).await.unwrap();
+        store.insert_sandbox(&s, cap(10)).await.unwrap();
         let batch = |n, at| Usage {
             sandbox: s.id,
             requests: n,

@@ -1774,8 +1774,13 @@ async fn metrics_need_the_admin_token_and_are_prefixed() {
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
         .map(|l| l.split(['{', ' ']).next().unwrap())
         .collect();
-    assert!(names.contains(&"testdrive_sandboxes_live"), "{text}");
-    assert!(names.contains(&"testdrive_sandboxes_capacity"), "{text}");
+    for expected in [
+        "testdrive_sandboxes_running",
+        "testdrive_sandboxes_sleeping",
+        "testdrive_sandboxes_running_capacity",
+    ] {
+        assert!(names.contains(&expected), "{expected} missing from {text}");
+    }
     for name in names {
         assert!(name.starts_with("testdrive_"), "{name} in {text}");
     }

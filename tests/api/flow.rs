@@ -515,8 +515,28 @@ fn container_ip(id: &str) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dead_demo_answers_502_and_its_address_goes_to_nobody_else() {
+async fn a_demo_that_stops_answering_is_502() {
     let app = TestApp::spawn().await;
+    // httpd in the background: killing it leaves the container running, deaf.
+    let (_, demo) = app
+        .static_demo(json!({"command": ["sh", "-c", "httpd -p 8080 -h /data; exec sleep 3600"]}))
+        .await;
+    let sandbox = app
+        .ready_sandbox(&demo, &[("a.csv", b"x\n".to_vec())])
+        .await;
+    let id = sandbox["id"].as_str().unwrap();
+    let token = sandbox["token"].as_str().unwrap();
+    assert!(exec_in(id, &["killall", "httpd"]).status.success());
+    let res = app.get(&format!("/s/{id}/a.csv"), Some(token)).await;
+    problem(res, StatusCode::BAD_GATEWAY).await;
+    app.delete(&format!("/v1/sandboxes/{id}"), Some(token))
+        .await;
+    assert_no_objects(id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_sandboxs_address_goes_to_nobody_else() {
+    let app = TestApp::spawn_with(|c| c.reconcile_seconds = 3600).await;
     let (_, demo) = app.static_demo(json!({})).await;
     let a = app
         .ready_sandbox(&demo, &[("a.csv", b"data of a\n".to_vec())])

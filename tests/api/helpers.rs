@@ -33,7 +33,7 @@ pub struct TestApp {
     _dir: Option<TempDir>,
 }
 
-fn require_images() {
+pub fn require_images() {
     static CHECKED: Once = Once::new();
     CHECKED.call_once(|| {
         for image in [CSV_EXPLORER, STATIC_FILES] {
@@ -50,7 +50,7 @@ fn require_images() {
     });
 }
 
-fn docker_ids(kind: &str, label: &str) -> Vec<String> {
+pub fn docker_ids(kind: &str, label: &str) -> Vec<String> {
     let args: Vec<&str> = match kind {
         "container" => vec!["ps", "-aq", "--filter"],
         "volume" => vec!["volume", "ls", "-q", "--filter"],
@@ -119,9 +119,10 @@ pub fn csv_of_size(bytes: usize) -> Vec<u8> {
     out
 }
 
-/// A sandbox network for one test app, on a /24 of 10.214.0.0/16 no other network uses: the
-/// Engine refuses overlapping subnets, so trying them in turn finds a free one.
-fn test_network() -> (String, String, String) {
+/// A sandbox network for one test app (in-process or a child process), on a /24 of
+/// 10.214.0.0/16 no other network uses: the Engine refuses overlapping subnets, so trying
+/// them in turn finds a free one. Returns (name, bridge, subnet).
+pub fn test_network() -> (String, String, String) {
     let tag = &uuid::Uuid::new_v4().simple().to_string()[..8];
     let name = format!("testdrive-test-{tag}");
     let bridge = format!("tdt{tag}");
@@ -205,6 +206,8 @@ impl TestApp {
         config.listen = "127.0.0.1:0".parse().unwrap();
         config.admin_token = Some(format!("test-admin-{}", uuid::Uuid::new_v4().simple()));
         config.reconcile_seconds = 2;
+        // Tests create many sandboxes from one address; the limit has its own test.
+        config.rate_limit.burst = 10_000;
         configure(&mut config);
         let running = boot(config.clone()).await;
         let instance = running
