@@ -28,6 +28,8 @@ pub(super) async fn recover(lifecycle: &Lifecycle) -> Result<(), LifecycleError>
             .record_failure(id, "the service restarted while provisioning")
             .await;
     }
+    // A wake cut short left its sandbox asleep; its place is free again.
+    lifecycle.store().release_all_wakes().await?;
     Ok(())
 }
 
@@ -39,20 +41,18 @@ async fn once(lifecycle: &Lifecycle) -> Result<(), LifecycleError> {
     let on_engine = lifecycle.engine().labelled().await?;
 
     // Database → Engine: a sandbox whose container vanished is over; one whose container
-    // stopped while it should run goes to sleep (see `Lifecycle::repair`). A sleeping
-    // sandbox's container is stopped on purpose, but must exist.
-    for (status, must_run) in [
-        (SandboxStatus::Ready, true),
-        (SandboxStatus::Sleeping, false),
-    ] {
-        for id in store.ids_with_status(status).await? {
-            let broken = match on_engine.containers.get(&id) {
-                None => true,
-                Some(running) => must_run && !running,
-            };
-            if broken {
-                lifecycle.repair(id, status).await?;
-            }
+    // stopped while it should run goes to sleep (see `Lifecycle::repair`); one asleep whose
+    // container still runs (the stop failed, the Engine was down) is stopped again.
+    for id in store.ids_with_status(SandboxStatus::Ready).await? {
+        if on_engine.containers.get(&id) != Some(&true) {
+            lifecycle.repair(id, SandboxStatus::Ready).await?;
+        }
+    }
+    for id in store.ids_with_status(SandboxStatus::Sleeping).await? {
+        match on_engine.containers.get(&id) {
+            None => lifecycle.repair(id, SandboxStatus::Sleeping).await?,
+            Some(true) => lifecycle.put_to_sleep(id).await,
+            Some(false) => {}
         }
     }
 

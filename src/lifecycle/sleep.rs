@@ -18,7 +18,7 @@ use super::scheduler::Timetable;
 use super::{Lifecycle, LifecycleError, Result, activity};
 use crate::domain::{SandboxId, SandboxStatus, Timestamp};
 use crate::engine::{EngineError, container_name};
-use crate::store::Sandbox;
+use crate::store::{Sandbox, Wake};
 
 /// Ready sandboxes falling idle. Activity still in memory is written first, so a sandbox in
 /// use is never put to sleep on a stale `last_active_at`.
@@ -68,24 +68,32 @@ impl Lifecycle {
     }
 
     /// Wakes a sleeping sandbox and waits until its demo is ready again. A ready sandbox is
-    /// returned as it is; an ended one is `Ended`.
+    /// returned as it is; an ended one is `Ended`. The wake takes a running place before the
+    /// container starts (`Capacity` when none is free); if the Engine cannot be reached the
+    /// place is given back and the sandbox stays asleep, its data safe, for a later request.
     #[tracing::instrument(name = "sandbox.wake", skip(self), fields(sandbox_id = %id))]
     pub async fn wake(&self, id: SandboxId) -> Result<Sandbox> {
         let started = Instant::now();
-        let turn = self.turn(id).await;
+        let _turn = self.turn(id).await;
         let sandbox = self.record(id).await?;
         match sandbox.status {
             SandboxStatus::Sleeping => {}
             SandboxStatus::Ready | SandboxStatus::Provisioning => return Ok(sandbox),
             SandboxStatus::Ended | SandboxStatus::Failed => return Err(LifecycleError::Ended),
         }
-        let settings = self.settings();
-        let running = self.store().count_live_by_state(None).await?.running;
-        if running >= u64::from(settings.max_running) {
-            return Err(LifecycleError::Capacity(format!(
-                "all {} running places are taken; the sandbox stays asleep",
-                settings.max_running
-            )));
+        let max_running = self.settings().max_running;
+        match self
+            .store()
+            .reserve_wake(id, self.now(), max_running)
+            .await?
+        {
+            Wake::Reserved => {}
+            Wake::NotSleeping => return self.record(id).await,
+            Wake::NoRoom => {
+                return Err(LifecycleError::Capacity(format!(
+                    "all {max_running} running places are taken; the sandbox stays asleep"
+                )));
+            }
         }
         match self.start_again(&sandbox).await {
             Ok(()) => {
@@ -98,27 +106,35 @@ impl Lifecycle {
                 tracing::info!(ms = elapsed.as_millis() as u64, "sandbox awake");
                 self.record(id).await
             }
-            Err(detail) => {
+            Err(WakeError::Unreachable(err)) => {
+                self.store().release_wake(id).await?;
+                Err(err.into())
+            }
+            Err(WakeError::Failed(detail)) => {
                 if self.record_failure(id, &detail).await {
                     self.teardown_now(id).await?;
                 }
-                drop(turn);
                 Err(LifecycleError::WakeFailed(detail))
             }
         }
     }
 
-    async fn start_again(&self, sandbox: &Sandbox) -> std::result::Result<(), String> {
+    async fn start_again(&self, sandbox: &Sandbox) -> std::result::Result<(), WakeError> {
         let container = container_name(sandbox.id);
         let addr: SocketAddr = sandbox
             .container_addr
             .as_deref()
             .and_then(|a| a.parse().ok())
-            .ok_or("the sleeping sandbox has no address")?;
-        self.engine()
-            .start(&container)
-            .await
-            .map_err(|e| format!("starting the container again: {e}"))?;
+            .ok_or_else(|| WakeError::Failed("the sleeping sandbox has no address".into()))?;
+        match self.engine().start(&container).await {
+            Ok(()) => {}
+            Err(err @ EngineError::Unavailable(_)) => return Err(WakeError::Unreachable(err)),
+            Err(err) => {
+                return Err(WakeError::Failed(format!(
+                    "starting the container again: {err}"
+                )));
+            }
+        }
         let spec = &sandbox.spec;
         probe::wait_ready(
             self.engine(),
@@ -128,8 +144,15 @@ impl Lifecycle {
             spec.ready.timeout_seconds,
         )
         .await
-        .map_err(|e: NotReady| format!("after waking, {e}"))
+        .map_err(|e: NotReady| WakeError::Failed(format!("after waking, {e}")))
     }
+}
+
+enum WakeError {
+    /// The Engine did not answer: nothing is wrong with the sandbox.
+    Unreachable(EngineError),
+    /// The demo did not come back: the sandbox fails.
+    Failed(String),
 }
 
 /// The scheduler's action for a sandbox that fell idle.

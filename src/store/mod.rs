@@ -99,6 +99,17 @@ pub struct SandboxFilter {
     pub status: Option<SandboxStatus>,
 }
 
+/// What `reserve_wake` found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wake {
+    Reserved,
+    /// Not asleep (or already being woken).
+    NotSleeping,
+    /// Every running place is taken.
+    NoRoom,
+}
+
+/// Live sandboxes by what they cost: running (provisioning, ready, or being woken) or asleep.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LiveCounts {
     pub running: u64,
@@ -176,6 +187,13 @@ pub trait Store: Send + Sync + 'static {
     /// `ready` → `sleeping` for one sandbox (its container stopped by itself); false if it
     /// was not ready.
     async fn mark_asleep(&self, id: SandboxId) -> Result<bool>;
+    /// Takes a running place for waking a sleeping sandbox, if fewer than `max_running`
+    /// sandboxes run (a sandbox being woken counts as running).
+    async fn reserve_wake(&self, id: SandboxId, at: Timestamp, max_running: u32) -> Result<Wake>;
+    /// Gives the place back: the sandbox stays asleep (the Engine could not be reached).
+    async fn release_wake(&self, id: SandboxId) -> Result<()>;
+    /// Forgets every wake in progress (none is, at start).
+    async fn release_all_wakes(&self) -> Result<()>;
     /// `sleeping` → `ready`, counting the wake as activity; false if it was not sleeping.
     async fn mark_awake(&self, id: SandboxId, at: Timestamp) -> Result<bool>;
     /// Live sandboxes: how many run (provisioning or ready) and how many sleep, overall and

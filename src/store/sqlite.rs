@@ -12,7 +12,7 @@ use sqlx::{QueryBuilder, Row};
 
 use super::{
     Capacity, Demo, Event, LiveCounts, NewSandbox, Result, Sandbox, SandboxFilter, Store,
-    StoreError, Usage, Vendor,
+    StoreError, Usage, Vendor, Wake,
 };
 use crate::domain::token::TokenHash;
 use crate::domain::{DemoId, EndReason, SandboxId, SandboxStatus, Timestamp, VendorId, VendorName};
@@ -26,6 +26,13 @@ macro_rules! held_slots {
                WHERE addr_slot IS NOT NULL AND data_deleted_at IS NULL
          EXCEPT SELECT addr_slot FROM sandboxes
                WHERE addr_slot IS NOT NULL AND data_deleted_at IS NULL"
+    };
+}
+
+/// The condition of a sandbox that costs compute: provisioning, ready, or being woken.
+macro_rules! running {
+    () => {
+        "(status IN ('provisioning', 'ready') OR (status = 'sleeping' AND waking_since IS NOT NULL))"
     };
 }
 
@@ -295,8 +302,9 @@ impl Store for SqliteStore {
                     (SELECT MIN(free) FROM (",
             held_slots!(),
             "))
-             WHERE (SELECT COUNT(*) FROM sandboxes
-                    WHERE status IN ('provisioning', 'ready')) < ?11
+             WHERE (SELECT COUNT(*) FROM sandboxes WHERE ",
+            running!(),
+            ") < ?11
                AND (SELECT COUNT(*) FROM sandboxes WHERE status IN ",
             live!(),
             ") < ?12
@@ -374,8 +382,10 @@ impl Store for SqliteStore {
 
     async fn count_live_by_state(&self, demo: Option<DemoId>) -> Result<LiveCounts> {
         let row = sqlx::query(concat!(
-            "SELECT COALESCE(SUM(status IN ('provisioning', 'ready')), 0) AS running,
-                    COALESCE(SUM(status = 'sleeping'), 0) AS sleeping
+            "SELECT COALESCE(SUM(",
+            running!(),
+            "), 0) AS running,
+                    COALESCE(SUM(status = 'sleeping' AND waking_since IS NULL), 0) AS sleeping
              FROM sandboxes WHERE status IN ",
             live!(),
             " AND (?1 IS NULL OR demo_id = ?1)"
@@ -417,7 +427,7 @@ impl Store for SqliteStore {
 
     async fn end(&self, id: SandboxId, at: Timestamp, reason: EndReason) -> Result<bool> {
         let done = sqlx::query(concat!(
-            "UPDATE sandboxes SET status = ?, end_reason = ?, ended_at = ?
+            "UPDATE sandboxes SET status = ?, end_reason = ?, ended_at = ?, waking_since = NULL
              WHERE id = ? AND status IN ",
             live!(),
             ""
@@ -433,7 +443,8 @@ impl Store for SqliteStore {
 
     async fn end_due(&self, now: Timestamp) -> Result<Vec<SandboxId>> {
         let rows = sqlx::query(concat!(
-            "UPDATE sandboxes SET status = 'ended', end_reason = 'expired', ended_at = ?1
+            "UPDATE sandboxes SET status = 'ended', end_reason = 'expired', ended_at = ?1,
+                 waking_since = NULL
              WHERE status IN ",
             live!(),
             " AND expires_at <= ?1
@@ -489,9 +500,53 @@ impl Store for SqliteStore {
         Ok(done.rows_affected() == 1)
     }
 
+    async fn reserve_wake(&self, id: SandboxId, at: Timestamp, max_running: u32) -> Result<Wake> {
+        let done = sqlx::query(concat!(
+            "UPDATE sandboxes SET waking_since = ?1
+             WHERE id = ?2 AND status = 'sleeping' AND waking_since IS NULL
+               AND (SELECT COUNT(*) FROM sandboxes WHERE ",
+            running!(),
+            ") < ?3"
+        ))
+        .bind(at.millis())
+        .bind(id.to_string())
+        .bind(i64::from(max_running))
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 1 {
+            return Ok(Wake::Reserved);
+        }
+        let asleep: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM sandboxes WHERE id = ? AND status = 'sleeping' AND waking_since IS NULL",
+        )
+        .bind(id.to_string())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(if asleep.is_some() {
+            Wake::NoRoom
+        } else {
+            Wake::NotSleeping
+        })
+    }
+
+    async fn release_wake(&self, id: SandboxId) -> Result<()> {
+        sqlx::query("UPDATE sandboxes SET waking_since = NULL WHERE id = ?")
+            .bind(id.to_string())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn release_all_wakes(&self) -> Result<()> {
+        sqlx::query("UPDATE sandboxes SET waking_since = NULL WHERE waking_since IS NOT NULL")
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     async fn mark_awake(&self, id: SandboxId, at: Timestamp) -> Result<bool> {
         let done = sqlx::query(
-            "UPDATE sandboxes SET status = 'ready',
+            "UPDATE sandboxes SET status = 'ready', waking_since = NULL,
                  last_active_at = MAX(COALESCE(last_active_at, 0), ?)
              WHERE id = ? AND status = 'sleeping'",
         )
@@ -890,6 +945,28 @@ mod tests {
             vec![s.id]
         );
         assert_eq!(store.next_idle().await.unwrap(), None);
+        // Waking takes a running place first, atomically: with one place, a second
+        // sandbox can be neither woken nor made while this one wakes.
+        assert_eq!(
+            store
+                .reserve_wake(s.id, Timestamp::from_millis(19_000), 1)
+                .await
+                .unwrap(),
+            Wake::Reserved
+        );
+        assert_eq!(
+            store
+                .reserve_wake(s.id, Timestamp::from_millis(19_000), 1)
+                .await
+                .unwrap(),
+            Wake::NotSleeping
+        );
+        let counts = store.count_live_by_state(None).await.unwrap();
+        assert_eq!((counts.running, counts.sleeping), (1, 0));
+        assert!(matches!(
+            store.insert_sandbox(&new_sandbox(&demo, far), cap(1)).await,
+            Err(StoreError::Capacity(_))
+        ));
         assert!(
             store
                 .mark_awake(s.id, Timestamp::from_millis(20_000))
