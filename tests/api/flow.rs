@@ -322,7 +322,7 @@ async fn every_object_is_labelled_and_the_container_is_hardened() {
 async fn a_sandbox_ends_by_itself_at_its_deadline() {
     let app = TestApp::spawn().await;
     let (_, demo) = app
-        .static_demo(json!({"trial": {"seconds": 2, "max_seconds": 10}}))
+        .static_demo(json!({"trial": {"seconds": 6, "max_seconds": 10}}))
         .await;
     let sandbox = app
         .ready_sandbox(&demo, &[("a.csv", b"x\n1\n".to_vec())])
