@@ -4,10 +4,11 @@
 //! container vanished end, those whose container stopped sleep; Engine objects labelled for
 //! this deployment whose sandbox is unknown or ended are removed.
 
+use futures_util::{StreamExt, stream};
 use tokio_util::sync::CancellationToken;
 
 use super::{Lifecycle, LifecycleError};
-use crate::domain::SandboxStatus;
+use crate::domain::{SandboxId, SandboxStatus};
 
 /// Before the service takes requests: every spool directory is left over from the previous
 /// run, and every `provisioning` sandbox was cut short by it (nothing is provisioning yet,
@@ -33,32 +34,70 @@ pub(super) async fn recover(lifecycle: &Lifecycle) -> Result<(), LifecycleError>
     Ok(())
 }
 
+/// Sandboxes handled at once in a pass: the Engine removes several containers in parallel
+/// faster than one after another, and a restart may inherit many overdue ones.
+const AT_ONCE: usize = 16;
+
+/// Does `work` for each sandbox, several at once; a failure is logged (the next pass
+/// retries it) and never holds up the others.
+async fn each<F, Fut>(ids: Vec<SandboxId>, what: &str, work: F)
+where
+    F: Fn(SandboxId) -> Fut,
+    Fut: Future<Output = Result<(), LifecycleError>>,
+{
+    stream::iter(ids)
+        .for_each_concurrent(AT_ONCE, |id| {
+            let job = work(id);
+            async move {
+                if let Err(err) = job.await {
+                    tracing::warn!(sandbox_id = %id, %err, "reconciler: {what} failed; will retry");
+                }
+            }
+        })
+        .await;
+}
+
+/// One pass. Only failing to read the database or list the Engine ends it early.
 async fn once(lifecycle: &Lifecycle) -> Result<(), LifecycleError> {
     let store = lifecycle.store();
-    for id in store.pending_teardowns().await? {
-        lifecycle.teardown(id).await?;
-    }
+    each(store.pending_teardowns().await?, "teardown", |id| {
+        lifecycle.teardown(id)
+    })
+    .await;
     let on_engine = lifecycle.engine().labelled().await?;
 
     // Database → Engine: a sandbox whose container vanished is over; one whose container
     // stopped while it should run goes to sleep (see `Lifecycle::repair`); one asleep whose
     // container still runs (the stop failed, the Engine was down) is stopped again.
-    for id in store.ids_with_status(SandboxStatus::Ready).await? {
-        if on_engine.containers.get(&id) != Some(&true) {
-            lifecycle.repair(id, SandboxStatus::Ready).await?;
+    let ready: Vec<SandboxId> = store
+        .ids_with_status(SandboxStatus::Ready)
+        .await?
+        .into_iter()
+        .filter(|id| on_engine.containers.get(id) != Some(&true))
+        .collect();
+    each(ready, "repair", |id| {
+        lifecycle.repair(id, SandboxStatus::Ready)
+    })
+    .await;
+    let asleep = store.ids_with_status(SandboxStatus::Sleeping).await?;
+    each(asleep, "repair", |id| {
+        let container = on_engine.containers.get(&id).copied();
+        async move {
+            match container {
+                None => lifecycle.repair(id, SandboxStatus::Sleeping).await,
+                Some(true) => {
+                    lifecycle.put_to_sleep(id).await;
+                    Ok(())
+                }
+                Some(false) => Ok(()),
+            }
         }
-    }
-    for id in store.ids_with_status(SandboxStatus::Sleeping).await? {
-        match on_engine.containers.get(&id) {
-            None => lifecycle.repair(id, SandboxStatus::Sleeping).await?,
-            Some(true) => lifecycle.put_to_sleep(id).await,
-            Some(false) => {}
-        }
-    }
+    })
+    .await;
 
     // Engine → database: objects of unknown or ended sandboxes go.
-    for id in on_engine.sandboxes() {
-        match store.sandbox(id).await? {
+    each(on_engine.sandboxes().into_iter().collect(), "cleanup", |id| async move {
+        match lifecycle.store().sandbox(id).await? {
             Some(sandbox) if sandbox.status.is_live() => {}
             Some(_) => lifecycle.teardown(id).await?,
             None => {
@@ -66,7 +105,9 @@ async fn once(lifecycle: &Lifecycle) -> Result<(), LifecycleError> {
                 tracing::warn!(sandbox_id = %id, removed, "removed objects of an unknown sandbox");
             }
         }
-    }
+        Ok(())
+    })
+    .await;
     Ok(())
 }
 

@@ -2,5 +2,8 @@
 //! one compile. The demo images must be built first (`sandbox-images/build`).
 
 mod contract;
+mod crash;
 mod flow;
 mod helpers;
+mod lifecycle;
+mod process;
