@@ -150,7 +150,7 @@ async fn a_kill_mid_provision_fails_the_sandbox_at_restart_and_removes_it() {
     let (_, demo) = svc
         .static_demo(json!({"command": ["sh", "-c", SLOW_START]}))
         .await;
-    let res = svc.create_sandbox(&demo, &small_csv(), None).await;
+    let res = svc.create_sandbox(&demo, &small_csv(), &[], None).await;
     assert_eq!(res.status(), StatusCode::CREATED);
     let body: Value = res.json().await.unwrap();
     assert_eq!(body["status"], "provisioning", "{body}");
@@ -169,14 +169,14 @@ async fn a_kill_mid_provision_fails_the_sandbox_at_restart_and_removes_it() {
 
     svc.restart().await;
     let done = svc
-        .wait_for(&id, |s| s["data_deleted_at"].is_string())
+        .wait_as_admin(&id, |s| s["data_deleted_at"].is_string())
         .await;
     assert_eq!(done["status"], "failed", "{done}");
     assert_eq!(done["end_reason"], "failed", "{done}");
     // `data_deleted_at` is a promise that nothing of it is left.
     assert_no_objects(&id);
     assert!(svc.spool_entries().is_empty(), "{:?}", svc.spool_entries());
-    let events = svc.events(&id).await;
+    let events = svc.events(&id, &svc.admin).await;
     let failed = events
         .iter()
         .find(|e| e["kind"] == "failed")
@@ -237,13 +237,13 @@ async fn a_kill_mid_teardown_is_finished_at_restart() {
 
         svc.restart().await;
         let done = svc
-            .wait_for(&id, |s| s["data_deleted_at"].is_string())
+            .wait_as_admin(&id, |s| s["data_deleted_at"].is_string())
             .await;
         assert_eq!(done["status"], "ended", "{done}");
         assert_eq!(done["end_reason"], "ended_by_admin", "{done}");
         assert_no_objects(&id);
         assert!(svc.spool_entries().is_empty());
-        let kinds = kinds(&svc.events(&id).await);
+        let kinds = kinds(&svc.events(&id, &svc.admin).await);
         assert_eq!(
             kinds[kinds.len() - 2..],
             ["ended_by_admin", "data_deleted"],
@@ -288,7 +288,7 @@ async fn a_deadline_that_passes_while_the_service_is_down_is_kept_at_restart() {
     })
     .await;
     let done = svc
-        .wait_for(&id, |s| s["data_deleted_at"].is_string())
+        .wait_as_admin(&id, |s| s["data_deleted_at"].is_string())
         .await;
     assert_eq!(done["status"], "ended", "{done}");
     assert_eq!(done["end_reason"], "expired", "{done}");
@@ -332,7 +332,7 @@ async fn many_deadlines_that_pass_while_the_service_is_down_are_all_kept_at_rest
     .await;
     let mut provisioning = Vec::new();
     for _ in 0..PROVISIONING {
-        let res = svc.create_sandbox(&stuck, &small_csv(), None).await;
+        let res = svc.create_sandbox(&stuck, &small_csv(), &[], None).await;
         assert_eq!(res.status(), StatusCode::CREATED);
         provisioning.push(res.json::<Value>().await.unwrap());
     }
@@ -372,7 +372,7 @@ async fn many_deadlines_that_pass_while_the_service_is_down_are_all_kept_at_rest
     let mut worst = 0;
     for (was, created) in &all {
         let done = svc
-            .wait_for(&id(created), |s| s["data_deleted_at"].is_string())
+            .wait_as_admin(&id(created), |s| s["data_deleted_at"].is_string())
             .await;
         assert_no_objects(&id(created));
         let expires = ms(&done["expires_at"]).unwrap();
@@ -446,7 +446,7 @@ async fn a_teardown_the_engine_refuses_does_not_hold_up_the_recovery_of_others()
         .output()
         .unwrap();
     assert!(made.status.success(), "{made:?}");
-    svc.wait_for(&a_id, |s| s["status"] == "ended").await;
+    svc.wait_as_admin(&a_id, |s| s["status"] == "ended").await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let a_now = svc.sandbox(&a_id).await;
     assert!(
@@ -455,7 +455,7 @@ async fn a_teardown_the_engine_refuses_does_not_hold_up_the_recovery_of_others()
     );
 
     // B is cut short mid-provision by a kill: only the restart's recovery can remove it.
-    let res = svc.create_sandbox(&stuck, &small_csv(), None).await;
+    let res = svc.create_sandbox(&stuck, &small_csv(), &[], None).await;
     let b: Value = res.json().await.unwrap();
     let b_id = b["id"].as_str().unwrap().to_string();
     eventually("B's container", async || {
@@ -466,14 +466,14 @@ async fn a_teardown_the_engine_refuses_does_not_hold_up_the_recovery_of_others()
     svc.restart().await;
 
     let done = svc
-        .wait_for(&b_id, |s| s["data_deleted_at"].is_string())
+        .wait_as_admin(&b_id, |s| s["data_deleted_at"].is_string())
         .await;
     assert_eq!(done["status"], "failed", "{done}");
     assert_no_objects(&b_id);
 
     // Once the Engine lets go of A's volume, A's teardown finishes too.
     drop(foreign);
-    svc.wait_for(&a_id, |s| s["data_deleted_at"].is_string())
+    svc.wait_as_admin(&a_id, |s| s["data_deleted_at"].is_string())
         .await;
     assert_no_objects(&a_id);
     assert!(svc.engine_objects().is_empty());
@@ -640,7 +640,7 @@ async fn sigterm_past_the_grace_period_cuts_the_request_and_the_restart_fails_it
 
     svc.restart().await;
     let done = svc
-        .wait_for(&id, |s| s["data_deleted_at"].is_string())
+        .wait_as_admin(&id, |s| s["data_deleted_at"].is_string())
         .await;
     assert_eq!(done["status"], "failed", "{done}");
     assert_no_objects(&id);
@@ -975,7 +975,7 @@ async fn timeline(svc: &ChildService, id: &str) -> String {
     let record = svc.sandbox(id).await;
     let expires = ms(&record["expires_at"]).unwrap_or_default();
     let mut marks: Vec<(i64, String)> = svc
-        .events(id)
+        .events(id, &svc.admin)
         .await
         .iter()
         .map(|e| {
@@ -1115,7 +1115,7 @@ async fn kill_and_restart_cycles_under_load_leak_nothing_and_keep_deadlines() {
     let mut wrongly_failed = Vec::new();
     for record in records.iter().filter(|r| r["status"] == "failed") {
         let id = record["id"].as_str().unwrap();
-        let events = svc.events(id).await;
+        let events = svc.events(id, &svc.admin).await;
         let Some(failure) = events.iter().find(|e| e["kind"] == "failed") else {
             continue;
         };

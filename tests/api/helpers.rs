@@ -3,7 +3,12 @@
 //! makes carries the app's instance label; dropping a `TestApp` removes whatever is left
 //! with that label, so a failing test does not leak — and `assert_no_objects` makes a
 //! leak a failure.
+//!
+//! `Api` is the HTTP side of a running service (its address, admin token and client, and
+//! the requests tests make of it); both `TestApp` and the child process of `process.rs`
+//! own one and deref to it, so `app.get(…)` and `svc.get(…)` are the same code.
 
+use std::ops::Deref;
 use std::process::Command;
 use std::sync::Once;
 use std::time::Duration;
@@ -20,12 +25,18 @@ use testdrive::config::Config;
 pub const CSV_EXPLORER: &str = "testdrive/csv-explorer:1";
 pub const STATIC_FILES: &str = "testdrive/static-files:1";
 
-pub struct TestApp {
+/// The HTTP side of a running service: where it listens, its admin token, and a client
+/// that does not follow redirects.
+pub struct Api {
     pub base: String,
-    /// The app's own sandbox network (a deployment's addresses are its own to hand out).
-    pub network: String,
     pub admin: String,
     pub http: reqwest::Client,
+}
+
+pub struct TestApp {
+    api: Api,
+    /// The app's own sandbox network (a deployment's addresses are its own to hand out).
+    pub network: String,
     pub instance: String,
     pub data_dir: std::path::PathBuf,
     config: Config,
@@ -217,13 +228,11 @@ impl TestApp {
             .await
             .expect("an instance id");
         TestApp {
-            base: format!("http://{}", running.addr),
+            api: Api::new(
+                format!("http://{}", running.addr),
+                config.admin_token.clone().unwrap(),
+            ),
             network: config.sandbox.network.clone(),
-            admin: config.admin_token.clone().unwrap(),
-            http: reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .unwrap(),
             instance,
             data_dir: config.data_dir.clone(),
             config,
@@ -238,12 +247,9 @@ impl TestApp {
         self.running.take().expect("running").stop().await;
         between(self);
         let running = boot(self.config.clone()).await;
-        self.base = format!("http://{}", running.addr);
+        // In-process it binds port 0 again, so the address is a new one.
+        self.api.base = format!("http://{}", running.addr);
         self.running = Some(running);
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
     }
 
     pub fn spool_entries(&self) -> Vec<String> {
@@ -262,6 +268,37 @@ impl TestApp {
         let mut all = docker_ids("container", &label);
         all.extend(docker_ids("volume", &label));
         all
+    }
+}
+
+impl Deref for TestApp {
+    type Target = Api;
+
+    fn deref(&self) -> &Api {
+        &self.api
+    }
+}
+
+impl Api {
+    /// For a service at `base` (`http://host:port`) with this admin token.
+    pub fn new(base: String, admin: String) -> Api {
+        Api {
+            base,
+            admin,
+            http: Api::client(),
+        }
+    }
+
+    /// A fresh client that does not follow redirects.
+    pub fn client() -> reqwest::Client {
+        reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
     }
 
     pub async fn get(&self, path: &str, token: Option<&str>) -> Response {
@@ -366,25 +403,23 @@ impl TestApp {
 
     /// Polls the sandbox (as `token`) until `done` holds, up to a minute.
     pub async fn wait_for(&self, id: &str, token: &str, done: impl Fn(&Value) -> bool) -> Value {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-        loop {
-            let body: Value = self
-                .get(&format!("/v1/sandboxes/{id}"), Some(token))
-                .await
-                .json()
-                .await
-                .unwrap();
-            if done(&body) {
-                return body;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "gave up waiting; last: {body}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let path = format!("/v1/sandboxes/{id}");
+        let fetch = async || self.get(&path, Some(token)).await.json().await.unwrap();
+        poll(Duration::from_millis(50), fetch, done).await
     }
 
+    /// Polls the sandbox as operators see it (`sandbox`: each answer must be 200) until
+    /// `done` holds, up to a minute.
+    pub async fn wait_as_admin(&self, id: &str, done: impl Fn(&Value) -> bool) -> Value {
+        poll(
+            Duration::from_millis(20),
+            async || self.sandbox(id).await,
+            done,
+        )
+        .await
+    }
+
+    /// The sandbox's events, as `token` sees them.
     pub async fn events(&self, id: &str, token: &str) -> Vec<Value> {
         let body: Value = self
             .get(&format!("/v1/sandboxes/{id}/events"), Some(token))
@@ -393,6 +428,43 @@ impl TestApp {
             .await
             .unwrap();
         body["items"].as_array().unwrap().clone()
+    }
+
+    /// The sandbox as operators see it.
+    pub async fn sandbox(&self, id: &str) -> Value {
+        let res = self
+            .get(&format!("/v1/sandboxes/{id}"), Some(&self.admin))
+            .await;
+        assert_eq!(res.status(), StatusCode::OK);
+        res.json().await.unwrap()
+    }
+
+    /// Every sandbox record (operators' list).
+    pub async fn sandboxes(&self) -> Vec<Value> {
+        let res = self.get("/v1/sandboxes", Some(&self.admin)).await;
+        assert_eq!(res.status(), StatusCode::OK);
+        let body: Value = res.json().await.unwrap();
+        body["items"].as_array().unwrap().clone()
+    }
+}
+
+/// Fetches a sandbox record every `every` until `done` holds, up to a minute.
+async fn poll(
+    every: Duration,
+    mut fetch: impl AsyncFnMut() -> Value,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let body = fetch().await;
+        if done(&body) {
+            return body;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "gave up waiting; last: {body}"
+        );
+        tokio::time::sleep(every).await;
     }
 }
 
@@ -426,10 +498,12 @@ pub async fn problem(res: Response, status: StatusCode) -> Value {
     body
 }
 
-impl Drop for TestApp {
-    fn drop(&mut self) {
-        // Whatever the test did, nothing of this app stays on the Engine.
-        let label = format!("testdrive.instance={}", self.instance);
+/// Removes what a deployment leaves on the Engine: every container (with its anonymous
+/// volumes) and volume labelled `testdrive.instance=<instance>` (none if `instance` is empty,
+/// i.e. not known yet), then its sandbox network. Errors are ignored: this is cleanup.
+pub fn remove_deployment(instance: &str, network: &str) {
+    if !instance.is_empty() {
+        let label = format!("testdrive.instance={instance}");
         let containers = docker_ids("container", &label);
         if !containers.is_empty() {
             let _ = Command::new("docker")
@@ -444,8 +518,15 @@ impl Drop for TestApp {
                 .args(&volumes)
                 .output();
         }
-        let _ = Command::new("docker")
-            .args(["network", "rm", &self.network])
-            .output();
+    }
+    let _ = Command::new("docker")
+        .args(["network", "rm", network])
+        .output();
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        // Whatever the test did, nothing of this app stays on the Engine.
+        remove_deployment(&self.instance, &self.network);
     }
 }

@@ -3,19 +3,20 @@
 //! directory, sandbox network and port. Dropping a `ChildService` kills the process and
 //! removes every Engine object of its deployment (by its `testdrive.instance` label) and its
 //! network, so a failing test leaks nothing; while panicking it prints the end of the log.
+//! Its HTTP helpers are those of `helpers::Api`, which it owns and derefs to.
 
 use std::fs::OpenOptions;
 use std::io::{BufRead, BufReader, Seek, SeekFrom};
+use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use reqwest::multipart::{Form, Part};
-use reqwest::{Response, StatusCode};
-use serde_json::{Value, json};
+use reqwest::StatusCode;
+use serde_json::Value;
 use tempfile::TempDir;
 
-use crate::helpers::{STATIC_FILES, docker_ids, merge, require_images, test_network};
+use crate::helpers::{Api, remove_deployment, require_images, test_network};
 
 /// Milliseconds since the Unix epoch, on the clock the service stamps its records with.
 pub fn now_ms() -> i64 {
@@ -50,9 +51,7 @@ pub struct EngineObject {
 }
 
 pub struct ChildService {
-    pub base: String,
-    pub admin: String,
-    pub http: reqwest::Client,
+    api: Api,
     pub data_dir: PathBuf,
     pub network: String,
     /// The deployment's id: the `testdrive.instance` label of every object it makes.
@@ -81,12 +80,10 @@ impl ChildService {
         let port = free_port();
         let (network, bridge, subnet) = test_network();
         let mut service = ChildService {
-            base: format!("http://127.0.0.1:{port}"),
-            admin: format!("test-admin-{}", uuid::Uuid::new_v4().simple()),
-            http: reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .unwrap(),
+            api: Api::new(
+                format!("http://127.0.0.1:{port}"),
+                format!("test-admin-{}", uuid::Uuid::new_v4().simple()),
+            ),
             data_dir,
             network,
             instance: String::new(),
@@ -110,7 +107,7 @@ impl ChildService {
                 attempts < 3 && service.log_tail(5).contains("cannot listen"),
                 "{exited}"
             );
-            service.base = format!("http://127.0.0.1:{}", free_port());
+            service.api.base = format!("http://127.0.0.1:{}", free_port());
         }
         service.instance = read_instance(&service.data_dir.join("testdrive.db")).await;
         service
@@ -125,10 +122,7 @@ impl ChildService {
     async fn boot(&mut self) -> Result<(), String> {
         assert!(self.child.is_none(), "the service is running already");
         // A fresh client: pooled connections to a killed process are of no use.
-        self.http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap();
+        self.api.http = Api::client();
         let log = OpenOptions::new()
             .create(true)
             .append(true)
@@ -251,7 +245,8 @@ impl ChildService {
         }
     }
 
-    /// Starts the service again on the same data directory, network and port.
+    /// Starts the service again on the same data directory, network and port (so `base`
+    /// stays as it is).
     pub async fn restart(&mut self) {
         if let Err(exited) = self.boot().await {
             panic!("{exited}");
@@ -261,133 +256,6 @@ impl ChildService {
     /// The time the current (last) process was spawned, ms since the epoch.
     pub fn last_start(&self) -> i64 {
         *self.starts.last().expect("started once")
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    pub async fn get(&self, path: &str, token: Option<&str>) -> Response {
-        let mut req = self.http.get(self.url(path));
-        if let Some(token) = token {
-            req = req.bearer_auth(token);
-        }
-        req.send().await.unwrap()
-    }
-
-    pub async fn delete(&self, path: &str, token: Option<&str>) -> Response {
-        let mut req = self.http.delete(self.url(path));
-        if let Some(token) = token {
-            req = req.bearer_auth(token);
-        }
-        req.send().await.unwrap()
-    }
-
-    async fn post_json(&self, path: &str, token: &str, body: &Value) -> Value {
-        let res = self
-            .http
-            .post(self.url(path))
-            .bearer_auth(token)
-            .json(body)
-            .send()
-            .await
-            .unwrap();
-        let status = res.status();
-        let body: Value = res.json().await.unwrap();
-        assert_eq!(status, StatusCode::CREATED, "{body}");
-        body
-    }
-
-    /// A new vendor with one demo of the static-files image (`overrides` merged into its
-    /// manifest). Returns (vendor key, demo id).
-    pub async fn static_demo(&self, overrides: Value) -> (String, String) {
-        let name = format!("Vendor {}", uuid::Uuid::new_v4().simple());
-        let vendor = self
-            .post_json("/v1/vendors", &self.admin, &json!({ "name": name }))
-            .await;
-        let key = vendor["api_key"].as_str().unwrap().to_string();
-        let mut manifest = json!({
-            "slug": "files", "title": "Static files", "image": STATIC_FILES,
-            "port": 8080, "data_path": "/data",
-            "ready": {"http_path": "/", "timeout_seconds": 20}
-        });
-        merge(&mut manifest, overrides);
-        let demo = self.post_json("/v1/demos", &key, &manifest).await;
-        (key, demo["id"].as_str().unwrap().to_string())
-    }
-
-    pub async fn create_sandbox(
-        &self,
-        demo: &str,
-        files: &[(&str, Vec<u8>)],
-        wait: Option<u32>,
-    ) -> Response {
-        let mut form = Form::new().text("demo", demo.to_string());
-        for (name, bytes) in files {
-            form = form.part(
-                "file",
-                Part::bytes(bytes.clone()).file_name(name.to_string()),
-            );
-        }
-        let path = match wait {
-            Some(n) => format!("/v1/sandboxes?wait={n}"),
-            None => "/v1/sandboxes".to_string(),
-        };
-        self.http
-            .post(self.url(&path))
-            .multipart(form)
-            .send()
-            .await
-            .unwrap()
-    }
-
-    /// Creates a sandbox and waits until it is ready; returns its creation body.
-    pub async fn ready_sandbox(&self, demo: &str, files: &[(&str, Vec<u8>)]) -> Value {
-        let res = self.create_sandbox(demo, files, Some(60)).await;
-        assert_eq!(res.status(), StatusCode::CREATED);
-        let body: Value = res.json().await.unwrap();
-        assert_eq!(body["status"], "ready", "{body}");
-        body
-    }
-
-    /// The sandbox as operators see it.
-    pub async fn sandbox(&self, id: &str) -> Value {
-        let res = self
-            .get(&format!("/v1/sandboxes/{id}"), Some(&self.admin))
-            .await;
-        assert_eq!(res.status(), StatusCode::OK);
-        res.json().await.unwrap()
-    }
-
-    /// Every sandbox record (operators' list).
-    pub async fn sandboxes(&self) -> Vec<Value> {
-        let res = self.get("/v1/sandboxes", Some(&self.admin)).await;
-        assert_eq!(res.status(), StatusCode::OK);
-        let body: Value = res.json().await.unwrap();
-        body["items"].as_array().unwrap().clone()
-    }
-
-    /// Polls the sandbox until `done` holds, up to a minute.
-    pub async fn wait_for(&self, id: &str, done: impl Fn(&Value) -> bool) -> Value {
-        let limit = Instant::now() + Duration::from_secs(60);
-        loop {
-            let body = self.sandbox(id).await;
-            if done(&body) {
-                return body;
-            }
-            assert!(Instant::now() < limit, "gave up waiting; last: {body}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    pub async fn events(&self, id: &str) -> Vec<Value> {
-        let body: Value = self
-            .get(&format!("/v1/sandboxes/{id}/events"), Some(&self.admin))
-            .await
-            .json()
-            .await
-            .unwrap();
-        body["items"].as_array().unwrap().clone()
     }
 
     pub fn spool_dir(&self) -> PathBuf {
@@ -443,6 +311,14 @@ impl ChildService {
     }
 }
 
+impl Deref for ChildService {
+    type Target = Api;
+
+    fn deref(&self) -> &Api {
+        &self.api
+    }
+}
+
 /// The deployment id, read from the service's SQLite file without writing to it.
 async fn read_instance(db: &Path) -> String {
     use sqlx::Connection;
@@ -473,25 +349,6 @@ impl Drop for ChildService {
                 self.log_tail(60)
             );
         }
-        if !self.instance.is_empty() {
-            let label = format!("testdrive.instance={}", self.instance);
-            let containers = docker_ids("container", &label);
-            if !containers.is_empty() {
-                let _ = Command::new("docker")
-                    .args(["rm", "-fv"])
-                    .args(&containers)
-                    .output();
-            }
-            let volumes = docker_ids("volume", &label);
-            if !volumes.is_empty() {
-                let _ = Command::new("docker")
-                    .args(["volume", "rm", "-f"])
-                    .args(&volumes)
-                    .output();
-            }
-        }
-        let _ = Command::new("docker")
-            .args(["network", "rm", &self.network])
-            .output();
+        remove_deployment(&self.instance, &self.network);
     }
 }
