@@ -19,6 +19,10 @@
 //! volumes (labelled `testdrive.bench=raw`; also swept at start) and every container and
 //! volume labelled with the bench service's `testdrive.instance`.
 
+#[path = "../tests/support/sample.rs"]
+mod sample;
+use sample::csv_of_size;
+
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -160,25 +164,6 @@ fn rfc3339_ms(value: &Value) -> Result<f64> {
         .ok_or_else(|| format!("not a timestamp: {value}"))?;
     let t = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)?;
     Ok(t.unix_timestamp_nanos() as f64 / 1e6)
-}
-
-/// A CSV of roughly `bytes` bytes with a header row (as the integration tests make).
-fn csv_of_size(bytes: usize) -> Vec<u8> {
-    let mut out = b"id,region,amount,note\n".to_vec();
-    let mut i = 0u64;
-    while out.len() < bytes {
-        out.extend_from_slice(
-            format!(
-                "{i},{},{}.{:02},\"row {i}, quoted\"\n",
-                ["north", "south", "east", "west"][(i % 4) as usize],
-                i * 7 % 1000,
-                i % 100
-            )
-            .as_bytes(),
-        );
-        i += 1;
-    }
-    out
 }
 
 #[derive(Clone, Copy)]

@@ -8,6 +8,10 @@
 //! the requests tests make of it); both `TestApp` and the child process of `process.rs`
 //! own one and deref to it, so `app.get(…)` and `svc.get(…)` are the same code.
 
+#[path = "../support/sample.rs"]
+mod sample;
+pub use sample::csv_of_size;
+
 use std::ops::Deref;
 use std::process::Command;
 use std::sync::Once;
@@ -109,25 +113,6 @@ pub fn exec_in(sandbox_id: &str, cmd: &[&str]) -> std::process::Output {
         .args(cmd)
         .output()
         .expect("the docker CLI runs")
-}
-
-/// A CSV of roughly `bytes` bytes with a header row.
-pub fn csv_of_size(bytes: usize) -> Vec<u8> {
-    let mut out = b"id,region,amount,note\n".to_vec();
-    let mut i = 0u64;
-    while out.len() < bytes {
-        out.extend_from_slice(
-            format!(
-                "{i},{},{}.{:02},\"row {i}, quoted\"\n",
-                ["north", "south", "east", "west"][(i % 4) as usize],
-                i * 7 % 1000,
-                i % 100
-            )
-            .as_bytes(),
-        );
-        i += 1;
-    }
-    out
 }
 
 /// A sandbox network for one test app (in-process or a child process), on a /24 of
