@@ -14,7 +14,9 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{self, AdminToken, AppState};
 use crate::config::Config;
 use crate::domain::token::{IssuedToken, TokenHash};
-use crate::engine::{Engine, EngineError, EngineSettings, NetworkSettings};
+use crate::engine::{
+    Engine, EngineError, EngineSettings, HostFirewall, NetworkSettings, isolate_host,
+};
 use crate::lifecycle::{Lifecycle, LifecycleSettings, SystemClock};
 use crate::registry::Registry;
 use crate::store::{SqliteStore, Store, StoreError};
@@ -30,6 +32,8 @@ pub enum StartError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Engine(#[from] EngineError),
+    #[error("{0}")]
+    Firewall(String),
     #[error("cannot recover from the previous run: {0}")]
     Recover(crate::lifecycle::LifecycleError),
     #[error("cannot listen on {addr}: {source}")]
@@ -119,6 +123,11 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     std::fs::create_dir_all(&data_dir).map_err(data_dir_error)?;
     let (admin_hash, new_admin_token) = admin_token(&config, &data_dir).map_err(data_dir_error)?;
 
+    if config.sandbox.host_firewall == HostFirewall::Iptables {
+        isolate_host(&config.sandbox.bridge)
+            .await
+            .map_err(StartError::Firewall)?;
+    }
     let store: Arc<dyn Store> = Arc::new(SqliteStore::connect(&config.database_url()).await?);
     let instance = store.instance_id().await?;
     let engine = Engine::connect(
@@ -144,6 +153,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             spool_root: config.spool_dir(),
             reconcile_every: Duration::from_secs(config.reconcile_seconds.max(1)),
             flush_every: Duration::from_secs(5),
+            disk_check_every: (config.disk_check_seconds > 0)
+                .then(|| Duration::from_secs(config.disk_check_seconds)),
         },
     );
 

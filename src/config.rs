@@ -9,7 +9,7 @@ use figment::providers::{Env, Format, Toml};
 use serde::Deserialize;
 
 use crate::domain::Policy;
-use crate::engine::Subnet;
+use crate::engine::{HostFirewall, Subnet};
 
 pub const DEFAULTS: &str = include_str!("../config/default.toml");
 
@@ -27,6 +27,7 @@ pub struct Config {
     pub log_format: LogFormat,
     pub max_wait_seconds: u32,
     pub reconcile_seconds: u64,
+    pub disk_check_seconds: u64,
     pub shutdown_grace_seconds: u64,
     pub sandbox: SandboxConfig,
     pub policy: PolicyConfig,
@@ -53,6 +54,7 @@ pub struct SandboxConfig {
     pub bridge: String,
     pub subnet: String,
     pub tmpfs_mb: u32,
+    pub host_firewall: HostFirewall,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -63,6 +65,7 @@ pub struct PolicyConfig {
     pub max_upload_bytes: u64,
     pub max_files: u32,
     pub max_trial_seconds: u32,
+    pub max_disk_mb: u32,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -146,6 +149,7 @@ impl Config {
             max_upload_bytes: p.max_upload_bytes,
             max_files: p.max_files,
             max_trial_seconds: p.max_trial_seconds,
+            max_disk_mb: p.max_disk_mb,
         }
     }
 }

@@ -169,7 +169,9 @@ impl From<LifecycleError> for ApiError {
             LifecycleError::WakeFailed(_) => ApiError::BadGateway(err.to_string()),
             LifecycleError::Store(e) => e.into(),
             LifecycleError::Engine(e) => e.into(),
-            LifecycleError::Spool(_) => ApiError::Internal(err.to_string()),
+            LifecycleError::Spool(_) | LifecycleError::Disk(_) => {
+                ApiError::Internal(err.to_string())
+            }
         }
     }
 }

@@ -19,6 +19,7 @@ pub struct Policy {
     pub max_upload_bytes: u64,
     pub max_files: u32,
     pub max_trial_seconds: u32,
+    pub max_disk_mb: u32,
 }
 
 impl Default for Policy {
@@ -30,6 +31,7 @@ impl Default for Policy {
             max_upload_bytes: 2 << 30,
             max_files: 100,
             max_trial_seconds: 30 * 24 * 3600,
+            max_disk_mb: 10 * 1024,
         }
     }
 }
@@ -70,6 +72,9 @@ pub struct DemoManifest {
     pub port: Option<i64>,
     pub data_path: Option<String>,
     pub command: Option<Vec<String>>,
+    /// The user the demo runs as (`uid[:gid]` or a name from the image); the image's own
+    /// `USER` when absent.
+    pub user: Option<String>,
     pub env: Option<BTreeMap<String, String>>,
     pub load_command: Option<Vec<String>>,
     pub ready: Option<ReadyManifest>,
@@ -96,6 +101,7 @@ pub struct LimitsManifest {
     pub memory_mb: Option<i64>,
     pub cpus: Option<f64>,
     pub pids: Option<i64>,
+    pub disk_mb: Option<i64>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize, utoipa::ToSchema)]
@@ -126,6 +132,8 @@ pub struct DemoSpec {
     pub port: u16,
     pub data_path: String,
     pub command: Option<Vec<String>>,
+    #[serde(default)]
+    pub user: Option<String>,
     pub env: BTreeMap<String, String>,
     pub load_command: Option<Vec<String>>,
     pub ready: ReadyProbe,
@@ -149,6 +157,13 @@ pub struct Limits {
     pub memory_mb: u32,
     pub cpus: f64,
     pub pids: u32,
+    /// What the sandbox's volumes (data path and writable paths) may hold, uploads included.
+    #[serde(default = "default_disk_mb")]
+    pub disk_mb: u32,
+}
+
+fn default_disk_mb() -> u32 {
+    1024
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -216,6 +231,29 @@ fn parse_argv(field: &str, raw: Vec<String>) -> Result<Vec<String>, Invalid> {
     Ok(raw)
 }
 
+/// `user[:group]`, each a number or a name of letters, digits, `_` and `-`.
+fn parse_user(raw: &str) -> Result<String, Invalid> {
+    let part_ok = |p: &str| {
+        !p.is_empty()
+            && p.len() <= 32
+            && (p.bytes().all(|b| b.is_ascii_digit())
+                || (p.as_bytes()[0].is_ascii_alphabetic() || p.starts_with('_'))
+                    && p.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'))
+    };
+    let valid = match raw.split_once(':') {
+        Some((user, group)) => part_ok(user) && part_ok(group),
+        None => part_ok(raw),
+    };
+    if !valid {
+        return Err(Invalid::new(
+            "user",
+            format!("{raw:?} is not a user (uid[:gid] or a name)"),
+        ));
+    }
+    Ok(raw.to_string())
+}
+
 fn parse_env(raw: BTreeMap<String, String>) -> Result<BTreeMap<String, String>, Invalid> {
     if raw.len() > 64 {
         return Err(Invalid::new("env", "must have at most 64 variables"));
@@ -280,6 +318,7 @@ impl DemoSpec {
             .command
             .map(|c| parse_argv("command", c))
             .transpose()?;
+        let user = manifest.user.as_deref().map(parse_user).transpose()?;
         let env = parse_env(manifest.env.unwrap_or_default())?;
         let load_command = manifest
             .load_command
@@ -329,6 +368,8 @@ impl DemoSpec {
                 8,
                 i64::from(policy.max_pids),
             )? as u32,
+            // Settled below, once the upload rules are known.
+            disk_mb: 0,
         };
 
         let mut writable_paths = Vec::new();
@@ -410,6 +451,18 @@ impl DemoSpec {
             },
         };
 
+        // The volumes hold the upload first: by default room for it and 1 GiB besides.
+        let upload_mb = upload.max_bytes.div_ceil(1 << 20) as i64;
+        let mut limits = limits;
+        limits.disk_mb = in_range(
+            "limits.disk_mb",
+            limits_in
+                .disk_mb
+                .unwrap_or((upload_mb + 1024).min(i64::from(policy.max_disk_mb))),
+            upload_mb.max(16),
+            i64::from(policy.max_disk_mb),
+        )? as u32;
+
         let warm_pool = in_range("warm_pool", manifest.warm_pool.unwrap_or(0), 0, 50)? as u32;
         if warm_pool > 0 {
             return Err(Invalid::new(
@@ -431,6 +484,7 @@ impl DemoSpec {
             port,
             data_path,
             command,
+            user,
             env,
             load_command,
             ready,
@@ -558,10 +612,14 @@ mod tests {
             ("data_path", json!("/tmp/x")),
             ("data_path", json!("/a/../b")),
             ("image", json!("bad image")),
+            ("user", json!("root user")),
+            ("user", json!("1000:")),
+            ("user", json!("-x")),
             ("command", json!([])),
             ("env", json!({"1BAD": "x"})),
             ("limits", json!({"memory_mb": -1})),
             ("limits", json!({"cpus": 100.0})),
+            ("limits", json!({"disk_mb": 1})),
             ("trial", json!({"seconds": -5})),
             ("trial", json!({"seconds": 100, "max_seconds": 50})),
             ("trial", json!({"idle_seconds": 0})),

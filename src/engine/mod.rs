@@ -4,6 +4,7 @@
 //! `testdrive.sandbox=<id>` label and this deployment's `testdrive.instance` label.
 
 mod archive;
+mod firewall;
 mod network;
 
 use std::collections::{HashMap, HashSet};
@@ -30,6 +31,7 @@ use tokio::sync::RwLock;
 
 use crate::domain::{DemoId, DemoSpec, SandboxId, UploadName};
 
+pub use firewall::{HostFirewall, isolate_host, rule as firewall_rule};
 pub use network::{NetworkSettings, Subnet};
 
 pub const SANDBOX_LABEL: &str = "testdrive.sandbox";
@@ -311,6 +313,7 @@ impl Engine {
         let body = ContainerCreateBody {
             image: Some(spec.image.clone()),
             cmd: spec.command.clone(),
+            user: spec.user.clone(),
             env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
             labels: Some(labels),
             hostname: Some("sandbox".to_string()),
@@ -583,12 +586,18 @@ impl Engine {
                     Some((sandbox_of(c.labels.as_ref()?)?, running))
                 })
                 .collect(),
-            volumes: volumes
-                .volumes
-                .unwrap_or_default()
-                .iter()
-                .filter_map(|v| sandbox_of(&v.labels))
-                .collect(),
+            volumes: volumes.volumes.unwrap_or_default().iter().fold(
+                HashMap::new(),
+                |mut by_sandbox, v| {
+                    if let Some(id) = sandbox_of(&v.labels) {
+                        by_sandbox
+                            .entry(id)
+                            .or_insert_with(Vec::new)
+                            .push(PathBuf::from(&v.mountpoint));
+                    }
+                    by_sandbox
+                },
+            ),
         })
     }
 }
@@ -598,8 +607,8 @@ impl Engine {
 pub struct Labelled {
     /// Sandboxes with a container, and whether it runs.
     pub containers: HashMap<SandboxId, bool>,
-    /// Sandboxes with at least one volume.
-    pub volumes: HashSet<SandboxId>,
+    /// Sandboxes with volumes, and where each volume's data is on the host.
+    pub volumes: HashMap<SandboxId, Vec<PathBuf>>,
 }
 
 impl Labelled {
@@ -607,7 +616,7 @@ impl Labelled {
     pub fn sandboxes(&self) -> HashSet<SandboxId> {
         self.containers
             .keys()
-            .chain(self.volumes.iter())
+            .chain(self.volumes.keys())
             .copied()
             .collect()
     }

@@ -11,6 +11,7 @@
 
 mod activity;
 mod clock;
+mod disk;
 mod health;
 mod probe;
 mod provision;
@@ -55,6 +56,8 @@ pub enum LifecycleError {
     Engine(#[from] EngineError),
     #[error("the spool cannot be cleared: {0}")]
     Spool(#[from] std::io::Error),
+    #[error("cannot measure a sandbox's disk use: {0}")]
+    Disk(std::io::Error),
 }
 
 impl From<StoreError> for LifecycleError {
@@ -79,6 +82,8 @@ pub struct LifecycleSettings {
     pub reconcile_every: Duration,
     /// How often proxy activity is written to the database.
     pub flush_every: Duration,
+    /// How often sandboxes' volumes are measured against their disk limit (`None`: never).
+    pub disk_check_every: Option<Duration>,
 }
 
 /// Where a provisioning stands, as seen by whoever waits for it (`?wait=`, a teardown).
@@ -558,6 +563,7 @@ impl Lifecycle {
             reconcile::run(self.clone(), shutdown.clone()),
             activity::run(self.clone(), shutdown.clone()),
             health::run(self.clone(), shutdown.clone()),
+            disk::run(self.clone(), shutdown.clone()),
         );
     }
 }

@@ -168,7 +168,12 @@ fn remove_stale_test_networks() {
             .parse()
             .unwrap_or(i64::MAX);
         if created < time::OffsetDateTime::now_utc().unix_timestamp() - 3600 {
+            let name = Command::new("docker")
+                .args(["network", "inspect", "-f", "{{.Name}}", id])
+                .output()
+                .expect("the docker CLI runs");
             let _ = Command::new("docker").args(["network", "rm", id]).output();
+            remove_firewall_rule(String::from_utf8_lossy(&name.stdout).trim());
         }
     }
 }
@@ -507,6 +512,17 @@ pub fn remove_deployment(instance: &str, network: &str) {
     let _ = Command::new("docker")
         .args(["network", "rm", network])
         .output();
+    remove_firewall_rule(network);
+}
+
+/// The host firewall rule the service installed for a test network's bridge.
+fn remove_firewall_rule(network: &str) {
+    if let Some(tag) = network.strip_prefix("testdrive-test-") {
+        let _ = Command::new("iptables")
+            .args(["-w", "-D"])
+            .args(testdrive::engine::firewall_rule(&format!("tdt{tag}")))
+            .output();
+    }
 }
 
 impl Drop for TestApp {
