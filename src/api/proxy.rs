@@ -97,11 +97,13 @@ fn cookie_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
 
 async fn open(state: AppState, id: &str, rest: &str, req: Request) -> Result<Response, ApiError> {
     let id = sandbox_id(id)?;
+    // An unknown sandbox answers like a locked one, so that probing ids without a token
+    // does not tell which exist.
     let sandbox = state
         .store
         .sandbox(id)
         .await?
-        .ok_or(ApiError::NotFound("no such sandbox"))?;
+        .ok_or(ApiError::Unauthorized)?;
 
     let (query_token, rest_query) = take_token(req.uri().query());
     if let Some(token) = query_token {

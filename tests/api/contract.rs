@@ -691,11 +691,11 @@ async fn demos_are_created_with_defaults_filled_in() {
         "slug": "files", "title": "Static files", "description": "", "image": STATIC_FILES,
         "port": 8080, "data_path": "/data", "command": null, "env": {}, "load_command": null,
         "ready": {"http_path": "/", "timeout_seconds": 30},
-        "limits": {"memory_mb": 256, "cpus": 0.5, "pids": 128},
+        "limits": {"memory_mb": 256, "cpus": 0.5, "pids": 128, "disk_mb": 50 + 1024},
         "writable_paths": [],
         "trial": {"seconds": 1800, "max_seconds": 7200, "idle_seconds": null},
         "upload": {"max_bytes": 52428800, "max_files": 10, "extensions": []},
-        "warm_pool": 0
+        "warm_pool": 0, "user": null, "max_sandboxes": null
     });
     for (field, value) in expected.as_object().unwrap() {
         assert_eq!(&demo[field], value, "{field}");
@@ -1695,23 +1695,18 @@ async fn open_redirects_to_the_trailing_slash_with_308() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn open_an_unknown_sandbox_is_404() {
+async fn open_an_unknown_sandbox_looks_like_a_locked_one() {
+    // Without this sandbox's token, an id that does not exist and one that does answer
+    // alike (401), so probing ids tells nothing; a malformed id names nothing (404).
     let app = TestApp::spawn().await;
     let unknown = uuid::Uuid::now_v7().to_string();
-    for id in [unknown.as_str(), "not-a-uuid"] {
-        problem(
-            app.get(&format!("/s/{id}/"), None).await,
-            StatusCode::NOT_FOUND,
-        )
-        .await;
-        problem(
-            app.get(&format!("/s/{id}/a.csv"), Some(&app.admin)).await,
-            StatusCode::NOT_FOUND,
-        )
-        .await;
-        let res = app.get(&format!("/s/{id}/?token=tds_x_y"), None).await;
-        problem(res, StatusCode::NOT_FOUND).await;
+    for path in [format!("/s/{unknown}/"), format!("/s/{unknown}/a.csv")] {
+        unauthorized(app.get(&path, None).await).await;
+        unauthorized(app.get(&path, Some(&app.admin)).await).await;
     }
+    let res = app.get(&format!("/s/{unknown}/?token=tds_x_y"), None).await;
+    unauthorized(res).await;
+    problem(app.get("/s/not-a-uuid/", None).await, StatusCode::NOT_FOUND).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -172,13 +172,23 @@ async fn the_root_is_read_only_and_the_engine_socket_absent() {
     end(&app, &id, &token).await;
 }
 
-/// The number of processes in the sandbox's pids cgroup, read from inside.
+/// The number of processes in the sandbox's pids cgroup, read on the host (at the limit,
+/// nothing more can start inside the sandbox to read it there).
 fn pids_in(id: &str) -> u64 {
-    let (_, out) = sh(
-        id,
-        "cat /sys/fs/cgroup/pids/pids.current 2>/dev/null || cat /sys/fs/cgroup/pids.current",
-    );
-    out.trim().parse().unwrap_or_else(|_| panic!("pids: {out}"))
+    let out = std::process::Command::new("docker")
+        .args(["inspect", "-f", "{{.Id}}", &format!("testdrive-{id}")])
+        .output()
+        .unwrap();
+    let container = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let candidates = [
+        format!("/sys/fs/cgroup/pids/docker/{container}/pids.current"),
+        format!("/sys/fs/cgroup/system.slice/docker-{container}.scope/pids.current"),
+    ];
+    candidates
+        .iter()
+        .find_map(|path| std::fs::read_to_string(path).ok())
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no pids cgroup for {container} among {candidates:?}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -188,16 +198,27 @@ async fn a_fork_bomb_stays_within_the_pids_limit_and_the_service_stays_healthy()
     // Detached: it never ends by itself.
     let bomb = std::process::Command::new("docker")
         .args(["exec", "-d", &format!("testdrive-{id}")])
-        .args(["sh", "-c", "b() { b & b & wait; }; b"])
+        // Forks sleepers for ever; at the limit each fork fails and it tries again.
+        .args(["sh", "-c", "while :; do sleep 60 & done"])
         .output()
         .unwrap();
     assert!(bomb.status.success());
+    // Sample until the bomb has clearly gone off (an exec can take a while to start on a
+    // loaded machine), then a little longer; the limit must hold at every sample.
     let mut most = 0;
-    for _ in 0..20 {
-        most = most.max(pids_in(&id));
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut samples_after = 0;
+    for _ in 0..400 {
+        let now = pids_in(&id);
+        assert!(now <= 32, "{now} processes under a limit of 32");
+        most = most.max(now);
+        if most >= 16 {
+            samples_after += 1;
+            if samples_after == 20 {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(most <= 32, "{most} processes under a limit of 32");
     assert!(most >= 16, "the bomb did not go off ({most} processes)");
     // The service answers, and ends the sandbox as usual.
     let res = app.get("/healthz", None).await;
@@ -306,7 +327,8 @@ async fn a_sandbox_that_fills_its_disk_allowance_is_ended() {
     assert_eq!(record["status"], "ready", "{record}");
     // Over it (a sparse file does not count: only what is really written does).
     assert!(sh(&id, "truncate -s 10G /data/sparse 2>/dev/null; true").0);
-    assert!(sh(&id, "head -c 40000000 /dev/urandom > /data/big").0);
+    // The watch may end the sandbox while this still writes: its outcome does not matter.
+    let _ = sh(&id, "head -c 40000000 /dev/urandom > /data/big");
     let done = app
         .wait_for(&id, &token, |s| s["data_deleted_at"].is_string())
         .await;

@@ -5,5 +5,7 @@ mod contract;
 mod crash;
 mod flow;
 mod helpers;
+mod isolation;
 mod lifecycle;
 mod process;
+mod tenancy;
