@@ -347,7 +347,10 @@ impl DemoSpec {
         };
 
         let limits_in = manifest.limits.unwrap_or_default();
-        let cpus = limits_in.cpus.unwrap_or(0.5);
+        // In whole nano-CPUs, the Engine's unit. Such a number also reads back from JSON as
+        // itself (serde_json's default float parsing can be one ULP off on 17 digits), so the
+        // spec does not change on its way through the store or a patch.
+        let cpus = (limits_in.cpus.unwrap_or(0.5) * 1e9).round() / 1e9;
         if !(cpus.is_finite() && cpus >= 0.01 && cpus <= policy.max_cpus) {
             return Err(Invalid::new(
                 "limits.cpus",
@@ -636,6 +639,22 @@ mod tests {
             let result = DemoSpec::parse(manifest(v), &Policy::default());
             assert!(result.is_err(), "{field} = {value} passed");
         }
+    }
+
+    #[test]
+    fn cpus_survive_a_round_trip_through_json() {
+        // Found by fuzz/manifest: 17 significant digits, which serde_json's default float
+        // parsing read back one ULP off once the spec was stored or patched.
+        let body = r#"{"slug": "a", "title": "A", "image": "a", "port": 80, "data_path": "/data",
+                       "limits": {"cpus": 0.0261987299722623578901448}}"#;
+        let m: DemoManifest = serde_json::from_str(body).unwrap();
+        let spec = DemoSpec::parse(m, &Policy::default()).unwrap();
+        assert_eq!(spec.limits.cpus, 0.026_198_730);
+        let json = serde_json::to_string(&spec).unwrap();
+        assert_eq!(serde_json::from_str::<DemoSpec>(&json).unwrap(), spec);
+        let again: DemoManifest = serde_json::from_str(&json).unwrap();
+        assert_eq!(DemoSpec::parse(again, &Policy::default()).unwrap(), spec);
+        assert_eq!(spec.patch(&json!({}), &Policy::default()).unwrap(), spec);
     }
 
     #[test]
