@@ -24,7 +24,8 @@ use bollard::models::{
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, InspectContainerOptions, ListContainersOptionsBuilder,
     ListVolumesOptionsBuilder, RemoveContainerOptionsBuilder, RemoveVolumeOptionsBuilder,
-    StartContainerOptions, StopContainerOptionsBuilder, UploadToContainerOptionsBuilder,
+    StartContainerOptions, StatsOptionsBuilder, StopContainerOptionsBuilder,
+    UploadToContainerOptionsBuilder,
 };
 use futures_util::StreamExt;
 use tokio::sync::RwLock;
@@ -88,6 +89,27 @@ pub struct ExecOutcome {
     pub exit_code: i64,
     /// The last few hundred bytes the command wrote, for the event log.
     pub output_tail: String,
+}
+
+/// A container's resource counters at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatsReading {
+    pub memory_bytes: u64,
+    pub memory_limit_bytes: u64,
+    /// CPU time the container used, ever.
+    pub cpu_total_ns: u64,
+    /// CPU time the whole host used, ever (all cores).
+    pub system_ns: u64,
+    pub online_cpus: u32,
+}
+
+impl StatsReading {
+    /// CPU use between two readings, in percent of one core (as `docker stats` shows it).
+    pub fn cpu_percent_since(&self, earlier: &StatsReading) -> Option<f64> {
+        let used = self.cpu_total_ns.checked_sub(earlier.cpu_total_ns)? as f64;
+        let host = self.system_ns.checked_sub(earlier.system_ns)? as f64;
+        (host > 0.0).then(|| used / host * f64::from(self.online_cpus) * 100.0)
+    }
 }
 
 /// What the Engine says about a sandbox's container.
@@ -492,13 +514,26 @@ impl Engine {
     /// still labelled for it. Objects already gone count as removed, so this is safe to
     /// repeat. Returns how many objects it removed.
     pub async fn remove_sandbox(&self, sandbox: SandboxId) -> Result<usize> {
-        self.retrying("remove", || self.remove_sandbox_once(sandbox))
+        let container = self.remove_container(sandbox).await?;
+        let volumes = self.remove_volumes(sandbox).await?;
+        Ok(usize::from(container) + volumes)
+    }
+
+    /// Removes the sandbox's container (and its anonymous volumes); false if it was gone
+    /// already.
+    pub async fn remove_container(&self, sandbox: SandboxId) -> Result<bool> {
+        self.retrying("remove container", || self.remove_container_once(sandbox))
             .await
     }
 
-    async fn remove_sandbox_once(&self, sandbox: SandboxId) -> Result<usize> {
+    /// Removes the sandbox's labelled volumes (its data volume); how many there were.
+    pub async fn remove_volumes(&self, sandbox: SandboxId) -> Result<usize> {
+        self.retrying("remove volumes", || self.remove_volumes_once(sandbox))
+            .await
+    }
+
+    async fn remove_container_once(&self, sandbox: SandboxId) -> Result<bool> {
         let docker = self.client().await?;
-        let mut removed = 0;
         let options = RemoveContainerOptionsBuilder::default()
             .force(true)
             .v(true)
@@ -510,19 +545,22 @@ impl Engine {
                 .await
                 .map_err(|e| EngineError::from_bollard(e, "container"))
             {
-                Ok(()) => removed += 1,
-                Err(EngineError::NotFound(_)) => {}
+                Ok(()) => return Ok(true),
+                Err(EngineError::NotFound(_)) => return Ok(false),
                 // "removal already in progress": someone else (another instance) is at it;
                 // wait for it to finish rather than report the container gone too early.
                 Err(EngineError::Rejected { status: 409, .. }) if attempts < 50 => {
                     attempts += 1;
                     tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
                 }
                 Err(other) => return Err(other),
             }
-            break;
         }
+    }
+
+    async fn remove_volumes_once(&self, sandbox: SandboxId) -> Result<usize> {
+        let docker = self.client().await?;
+        let mut removed = 0;
         let filter = label_filter(format!("{SANDBOX_LABEL}={sandbox}"));
         let volumes = docker
             .list_volumes(Some(
@@ -546,6 +584,41 @@ impl Engine {
             }
         }
         Ok(removed)
+    }
+
+    /// One reading of a running container's memory and CPU counters (no waiting for the
+    /// Engine's second sample: the caller keeps the previous reading to work out CPU use).
+    pub async fn stats(&self, container: &str) -> Result<StatsReading> {
+        let options = StatsOptionsBuilder::new()
+            .stream(false)
+            .one_shot(true)
+            .build();
+        let docker = self.client().await?;
+        let reading = docker
+            .stats(container, Some(options))
+            .next()
+            .await
+            .ok_or_else(|| EngineError::Unavailable("the Engine sent no statistics".into()))?
+            .map_err(|e| EngineError::from_bollard(e, "container"))?;
+        let cpu = reading.cpu_stats.unwrap_or_default();
+        let memory = reading.memory_stats.unwrap_or_default();
+        // What `docker stats` shows: usage less the page cache the kernel can drop.
+        let cache = memory
+            .stats
+            .as_ref()
+            .and_then(|s| {
+                s.get("inactive_file")
+                    .or_else(|| s.get("total_inactive_file"))
+            })
+            .copied()
+            .unwrap_or(0);
+        Ok(StatsReading {
+            memory_bytes: memory.usage.unwrap_or(0).saturating_sub(cache),
+            memory_limit_bytes: memory.limit.unwrap_or(0),
+            cpu_total_ns: cpu.cpu_usage.and_then(|u| u.total_usage).unwrap_or(0),
+            system_ns: cpu.system_cpu_usage.unwrap_or(0),
+            online_cpus: cpu.online_cpus.unwrap_or(1).max(1),
+        })
     }
 
     /// What this deployment has on the Engine, by label.

@@ -15,9 +15,11 @@ mod disk;
 mod health;
 mod probe;
 mod provision;
+mod receipt;
 mod reconcile;
 mod scheduler;
 mod sleep;
+mod usage;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -30,7 +32,9 @@ use tracing::Instrument;
 
 pub use activity::Activity;
 pub use clock::{Clock, SystemClock, TokioClock};
+pub use receipt::{FileReceipt, Receipt};
 pub use scheduler::{Scheduler, Timetable, TrialDeadlines};
+pub use usage::ResourceUse;
 
 use crate::domain::token::IssuedToken;
 use crate::domain::{EndReason, Prospect, SandboxId, SandboxStatus, Timestamp, TrialWindow};
@@ -44,6 +48,8 @@ pub enum LifecycleError {
     NotFound,
     #[error("the sandbox has ended")]
     Ended,
+    #[error("the sandbox has not ended yet, or its data is still being deleted")]
+    NotEnded,
     #[error("a trial of this demo can last at most {max_seconds} seconds from its start")]
     TooLong { max_seconds: u32 },
     #[error("no place for a sandbox: {0}")]
@@ -149,6 +155,8 @@ struct Inner {
     /// Wakes the idle scheduler when a sandbox becomes ready or wakes (a new idle moment).
     idle_moments: Arc<Notify>,
     activity: Activity,
+    /// The latest memory and CPU readings, for the dashboard.
+    readings: tokio::sync::Mutex<usage::Readings>,
 }
 
 impl Lifecycle {
@@ -170,6 +178,7 @@ impl Lifecycle {
                 deadlines: Arc::new(Notify::new()),
                 idle_moments: Arc::new(Notify::new()),
                 activity: Activity::default(),
+                readings: tokio::sync::Mutex::default(),
             }),
         }
     }
@@ -490,16 +499,23 @@ impl Lifecycle {
     async fn teardown_now(&self, id: SandboxId) -> Result<()> {
         let started = Instant::now();
         self.stop_provisioning(id).await;
-        let removed = self.inner.engine.remove_sandbox(id).await?;
+        // Each removal is recorded as it happens: the deletion receipt says when the
+        // container and the data volume went, not only when the whole teardown finished.
+        if self.inner.engine.remove_container(id).await? {
+            self.event(id, "container_removed", None).await;
+        }
+        let volumes = self.inner.engine.remove_volumes(id).await?;
+        if volumes > 0 {
+            self.event(id, "volumes_removed", Some(&format!("{volumes} volume(s)")))
+                .await;
+        }
         crate::spool::remove_dir(&self.inner.settings.spool_root.join(id.to_string())).await?;
         let now = self.now();
         if self.inner.store.mark_data_deleted(id, now).await? {
             self.event(
                 id,
                 "data_deleted",
-                Some(&format!(
-                    "container, volumes and spooled upload removed ({removed} Engine objects)"
-                )),
+                Some("no container, volume or spooled upload of this sandbox remains"),
             )
             .await;
             metrics::histogram!("testdrive_teardown_seconds")
@@ -510,7 +526,7 @@ impl Lifecycle {
                 let lag = (now.millis() - s.expires_at.millis()).max(0) as f64 / 1000.0;
                 metrics::histogram!("testdrive_expiry_lag_seconds").record(lag);
             }
-            tracing::info!(removed, "sandbox torn down");
+            tracing::info!("sandbox torn down");
         }
         Ok(())
     }

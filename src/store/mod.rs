@@ -85,6 +85,40 @@ pub struct Sandbox {
     pub last_active_at: Option<Timestamp>,
 }
 
+#[cfg(test)]
+impl Sandbox {
+    /// A live sandbox of a minimal demo, for unit tests of logic over records.
+    pub fn example() -> Sandbox {
+        let manifest: crate::domain::DemoManifest = serde_json::from_value(serde_json::json!({
+            "slug": "example", "title": "Example", "image": "img:1", "port": 80,
+            "data_path": "/data"
+        }))
+        .expect("a valid manifest");
+        let created_at = Timestamp::from_millis(1_000);
+        Sandbox {
+            id: SandboxId::new(),
+            demo_id: DemoId::new(),
+            vendor_id: VendorId::new(),
+            token_hash: TokenHash::of("tds_example"),
+            status: SandboxStatus::Ready,
+            spec: DemoSpec::parse(manifest, &crate::domain::manifest::Policy::default())
+                .expect("a valid spec"),
+            created_at,
+            ready_at: Some(created_at),
+            expires_at: created_at.plus_seconds(900),
+            ended_at: None,
+            end_reason: None,
+            data_deleted_at: None,
+            addr_slot: Some(1),
+            container_addr: None,
+            files: Vec::new(),
+            prospect: Prospect::default(),
+            requests: 0,
+            last_active_at: None,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Event {
     pub at: Timestamp,
@@ -97,6 +131,8 @@ pub struct SandboxFilter {
     pub vendor: Option<VendorId>,
     pub demo: Option<DemoId>,
     pub status: Option<SandboxStatus>,
+    /// Live sandboxes, and ended ones only if they ended at or after this moment.
+    pub ended_since: Option<Timestamp>,
 }
 
 /// What `reserve_wake` found.
@@ -213,5 +249,11 @@ pub trait Store: Send + Sync + 'static {
         detail: Option<&str>,
     ) -> Result<()>;
     async fn events(&self, id: SandboxId) -> Result<Vec<Event>>;
+    /// The newest events of all sandboxes (of one vendor's demos), newest first.
+    async fn recent_events(
+        &self,
+        vendor: Option<VendorId>,
+        limit: u32,
+    ) -> Result<Vec<(SandboxId, Event)>>;
     async fn add_usage(&self, batch: &[Usage]) -> Result<()>;
 }

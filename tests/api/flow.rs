@@ -213,6 +213,8 @@ async fn a_prospect_tries_the_demo_on_their_own_data_and_it_is_destroyed() {
             "ready",
             "extended",
             "ended_by_prospect",
+            "container_removed",
+            "volumes_removed",
             "data_deleted"
         ]
     );
@@ -357,7 +359,15 @@ async fn a_sandbox_ends_by_itself_at_its_deadline() {
         .iter()
         .map(|e| e["kind"].as_str().unwrap().to_string())
         .collect();
-    assert_eq!(kinds[kinds.len() - 2..], ["expired", "data_deleted"]);
+    assert_eq!(
+        kinds[kinds.len() - 4..],
+        [
+            "expired",
+            "container_removed",
+            "volumes_removed",
+            "data_deleted"
+        ]
+    );
     let res = app.get(&format!("/s/{id}/"), Some(token)).await;
     problem(res, StatusCode::GONE).await;
 }
