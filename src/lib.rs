@@ -16,3 +16,4 @@ pub mod registry;
 pub mod seed;
 pub mod spool;
 pub mod store;
+pub mod web;

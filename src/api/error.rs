@@ -63,6 +63,10 @@ impl ApiError {
         ApiError::Invalid(Invalid::new(field, reason))
     }
 
+    pub fn status(&self) -> StatusCode {
+        self.parts().0
+    }
+
     fn parts(&self) -> (StatusCode, &'static str) {
         use ApiError::*;
         match self {
@@ -163,7 +167,7 @@ impl From<LifecycleError> for ApiError {
     fn from(err: LifecycleError) -> Self {
         match err {
             LifecycleError::NotFound => ApiError::NotFound("no such sandbox"),
-            LifecycleError::Ended => ApiError::Conflict(err.to_string()),
+            LifecycleError::Ended | LifecycleError::NotEnded => ApiError::Conflict(err.to_string()),
             LifecycleError::TooLong { .. } => ApiError::invalid("seconds", err.to_string()),
             LifecycleError::Capacity(why) => capacity(why),
             LifecycleError::WakeFailed(_) => ApiError::BadGateway(err.to_string()),

@@ -31,6 +31,7 @@ pub use auth::{AdminToken, Caller};
 pub use error::{ApiError, Problem};
 pub use extract::{ApiJson, ApiQuery};
 pub use rate_limit::RateLimiter;
+pub use sandboxes::start_trial;
 
 use crate::lifecycle::Lifecycle;
 use crate::registry::Registry;
@@ -118,6 +119,8 @@ pub fn router(state: AppState, max_upload_bytes: u64) -> Router {
             get(move || async move { axum::Json(openapi.as_ref().clone()) }),
         )
         .merge(proxy::router())
+        // The browser's pages, over the same state and domain calls.
+        .merge(crate::web::router(max_upload_bytes))
         .fallback(|| async { ApiError::NotFound("no such route") })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(

@@ -15,6 +15,7 @@ use utoipa_axum::routes;
 
 use super::auth::sandbox_id;
 use super::{ApiError, ApiJson, ApiQuery, AppState, Caller, Items};
+use crate::domain::token::IssuedToken;
 use crate::domain::{
     DemoId, EndReason, FileRecord, Prospect, SandboxId, SandboxStatus, Timestamp, TrialWindow,
     UploadName,
@@ -287,6 +288,25 @@ async fn create_sandbox(
     ApiQuery(params): ApiQuery<CreateParams>,
     request: Request,
 ) -> Result<impl IntoResponse, ApiError> {
+    let (sandbox, token) = start_trial(&state, request, params.wait).await?;
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, format!("/v1/sandboxes/{}", sandbox.id))],
+        axum::Json(CreatedSandbox {
+            sandbox: SandboxView::new(&state, sandbox, false),
+            token: token.expose().to_string(),
+        }),
+    ))
+}
+
+/// A prospect's trial form (multipart) → a new sandbox and its token; with `wait`, once
+/// it is ready or failed (or that many seconds passed). The API and the browser's trial
+/// page both start trials through here.
+pub async fn start_trial(
+    state: &AppState,
+    request: Request,
+    wait: Option<u32>,
+) -> Result<(Sandbox, IssuedToken), ApiError> {
     let content_type = request
         .headers()
         .get(header::CONTENT_TYPE)
@@ -320,18 +340,18 @@ async fn create_sandbox(
         });
     }
     state.lifecycle.check_room(None).await?;
-    let multipart = Multipart::from_request(request, &state)
+    let multipart = Multipart::from_request(request, state)
         .await
         .map_err(|e| ApiError::BadRequest(e.body_text()))?;
 
     let id = SandboxId::new();
-    let form = read_form(&state, id, multipart).await?;
+    let form = read_form(state, id, multipart).await?;
     let created = state
         .lifecycle
         .create(id, &form.demo, form.window, form.prospect, form.spool)
         .await?;
     let mut sandbox = created.sandbox;
-    if let Some(wait) = params.wait {
+    if let Some(wait) = wait {
         let mut progress = created.progress;
         let wait = Duration::from_secs(u64::from(wait.min(state.max_wait_seconds)));
         Lifecycle::wait_settled(&mut progress, wait).await;
@@ -341,14 +361,7 @@ async fn create_sandbox(
             .await?
             .ok_or(ApiError::NotFound("no such sandbox"))?;
     }
-    Ok((
-        StatusCode::CREATED,
-        [(header::LOCATION, format!("/v1/sandboxes/{id}"))],
-        axum::Json(CreatedSandbox {
-            sandbox: SandboxView::new(&state, sandbox, false),
-            token: created.token.expose().to_string(),
-        }),
-    ))
+    Ok((sandbox, created.token))
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -377,6 +390,7 @@ async fn list_sandboxes(
             .map(SandboxStatus::parse)
             .transpose()?,
         demo: params.demo.as_deref().map(DemoId::parse).transpose()?,
+        ended_since: None,
     };
     let items = state
         .store

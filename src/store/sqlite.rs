@@ -371,6 +371,11 @@ impl Store for SqliteStore {
         if let Some(status) = filter.status {
             q.push(" AND status = ").push_bind(status.as_str());
         }
+        if let Some(since) = filter.ended_since {
+            q.push(" AND (ended_at IS NULL OR ended_at >= ")
+                .push_bind(since.millis())
+                .push(")");
+        }
         q.push(" ORDER BY id DESC LIMIT 1000");
         q.build()
             .fetch_all(&self.pool)
@@ -621,6 +626,36 @@ impl Store for SqliteStore {
                     kind: r.try_get("kind")?,
                     detail: r.try_get("detail")?,
                 })
+            })
+            .collect()
+    }
+
+    async fn recent_events(
+        &self,
+        vendor: Option<VendorId>,
+        limit: u32,
+    ) -> Result<Vec<(SandboxId, Event)>> {
+        let rows = sqlx::query(
+            "SELECT e.sandbox_id, e.at, e.kind, e.detail FROM sandbox_events e
+             JOIN sandboxes s ON s.id = e.sandbox_id
+             WHERE ?1 IS NULL OR s.vendor_id = ?1
+             ORDER BY e.seq DESC LIMIT ?2",
+        )
+        .bind(vendor.map(|v| v.to_string()))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let id: String = r.try_get("sandbox_id")?;
+                let id = SandboxId::parse(&id)
+                    .map_err(|_| StoreError::Corrupt(format!("sandbox id {id:?}")))?;
+                let event = Event {
+                    at: Timestamp::from_millis(r.try_get("at")?),
+                    kind: r.try_get("kind")?,
+                    detail: r.try_get("detail")?,
+                };
+                Ok((id, event))
             })
             .collect()
     }

@@ -1,0 +1,114 @@
+//! Browser credentials. The pages never show a token to page scripts: the sandbox token
+//! lives in `HttpOnly` cookies scoped to the trial's own paths, the admin token and vendor
+//! key in cookies scoped to their console. Every request that changes something must come
+//! from our own pages (the browser's `Sec-Fetch-Site`/`Origin` say so), on top of
+//! `SameSite`, so another site cannot make a logged-in browser end a sandbox.
+
+use axum::http::{HeaderMap, HeaderValue, header};
+
+use crate::api::{ApiError, AppState};
+
+/// The trial page's cookie (`Path=/trials/{id}`): the sandbox token.
+pub const TRIAL_COOKIE: &str = "testdrive_trial";
+
+/// How long the browser keeps a trial's cookie: past the end, so the prospect can come
+/// back for the deletion receipt.
+pub const TRIAL_COOKIE_SECONDS: u64 = 30 * 24 * 3600;
+
+/// How long a console login lasts.
+pub const CONSOLE_COOKIE_SECONDS: u64 = 12 * 3600;
+
+/// The values of every cookie named `name` the browser sent.
+pub fn cookies<'a>(headers: &'a HeaderMap, name: &'a str) -> impl Iterator<Item = &'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(move |pair| pair.trim().strip_prefix(name)?.strip_prefix('='))
+}
+
+/// A `Set-Cookie` value: `HttpOnly`, `Secure` when the service is reached over https.
+pub fn set_cookie(
+    state: &AppState,
+    name: &str,
+    value: &str,
+    path: &str,
+    same_site: &str,
+    max_age: u64,
+) -> HeaderValue {
+    let secure = if state.public_url.starts_with("https://") {
+        "; Secure"
+    } else {
+        ""
+    };
+    let cookie = format!(
+        "{name}={value}; Path={path}; Max-Age={max_age}; HttpOnly; SameSite={same_site}{secure}"
+    );
+    // Tokens and paths are ASCII without separators; anything else is a bug here.
+    HeaderValue::from_str(&cookie).expect("a cookie of ASCII tokens and paths")
+}
+
+/// Refuses a state-changing request that another site made the browser send.
+pub fn same_origin(headers: &HeaderMap) -> Result<(), ApiError> {
+    let refused = || ApiError::Forbidden;
+    if let Some(site) = headers.get("sec-fetch-site") {
+        return match site.as_bytes() {
+            b"same-origin" | b"none" => Ok(()),
+            _ => Err(refused()),
+        };
+    }
+    // Older browsers: the Origin, when sent, must name the host the request went to.
+    let (Some(origin), Some(host)) = (headers.get(header::ORIGIN), headers.get(header::HOST))
+    else {
+        return Ok(());
+    };
+    let origin = origin.to_str().unwrap_or_default();
+    let origin_host = origin
+        .split_once("://")
+        .map(|(_, rest)| rest)
+        .unwrap_or_default();
+    if origin_host.as_bytes() == host.as_bytes() {
+        Ok(())
+    } else {
+        Err(refused())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (k, v) in pairs {
+            map.append(*k, HeaderValue::from_static(v));
+        }
+        map
+    }
+
+    #[test]
+    fn cookies_are_found_by_exact_name() {
+        let h = headers(&[("cookie", "a=1; testdrive_trial=t1; testdrive_trialx=no")]);
+        assert_eq!(cookies(&h, TRIAL_COOKIE).collect::<Vec<_>>(), ["t1"]);
+    }
+
+    #[test]
+    fn other_sites_cannot_post() {
+        assert!(same_origin(&headers(&[("sec-fetch-site", "same-origin")])).is_ok());
+        assert!(same_origin(&headers(&[("sec-fetch-site", "cross-site")])).is_err());
+        assert!(same_origin(&headers(&[("sec-fetch-site", "same-site")])).is_err());
+        let ours = [
+            ("origin", "http://td.example:8080"),
+            ("host", "td.example:8080"),
+        ];
+        assert!(same_origin(&headers(&ours)).is_ok());
+        let theirs = [
+            ("origin", "https://evil.example"),
+            ("host", "td.example:8080"),
+        ];
+        assert!(same_origin(&headers(&theirs)).is_err());
+        // No browser headers at all: a script or curl, which holds the token anyway.
+        assert!(same_origin(&HeaderMap::new()).is_ok());
+    }
+}

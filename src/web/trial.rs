@@ -1,0 +1,365 @@
+//! The prospect's trial: `POST /trials` starts one from the demo page's form (the same
+//! path as `POST /v1/sandboxes`) and hands the sandbox token to the browser only as
+//! `HttpOnly` cookies, one for this page's paths and one for `/s/{id}/`; `/trials/{id}`
+//! shows its progress, countdown, extend and end, and after the end its deletion receipt.
+
+use askama::Template;
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Serialize;
+
+use super::session::{self, TRIAL_COOKIE, TRIAL_COOKIE_SECONDS};
+use super::{PageError, render, shown_time, spoken_bytes, spoken_duration};
+use crate::api::auth::sandbox_id;
+use crate::api::proxy::COOKIE as SANDBOX_COOKIE;
+use crate::api::{ApiError, AppState, start_trial};
+use crate::domain::{EndReason, SandboxStatus, Timestamp};
+use crate::lifecycle::Receipt;
+use crate::store::{Event, Sandbox};
+
+pub fn router(max_upload_bytes: u64) -> Router<AppState> {
+    let body_limit = usize::try_from(max_upload_bytes)
+        .unwrap_or(usize::MAX)
+        .saturating_add(1 << 20);
+    Router::new()
+        .route(
+            "/trials",
+            post(start).layer(DefaultBodyLimit::max(body_limit)),
+        )
+        .route("/trials/{id}", get(trial_page))
+        .route("/trials/{id}/state", get(trial_state))
+        .route("/trials/{id}/extend", post(extend))
+        .route("/trials/{id}/end", post(end))
+}
+
+fn wants_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/json"))
+}
+
+#[derive(Serialize)]
+struct Started {
+    id: String,
+    location: String,
+}
+
+/// The demo page's form. A script posting it gets JSON (and shows upload progress); a
+/// browser without scripts is sent on to the trial page.
+async fn start(State(state): State<AppState>, request: Request) -> Response {
+    let json = wants_json(request.headers());
+    let (sandbox, token) = match start_trial(&state, request, None).await {
+        Ok(started) => started,
+        Err(err) if json => return err.into_response(),
+        Err(err) => return PageError::from(err).into_response(),
+    };
+    let id = sandbox.id;
+    let location = format!("/trials/{id}");
+    let cookies = [
+        session::set_cookie(
+            &state,
+            TRIAL_COOKIE,
+            token.expose(),
+            &location,
+            "Lax",
+            TRIAL_COOKIE_SECONDS,
+        ),
+        session::set_cookie(
+            &state,
+            SANDBOX_COOKIE,
+            token.expose(),
+            &format!("/s/{id}/"),
+            "Lax",
+            TRIAL_COOKIE_SECONDS,
+        ),
+    ];
+    let mut response = if json {
+        (
+            StatusCode::CREATED,
+            axum::Json(Started {
+                id: id.to_string(),
+                location: location.clone(),
+            }),
+        )
+            .into_response()
+    } else {
+        (
+            StatusCode::SEE_OTHER,
+            [(header::LOCATION, location.clone())],
+        )
+            .into_response()
+    };
+    for cookie in cookies {
+        response.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    response
+}
+
+/// The sandbox this browser holds the cookie of; anything else is "not found", so that
+/// trial ids do not tell whether they exist.
+async fn own_trial(state: &AppState, headers: &HeaderMap, id: &str) -> Result<Sandbox, ApiError> {
+    let not_found = || ApiError::NotFound("no such trial in this browser");
+    let id = sandbox_id(id).map_err(|_| not_found())?;
+    let sandbox = state.store.sandbox(id).await?.ok_or_else(not_found)?;
+    if session::cookies(headers, TRIAL_COOKIE).any(|t| sandbox.token_hash.matches(t)) {
+        Ok(state.lifecycle.with_pending_activity(sandbox))
+    } else {
+        Err(not_found())
+    }
+}
+
+/// How far provisioning got, as steps the page ticks off.
+const STEPS: [(&str, &str); 4] = [
+    ("data_placed", "Your files are in your sandbox"),
+    ("started", "The product is starting"),
+    ("loaded", "Your data is loaded"),
+    ("ready", "Ready"),
+];
+
+/// What the trial page shows and its script polls.
+#[derive(Serialize)]
+struct TrialState {
+    id: String,
+    status: SandboxStatus,
+    status_text: String,
+    now: Timestamp,
+    created_at: Timestamp,
+    expires_at: Timestamp,
+    remaining_seconds: u64,
+    /// Seconds the extend button adds; 0 when the trial cannot be extended further.
+    extend_seconds: u32,
+    /// Provisioning steps done so far (`STEPS` kinds).
+    steps_done: Vec<&'static str>,
+    failure: Option<String>,
+    /// Everything is destroyed: the page shows the receipt.
+    deleted: bool,
+}
+
+impl TrialState {
+    fn new(sandbox: &Sandbox, events: &[Event]) -> TrialState {
+        let now = Timestamp::now();
+        let live = sandbox.status.is_live();
+        let latest = sandbox
+            .created_at
+            .plus_seconds(sandbox.spec.trial.max_seconds);
+        let room = sandbox.expires_at.until(latest).as_secs();
+        let extend_seconds = if live {
+            u64::from(sandbox.spec.trial.seconds).min(room) as u32
+        } else {
+            0
+        };
+        let failure = (sandbox.status == SandboxStatus::Failed)
+            .then(|| events.iter().rev().find(|e| e.kind == "failed"))
+            .flatten()
+            .map(|e| e.detail.clone().unwrap_or_default());
+        let status_text = match (sandbox.status, sandbox.end_reason) {
+            (SandboxStatus::Provisioning, _) => "Preparing your sandbox…".to_string(),
+            (SandboxStatus::Ready, _) => "Ready".to_string(),
+            (SandboxStatus::Sleeping, _) => {
+                "Paused while idle: opening the demo wakes it".to_string()
+            }
+            (SandboxStatus::Failed, _) => "The demo could not start with your data".to_string(),
+            (SandboxStatus::Ended, Some(EndReason::Expired)) => {
+                "The trial window ended".to_string()
+            }
+            (SandboxStatus::Ended, Some(EndReason::EndedByProspect)) => {
+                "You ended the trial".to_string()
+            }
+            (SandboxStatus::Ended, _) => {
+                "The trial was ended by the vendor or an operator".to_string()
+            }
+        };
+        TrialState {
+            id: sandbox.id.to_string(),
+            status: sandbox.status,
+            status_text,
+            now,
+            created_at: sandbox.created_at,
+            expires_at: sandbox.expires_at,
+            remaining_seconds: if live {
+                now.until(sandbox.expires_at).as_secs()
+            } else {
+                0
+            },
+            extend_seconds,
+            steps_done: STEPS
+                .iter()
+                .map(|(kind, _)| *kind)
+                .filter(|kind| events.iter().any(|e| e.kind == *kind))
+                .collect(),
+            failure,
+            deleted: sandbox.data_deleted_at.is_some(),
+        }
+    }
+}
+
+struct FileRow {
+    name: String,
+    bytes: u64,
+    size: String,
+    sha256: String,
+}
+
+struct ReceiptView {
+    receipt: Receipt,
+    ended: String,
+    container: String,
+    volumes: String,
+    deleted: String,
+    files: Vec<(FileRow, String)>,
+}
+
+#[derive(Template)]
+#[template(path = "trial.html")]
+struct TrialPage {
+    title: String,
+    vendor: String,
+    state: TrialState,
+    state_json: String,
+    expires: String,
+    /// The time left as the countdown first shows it.
+    countdown: String,
+    extend_label: String,
+    steps: Vec<(&'static str, bool)>,
+    files: Vec<FileRow>,
+    receipt: Option<ReceiptView>,
+}
+
+#[derive(Template)]
+#[template(path = "locked.html")]
+struct LockedPage;
+
+fn locked() -> Response {
+    let mut response = render(&LockedPage);
+    *response.status_mut() = StatusCode::NOT_FOUND;
+    response
+}
+
+async fn trial_page(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, PageError> {
+    let sandbox = match own_trial(&state, &headers, &id).await {
+        Ok(sandbox) => sandbox,
+        Err(ApiError::NotFound(_)) => return Ok(locked()),
+        Err(other) => return Err(other.into()),
+    };
+    let events = state.store.events(sandbox.id).await?;
+    let view = TrialState::new(&sandbox, &events);
+    let vendor = state
+        .store
+        .vendor(sandbox.vendor_id)
+        .await?
+        .map(|v| v.name.as_str().to_string())
+        .unwrap_or_default();
+    let files = sandbox
+        .files
+        .iter()
+        .map(|f| FileRow {
+            name: f.name.clone(),
+            bytes: f.bytes,
+            size: spoken_bytes(f.bytes),
+            sha256: f.sha256.clone(),
+        })
+        .collect();
+    let receipt = Receipt::of(&sandbox, &events).map(|receipt| ReceiptView {
+        ended: shown_time(receipt.ended_at),
+        container: shown_time(receipt.container_removed_at),
+        volumes: shown_time(receipt.volumes_removed_at),
+        deleted: shown_time(receipt.data_deleted_at),
+        files: receipt
+            .files
+            .iter()
+            .map(|f| {
+                let row = FileRow {
+                    name: f.name.clone(),
+                    bytes: f.bytes,
+                    size: spoken_bytes(f.bytes),
+                    sha256: f.sha256.clone(),
+                };
+                let last = f.sandbox_copy_deleted_at.unwrap_or(f.spool_copy_deleted_at);
+                (row, shown_time(last))
+            })
+            .collect(),
+        receipt,
+    });
+    let steps = STEPS
+        .iter()
+        .filter(|(kind, _)| *kind != "loaded" || sandbox.spec.load_command.is_some())
+        .map(|(kind, label)| (*label, view.steps_done.contains(kind)))
+        .collect();
+    let page = TrialPage {
+        title: sandbox.spec.title.clone(),
+        vendor,
+        state_json: serde_json::to_string(&view).unwrap_or_default(),
+        expires: shown_time(sandbox.expires_at),
+        countdown: clock_face(view.remaining_seconds),
+        extend_label: spoken_duration(view.extend_seconds.into()),
+        steps,
+        files,
+        receipt,
+        state: view,
+    };
+    Ok(render(&page))
+}
+
+/// "14:59", "1:02:03".
+fn clock_face(seconds: u64) -> String {
+    let (h, m, s) = (seconds / 3600, seconds % 3600 / 60, seconds % 60);
+    if h > 0 {
+        format!("{h}:{m:02}:{s:02}")
+    } else {
+        format!("{m}:{s:02}")
+    }
+}
+
+async fn trial_state(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<axum::Json<TrialState>, ApiError> {
+    let sandbox = own_trial(&state, &headers, &id).await?;
+    let events = state.store.events(sandbox.id).await?;
+    Ok(axum::Json(TrialState::new(&sandbox, &events)))
+}
+
+/// Adds the demo's trial length again, up to its longest trial.
+async fn extend(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<axum::Json<TrialState>, ApiError> {
+    session::same_origin(&headers)?;
+    let sandbox = own_trial(&state, &headers, &id).await?;
+    let events = state.store.events(sandbox.id).await?;
+    let by = TrialState::new(&sandbox, &events).extend_seconds;
+    if by == 0 {
+        return Err(ApiError::Conflict(
+            "this trial cannot be extended any further".to_string(),
+        ));
+    }
+    let sandbox = state.lifecycle.extend(sandbox.id, by).await?;
+    let events = state.store.events(sandbox.id).await?;
+    Ok(axum::Json(TrialState::new(&sandbox, &events)))
+}
+
+/// Ends the trial; answers once every copy of the data is gone.
+async fn end(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<axum::Json<TrialState>, ApiError> {
+    session::same_origin(&headers)?;
+    let sandbox = own_trial(&state, &headers, &id).await?;
+    let sandbox = state
+        .lifecycle
+        .end(sandbox.id, EndReason::EndedByProspect)
+        .await?;
+    let events = state.store.events(sandbox.id).await?;
+    Ok(axum::Json(TrialState::new(&sandbox, &events)))
+}

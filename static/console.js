@@ -1,0 +1,144 @@
+// The operators' and vendors' console: renders each snapshot the server pushes (server-sent
+// events, one a second) into the table, keeping rows in place so a pending "confirm end"
+// survives updates; ages and time left tick locally between snapshots.
+(function () {
+  "use strict";
+  var root = document.getElementById("console");
+  if (!root) return;
+  var base = root.dataset.base;
+  var ops = base === "/ops";
+  var live = document.getElementById("live");
+  var tbody = document.querySelector("#sandboxes tbody");
+  var none = document.getElementById("no-sandboxes");
+  var eventsList = document.getElementById("events");
+  var capacity = document.getElementById("capacity");
+  var demos = document.getElementById("demos");
+  var skew = 0;
+  var rows = {};
+
+  function now() { return Date.now() + skew; }
+  function span(ms) {
+    var s = Math.max(0, Math.floor(ms / 1000));
+    var h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60);
+    if (h > 0) return h + "h " + m + "m";
+    if (m > 0) return m + "m " + (s % 60) + "s";
+    return s + "s";
+  }
+  function mib(bytes) { return (bytes / 1048576).toFixed(bytes < 10485760 ? 1 : 0) + " MiB"; }
+  function clock(at) { return new Date(at).toLocaleTimeString(); }
+  function cell(tr, cls) {
+    var td = tr.querySelector("." + cls);
+    if (!td) { td = document.createElement("td"); td.className = cls; tr.appendChild(td); }
+    return td;
+  }
+  function text(td, value) { if (td.textContent !== value) td.textContent = value; }
+
+  function newRow(id) {
+    var tr = document.createElement("tr");
+    tr.dataset.sandboxId = id;
+    var cols = ["id", "demo"].concat(ops ? ["vendor"] : [], ["prospect", "status", "age", "left", "mem", "cpu", "requests", "actions"]);
+    cols.forEach(function (c) { cell(tr, c); });
+    var actions = tr.querySelector(".actions");
+    var end = document.createElement("button");
+    end.type = "button"; end.className = "button danger end"; end.textContent = "End";
+    end.setAttribute("aria-label", "End sandbox " + id.slice(0, 8));
+    var confirm = document.createElement("button");
+    confirm.type = "button"; confirm.className = "button danger end-confirm"; confirm.textContent = "Confirm end";
+    confirm.hidden = true;
+    end.addEventListener("click", function () { end.hidden = true; confirm.hidden = false; confirm.focus(); });
+    confirm.addEventListener("click", function () {
+      confirm.disabled = true; confirm.textContent = "Ending…";
+      fetch(base + "/sandboxes/" + id + "/end", { method: "POST", headers: { Accept: "application/json" } })
+        .then(function (r) {
+          if (!r.ok) { confirm.disabled = false; confirm.textContent = "Retry end"; }
+        });
+    });
+    actions.appendChild(end);
+    actions.appendChild(confirm);
+    return tr;
+  }
+
+  function update(tr, s) {
+    tr.dataset.created = s.created_at;
+    tr.dataset.expires = s.expires_at;
+    var liveNow = ["provisioning", "ready", "sleeping"].indexOf(s.status) >= 0;
+    tr.dataset.live = liveNow ? "1" : "";
+    tr.classList.toggle("gone", !liveNow);
+    text(cell(tr, "id"), s.id.slice(0, 8));
+    cell(tr, "id").title = s.id;
+    text(cell(tr, "demo"), s.demo);
+    if (ops) text(cell(tr, "vendor"), s.vendor);
+    text(cell(tr, "prospect"), [s.email, s.company].filter(Boolean).join(" · ") || "–");
+    var st = cell(tr, "status");
+    st.dataset.status = s.status;
+    text(st, s.status + (s.end_reason && s.end_reason !== s.status ? " (" + s.end_reason.replace(/_/g, " ") + ")" : ""));
+    text(cell(tr, "mem"), s.memory_bytes == null ? "–" : mib(s.memory_bytes) + (s.memory_limit_bytes ? " / " + mib(s.memory_limit_bytes) : ""));
+    text(cell(tr, "cpu"), s.cpu_percent == null ? "–" : s.cpu_percent.toFixed(1) + "%");
+    text(cell(tr, "requests"), String(s.requests));
+    var actions = tr.querySelector(".actions");
+    actions.hidden = !liveNow;
+    ticking(tr);
+  }
+
+  function ticking(tr) {
+    var created = Date.parse(tr.dataset.created);
+    text(cell(tr, "age"), span(now() - created));
+    text(cell(tr, "left"), tr.dataset.live ? span(Date.parse(tr.dataset.expires) - now()) : "–");
+  }
+
+  function render(snap) {
+    skew = Date.parse(snap.now) - Date.now();
+    var seen = {};
+    snap.sandboxes.forEach(function (s, i) {
+      seen[s.id] = true;
+      var tr = rows[s.id] || (rows[s.id] = newRow(s.id));
+      update(tr, s);
+      if (tbody.children[i] !== tr) tbody.insertBefore(tr, tbody.children[i] || null);
+    });
+    Object.keys(rows).forEach(function (id) {
+      if (!seen[id]) { rows[id].remove(); delete rows[id]; }
+    });
+    none.hidden = snap.sandboxes.length > 0;
+    if (capacity && snap.capacity) {
+      var c = snap.capacity;
+      capacity.textContent = "Running " + c.running + " of " + c.max_running + " · sleeping " + c.sleeping + " of " + c.max_sleeping;
+    }
+    if (demos && snap.demos) {
+      demos.textContent = "";
+      snap.demos.forEach(function (d) {
+        var li = document.createElement("li");
+        li.dataset.demoId = d.id;
+        li.textContent = d.title + " (" + d.slug + ")" + (d.enabled ? "" : " · disabled") + " · " + d.live + " live";
+        demos.appendChild(li);
+      });
+    }
+    eventsList.textContent = "";
+    snap.events.forEach(function (e) {
+      var li = document.createElement("li");
+      var t = document.createElement("time");
+      t.dateTime = e.at; t.textContent = clock(e.at);
+      li.appendChild(t);
+      li.appendChild(document.createTextNode(e.sandbox_id.slice(0, 8) + " " + e.kind.replace(/_/g, " ") + (e.detail ? ": " + e.detail : "")));
+      eventsList.appendChild(li);
+    });
+  }
+
+  function connect() {
+    var source = new EventSource(base + "/stream");
+    source.addEventListener("open", function () {
+      live.dataset.connected = "true"; live.textContent = "live";
+    });
+    source.addEventListener("snapshot", function (e) {
+      live.dataset.connected = "true"; live.textContent = "live";
+      render(JSON.parse(e.data));
+    });
+    source.addEventListener("signed-out", function () { source.close(); window.location.reload(); });
+    source.addEventListener("error", function () {
+      // EventSource reconnects by itself; say so meanwhile.
+      live.dataset.connected = "false"; live.textContent = "reconnecting…";
+    });
+  }
+
+  setInterval(function () { Object.keys(rows).forEach(function (id) { ticking(rows[id]); }); }, 1000);
+  connect();
+})();

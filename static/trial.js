@@ -1,0 +1,122 @@
+// The trial page: follows provisioning, counts the trial window down, extends and ends the
+// trial. The page itself is rendered by the server; when the status changes in a way that
+// changes the page (ready, ended, failed) it reloads to show the new state and the receipt.
+(function () {
+  "use strict";
+  var root = document.getElementById("trial");
+  if (!root) return;
+  var state = JSON.parse(root.dataset.state);
+  var base = "/trials/" + root.dataset.id;
+  var statusEl = document.getElementById("status");
+  var countdown = document.getElementById("countdown");
+  var openLink = document.getElementById("open");
+  var extendBtn = document.getElementById("extend");
+  var endBtn = document.getElementById("end");
+  var confirmBox = document.getElementById("end-confirm-box");
+  var confirmBtn = document.getElementById("end-confirm");
+  var cancelBtn = document.getElementById("end-cancel");
+  var actionError = document.getElementById("action-error");
+  // The server's clock minus ours, so the countdown agrees with the deadline it enforces.
+  var skew = Date.parse(state.now) - Date.now();
+  var shownStatus = state.status;
+
+  function clockFace(seconds) {
+    var h = Math.floor(seconds / 3600), m = Math.floor((seconds % 3600) / 60), s = seconds % 60;
+    var two = function (n) { return (n < 10 ? "0" : "") + n; };
+    return h > 0 ? h + ":" + two(m) + ":" + two(s) : m + ":" + two(s);
+  }
+
+  function remaining() {
+    if (!countdown) return 0;
+    var left = Date.parse(countdown.dataset.expiresAt) - (Date.now() + skew);
+    return Math.max(0, Math.floor(left / 1000));
+  }
+
+  function tick() {
+    if (!countdown) return;
+    var left = remaining();
+    countdown.textContent = clockFace(left);
+    countdown.classList.toggle("low", left < 60);
+    if (left === 0) poll();
+  }
+
+  function apply(next) {
+    skew = Date.parse(next.now) - Date.now();
+    if (countdown) countdown.dataset.expiresAt = next.expires_at;
+    statusEl.dataset.status = next.status;
+    statusEl.textContent = next.status_text;
+    if (extendBtn && next.extend_seconds === 0) extendBtn.hidden = true;
+    // Anything beyond a countdown change is easiest to show as the server renders it.
+    var settledChange = next.status !== shownStatus &&
+      !(shownStatus === "ready" && next.status === "sleeping") &&
+      !(shownStatus === "sleeping" && next.status === "ready");
+    if (settledChange || (next.deleted && !document.getElementById("receipt"))) {
+      if (next.status === "ended" && !next.deleted) return; // teardown in progress
+      window.location.reload();
+    }
+    tick();
+  }
+
+  var polling = false;
+  function poll() {
+    if (polling) return;
+    polling = true;
+    fetch(base + "/state", { headers: { Accept: "application/json" }, cache: "no-store" })
+      .then(function (r) { return r.ok ? r.json() : null; })
+      .then(function (next) { if (next) apply(next); })
+      .catch(function () {})
+      .then(function () { polling = false; });
+  }
+
+  function failed(response) {
+    return response.json().catch(function () { return {}; }).then(function (body) {
+      actionError.textContent = body.detail || ("The server answered " + response.status + ".");
+      actionError.hidden = false;
+    });
+  }
+
+  function post(path) {
+    actionError.hidden = true;
+    return fetch(base + path, { method: "POST", headers: { Accept: "application/json" } });
+  }
+
+  if (extendBtn) {
+    extendBtn.addEventListener("click", function () {
+      extendBtn.disabled = true;
+      post("/extend").then(function (r) {
+        extendBtn.disabled = false;
+        return r.ok ? r.json().then(apply) : failed(r);
+      });
+    });
+  }
+  if (endBtn) {
+    endBtn.addEventListener("click", function () {
+      confirmBox.hidden = false;
+      confirmBtn.focus();
+    });
+    cancelBtn.addEventListener("click", function () {
+      confirmBox.hidden = true;
+      endBtn.focus();
+    });
+    confirmBtn.addEventListener("click", function () {
+      confirmBtn.disabled = true;
+      confirmBtn.textContent = "Deleting…";
+      post("/end").then(function (r) {
+        if (r.ok) { window.location.reload(); return; }
+        confirmBtn.disabled = false;
+        confirmBtn.textContent = "Yes, delete everything";
+        return failed(r);
+      });
+    });
+  }
+  if (openLink && state.status !== "provisioning") openLink.hidden = false;
+
+  setInterval(tick, 1000);
+  tick();
+  // Quickly while the sandbox is being prepared, slowly after: the deadline can move
+  // (extended elsewhere) and the sandbox can fall asleep or end.
+  (function schedule() {
+    var settled = shownStatus !== "provisioning";
+    setTimeout(function () { poll(); schedule(); }, settled ? 5000 : 700);
+  })();
+})();
