@@ -85,7 +85,7 @@ async fn serve(config: Config, seeds: Vec<PathBuf>) -> Result<(), Box<dyn std::e
         }
     }
     println!(
-        "testdrive: listening on http://{} — catalog at /v1/catalog",
+        "testdrive: listening on http://{} — demos at /, operators at /ops, vendors at /vendor",
         running.addr
     );
     shutdown_signal().await;
