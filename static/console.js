@@ -6,6 +6,8 @@
   var root = document.getElementById("console");
   if (!root) return;
   var base = root.dataset.base;
+  // Shown only in this page; every call of this script must carry it (see web/session.rs).
+  var key = root.dataset.key;
   var ops = base === "/ops";
   var live = document.getElementById("live");
   var tbody = document.querySelector("#sandboxes tbody");
@@ -48,7 +50,7 @@
     end.addEventListener("click", function () { end.hidden = true; confirm.hidden = false; confirm.focus(); });
     confirm.addEventListener("click", function () {
       confirm.disabled = true; confirm.textContent = "Ending…";
-      fetch(base + "/sandboxes/" + id + "/end", { method: "POST", headers: { Accept: "application/json" } })
+      fetch(base + "/sandboxes/" + id + "/end", { method: "POST", headers: { Accept: "application/json", "X-Testdrive-Page": key } })
         .then(function (r) {
           if (!r.ok) { confirm.disabled = false; confirm.textContent = "Retry end"; }
         });
@@ -124,7 +126,7 @@
   }
 
   function connect() {
-    var source = new EventSource(base + "/stream");
+    var source = new EventSource(base + "/stream?key=" + encodeURIComponent(key));
     source.addEventListener("open", function () {
       live.dataset.connected = "true"; live.textContent = "live";
     });

@@ -7,6 +7,8 @@
   if (!root) return;
   var state = JSON.parse(root.dataset.state);
   var base = "/trials/" + root.dataset.id;
+  // Shown only in this page; every call of this script must carry it (see web/session.rs).
+  var key = root.dataset.key;
   var statusEl = document.getElementById("status");
   var countdown = document.getElementById("countdown");
   var openLink = document.getElementById("open");
@@ -61,7 +63,7 @@
   function poll() {
     if (polling) return;
     polling = true;
-    fetch(base + "/state", { headers: { Accept: "application/json" }, cache: "no-store" })
+    fetch(base + "/state", { headers: { Accept: "application/json", "X-Testdrive-Page": key }, cache: "no-store" })
       .then(function (r) { return r.ok ? r.json() : null; })
       .then(function (next) { if (next) apply(next); })
       .catch(function () {})
@@ -77,7 +79,7 @@
 
   function post(path) {
     actionError.hidden = true;
-    return fetch(base + path, { method: "POST", headers: { Accept: "application/json" } });
+    return fetch(base + path, { method: "POST", headers: { Accept: "application/json", "X-Testdrive-Page": key } });
   }
 
   if (extendBtn) {

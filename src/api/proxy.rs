@@ -223,8 +223,11 @@ fn strip_credentials(headers: &mut HeaderMap, sandbox: &Sandbox) {
     }
 }
 
-/// Keeps the demo's redirects and cookies inside `/s/{id}/`.
+/// Keeps the demo's redirects and cookies inside `/s/{id}/`, and keeps its pages from
+/// joining testdrive's own pages' browsing context group (see `web::session`).
 fn rewrite_response_headers(headers: &mut HeaderMap, id: SandboxId, upstream: &str) {
+    headers.remove("cross-origin-opener-policy");
+    headers.remove("cross-origin-opener-policy-report-only");
     let prefix = format!("/s/{id}");
     if let Some(location) = headers.get(header::LOCATION).and_then(|v| v.to_str().ok()) {
         let local = location
@@ -381,7 +384,12 @@ mod tests {
             HeaderValue::from_static("s=1; Path=/; Domain=example.com; HttpOnly"),
         );
         headers.append(header::SET_COOKIE, HeaderValue::from_static("t=2"));
+        headers.insert(
+            "cross-origin-opener-policy",
+            HeaderValue::from_static("same-origin"),
+        );
         rewrite_response_headers(&mut headers, id, "10.0.0.2:8080");
+        assert!(!headers.contains_key("cross-origin-opener-policy"));
         assert_eq!(headers[header::LOCATION], format!("/s/{id}/login").as_str());
         let cookies: Vec<_> = headers.get_all(header::SET_COOKIE).iter().collect();
         assert_eq!(cookies[0], format!("s=1; Path=/s/{id}/; HttpOnly").as_str());

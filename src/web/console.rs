@@ -10,7 +10,7 @@ use std::time::Duration;
 use askama::Template;
 use axum::Router;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -57,20 +57,38 @@ impl Console {
         )
     }
 
-    /// The signed-in caller, if the browser's cookie still holds a valid credential.
-    async fn caller(
+    /// The signed-in caller and its credential, if the browser's cookie still holds a
+    /// valid one.
+    async fn signed_in(
         self,
         state: &AppState,
         headers: &HeaderMap,
-    ) -> Result<Option<Caller>, ApiError> {
+    ) -> Result<Option<(Caller, String)>, ApiError> {
         for token in session::cookies(headers, self.cookie()) {
             if let Some(caller) = resolve(state, token).await?
                 && self.admits(caller)
             {
-                return Ok(Some(caller));
+                return Ok(Some((caller, token.to_string())));
             }
         }
         Ok(None)
+    }
+
+    /// The signed-in caller, for the page's script: it must also show the page key.
+    async fn caller(
+        self,
+        state: &AppState,
+        headers: &HeaderMap,
+        query: Option<&str>,
+    ) -> Result<Caller, ApiError> {
+        let (caller, token) = self
+            .signed_in(state, headers)
+            .await?
+            .ok_or(ApiError::Unauthorized)?;
+        if !session::has_page_key(headers, query, &token) {
+            return Err(ApiError::Forbidden);
+        }
+        Ok(caller)
     }
 }
 
@@ -97,7 +115,7 @@ pub fn router() -> Router<AppState> {
             )
             .route(
                 &format!("{base}/stream"),
-                get(move |s: State<AppState>, h: HeaderMap| stream(console, s, h)),
+                get(move |s: State<AppState>, h: HeaderMap, u: Uri| stream(console, s, h, u)),
             )
             .route(
                 &format!("{base}/sandboxes/{{id}}/end"),
@@ -121,6 +139,7 @@ struct LoginPage {
 #[template(path = "console.html")]
 struct ConsolePage {
     base: &'static str,
+    page_key: String,
     ops: bool,
     heading: String,
 }
@@ -132,7 +151,8 @@ async fn page(
 ) -> Result<Response, PageError> {
     let base = console.base();
     let ops = console == Console::Ops;
-    let Some(caller) = console.caller(&state, &headers).await? else {
+    session::navigation_only(&headers)?;
+    let Some((caller, token)) = console.signed_in(&state, &headers).await? else {
         return Ok(render(&LoginPage {
             base,
             ops,
@@ -148,7 +168,12 @@ async fn page(
             .unwrap_or_default(),
         _ => "Operations".to_string(),
     };
-    Ok(render(&ConsolePage { base, ops, heading }))
+    Ok(render(&ConsolePage {
+        base,
+        ops,
+        heading,
+        page_key: session::page_key(&token),
+    }))
 }
 
 #[derive(Deserialize)]
@@ -380,11 +405,9 @@ async fn stream(
     console: Console,
     State(state): State<AppState>,
     headers: HeaderMap,
+    uri: Uri,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
-    console
-        .caller(&state, &headers)
-        .await?
-        .ok_or(ApiError::Unauthorized)?;
+    console.caller(&state, &headers, uri.query()).await?;
     let mut ticks = tokio::time::interval(SNAPSHOT_EVERY);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let events =
@@ -392,8 +415,8 @@ async fn stream(
             let (state, headers, mut ticks) = open?;
             ticks.tick().await;
             // Checked every time: a revoked key or rotated token ends the stream at once.
-            let event = match console.caller(&state, &headers).await {
-                Ok(Some(caller)) => match snapshot(&state, scope(caller)).await {
+            let event = match console.signed_in(&state, &headers).await {
+                Ok(Some((caller, _))) => match snapshot(&state, scope(caller)).await {
                     Ok(snapshot) => SseEvent::default()
                         .event("snapshot")
                         .json_data(snapshot)
@@ -424,10 +447,7 @@ async fn end(
     Path(id): Path<String>,
 ) -> Result<axum::Json<Ended>, ApiError> {
     session::same_origin(&headers)?;
-    let caller = console
-        .caller(&state, &headers)
-        .await?
-        .ok_or(ApiError::Unauthorized)?;
+    let caller = console.caller(&state, &headers, None).await?;
     let sandbox = caller.may_see_sandbox(state.store.sandbox(sandbox_id(&id)?).await?)?;
     let sandbox = state.lifecycle.end(sandbox.id, caller.end_reason()).await?;
     Ok(axum::Json(Ended {

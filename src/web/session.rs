@@ -3,8 +3,20 @@
 //! key in cookies scoped to their console. Every request that changes something must come
 //! from our own pages (the browser's `Sec-Fetch-Site`/`Origin` say so), on top of
 //! `SameSite`, so another site cannot make a logged-in browser end a sandbox.
+//!
+//! A vendor's demo is served on this same origin (`/s/{id}/`), so its scripts are
+//! "same-origin" to the browser and a cookie-held credential alone would be theirs to use:
+//! a demo opened in a browser signed in to `/ops` could read the console's stream. So every
+//! call a page's script makes must also carry the page key, a value derived from the
+//! credential that only the page itself shows, and the page is only given to a top-level
+//! navigation (`Sec-Fetch-Mode: navigate`, not a script's `fetch`), never framed
+//! (`frame-ancestors 'none'`), and isolated from windows a demo opens
+//! (`Cross-Origin-Opener-Policy: same-origin`, which the proxy strips from demos' answers).
 
 use axum::http::{HeaderMap, HeaderValue, header};
+
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 
 use crate::api::{ApiError, AppState};
 
@@ -49,6 +61,43 @@ pub fn set_cookie(
     HeaderValue::from_str(&cookie).expect("a cookie of ASCII tokens and paths")
 }
 
+/// The header a page's script sends its page key in (`?key=` for `EventSource`).
+pub const PAGE_KEY_HEADER: &str = "x-testdrive-page";
+
+/// The page key of a credential: shown in the page, required of the page's script calls.
+pub fn page_key(token: &str) -> String {
+    let digest = Sha256::new()
+        .chain_update(b"testdrive page key\0")
+        .chain_update(token.as_bytes())
+        .finalize();
+    hex::encode(&digest[..16])
+}
+
+/// Whether the request carries the page key of `token` (header, or `key` in the query).
+pub fn has_page_key(headers: &HeaderMap, query: Option<&str>, token: &str) -> bool {
+    let expected = page_key(token);
+    let from_query = query.into_iter().flat_map(|q| {
+        form_urlencoded::parse(q.as_bytes())
+            .filter(|(k, _)| k == "key")
+            .map(|(_, v)| v.into_owned())
+    });
+    headers
+        .get_all(PAGE_KEY_HEADER)
+        .iter()
+        .filter_map(|v| v.to_str().ok().map(str::to_string))
+        .chain(from_query)
+        .any(|presented| presented.as_bytes().ct_eq(expected.as_bytes()).into())
+}
+
+/// Refuses to hand a page that shows a page key to anything but a top-level navigation:
+/// a script's `fetch` of it (a demo's, on this origin) would read the key.
+pub fn navigation_only(headers: &HeaderMap) -> Result<(), ApiError> {
+    match headers.get("sec-fetch-mode") {
+        Some(mode) if mode.as_bytes() != b"navigate" => Err(ApiError::Forbidden),
+        _ => Ok(()),
+    }
+}
+
 /// Refuses a state-changing request that another site made the browser send.
 pub fn same_origin(headers: &HeaderMap) -> Result<(), ApiError> {
     let refused = || ApiError::Forbidden;
@@ -91,6 +140,26 @@ mod tests {
     fn cookies_are_found_by_exact_name() {
         let h = headers(&[("cookie", "a=1; testdrive_trial=t1; testdrive_trialx=no")]);
         assert_eq!(cookies(&h, TRIAL_COOKIE).collect::<Vec<_>>(), ["t1"]);
+    }
+
+    #[test]
+    fn page_keys_belong_to_their_credential() {
+        let key = page_key("tds_a");
+        assert_eq!(key.len(), 32);
+        assert_ne!(key, page_key("tds_b"));
+        let mut h = HeaderMap::new();
+        h.insert(PAGE_KEY_HEADER, HeaderValue::from_str(&key).unwrap());
+        assert!(has_page_key(&h, None, "tds_a"));
+        assert!(!has_page_key(&h, None, "tds_b"));
+        assert!(has_page_key(
+            &HeaderMap::new(),
+            Some(&format!("x=1&key={key}")),
+            "tds_a"
+        ));
+        assert!(!has_page_key(&HeaderMap::new(), Some("key="), "tds_a"));
+        assert!(navigation_only(&headers(&[("sec-fetch-mode", "navigate")])).is_ok());
+        assert!(navigation_only(&headers(&[("sec-fetch-mode", "cors")])).is_err());
+        assert!(navigation_only(&HeaderMap::new()).is_ok());
     }
 
     #[test]

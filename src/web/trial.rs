@@ -99,17 +99,34 @@ async fn start(State(state): State<AppState>, request: Request) -> Response {
     response
 }
 
-/// The sandbox this browser holds the cookie of; anything else is "not found", so that
-/// trial ids do not tell whether they exist.
-async fn own_trial(state: &AppState, headers: &HeaderMap, id: &str) -> Result<Sandbox, ApiError> {
+/// The sandbox this browser holds the cookie of, and that cookie's token; anything else is
+/// "not found", so that trial ids do not tell whether they exist.
+async fn own_trial(
+    state: &AppState,
+    headers: &HeaderMap,
+    id: &str,
+) -> Result<(Sandbox, String), ApiError> {
     let not_found = || ApiError::NotFound("no such trial in this browser");
     let id = sandbox_id(id).map_err(|_| not_found())?;
     let sandbox = state.store.sandbox(id).await?.ok_or_else(not_found)?;
-    if session::cookies(headers, TRIAL_COOKIE).any(|t| sandbox.token_hash.matches(t)) {
-        Ok(state.lifecycle.with_pending_activity(sandbox))
-    } else {
-        Err(not_found())
+    let token = session::cookies(headers, TRIAL_COOKIE)
+        .find(|t| sandbox.token_hash.matches(t))
+        .ok_or_else(not_found)?
+        .to_string();
+    Ok((state.lifecycle.with_pending_activity(sandbox), token))
+}
+
+/// `own_trial` for the page's script, which must also show the page key.
+async fn own_trial_from_page(
+    state: &AppState,
+    headers: &HeaderMap,
+    id: &str,
+) -> Result<Sandbox, ApiError> {
+    let (sandbox, token) = own_trial(state, headers, id).await?;
+    if !session::has_page_key(headers, None, &token) {
+        return Err(ApiError::Forbidden);
     }
+    Ok(sandbox)
 }
 
 /// How far provisioning got, as steps the page ticks off.
@@ -216,6 +233,7 @@ struct ReceiptView {
 #[derive(Template)]
 #[template(path = "trial.html")]
 struct TrialPage {
+    page_key: String,
     title: String,
     vendor: String,
     state: TrialState,
@@ -244,8 +262,9 @@ async fn trial_page(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, PageError> {
-    let sandbox = match own_trial(&state, &headers, &id).await {
-        Ok(sandbox) => sandbox,
+    session::navigation_only(&headers)?;
+    let (sandbox, token) = match own_trial(&state, &headers, &id).await {
+        Ok(found) => found,
         Err(ApiError::NotFound(_)) => return Ok(locked()),
         Err(other) => return Err(other.into()),
     };
@@ -294,6 +313,7 @@ async fn trial_page(
         .map(|(kind, label)| (*label, view.steps_done.contains(kind)))
         .collect();
     let page = TrialPage {
+        page_key: session::page_key(&token),
         title: sandbox.spec.title.clone(),
         vendor,
         state_json: serde_json::to_string(&view).unwrap_or_default(),
@@ -323,7 +343,7 @@ async fn trial_state(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<axum::Json<TrialState>, ApiError> {
-    let sandbox = own_trial(&state, &headers, &id).await?;
+    let sandbox = own_trial_from_page(&state, &headers, &id).await?;
     let events = state.store.events(sandbox.id).await?;
     Ok(axum::Json(TrialState::new(&sandbox, &events)))
 }
@@ -335,7 +355,7 @@ async fn extend(
     headers: HeaderMap,
 ) -> Result<axum::Json<TrialState>, ApiError> {
     session::same_origin(&headers)?;
-    let sandbox = own_trial(&state, &headers, &id).await?;
+    let sandbox = own_trial_from_page(&state, &headers, &id).await?;
     let events = state.store.events(sandbox.id).await?;
     let by = TrialState::new(&sandbox, &events).extend_seconds;
     if by == 0 {
@@ -355,7 +375,7 @@ async fn end(
     headers: HeaderMap,
 ) -> Result<axum::Json<TrialState>, ApiError> {
     session::same_origin(&headers)?;
-    let sandbox = own_trial(&state, &headers, &id).await?;
+    let sandbox = own_trial_from_page(&state, &headers, &id).await?;
     let sandbox = state
         .lifecycle
         .end(sandbox.id, EndReason::EndedByProspect)

@@ -7,5 +7,6 @@ mod flow;
 mod helpers;
 mod isolation;
 mod lifecycle;
+mod pages;
 mod process;
 mod tenancy;
