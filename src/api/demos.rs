@@ -1,5 +1,7 @@
 //! `/v1/demos`: vendors register their product as a demo; operators see all of them.
 
+use std::collections::HashMap;
+
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
@@ -31,18 +33,21 @@ pub struct DemoView {
     created_at: Timestamp,
     #[schema(value_type = String, format = DateTime)]
     updated_at: Timestamp,
+    /// Members of the warm pool started and ready to claim now (of `warm_pool`).
+    warm_ready: usize,
     #[serde(flatten)]
     spec: DemoSpec,
 }
 
-impl From<Demo> for DemoView {
-    fn from(d: Demo) -> Self {
+impl DemoView {
+    fn new(d: Demo, pools: &HashMap<DemoId, usize>) -> Self {
         DemoView {
             id: d.id,
             vendor_id: d.vendor_id,
             enabled: d.enabled,
             created_at: d.created_at,
             updated_at: d.updated_at,
+            warm_ready: pools.get(&d.id).copied().unwrap_or(0),
             spec: d.spec,
         }
     }
@@ -95,10 +100,11 @@ async fn create_demo(
         }
     };
     let demo = state.registry.register_demo(vendor, manifest).await?;
+    state.lifecycle.pools_changed();
     Ok((
         StatusCode::CREATED,
         [(header::LOCATION, format!("/v1/demos/{}", demo.id))],
-        axum::Json(DemoView::from(demo)),
+        axum::Json(DemoView::new(demo, &HashMap::new())),
     ))
 }
 
@@ -111,7 +117,13 @@ async fn list_demos(
     caller: Caller,
 ) -> Result<axum::Json<Items<DemoView>>, ApiError> {
     let demos = state.store.demos(caller.vendor_scope()?).await?;
-    Ok(axum::Json(Items::of(demos)))
+    let pools = state.lifecycle.pool_levels().await?;
+    Ok(axum::Json(Items {
+        items: demos
+            .into_iter()
+            .map(|d| DemoView::new(d, &pools))
+            .collect(),
+    }))
 }
 
 #[utoipa::path(get, path = "/v1/demos/{id}", tag = "demos",
@@ -123,7 +135,10 @@ async fn get_demo(
     Path(id): Path<String>,
 ) -> Result<axum::Json<DemoView>, ApiError> {
     let demo = caller.may_see_demo(state.store.demo(demo_id(&id)?).await?)?;
-    Ok(axum::Json(demo.into()))
+    Ok(axum::Json(DemoView::new(
+        demo,
+        &state.lifecycle.pool_levels().await?,
+    )))
 }
 
 /// Change a demo: a JSON merge patch of any field but `slug`, plus `enabled`
@@ -141,7 +156,12 @@ async fn patch_demo(
 ) -> Result<axum::Json<DemoView>, ApiError> {
     let demo = caller.may_see_demo(state.store.demo(demo_id(&id)?).await?)?;
     let demo = state.registry.update_demo(demo, patch).await?;
-    Ok(axum::Json(demo.into()))
+    // A changed demo's warm members are drained (they run the old spec) and made anew.
+    state.lifecycle.pools_changed();
+    Ok(axum::Json(DemoView::new(
+        demo,
+        &state.lifecycle.pool_levels().await?,
+    )))
 }
 
 /// Retire a demo: no new sandboxes; running ones keep their deadline.
@@ -157,5 +177,6 @@ async fn delete_demo(
     if !state.registry.delete_demo(demo.id).await? {
         return Err(ApiError::NotFound("no such demo"));
     }
+    state.lifecycle.pools_changed();
     Ok(StatusCode::NO_CONTENT)
 }

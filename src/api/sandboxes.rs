@@ -350,6 +350,7 @@ pub async fn start_trial(
         .lifecycle
         .create(id, &form.demo, form.window, form.prospect, form.spool)
         .await?;
+    // A sandbox taken from a warm pool has the pool member's id, not `id`.
     let mut sandbox = created.sandbox;
     if let Some(wait) = wait {
         let mut progress = created.progress;
@@ -357,7 +358,7 @@ pub async fn start_trial(
         Lifecycle::wait_settled(&mut progress, wait).await;
         sandbox = state
             .store
-            .sandbox(id)
+            .sandbox(sandbox.id)
             .await?
             .ok_or(ApiError::NotFound("no such sandbox"))?;
     }

@@ -467,12 +467,6 @@ impl DemoSpec {
         )? as u32;
 
         let warm_pool = in_range("warm_pool", manifest.warm_pool.unwrap_or(0), 0, 50)? as u32;
-        if warm_pool > 0 {
-            return Err(Invalid::new(
-                "warm_pool",
-                "is not supported yet: leave it 0",
-            ));
-        }
 
         let max_sandboxes = manifest
             .max_sandboxes
@@ -631,7 +625,7 @@ mod tests {
             ("upload", json!({"extensions": ["c s v"]})),
             ("writable_paths", json!(["/data/cache"])),
             ("ready", json!({"http_path": "health"})),
-            ("warm_pool", json!(2)),
+            ("warm_pool", json!(51)),
         ];
         for (field, value) in cases {
             let mut v = minimal();

@@ -13,6 +13,7 @@ mod activity;
 mod clock;
 mod disk;
 mod health;
+mod pool;
 mod probe;
 mod provision;
 mod receipt;
@@ -37,10 +38,13 @@ pub use scheduler::{Scheduler, Timetable, TrialDeadlines};
 pub use usage::ResourceUse;
 
 use crate::domain::token::IssuedToken;
-use crate::domain::{EndReason, Prospect, SandboxId, SandboxStatus, Timestamp, TrialWindow};
+use crate::domain::{
+    DemoId, EndReason, Prospect, SandboxId, SandboxStatus, Timestamp, TrialWindow,
+};
 use crate::engine::{Engine, EngineError, container_name};
 use crate::spool::Spool;
-use crate::store::{Capacity, Demo, NewSandbox, Sandbox, Store, StoreError};
+use crate::store::{Capacity, Demo, NewSandbox, Sandbox, Store, StoreError, WarmState};
+use provision::Origin;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LifecycleError {
@@ -157,6 +161,10 @@ struct Inner {
     activity: Activity,
     /// The latest memory and CPU readings, for the dashboard.
     readings: tokio::sync::Mutex<usage::Readings>,
+    /// Wakes the warm pools' keeper (a demo changed, a member was claimed).
+    pool_changed: Notify,
+    /// When each demo's last warm pool member failed to come up.
+    warm_failures: Mutex<HashMap<DemoId, Instant>>,
 }
 
 impl Lifecycle {
@@ -179,6 +187,8 @@ impl Lifecycle {
                 idle_moments: Arc::new(Notify::new()),
                 activity: Activity::default(),
                 readings: tokio::sync::Mutex::default(),
+                pool_changed: Notify::new(),
+                warm_failures: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -275,31 +285,78 @@ impl Lifecycle {
         prospect: Prospect,
         spool: Spool,
     ) -> Result<Created> {
-        let token = IssuedToken::for_sandbox(id);
         let now = self.now();
-        let new = NewSandbox {
-            id,
-            demo_id: demo.id,
-            vendor_id: demo.vendor_id,
-            token_hash: token.hash(),
-            spec: demo.spec.clone(),
-            created_at: now,
-            expires_at: now.plus_seconds(window.seconds()),
-            files: spool.records().to_vec(),
-            prospect,
+        let new_sandbox = |id: SandboxId| {
+            let token = IssuedToken::for_sandbox(id);
+            let new = NewSandbox {
+                id,
+                demo_id: demo.id,
+                vendor_id: demo.vendor_id,
+                token_hash: token.hash(),
+                spec: demo.spec.clone(),
+                created_at: now,
+                expires_at: now.plus_seconds(window.seconds()),
+                files: spool.records().to_vec(),
+                prospect: prospect.clone(),
+            };
+            (new, token)
         };
-        self.inner
-            .store
-            .insert_sandbox(&new, self.capacity(demo))
-            .await?;
+        let mut claimed = None;
+        if demo.spec.warm_pool > 0 {
+            // A few tries: another prospect may take the member we picked.
+            let ready = self.inner.store.warm_members(Some(demo.id)).await?;
+            for member in ready
+                .iter()
+                .filter(|m| m.state == WarmState::Warm && m.spec == demo.spec)
+                .take(3)
+            {
+                let (new, token) = new_sandbox(member.id);
+                if self
+                    .inner
+                    .store
+                    .claim_warm(&new, self.capacity(demo))
+                    .await?
+                {
+                    claimed = Some((new, token));
+                    break;
+                }
+            }
+        }
+        let origin = if claimed.is_some() {
+            Origin::Warm
+        } else {
+            Origin::Cold
+        };
+        let (new, token) = match claimed {
+            Some(claimed) => {
+                self.pools_changed();
+                claimed
+            }
+            None => {
+                let (new, token) = new_sandbox(id);
+                self.inner
+                    .store
+                    .insert_sandbox(&new, self.capacity(demo))
+                    .await?;
+                let lifecycle = self.clone();
+                tokio::spawn(async move { lifecycle.shed_pool_excess().await });
+                (new, token)
+            }
+        };
+        let id = new.id;
         let files = new.files.len();
         let bytes: u64 = new.files.iter().map(|f| f.bytes).sum();
         self.event(
             id,
             "created",
             Some(&format!(
-                "{files} file(s), {bytes} bytes; trial window {} s",
-                window.seconds()
+                "{files} file(s), {bytes} bytes; trial window {} s{}",
+                window.seconds(),
+                if origin == Origin::Warm {
+                    "; from the warm pool"
+                } else {
+                    ""
+                }
             )),
         )
         .await;
@@ -324,6 +381,7 @@ impl Lifecycle {
                 demo.id,
                 demo.spec.clone(),
                 sandbox.addr_slot,
+                origin,
                 spool,
                 cancel,
                 phase_tx,
@@ -580,6 +638,7 @@ impl Lifecycle {
             activity::run(self.clone(), shutdown.clone()),
             health::run(self.clone(), shutdown.clone()),
             disk::run(self.clone(), shutdown.clone()),
+            pool::run(self.clone(), shutdown.clone()),
         );
     }
 }

@@ -1,5 +1,7 @@
 //! Provisioning one sandbox: create the hardened container with its volumes, stream the
 //! prospect's files into the data volume, start it, run the load command, probe readiness.
+//! A sandbox claimed from a warm pool has its container running already: its files go into
+//! the running container's (empty) data volume, then the load command and the probe.
 //! The spool is deleted as soon as the files are in the volume, so the data exists in one
 //! place only. Ending the sandbox meanwhile cancels the work between Engine calls (never in
 //! the middle of a create, whose object could then escape the teardown).
@@ -13,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use super::probe::{self, NotReady};
 use super::{Lifecycle, Phase};
 use crate::domain::{DemoId, DemoSpec, SandboxId};
+use crate::engine::container_name;
 use crate::spool::Spool;
 
 enum Stop {
@@ -43,12 +46,23 @@ fn checkpoint(cancel: &CancellationToken) -> Result<(), Stop> {
     Ok(())
 }
 
+/// Where a sandbox's container comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Origin {
+    /// Made for this sandbox.
+    Cold,
+    /// Claimed from the demo's warm pool: created and started already, with no data.
+    Warm,
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn steps(
     lifecycle: &Lifecycle,
     id: SandboxId,
     demo: DemoId,
     spec: &DemoSpec,
     slot: Option<u32>,
+    origin: Origin,
     spool: Spool,
     cancel: &CancellationToken,
 ) -> Result<SocketAddr, Stop> {
@@ -57,10 +71,13 @@ async fn steps(
         .and_then(|s| engine.address(s))
         .ok_or_else(|| Stop::Failed("the sandbox network has no free address left".to_string()))?;
     checkpoint(cancel)?;
-    let container = engine
-        .create_sandbox(id, demo, spec, ip)
-        .await
-        .map_err(failed("creating the container"))?;
+    let container = match origin {
+        Origin::Cold => engine
+            .create_sandbox(id, demo, spec, ip)
+            .await
+            .map_err(failed("creating the container"))?,
+        Origin::Warm => container_name(id),
+    };
     checkpoint(cancel)?;
 
     let files = spool.files().to_vec();
@@ -84,19 +101,29 @@ async fn steps(
         .await;
     checkpoint(cancel)?;
 
-    engine
-        .start(&container)
-        .await
-        .map_err(failed("starting the container"))?;
-    let state = engine
-        .state(&container)
-        .await
-        .map_err(failed("inspecting the container"))?;
-    if !state.running {
-        return Err(Stop::Failed(NotReady::exited(state).to_string()));
+    if origin == Origin::Cold {
+        engine
+            .start(&container)
+            .await
+            .map_err(failed("starting the container"))?;
+        let state = engine
+            .state(&container)
+            .await
+            .map_err(failed("inspecting the container"))?;
+        if !state.running {
+            return Err(Stop::Failed(NotReady::exited(state).to_string()));
+        }
+        lifecycle.event(id, "started", None).await;
+    } else {
+        lifecycle
+            .event(
+                id,
+                "started",
+                Some("already running: taken from the warm pool"),
+            )
+            .await;
     }
     let addr = SocketAddr::new(ip.into(), spec.port);
-    lifecycle.event(id, "started", None).await;
 
     if let Some(command) = &spec.load_command {
         let limit = Duration::from_secs(u64::from(spec.ready.timeout_seconds));
@@ -138,12 +165,13 @@ pub(super) async fn run(
     demo: DemoId,
     spec: DemoSpec,
     slot: Option<u32>,
+    origin: Origin,
     spool: Spool,
     cancel: CancellationToken,
     phase: watch::Sender<Phase>,
     started: Instant,
 ) {
-    let outcome = steps(&lifecycle, id, demo, &spec, slot, spool, &cancel).await;
+    let outcome = steps(&lifecycle, id, demo, &spec, slot, origin, spool, &cancel).await;
     let outcome = match outcome {
         Ok(addr) => lifecycle
             .store()

@@ -2,7 +2,8 @@
 //! the database. Provisionings cut short by a restart are failed (before the service takes
 //! requests); ended sandboxes whose teardown did not finish are torn down; sandboxes whose
 //! container vanished end, those whose container stopped sleep; Engine objects labelled for
-//! this deployment whose sandbox is unknown or ended are removed.
+//! this deployment whose sandbox is unknown or ended are removed; warm pool members whose
+//! container stopped are replaced.
 
 use futures_util::{StreamExt, stream};
 use tokio_util::sync::CancellationToken;
@@ -31,6 +32,8 @@ pub(super) async fn recover(lifecycle: &Lifecycle) -> Result<(), LifecycleError>
     }
     // A wake cut short left its sandbox asleep; its place is free again.
     lifecycle.store().release_all_wakes().await?;
+    // Warm pool members being made or drained are removed; the keeper makes new ones.
+    lifecycle.recover_pools().await?;
     Ok(())
 }
 
@@ -95,11 +98,18 @@ async fn once(lifecycle: &Lifecycle) -> Result<(), LifecycleError> {
     })
     .await;
 
-    // Engine → database: objects of unknown or ended sandboxes go.
+    // Warm pool members whose container stopped or vanished are replaced.
+    lifecycle
+        .repair_pools(|id| on_engine.containers.get(&id) == Some(&true))
+        .await?;
+
+    // Engine → database: objects of unknown or ended sandboxes go (a warm pool member is
+    // known: the keeper looks after it).
     each(on_engine.sandboxes().into_iter().collect(), "cleanup", |id| async move {
         match lifecycle.store().sandbox(id).await? {
             Some(sandbox) if sandbox.status.is_live() => {}
             Some(_) => lifecycle.teardown(id).await?,
+            None if lifecycle.store().warm_member(id).await?.is_some() => {}
             None => {
                 let removed = lifecycle.engine().remove_sandbox(id).await?;
                 tracing::warn!(sandbox_id = %id, removed, "removed objects of an unknown sandbox");

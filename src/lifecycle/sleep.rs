@@ -87,7 +87,11 @@ impl Lifecycle {
             .reserve_wake(id, self.now(), max_running)
             .await?
         {
-            Wake::Reserved => {}
+            Wake::Reserved => {
+                // The place may be one a warm pool member held.
+                let lifecycle = self.clone();
+                tokio::spawn(async move { lifecycle.shed_pool_excess().await });
+            }
             Wake::NotSleeping => return self.record(id).await,
             Wake::NoRoom => {
                 return Err(LifecycleError::Capacity(format!(

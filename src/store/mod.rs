@@ -85,6 +85,55 @@ pub struct Sandbox {
     pub last_active_at: Option<Timestamp>,
 }
 
+/// A warm pool member about to be made.
+#[derive(Clone, Debug)]
+pub struct NewWarmMember {
+    pub id: SandboxId,
+    pub demo_id: DemoId,
+    pub spec: DemoSpec,
+    pub created_at: Timestamp,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WarmState {
+    /// Its container is being made and started.
+    Warming,
+    /// Started and answering: may be claimed.
+    Warm,
+    /// Being removed.
+    Draining,
+}
+
+impl WarmState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WarmState::Warming => "warming",
+            WarmState::Warm => "warm",
+            WarmState::Draining => "draining",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<WarmState> {
+        Some(match raw {
+            "warming" => WarmState::Warming,
+            "warm" => WarmState::Warm,
+            "draining" => WarmState::Draining,
+            _ => return None,
+        })
+    }
+}
+
+/// A container of a demo started with no data and no owner, waiting for a prospect.
+#[derive(Clone, Debug)]
+pub struct WarmMember {
+    pub id: SandboxId,
+    pub demo_id: DemoId,
+    pub spec: DemoSpec,
+    pub state: WarmState,
+    pub addr_slot: u32,
+    pub created_at: Timestamp,
+}
+
 #[cfg(test)]
 impl Sandbox {
     /// A live sandbox of a minimal demo, for unit tests of logic over records.
@@ -249,6 +298,24 @@ pub trait Store: Send + Sync + 'static {
         detail: Option<&str>,
     ) -> Result<()>;
     async fn events(&self, id: SandboxId) -> Result<Vec<Event>>;
+    /// A new warm pool member (`warming`) with the lowest free address slot.
+    async fn insert_warm(&self, member: &NewWarmMember) -> Result<()>;
+    /// Warm pool members (of one demo), oldest first.
+    async fn warm_members(&self, demo: Option<DemoId>) -> Result<Vec<WarmMember>>;
+    async fn warm_member(&self, id: SandboxId) -> Result<Option<WarmMember>>;
+    /// Moves a member to `to` if it is in one of `from`; true if it did.
+    async fn set_warm_state(
+        &self,
+        id: SandboxId,
+        from: &[WarmState],
+        to: WarmState,
+    ) -> Result<bool>;
+    /// Forgets a member (once its objects are gone); its address slot is free again.
+    async fn forget_warm(&self, id: SandboxId) -> Result<()>;
+    /// Turns the warm member `sandbox.id` (of this demo and spec) into this new sandbox, at
+    /// its address slot, in one transaction; false if it is no longer there to claim.
+    /// `Capacity` if the prospects' limits (live, per demo) leave no place.
+    async fn claim_warm(&self, sandbox: &NewSandbox, capacity: Capacity) -> Result<bool>;
     /// The newest events of all sandboxes (of one vendor's demos), newest first.
     async fn recent_events(
         &self,

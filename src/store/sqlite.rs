@@ -11,21 +11,24 @@ use sqlx::sqlite::{
 use sqlx::{QueryBuilder, Row};
 
 use super::{
-    Capacity, Demo, Event, LiveCounts, NewSandbox, Result, Sandbox, SandboxFilter, Store,
-    StoreError, Usage, Vendor, Wake,
+    Capacity, Demo, Event, LiveCounts, NewSandbox, NewWarmMember, Result, Sandbox, SandboxFilter,
+    Store, StoreError, Usage, Vendor, Wake, WarmMember, WarmState,
 };
 use crate::domain::token::TokenHash;
 use crate::domain::{DemoId, EndReason, SandboxId, SandboxStatus, Timestamp, VendorId, VendorName};
 
 /// The lowest free address slot is 0 or one past a held slot: these candidates, minus the
 /// held slots.
+/// Slots are held by sandboxes until their data is deleted, and by warm pool members.
 macro_rules! held_slots {
     () => {
         "SELECT 0 AS free
          UNION SELECT addr_slot + 1 FROM sandboxes
                WHERE addr_slot IS NOT NULL AND data_deleted_at IS NULL
+         UNION SELECT addr_slot + 1 FROM warm_members
          EXCEPT SELECT addr_slot FROM sandboxes
-               WHERE addr_slot IS NOT NULL AND data_deleted_at IS NULL"
+               WHERE addr_slot IS NOT NULL AND data_deleted_at IS NULL
+         EXCEPT SELECT addr_slot FROM warm_members"
     };
 }
 
@@ -74,6 +77,24 @@ impl SqliteStore {
             .await?;
         Ok(SqliteStore { pool })
     }
+}
+
+fn warm_from(row: &SqliteRow) -> Result<WarmMember> {
+    let id: String = row.try_get("id")?;
+    let demo: String = row.try_get("demo_id")?;
+    let state: String = row.try_get("state")?;
+    let spec: String = row.try_get("spec")?;
+    Ok(WarmMember {
+        id: SandboxId::parse(&id)
+            .map_err(|_| StoreError::Corrupt(format!("warm member id {id:?}")))?,
+        demo_id: DemoId::parse(&demo)
+            .map_err(|_| StoreError::Corrupt(format!("demo id {demo:?}")))?,
+        spec: serde_json::from_str(&spec).map_err(corrupt)?,
+        state: WarmState::parse(&state)
+            .ok_or_else(|| StoreError::Corrupt(format!("warm member state {state:?}")))?,
+        addr_slot: row.try_get::<i64, _>("addr_slot")? as u32,
+        created_at: Timestamp::from_millis(row.try_get("created_at")?),
+    })
 }
 
 fn conflict_on_unique(err: sqlx::Error, what: &str) -> StoreError {
@@ -628,6 +649,129 @@ impl Store for SqliteStore {
                 })
             })
             .collect()
+    }
+
+    async fn insert_warm(&self, member: &NewWarmMember) -> Result<()> {
+        sqlx::query(concat!(
+            "INSERT INTO warm_members (id, demo_id, spec, state, addr_slot, created_at)
+             SELECT ?1, ?2, ?3, 'warming', (SELECT MIN(free) FROM (",
+            held_slots!(),
+            ")), ?4"
+        ))
+        .bind(member.id.to_string())
+        .bind(member.demo_id.to_string())
+        .bind(serde_json::to_string(&member.spec).map_err(corrupt)?)
+        .bind(member.created_at.millis())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn warm_members(&self, demo: Option<DemoId>) -> Result<Vec<WarmMember>> {
+        sqlx::query(
+            "SELECT * FROM warm_members WHERE ?1 IS NULL OR demo_id = ?1 ORDER BY created_at",
+        )
+        .bind(demo.map(|d| d.to_string()))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(warm_from)
+        .collect()
+    }
+
+    async fn warm_member(&self, id: SandboxId) -> Result<Option<WarmMember>> {
+        sqlx::query("SELECT * FROM warm_members WHERE id = ?")
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(warm_from)
+            .transpose()
+    }
+
+    async fn set_warm_state(
+        &self,
+        id: SandboxId,
+        from: &[WarmState],
+        to: WarmState,
+    ) -> Result<bool> {
+        let mut q = QueryBuilder::new("UPDATE warm_members SET state = ");
+        q.push_bind(to.as_str())
+            .push(" WHERE id = ")
+            .push_bind(id.to_string())
+            .push(" AND state IN (");
+        let mut states = q.separated(", ");
+        for state in from {
+            states.push_bind(state.as_str());
+        }
+        q.push(")");
+        Ok(q.build().execute(&self.pool).await?.rows_affected() == 1)
+    }
+
+    async fn forget_warm(&self, id: SandboxId) -> Result<()> {
+        sqlx::query("DELETE FROM warm_members WHERE id = ?")
+            .bind(id.to_string())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn claim_warm(&self, s: &NewSandbox, capacity: Capacity) -> Result<bool> {
+        let spec = serde_json::to_string(&s.spec).map_err(corrupt)?;
+        let mut tx = self.pool.begin().await?;
+        let slot: Option<i64> = sqlx::query_scalar(
+            "DELETE FROM warm_members
+             WHERE id = ? AND demo_id = ? AND spec = ? AND state = 'warm'
+             RETURNING addr_slot",
+        )
+        .bind(s.id.to_string())
+        .bind(s.demo_id.to_string())
+        .bind(&spec)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(slot) = slot else {
+            // Taken by another prospect, or drained, meanwhile.
+            return Ok(false);
+        };
+        // The member already holds a running place: only the prospects' own limits apply.
+        let per_demo = capacity.per_demo.map_or(i64::MAX, i64::from);
+        let done = sqlx::query(concat!(
+            "INSERT INTO sandboxes (id, demo_id, vendor_id, token_hash, status, spec, created_at,
+                                    expires_at, files, prospect, idle_ms, addr_slot)
+             SELECT ?1, ?2, ?3, ?4, 'provisioning', ?5, ?6, ?7, ?8, ?9, ?10, ?11
+             WHERE (SELECT COUNT(*) FROM sandboxes WHERE status IN ",
+            live!(),
+            ") < ?12
+               AND (SELECT COUNT(*) FROM sandboxes WHERE demo_id = ?2 AND status IN ",
+            live!(),
+            ") < ?13"
+        ))
+        .bind(s.id.to_string())
+        .bind(s.demo_id.to_string())
+        .bind(s.vendor_id.to_string())
+        .bind(s.token_hash.to_hex())
+        .bind(&spec)
+        .bind(s.created_at.millis())
+        .bind(s.expires_at.millis())
+        .bind(serde_json::to_string(&s.files).map_err(corrupt)?)
+        .bind(serde_json::to_string(&s.prospect).map_err(corrupt)?)
+        .bind(s.spec.trial.idle_seconds.map(|secs| i64::from(secs) * 1000))
+        .bind(slot)
+        .bind(i64::from(capacity.live))
+        .bind(per_demo)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            // The member stays in the pool.
+            return Err(StoreError::Capacity(format!(
+                "the most sandboxes there may be are live, or this demo allows {} at once",
+                capacity
+                    .per_demo
+                    .map_or("no more".to_string(), |n| n.to_string())
+            )));
+        }
+        tx.commit().await?;
+        Ok(true)
     }
 
     async fn recent_events(

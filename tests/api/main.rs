@@ -8,5 +8,6 @@ mod helpers;
 mod isolation;
 mod lifecycle;
 mod pages;
+mod pool;
 mod process;
 mod tenancy;
