@@ -43,7 +43,7 @@
     var actions = tr.querySelector(".actions");
     var end = document.createElement("button");
     end.type = "button"; end.className = "button danger end"; end.textContent = "End";
-    end.setAttribute("aria-label", "End sandbox " + id.slice(0, 8));
+    end.setAttribute("aria-label", "End sandbox " + id.slice(-8));
     var confirm = document.createElement("button");
     confirm.type = "button"; confirm.className = "button danger end-confirm"; confirm.textContent = "Confirm end";
     confirm.hidden = true;
@@ -66,7 +66,8 @@
     var liveNow = ["provisioning", "ready", "sleeping"].indexOf(s.status) >= 0;
     tr.dataset.live = liveNow ? "1" : "";
     tr.classList.toggle("gone", !liveNow);
-    text(cell(tr, "id"), s.id.slice(0, 8));
+    // The end of the id: ids are time-ordered, so their beginnings are alike.
+    text(cell(tr, "id"), s.id.slice(-8));
     cell(tr, "id").title = s.id;
     text(cell(tr, "demo"), s.demo);
     if (ops) text(cell(tr, "vendor"), s.vendor);
@@ -120,7 +121,7 @@
       var t = document.createElement("time");
       t.dateTime = e.at; t.textContent = clock(e.at);
       li.appendChild(t);
-      li.appendChild(document.createTextNode(e.sandbox_id.slice(0, 8) + " " + e.kind.replace(/_/g, " ") + (e.detail ? ": " + e.detail : "")));
+      li.appendChild(document.createTextNode(e.sandbox_id.slice(-8) + " " + e.kind.replace(/_/g, " ") + (e.detail ? ": " + e.detail : "")));
       eventsList.appendChild(li);
     });
   }

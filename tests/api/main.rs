@@ -1,6 +1,7 @@
 //! Integration tests: the real HTTP server and the real Docker Engine. One test binary, so
 //! one compile. The demo images must be built first (`sandbox-images/build`).
 
+mod browser;
 mod contract;
 mod crash;
 mod flow;
