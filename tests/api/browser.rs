@@ -1189,6 +1189,91 @@ async fn bad_upload_is_refused_in_the_browser() {
     );
 }
 
+/// A vendor's demo runs on testdrive's origin, so its scripts are "same-origin" to the
+/// browser. In a browser signed in to the operators' console, a hostile demo page tries
+/// everything a script can: read the console's stream, fetch the console page (for its
+/// key), end another sandbox, and open the console in a window to read it. The console
+/// cookie is sent each time (403, not 401) and still opens nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_demo_cannot_use_a_signed_in_console() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let Some(browser) = Browser::start("a_demo_cannot_use_a_signed_in_console").await else {
+        return;
+    };
+    let app = TestApp::spawn().await;
+    let (_, demo) = app
+        .static_demo(json!({"upload": {"extensions": ["html", "csv"]}}))
+        .await;
+    let victim = sandbox_via_api(&app, &demo).await;
+    let page = format!(
+        r#"<!doctype html><title>demo</title><button id="go">go</button><script>
+document.getElementById("go").onclick = async () => {{
+  const out = {{}};
+  const status = async (path, options) => {{
+    try {{ return (await fetch(path, options)).status; }} catch (e) {{ return "error"; }}
+  }};
+  out.stream = await status("/ops/stream");
+  out.page = await status("/ops");
+  out.end = await status("/ops/sandboxes/{victim}/end", {{ method: "POST" }});
+  const w = window.open("/ops", "_blank");
+  await new Promise((r) => setTimeout(r, 3000));
+  let popup = "no window";
+  if (w) {{
+    try {{
+      popup = w.closed ? "closed"
+        : "READ " + (w.document.body ? w.document.body.innerHTML.length : 0);
+    }} catch (e) {{ popup = "blocked"; }}
+  }}
+  out.popup = popup;
+  document.body.setAttribute("data-result", JSON.stringify(out));
+}};
+</script>"#
+    );
+    let res = app
+        .create_sandbox(&demo, &[("evil.html", page.into_bytes())], &[], Some(60))
+        .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["status"], "ready", "{body}");
+    let (id, token) = (
+        body["id"].as_str().unwrap(),
+        body["token"].as_str().unwrap(),
+    );
+
+    let s = browser.session().await;
+    s.log_in(&app.base, "/ops", &app.admin).await;
+    // The prospect (here, the operator trying a demo) opens the sandbox: token → cookie.
+    s.goto(&app.url(&format!("/s/{id}/?token={token}")))
+        .await
+        .unwrap();
+    s.goto(&app.url(&format!("/s/{id}/evil.html")))
+        .await
+        .unwrap();
+    s.wait_visible("button#go").await;
+    s.click("button#go").await;
+    let done = s
+        .wait_until("body", |b| b.attr("data-result").is_some(), PATIENCE)
+        .await;
+    let result: Value = serde_json::from_str(done.attr("data-result").unwrap()).unwrap();
+    eprintln!("what the demo page got: {result}");
+    // 403, not 401: the console cookie went along, and the page key was missing.
+    assert_eq!(result["stream"], 403, "{result}");
+    assert_eq!(
+        result["page"], 403,
+        "a script may not fetch the console page: {result}"
+    );
+    assert_eq!(result["end"], 403, "{result}");
+    let popup = result["popup"].as_str().unwrap_or_default();
+    assert!(
+        !popup.starts_with("READ"),
+        "the demo read the console's window: {result}"
+    );
+    assert_eq!(app.sandbox(&victim).await["status"], "ready");
+    s.close().await;
+    end_via_api(&app, &victim).await;
+    end_via_api(&app, id).await;
+}
+
 #[test]
 fn countdowns_read_as_seconds() {
     assert_eq!(countdown_seconds("14:59"), Some(899));
