@@ -17,7 +17,7 @@ use crate::domain::token::{IssuedToken, TokenHash};
 use crate::engine::{
     Engine, EngineError, EngineSettings, HostFirewall, NetworkSettings, isolate_host,
 };
-use crate::lifecycle::{Lifecycle, LifecycleSettings, SystemClock};
+use crate::lifecycle::{Lifecycle, LifecycleSettings, SystemClock, WebhookSettings};
 use crate::registry::Registry;
 use crate::store::{SqliteStore, Store, StoreError};
 
@@ -122,6 +122,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     };
     std::fs::create_dir_all(&data_dir).map_err(data_dir_error)?;
     let (admin_hash, new_admin_token) = admin_token(&config, &data_dir).map_err(data_dir_error)?;
+    let receipt_key = crate::lifecycle::ReceiptKey::load_or_create(&data_dir.join("receipt-key"))
+        .map_err(data_dir_error)?;
 
     if config.sandbox.host_firewall == HostFirewall::Iptables {
         isolate_host(&config.sandbox.bridge)
@@ -155,6 +157,11 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             flush_every: Duration::from_secs(5),
             disk_check_every: (config.disk_check_seconds > 0)
                 .then(|| Duration::from_secs(config.disk_check_seconds)),
+            webhooks: WebhookSettings {
+                allow_private: config.webhook_allow_private,
+                first_retry: Duration::from_millis(config.webhook_first_retry_ms.max(1)),
+                give_up_after: Duration::from_secs(config.webhook_give_up_hours.max(24) * 3600),
+            },
         },
     );
 
@@ -186,6 +193,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             config.rate_limit.per_minute,
         )),
         trust_forwarded_for: config.rate_limit.trust_forwarded_for,
+        receipt_key: Arc::new(receipt_key),
     };
 
     let shutdown = CancellationToken::new();

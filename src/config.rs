@@ -24,6 +24,8 @@ pub struct Config {
     pub max_sandboxes: u32,
     pub max_sleeping: u32,
     pub webhook_allow_private: bool,
+    pub webhook_first_retry_ms: u64,
+    pub webhook_give_up_hours: u64,
     pub log_format: LogFormat,
     pub max_wait_seconds: u32,
     pub reconcile_seconds: u64,

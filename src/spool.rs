@@ -12,6 +12,7 @@ use futures_util::{Stream, StreamExt};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
+use crate::domain::profile::{ProfiledFile, Profiler};
 use crate::domain::{FileRecord, SandboxId, UploadName, UploadRules};
 use crate::engine::SpooledFile;
 
@@ -40,6 +41,8 @@ pub struct Spool {
     rules: UploadRules,
     files: Vec<SpooledFile>,
     records: Vec<FileRecord>,
+    /// What each file looks like (for the vendor's report), worked out as it streamed in.
+    profiles: Vec<ProfiledFile>,
     total: u64,
 }
 
@@ -52,6 +55,7 @@ impl Spool {
             rules,
             files: Vec::new(),
             records: Vec::new(),
+            profiles: Vec::new(),
             total: 0,
         })
     }
@@ -88,6 +92,7 @@ impl Spool {
         let mut out =
             tokio::io::BufWriter::with_capacity(256 * 1024, tokio::fs::File::create(&path).await?);
         let mut hasher = Sha256::new();
+        let mut profiler = Profiler::for_extension(name.extension().as_deref());
         let mut bytes = 0u64;
         while let Some(chunk) = chunks.next().await {
             let chunk = chunk?;
@@ -97,6 +102,7 @@ impl Spool {
                 });
             }
             hasher.update(&chunk);
+            profiler.feed(&chunk);
             out.write_all(&chunk).await?;
             bytes += chunk.len() as u64;
         }
@@ -110,12 +116,20 @@ impl Spool {
             bytes,
             sha256: hex::encode(hasher.finalize()),
         });
+        self.profiles.push(ProfiledFile {
+            name: name.to_string(),
+            profile: profiler.finish(),
+        });
         self.files.push(SpooledFile { name, path, bytes });
         Ok(())
     }
 
     pub fn records(&self) -> &[FileRecord] {
         &self.records
+    }
+
+    pub fn profiles(&self) -> &[ProfiledFile] {
+        &self.profiles
     }
 
     pub fn files(&self) -> &[SpooledFile] {

@@ -11,6 +11,7 @@ mod extract;
 mod ops;
 pub mod proxy;
 mod rate_limit;
+mod receipts;
 mod sandboxes;
 mod vendors;
 
@@ -53,6 +54,8 @@ pub struct AppState {
     pub creations: Arc<RateLimiter>,
     /// Take the client address from `X-Forwarded-For` (behind a trusted proxy).
     pub trust_forwarded_for: bool,
+    /// Signs deletion receipts.
+    pub receipt_key: Arc<crate::lifecycle::ReceiptKey>,
 }
 
 /// `{"items": [...]}`.
@@ -103,6 +106,7 @@ fn documented_routes(max_upload_bytes: u64) -> (Router<AppState>, utoipa::openap
         .merge(catalog::router())
         .merge(sandboxes::router(max_upload_bytes))
         .merge(ops::router())
+        .merge(receipts::router())
         .split_for_parts()
 }
 

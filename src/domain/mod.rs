@@ -4,6 +4,7 @@
 
 pub mod ids;
 pub mod manifest;
+pub mod profile;
 pub mod sandbox;
 pub mod time;
 pub mod token;
@@ -15,7 +16,7 @@ pub use manifest::{DemoManifest, DemoSlug, DemoSpec, Policy, TrialWindow};
 pub use sandbox::{EndReason, FileRecord, Prospect, SandboxStatus};
 pub use time::Timestamp;
 pub use upload::{UploadName, UploadRules};
-pub use vendor::VendorName;
+pub use vendor::{VendorName, WebhookUrl};
 
 /// Input that is well-formed but breaks a rule: the API answers `422` with `field` and `reason`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -21,9 +21,11 @@ impl Activity {
         let usage = pending.entry(sandbox).or_insert(Usage {
             sandbox,
             requests: 0,
+            first_active_at: at,
             last_active_at: at,
         });
         usage.requests += 1;
+        usage.first_active_at = usage.first_active_at.min(at);
         usage.last_active_at = usage.last_active_at.max(at);
     }
 

@@ -18,9 +18,11 @@ mod probe;
 mod provision;
 mod receipt;
 mod reconcile;
+mod report;
 mod scheduler;
 mod sleep;
 mod usage;
+mod webhooks;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -33,13 +35,16 @@ use tracing::Instrument;
 
 pub use activity::Activity;
 pub use clock::{Clock, SystemClock, TokioClock};
-pub use receipt::{FileReceipt, Receipt};
+pub use receipt::{FileReceipt, PublicReceiptKey, Receipt, ReceiptKey, SignedReceipt};
+pub use report::TrialReport;
 pub use scheduler::{Scheduler, Timetable, TrialDeadlines};
 pub use usage::ResourceUse;
+pub use webhooks::WebhookSettings;
 
 use crate::domain::token::IssuedToken;
 use crate::domain::{
-    DemoId, EndReason, Prospect, SandboxId, SandboxStatus, Timestamp, TrialWindow,
+    DemoId, EndReason, Prospect, SandboxId, SandboxStatus, Timestamp, TrialWindow, VendorId,
+    WebhookUrl,
 };
 use crate::engine::{Engine, EngineError, container_name};
 use crate::spool::Spool;
@@ -81,6 +86,15 @@ impl From<StoreError> for LifecycleError {
 
 pub type Result<T> = std::result::Result<T, LifecycleError>;
 
+/// Why a webhook URL was not set.
+#[derive(Debug, thiserror::Error)]
+pub enum WebhookRefused {
+    #[error("{0}")]
+    Destination(String),
+    #[error(transparent)]
+    Store(StoreError),
+}
+
 #[derive(Clone, Debug)]
 pub struct LifecycleSettings {
     /// Sandboxes running (provisioning or ready) at once, all demos together.
@@ -94,6 +108,7 @@ pub struct LifecycleSettings {
     pub flush_every: Duration,
     /// How often sandboxes' volumes are measured against their disk limit (`None`: never).
     pub disk_check_every: Option<Duration>,
+    pub webhooks: WebhookSettings,
 }
 
 /// Where a provisioning stands, as seen by whoever waits for it (`?wait=`, a teardown).
@@ -163,6 +178,8 @@ struct Inner {
     readings: tokio::sync::Mutex<usage::Readings>,
     /// Wakes the warm pools' keeper (a demo changed, a member was claimed).
     pool_changed: Notify,
+    /// Wakes the webhook sender (a delivery was written).
+    deliveries: Notify,
     /// When each demo's last warm pool member failed to come up.
     warm_failures: Mutex<HashMap<DemoId, Instant>>,
 }
@@ -188,6 +205,7 @@ impl Lifecycle {
                 activity: Activity::default(),
                 readings: tokio::sync::Mutex::default(),
                 pool_changed: Notify::new(),
+                deliveries: Notify::new(),
                 warm_failures: Mutex::new(HashMap::new()),
             }),
         }
@@ -264,15 +282,53 @@ impl Lifecycle {
         self.inner.clock.now()
     }
 
+    /// Records a lifecycle event; one a vendor's webhook announces is written together
+    /// with its delivery (see `webhooks`).
     async fn event(&self, id: SandboxId, kind: &str, detail: Option<&str>) {
-        if let Err(err) = self
-            .inner
-            .store
-            .add_event(id, self.now(), kind, detail)
-            .await
-        {
+        let at = self.now();
+        let store = &self.inner.store;
+        let recorded = match webhooks::webhook_type(kind) {
+            None => store.add_event(id, at, kind, detail).await,
+            Some(_) => match store.sandbox(id).await {
+                Ok(Some(sandbox)) => {
+                    let delivery =
+                        webhooks::delivery(kind, at, &sandbox).expect("a kind with a webhook type");
+                    let recorded = store
+                        .add_event_with_delivery(id, at, kind, detail, &delivery)
+                        .await;
+                    self.inner.deliveries.notify_one();
+                    recorded
+                }
+                Ok(None) => store.add_event(id, at, kind, detail).await,
+                Err(err) => Err(err),
+            },
+        };
+        if let Err(err) = recorded {
             tracing::warn!(sandbox_id = %id, kind, %err, "could not record an event");
         }
+    }
+
+    /// Sets (or with `None` removes) a vendor's webhook URL, after checking its host
+    /// resolves to addresses deliveries may reach. The secret, when new, is returned: it is
+    /// shown once.
+    pub async fn set_webhook(
+        &self,
+        vendor: VendorId,
+        url: Option<&WebhookUrl>,
+    ) -> std::result::Result<Option<String>, WebhookRefused> {
+        if let Some(url) = url {
+            webhooks::check_destination(url.as_str(), self.inner.settings.webhooks.allow_private)
+                .await
+                .map_err(WebhookRefused::Destination)?;
+        }
+        let secret = format!("whsec_{}", hex::encode(rand::random::<[u8; 32]>()));
+        let fresh = self
+            .inner
+            .store
+            .set_vendor_webhook(vendor, url.map(WebhookUrl::as_str), &secret)
+            .await
+            .map_err(WebhookRefused::Store)?;
+        Ok(fresh.then_some(secret))
     }
 
     /// Records the sandbox (if capacity allows) and starts provisioning it in the background.
@@ -297,6 +353,7 @@ impl Lifecycle {
                 created_at: now,
                 expires_at: now.plus_seconds(window.seconds()),
                 files: spool.records().to_vec(),
+                profiles: spool.profiles().to_vec(),
                 prospect: prospect.clone(),
             };
             (new, token)
@@ -594,6 +651,7 @@ impl Lifecycle {
         if let Some(pending) = self.inner.activity.pending(sandbox.id) {
             sandbox.requests += pending.requests;
             sandbox.last_active_at = sandbox.last_active_at.max(Some(pending.last_active_at));
+            sandbox.first_opened_at = sandbox.first_opened_at.or(Some(pending.first_active_at));
         }
         sandbox
     }
@@ -639,6 +697,7 @@ impl Lifecycle {
             health::run(self.clone(), shutdown.clone()),
             disk::run(self.clone(), shutdown.clone()),
             pool::run(self.clone(), shutdown.clone()),
+            webhooks::run(self.clone(), shutdown.clone()),
         );
     }
 }

@@ -34,6 +34,8 @@ pub(super) async fn recover(lifecycle: &Lifecycle) -> Result<(), LifecycleError>
     lifecycle.store().release_all_wakes().await?;
     // Warm pool members being made or drained are removed; the keeper makes new ones.
     lifecycle.recover_pools().await?;
+    // Webhook deliveries the previous run was sending go again (at least once).
+    lifecycle.store().release_delivery_leases().await?;
     Ok(())
 }
 

@@ -9,6 +9,7 @@ use async_trait::async_trait;
 
 pub use sqlite::SqliteStore;
 
+use crate::domain::profile::ProfiledFile;
 use crate::domain::token::TokenHash;
 use crate::domain::{
     DemoId, DemoSpec, EndReason, FileRecord, Prospect, SandboxId, SandboxStatus, Timestamp,
@@ -57,6 +58,7 @@ pub struct NewSandbox {
     pub created_at: Timestamp,
     pub expires_at: Timestamp,
     pub files: Vec<FileRecord>,
+    pub profiles: Vec<ProfiledFile>,
     pub prospect: Prospect,
 }
 
@@ -83,6 +85,12 @@ pub struct Sandbox {
     pub prospect: Prospect,
     pub requests: u64,
     pub last_active_at: Option<Timestamp>,
+    /// What each file looks like (for the vendor's report; never values).
+    pub profiles: Vec<ProfiledFile>,
+    /// Time spent using the demo: spans between requests less than 5 minutes apart.
+    pub active_ms: u64,
+    /// The first request through the proxy.
+    pub first_opened_at: Option<Timestamp>,
 }
 
 /// A warm pool member about to be made.
@@ -134,6 +142,70 @@ pub struct WarmMember {
     pub created_at: Timestamp,
 }
 
+/// A webhook delivery to write with the event it announces.
+#[derive(Clone, Debug)]
+pub struct NewDelivery {
+    /// Also the body's `id`: receivers deduplicate on it.
+    pub id: String,
+    pub vendor_id: VendorId,
+    pub kind: String,
+    /// The exact JSON sent (and signed) on every attempt.
+    pub body: String,
+}
+
+/// A delivery a sender has claimed, with where it goes now.
+#[derive(Clone, Debug)]
+pub struct Delivery {
+    pub seq: i64,
+    pub id: String,
+    pub vendor_id: VendorId,
+    pub sandbox_id: SandboxId,
+    pub kind: String,
+    pub body: String,
+    pub attempts: u32,
+    pub created_at: Timestamp,
+}
+
+/// What became of one attempt.
+#[derive(Clone, Debug)]
+pub struct Attempt {
+    pub at: Timestamp,
+    /// The receiver's HTTP status, if it answered.
+    pub status: Option<u16>,
+    pub error: Option<String>,
+    pub next: AttemptOutcome,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttemptOutcome {
+    Delivered,
+    RetryAt(Timestamp),
+    Abandoned,
+}
+
+/// A delivery as the vendor sees it.
+#[derive(Clone, Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct DeliveryRecord {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[schema(value_type = String, format = Uuid)]
+    pub sandbox_id: SandboxId,
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: Timestamp,
+    pub attempts: u32,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub last_attempt_at: Option<Timestamp>,
+    pub last_status: Option<u16>,
+    pub last_error: Option<String>,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub next_attempt_at: Option<Timestamp>,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub delivered_at: Option<Timestamp>,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub abandoned_at: Option<Timestamp>,
+}
+
 #[cfg(test)]
 impl Sandbox {
     /// A live sandbox of a minimal demo, for unit tests of logic over records.
@@ -164,6 +236,9 @@ impl Sandbox {
             prospect: Prospect::default(),
             requests: 0,
             last_active_at: None,
+            profiles: Vec::new(),
+            active_ms: 0,
+            first_opened_at: None,
         }
     }
 }
@@ -223,6 +298,8 @@ pub struct Capacity {
 pub struct Usage {
     pub sandbox: SandboxId,
     pub requests: u64,
+    /// The first and last request of the batch.
+    pub first_active_at: Timestamp,
     pub last_active_at: Timestamp,
 }
 
@@ -298,6 +375,42 @@ pub trait Store: Send + Sync + 'static {
         detail: Option<&str>,
     ) -> Result<()>;
     async fn events(&self, id: SandboxId) -> Result<Vec<Event>>;
+    /// The vendor's webhook URL and secret, if it set one.
+    async fn vendor_webhook(&self, vendor: VendorId) -> Result<Option<(String, String)>>;
+    /// Sets the vendor's webhook URL (`None`: no webhook). A vendor without a secret gets
+    /// `new_secret`; true if it did (the secret is then shown, once).
+    async fn set_vendor_webhook(
+        &self,
+        vendor: VendorId,
+        url: Option<&str>,
+        new_secret: &str,
+    ) -> Result<bool>;
+    /// Records an event and, when the sandbox's vendor has a webhook, the delivery that
+    /// announces it, in one transaction.
+    async fn add_event_with_delivery(
+        &self,
+        id: SandboxId,
+        at: Timestamp,
+        kind: &str,
+        detail: Option<&str>,
+        delivery: &NewDelivery,
+    ) -> Result<()>;
+    /// Leases up to `limit` due deliveries until `lease_until`: only the oldest undelivered
+    /// one of each sandbox, so each sandbox's are delivered in order.
+    async fn claim_deliveries(
+        &self,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<Delivery>>;
+    async fn record_attempt(&self, seq: i64, attempt: &Attempt) -> Result<()>;
+    /// At start: deliveries leased by the previous run (which may have died mid-request)
+    /// may go again at once.
+    async fn release_delivery_leases(&self) -> Result<()>;
+    /// When the next pending delivery is due (its retry time or the end of its lease).
+    async fn next_delivery_at(&self) -> Result<Option<Timestamp>>;
+    /// The vendor's newest deliveries, newest first.
+    async fn deliveries(&self, vendor: VendorId, limit: u32) -> Result<Vec<DeliveryRecord>>;
     /// A new warm pool member (`warming`) with the lowest free address slot.
     async fn insert_warm(&self, member: &NewWarmMember) -> Result<()>;
     /// Warm pool members (of one demo), oldest first.

@@ -11,8 +11,9 @@ use sqlx::sqlite::{
 use sqlx::{QueryBuilder, Row};
 
 use super::{
-    Capacity, Demo, Event, LiveCounts, NewSandbox, NewWarmMember, Result, Sandbox, SandboxFilter,
-    Store, StoreError, Usage, Vendor, Wake, WarmMember, WarmState,
+    Attempt, AttemptOutcome, Capacity, Delivery, DeliveryRecord, Demo, Event, LiveCounts,
+    NewDelivery, NewSandbox, NewWarmMember, Result, Sandbox, SandboxFilter, Store, StoreError,
+    Usage, Vendor, Wake, WarmMember, WarmState,
 };
 use crate::domain::token::TokenHash;
 use crate::domain::{DemoId, EndReason, SandboxId, SandboxStatus, Timestamp, VendorId, VendorName};
@@ -159,6 +160,9 @@ fn sandbox_from(row: &SqliteRow) -> Result<Sandbox> {
         prospect: serde_json::from_str(row.try_get("prospect")?).map_err(corrupt)?,
         requests: row.try_get::<i64, _>("requests")? as u64,
         last_active_at: ts(row.try_get("last_active_at")?),
+        profiles: serde_json::from_str(row.try_get("profiles")?).map_err(corrupt)?,
+        active_ms: row.try_get::<i64, _>("active_ms")?.max(0) as u64,
+        first_opened_at: ts(row.try_get("first_opened_at")?),
     })
 }
 
@@ -318,8 +322,8 @@ impl Store for SqliteStore {
         let per_demo = capacity.per_demo.map_or(i64::MAX, i64::from);
         let done = sqlx::query(concat!(
             "INSERT INTO sandboxes (id, demo_id, vendor_id, token_hash, status, spec, created_at,
-                                    expires_at, files, prospect, idle_ms, addr_slot)
-             SELECT ?1, ?2, ?3, ?4, 'provisioning', ?5, ?6, ?7, ?8, ?9, ?10,
+                                    expires_at, files, prospect, idle_ms, profiles, addr_slot)
+             SELECT ?1, ?2, ?3, ?4, 'provisioning', ?5, ?6, ?7, ?8, ?9, ?10, ?14,
                     (SELECT MIN(free) FROM (",
             held_slots!(),
             "))
@@ -346,6 +350,7 @@ impl Store for SqliteStore {
         .bind(i64::from(capacity.running))
         .bind(i64::from(capacity.live))
         .bind(per_demo)
+        .bind(serde_json::to_string(&s.profiles).map_err(corrupt)?)
         .execute(&self.pool)
         .await?;
         if done.rows_affected() == 1 {
@@ -651,6 +656,199 @@ impl Store for SqliteStore {
             .collect()
     }
 
+    async fn vendor_webhook(&self, vendor: VendorId) -> Result<Option<(String, String)>> {
+        let row = sqlx::query(
+            "SELECT webhook_url, webhook_secret FROM vendors
+             WHERE id = ? AND webhook_url IS NOT NULL AND webhook_secret IS NOT NULL",
+        )
+        .bind(vendor.to_string())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| Ok((r.try_get("webhook_url")?, r.try_get("webhook_secret")?)))
+            .transpose()
+    }
+
+    async fn set_vendor_webhook(
+        &self,
+        vendor: VendorId,
+        url: Option<&str>,
+        new_secret: &str,
+    ) -> Result<bool> {
+        let row = sqlx::query(
+            "UPDATE vendors SET webhook_url = ?2,
+                 webhook_secret = COALESCE(webhook_secret, ?3)
+             WHERE id = ?1
+             RETURNING webhook_secret = ?3 AS fresh",
+        )
+        .bind(vendor.to_string())
+        .bind(url)
+        .bind(new_secret)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row
+            .map(|r| r.try_get::<bool, _>("fresh"))
+            .transpose()?
+            .unwrap_or(false))
+    }
+
+    async fn add_event_with_delivery(
+        &self,
+        id: SandboxId,
+        at: Timestamp,
+        kind: &str,
+        detail: Option<&str>,
+        delivery: &NewDelivery,
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO sandbox_events (sandbox_id, at, kind, detail) VALUES (?, ?, ?, ?)",
+        )
+        .bind(id.to_string())
+        .bind(at.millis())
+        .bind(kind)
+        .bind(detail)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO webhook_deliveries
+                 (id, vendor_id, sandbox_id, type, body, created_at, next_attempt_at)
+             SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?6 FROM vendors
+             WHERE id = ?2 AND webhook_url IS NOT NULL",
+        )
+        .bind(&delivery.id)
+        .bind(delivery.vendor_id.to_string())
+        .bind(id.to_string())
+        .bind(&delivery.kind)
+        .bind(&delivery.body)
+        .bind(at.millis())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn claim_deliveries(
+        &self,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<Delivery>> {
+        let rows = sqlx::query(
+            "UPDATE webhook_deliveries SET lease_until = ?2
+             WHERE seq IN (
+                 SELECT d.seq FROM webhook_deliveries d
+                 WHERE d.delivered_at IS NULL AND d.abandoned_at IS NULL
+                   AND d.next_attempt_at <= ?1
+                   AND (d.lease_until IS NULL OR d.lease_until <= ?1)
+                   AND d.seq = (SELECT MIN(p.seq) FROM webhook_deliveries p
+                                WHERE p.sandbox_id = d.sandbox_id
+                                  AND p.delivered_at IS NULL AND p.abandoned_at IS NULL)
+                 ORDER BY d.seq LIMIT ?3)
+             RETURNING seq, id, vendor_id, sandbox_id, type, body, attempts, created_at",
+        )
+        .bind(now.millis())
+        .bind(lease_until.millis())
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut claimed: Vec<Delivery> = rows
+            .iter()
+            .map(|r| {
+                Ok(Delivery {
+                    seq: r.try_get("seq")?,
+                    id: r.try_get("id")?,
+                    vendor_id: VendorId::parse(r.try_get("vendor_id")?).map_err(corrupt)?,
+                    sandbox_id: SandboxId::parse(r.try_get("sandbox_id")?).map_err(corrupt)?,
+                    kind: r.try_get("type")?,
+                    body: r.try_get("body")?,
+                    attempts: r.try_get::<i64, _>("attempts")? as u32,
+                    created_at: Timestamp::from_millis(r.try_get("created_at")?),
+                })
+            })
+            .collect::<Result<_>>()?;
+        claimed.sort_by_key(|d| d.seq);
+        Ok(claimed)
+    }
+
+    async fn record_attempt(&self, seq: i64, attempt: &Attempt) -> Result<()> {
+        let (delivered, retry, abandoned) = match attempt.next {
+            AttemptOutcome::Delivered => (Some(attempt.at.millis()), None, None),
+            AttemptOutcome::RetryAt(at) => (None, Some(at.millis()), None),
+            AttemptOutcome::Abandoned => (None, None, Some(attempt.at.millis())),
+        };
+        sqlx::query(
+            "UPDATE webhook_deliveries SET attempts = attempts + 1, lease_until = NULL,
+                 last_attempt_at = ?2, last_status = ?3, last_error = ?4,
+                 delivered_at = ?5, next_attempt_at = COALESCE(?6, next_attempt_at),
+                 abandoned_at = ?7
+             WHERE seq = ?1",
+        )
+        .bind(seq)
+        .bind(attempt.at.millis())
+        .bind(attempt.status.map(i64::from))
+        .bind(attempt.error.as_deref())
+        .bind(delivered)
+        .bind(retry)
+        .bind(abandoned)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn release_delivery_leases(&self) -> Result<()> {
+        sqlx::query(
+            "UPDATE webhook_deliveries SET lease_until = NULL WHERE lease_until IS NOT NULL",
+        )
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn next_delivery_at(&self) -> Result<Option<Timestamp>> {
+        let next: Option<i64> = sqlx::query_scalar(
+            "SELECT MIN(MAX(next_attempt_at, COALESCE(lease_until, 0))) FROM webhook_deliveries
+             WHERE delivered_at IS NULL AND abandoned_at IS NULL",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(next.map(Timestamp::from_millis))
+    }
+
+    async fn deliveries(&self, vendor: VendorId, limit: u32) -> Result<Vec<DeliveryRecord>> {
+        let rows = sqlx::query(
+            "SELECT * FROM webhook_deliveries WHERE vendor_id = ? ORDER BY seq DESC LIMIT ?",
+        )
+        .bind(vendor.to_string())
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let pending = r.try_get::<Option<i64>, _>("delivered_at")?.is_none()
+                    && r.try_get::<Option<i64>, _>("abandoned_at")?.is_none();
+                Ok(DeliveryRecord {
+                    id: r.try_get("id")?,
+                    kind: r.try_get("type")?,
+                    sandbox_id: SandboxId::parse(r.try_get("sandbox_id")?).map_err(corrupt)?,
+                    created_at: Timestamp::from_millis(r.try_get("created_at")?),
+                    attempts: r.try_get::<i64, _>("attempts")? as u32,
+                    last_attempt_at: ts(r.try_get("last_attempt_at")?),
+                    last_status: r
+                        .try_get::<Option<i64>, _>("last_status")?
+                        .map(|s| s as u16),
+                    last_error: r.try_get("last_error")?,
+                    next_attempt_at: if pending {
+                        ts(r.try_get("next_attempt_at")?)
+                    } else {
+                        None
+                    },
+                    delivered_at: ts(r.try_get("delivered_at")?),
+                    abandoned_at: ts(r.try_get("abandoned_at")?),
+                })
+            })
+            .collect()
+    }
+
     async fn insert_warm(&self, member: &NewWarmMember) -> Result<()> {
         sqlx::query(concat!(
             "INSERT INTO warm_members (id, demo_id, spec, state, addr_slot, created_at)
@@ -737,8 +935,8 @@ impl Store for SqliteStore {
         let per_demo = capacity.per_demo.map_or(i64::MAX, i64::from);
         let done = sqlx::query(concat!(
             "INSERT INTO sandboxes (id, demo_id, vendor_id, token_hash, status, spec, created_at,
-                                    expires_at, files, prospect, idle_ms, addr_slot)
-             SELECT ?1, ?2, ?3, ?4, 'provisioning', ?5, ?6, ?7, ?8, ?9, ?10, ?11
+                                    expires_at, files, prospect, idle_ms, addr_slot, profiles)
+             SELECT ?1, ?2, ?3, ?4, 'provisioning', ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?14
              WHERE (SELECT COUNT(*) FROM sandboxes WHERE status IN ",
             live!(),
             ") < ?12
@@ -759,6 +957,7 @@ impl Store for SqliteStore {
         .bind(slot)
         .bind(i64::from(capacity.live))
         .bind(per_demo)
+        .bind(serde_json::to_string(&s.profiles).map_err(corrupt)?)
         .execute(&mut *tx)
         .await?;
         if done.rows_affected() == 0 {
@@ -807,12 +1006,20 @@ impl Store for SqliteStore {
     async fn add_usage(&self, batch: &[Usage]) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         for usage in batch {
+            // Active time: the batch's own span, plus the gap since the last request before
+            // it when that was less than five minutes.
             sqlx::query(
-                "UPDATE sandboxes SET requests = requests + ?,
-                     last_active_at = MAX(COALESCE(last_active_at, 0), ?)
-                 WHERE id = ?",
+                "UPDATE sandboxes SET requests = requests + ?1,
+                     active_ms = active_ms + (?3 - ?2)
+                         + CASE WHEN last_active_at IS NOT NULL AND ?2 >= last_active_at
+                                     AND ?2 - last_active_at < 300000
+                                THEN ?2 - last_active_at ELSE 0 END,
+                     first_opened_at = COALESCE(first_opened_at, ?2),
+                     last_active_at = MAX(COALESCE(last_active_at, 0), ?3)
+                 WHERE id = ?4",
             )
             .bind(usage.requests as i64)
+            .bind(usage.first_active_at.millis())
             .bind(usage.last_active_at.millis())
             .bind(usage.sandbox.to_string())
             .execute(&mut *tx)
@@ -882,6 +1089,7 @@ mod tests {
             created_at: Timestamp::from_millis(0),
             expires_at,
             files: vec![],
+            profiles: vec![],
             prospect: Prospect::default(),
         }
     }
@@ -1105,6 +1313,7 @@ mod tests {
             .add_usage(&[Usage {
                 sandbox: s.id,
                 requests: 1,
+                first_active_at: Timestamp::from_millis(5_000),
                 last_active_at: Timestamp::from_millis(5_000),
             }])
             .await
@@ -1173,6 +1382,7 @@ mod tests {
         let batch = |n, at| Usage {
             sandbox: s.id,
             requests: n,
+            first_active_at: Timestamp::from_millis(at),
             last_active_at: Timestamp::from_millis(at),
         };
         store.add_usage(&[batch(3, 50)]).await.unwrap();
@@ -1180,5 +1390,32 @@ mod tests {
         let read = store.sandbox(s.id).await.unwrap().unwrap();
         assert_eq!(read.requests, 5);
         assert_eq!(read.last_active_at, Some(Timestamp::from_millis(50)));
+        assert_eq!(read.first_opened_at, Some(Timestamp::from_millis(50)));
+    }
+
+    #[tokio::test]
+    async fn active_time_counts_spans_between_close_requests() {
+        let store = store().await;
+        let (_, demo) = vendor_and_demo(&store).await;
+        let s = new_sandbox(&demo, Timestamp::from_millis(i64::MAX / 2));
+        store.insert_sandbox(&s, cap(10)).await.unwrap();
+        let batch = |first, last| Usage {
+            sandbox: s.id,
+            requests: 1,
+            first_active_at: Timestamp::from_millis(first),
+            last_active_at: Timestamp::from_millis(last),
+        };
+        // 2 s of use; half a second later 0.5 s more (the gap counts); then, after more than
+        // five minutes away, a single request (the gap does not count).
+        for b in [
+            batch(1_000, 3_000),
+            batch(3_500, 4_000),
+            batch(400_000, 400_000),
+        ] {
+            store.add_usage(&[b]).await.unwrap();
+        }
+        let read = store.sandbox(s.id).await.unwrap().unwrap();
+        assert_eq!(read.active_ms, 3_000);
+        assert_eq!(read.first_opened_at, Some(Timestamp::from_millis(1_000)));
     }
 }

@@ -8,6 +8,7 @@ mod flow;
 mod helpers;
 mod isolation;
 mod lifecycle;
+mod listening;
 mod pages;
 mod pool;
 mod process;

@@ -1,0 +1,63 @@
+//! What stays of a trial: the vendor's report (`GET /v1/sandboxes/{id}/report`, what the
+//! prospect did, never the data) and the prospect's deletion receipt
+//! (`GET /v1/sandboxes/{id}/receipt` once the data is gone, signed by the service), with
+//! `GET /v1/receipt-key`, the public key that checks the signature.
+
+use axum::extract::{Path, State};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::auth::sandbox_id;
+use super::{ApiError, AppState, Caller};
+use crate::lifecycle::{PublicReceiptKey, SignedReceipt, TrialReport};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(report))
+        .routes(routes!(receipt))
+        .routes(routes!(receipt_key))
+}
+
+/// What the prospect did: the information sheet, use of the demo, extensions, how the trial
+/// ended, and the shape of each file (CSV columns and types, JSON keys) — never a value.
+/// Vendor and operators; kept after the data is deleted.
+#[utoipa::path(get, path = "/v1/sandboxes/{id}/report", tag = "sandboxes",
+    responses((status = 200, body = TrialReport), (status = 403, body = super::Problem),
+              (status = 404, body = super::Problem)),
+    security(("bearer" = [])))]
+async fn report(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<axum::Json<TrialReport>, ApiError> {
+    caller.vendor_scope()?;
+    let sandbox = caller.may_see_sandbox(state.store.sandbox(sandbox_id(&id)?).await?)?;
+    let sandbox = state.lifecycle.with_pending_activity(sandbox);
+    let events = state.store.events(sandbox.id).await?;
+    Ok(axum::Json(TrialReport::of(&sandbox, &events)))
+}
+
+/// The deletion receipt: each file's name, bytes and sha256, and when its copies, the
+/// container and the volumes were destroyed, signed with the service's Ed25519 key (verify
+/// the base64-decoded `signed` bytes against `signature` with `GET /v1/receipt-key`).
+/// `409` until the sandbox has ended and its data is deleted.
+#[utoipa::path(get, path = "/v1/sandboxes/{id}/receipt", tag = "sandboxes",
+    responses((status = 200, body = SignedReceipt), (status = 404, body = super::Problem),
+              (status = 409, body = super::Problem)),
+    security(("bearer" = [])))]
+async fn receipt(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<axum::Json<SignedReceipt>, ApiError> {
+    let sandbox = caller.may_see_sandbox(state.store.sandbox(sandbox_id(&id)?).await?)?;
+    let receipt = state.lifecycle.receipt(&sandbox).await?;
+    Ok(axum::Json(state.receipt_key.sign(receipt)))
+}
+
+/// The public key deletion receipts are signed with.
+#[utoipa::path(get, path = "/v1/receipt-key", tag = "sandboxes",
+    responses((status = 200, body = PublicReceiptKey)))]
+async fn receipt_key(State(state): State<AppState>) -> axum::Json<PublicReceiptKey> {
+    axum::Json(state.receipt_key.public())
+}
