@@ -33,6 +33,7 @@ pub fn router(max_upload_bytes: u64) -> Router<AppState> {
         .route("/trials/{id}/state", get(trial_state))
         .route("/trials/{id}/extend", post(extend))
         .route("/trials/{id}/end", post(end))
+        .route("/trials/{id}/receipt.json", get(signed_receipt))
 }
 
 fn wants_json(headers: &HeaderMap) -> bool {
@@ -346,6 +347,25 @@ async fn trial_state(
     let sandbox = own_trial_from_page(&state, &headers, &id).await?;
     let events = state.store.events(sandbox.id).await?;
     Ok(axum::Json(TrialState::new(&sandbox, &events)))
+}
+
+/// The signed deletion receipt, as a file to keep (the same as
+/// `GET /v1/sandboxes/{id}/receipt`).
+async fn signed_receipt(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let (sandbox, _) = own_trial(&state, &headers, &id).await?;
+    let receipt = state.lifecycle.receipt(&sandbox).await?;
+    Ok((
+        [(
+            header::CONTENT_DISPOSITION,
+            format!("attachment; filename=\"testdrive-receipt-{}.json\"", sandbox.id),
+        )],
+        axum::Json(state.receipt_key.sign(receipt)),
+    )
+        .into_response())
 }
 
 /// Adds the demo's trial length again, up to its longest trial.
