@@ -6,7 +6,8 @@
 //!
 //! Beyond the status of each cell:
 //! - a `401` carries `WWW-Authenticate: Bearer`, every refusal is a problem document;
-//! - every refusal on a route that names a resource (`401`, `403`, `404`, `422`) is exactly the
+//! - every refusal on a route that names a resource (`401`, `403`, `404`, `422`; a `409` is an
+//!   answer about the caller's own resource, not a refusal) is exactly the
 //!   answer the same caller gets for an id that names nothing, so existence does not leak;
 //! - nothing of A reaches B (vendor or prospect) and nothing of B reaches A, outside the public
 //!   catalog; a prospect's information sheet reaches only its vendor and the operators; no
@@ -111,6 +112,7 @@ const NO_CONTENT: u16 = 204;
 const UNAUTH: u16 = 401;
 const FORBID: u16 = 403;
 const NOTFOUND: u16 = 404;
+const CONFLICT: u16 = 409;
 const INVALID: u16 = 422;
 
 fn route(method: Method, path: &'static str, expect: [u16; 7]) -> Route {
@@ -150,6 +152,26 @@ fn routes() -> Vec<Route> {
         route(g.clone(), "/v1/sandboxes?demo={demo}", vendors_list),
         route(g.clone(), "/v1/sandboxes/{sandbox}", sandbox_of_a),
         route(g.clone(), "/v1/sandboxes/{sandbox}/events", sandbox_of_a),
+        // For the vendor and operators only: a prospect's token is refused outright.
+        route(
+            g.clone(),
+            "/v1/sandboxes/{sandbox}/report",
+            [UNAUTH, UNAUTH, OK, OK, NOTFOUND, FORBID, FORBID],
+        ),
+        // A's sandbox is live: no receipt yet, for whoever may see it.
+        route(
+            g.clone(),
+            "/v1/sandboxes/{sandbox}/receipt",
+            [
+                UNAUTH, UNAUTH, CONFLICT, CONFLICT, NOTFOUND, CONFLICT, NOTFOUND,
+            ],
+        ),
+        route(g.clone(), "/v1/receipt-key", all_ok),
+        route(
+            g.clone(),
+            "/v1/vendors/{vendor}/deliveries",
+            [UNAUTH, UNAUTH, OK, OK, NOTFOUND, FORBID, FORBID],
+        ),
         route(g.clone(), "/s/{sandbox}/", proxy),
         route(g.clone(), "/s/{sandbox}/a.csv", proxy),
         route(g.clone(), "/metrics", admin_only),
@@ -191,6 +213,14 @@ fn routes() -> Vec<Route> {
         Route {
             body: BodySpec::Json(json!({"seconds": 60})),
             ..route(Method::POST, "/v1/sandboxes/{sandbox}/extend", sandbox_of_a)
+        },
+        Route {
+            body: BodySpec::Json(json!({"webhook_url": null})),
+            ..route(
+                Method::PATCH,
+                "/v1/vendors/{vendor}",
+                [UNAUTH, UNAUTH, OK, OK, NOTFOUND, FORBID, FORBID],
+            )
         },
         Route {
             body: BodySpec::Json(json!({"description": "patched by the tenancy matrix"})),
@@ -561,7 +591,9 @@ async fn tenancy_matrix_every_route_by_every_caller() {
             let names_something = ["{vendor}", "{demo}", "{sandbox}"]
                 .iter()
                 .any(|p| r.path.contains(p));
+            // (A 409 is an answer about the caller's own resource, not a refusal.)
             let absent = if (400..500).contains(&expected)
+                && expected != CONFLICT
                 && names_something
                 && !r.path.starts_with("/s/")
             {
@@ -690,7 +722,7 @@ async fn tenancy_matrix_every_route_by_every_caller() {
             .map(|c| c.answer.text.clone())
             .unwrap_or_default()
     };
-    let must_show: [(&str, Caller, Vec<&String>); 6] = [
+    let must_show: [(&str, Caller, Vec<&String>); 7] = [
         (
             "/v1/sandboxes",
             Admin,
@@ -701,6 +733,11 @@ async fn tenancy_matrix_every_route_by_every_caller() {
         ("/v1/demos", VendorA, vec![&a.demo]),
         ("/v1/demos", VendorB, vec![&b.demo]),
         ("/v1/sandboxes/{sandbox}", VendorA, vec![&a.sheet.needs]),
+        (
+            "/v1/sandboxes/{sandbox}/report",
+            VendorA,
+            vec![&a.sheet.needs],
+        ),
     ];
     for (path, caller, wanted) in must_show {
         let text = answer_of(path, caller);
