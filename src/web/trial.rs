@@ -361,7 +361,10 @@ async fn signed_receipt(
     Ok((
         [(
             header::CONTENT_DISPOSITION,
-            format!("attachment; filename=\"testdrive-receipt-{}.json\"", sandbox.id),
+            format!(
+                "attachment; filename=\"testdrive-receipt-{}.json\"",
+                sandbox.id
+            ),
         )],
         axum::Json(state.receipt_key.sign(receipt)),
     )
