@@ -104,7 +104,9 @@
     none.hidden = snap.sandboxes.length > 0;
     if (capacity && snap.capacity) {
       var c = snap.capacity;
-      capacity.textContent = "Running " + c.running + " of " + c.max_running + " · sleeping " + c.sleeping + " of " + c.max_sleeping;
+      capacity.textContent = "Running " + c.running + " of " + c.max_running +
+        (c.warm ? " (and " + c.warm + " warm, ready to claim)" : "") +
+        " · sleeping " + c.sleeping + " of " + c.max_sleeping;
     }
     if (demos && snap.demos) {
       demos.textContent = "";

@@ -277,6 +277,8 @@ struct DemoRow {
 struct CapacityView {
     running: u64,
     max_running: u32,
+    /// Warm pool members ready to claim (they hold running places no prospect needs).
+    warm: usize,
     sleeping: u64,
     max_sleeping: u32,
 }
@@ -358,6 +360,7 @@ async fn snapshot(state: &AppState, scope: Option<VendorId>) -> Result<Snapshot,
             let capacity = CapacityView {
                 running: counts.running,
                 max_running: settings.max_running,
+                warm: state.lifecycle.pool_levels().await?.values().sum(),
                 sleeping: counts.sleeping,
                 max_sleeping: settings.max_sleeping,
             };
