@@ -6,7 +6,7 @@ use axum::extract::{Path, State};
 use axum::response::Response;
 use axum::routing::get;
 
-use super::{PageError, render, spoken_bytes, spoken_duration};
+use super::{PageError, render, spoken_bytes, spoken_duration, vendor_name};
 use crate::api::ApiError;
 use crate::api::AppState;
 use crate::api::auth::demo_id;
@@ -136,12 +136,7 @@ async fn demo_page(
         .await?
         .filter(|d| d.enabled)
         .ok_or(ApiError::NotFound("no such demo"))?;
-    let vendor = state
-        .store
-        .vendor(demo.vendor_id)
-        .await?
-        .map(|v| v.name.as_str().to_string())
-        .unwrap_or_default();
+    let vendor = vendor_name(&state, demo.vendor_id).await?;
     Ok(render(&DemoPage {
         demo: DemoCard::new(demo, vendor),
     }))

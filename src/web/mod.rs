@@ -17,7 +17,7 @@ use axum::routing::get;
 use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::api::{ApiError, AppState};
-use crate::domain::Timestamp;
+use crate::domain::{Timestamp, VendorId};
 
 pub fn router(max_upload_bytes: u64) -> Router<AppState> {
     Router::new()
@@ -118,6 +118,16 @@ impl IntoResponse for PageError {
         *response.status_mut() = status;
         response
     }
+}
+
+/// A vendor's name as pages show it (empty if the vendor is gone).
+async fn vendor_name(state: &AppState, id: VendorId) -> Result<String, ApiError> {
+    Ok(state
+        .store
+        .vendor(id)
+        .await?
+        .map(|v| v.name.as_str().to_string())
+        .unwrap_or_default())
 }
 
 /// "15 minutes", "1 hour 30 minutes": trial lengths as people say them.

@@ -12,7 +12,7 @@ use axum::routing::{get, post};
 use serde::Serialize;
 
 use super::session::{self, TRIAL_COOKIE, TRIAL_COOKIE_SECONDS};
-use super::{PageError, render, shown_time, spoken_bytes, spoken_duration};
+use super::{PageError, render, shown_time, spoken_bytes, spoken_duration, vendor_name};
 use crate::api::auth::sandbox_id;
 use crate::api::proxy::COOKIE as SANDBOX_COOKIE;
 use crate::api::{ApiError, AppState, start_trial};
@@ -271,12 +271,7 @@ async fn trial_page(
     };
     let events = state.store.events(sandbox.id).await?;
     let view = TrialState::new(&sandbox, &events);
-    let vendor = state
-        .store
-        .vendor(sandbox.vendor_id)
-        .await?
-        .map(|v| v.name.as_str().to_string())
-        .unwrap_or_default();
+    let vendor = vendor_name(&state, sandbox.vendor_id).await?;
     let files = sandbox
         .files
         .iter()
@@ -339,14 +334,19 @@ fn clock_face(seconds: u64) -> String {
     }
 }
 
+/// The trial as the page's script sees it.
+async fn state_of(state: &AppState, sandbox: &Sandbox) -> Result<TrialState, ApiError> {
+    let events = state.store.events(sandbox.id).await?;
+    Ok(TrialState::new(sandbox, &events))
+}
+
 async fn trial_state(
     State(state): State<AppState>,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<axum::Json<TrialState>, ApiError> {
     let sandbox = own_trial_from_page(&state, &headers, &id).await?;
-    let events = state.store.events(sandbox.id).await?;
-    Ok(axum::Json(TrialState::new(&sandbox, &events)))
+    Ok(axum::Json(state_of(&state, &sandbox).await?))
 }
 
 /// The signed deletion receipt, as a file to keep (the same as
@@ -379,16 +379,14 @@ async fn extend(
 ) -> Result<axum::Json<TrialState>, ApiError> {
     session::same_origin(&headers)?;
     let sandbox = own_trial_from_page(&state, &headers, &id).await?;
-    let events = state.store.events(sandbox.id).await?;
-    let by = TrialState::new(&sandbox, &events).extend_seconds;
+    let by = state_of(&state, &sandbox).await?.extend_seconds;
     if by == 0 {
         return Err(ApiError::Conflict(
             "this trial cannot be extended any further".to_string(),
         ));
     }
     let sandbox = state.lifecycle.extend(sandbox.id, by).await?;
-    let events = state.store.events(sandbox.id).await?;
-    Ok(axum::Json(TrialState::new(&sandbox, &events)))
+    Ok(axum::Json(state_of(&state, &sandbox).await?))
 }
 
 /// Ends the trial; answers once every copy of the data is gone.
@@ -403,6 +401,5 @@ async fn end(
         .lifecycle
         .end(sandbox.id, EndReason::EndedByProspect)
         .await?;
-    let events = state.store.events(sandbox.id).await?;
-    Ok(axum::Json(TrialState::new(&sandbox, &events)))
+    Ok(axum::Json(state_of(&state, &sandbox).await?))
 }

@@ -87,13 +87,6 @@ fn spooled_bytes(svc: &ChildService) -> u64 {
         .sum()
 }
 
-fn kinds(events: &[Value]) -> Vec<String> {
-    events
-        .iter()
-        .map(|e| e["kind"].as_str().unwrap_or_default().to_string())
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kill_mid_upload_leaves_no_spool_file_record_or_object() {
     let mut svc = ChildService::start().await;

@@ -458,6 +458,14 @@ async fn poll(
     }
 }
 
+/// The kinds of a sandbox's events, in order.
+pub fn kinds(events: &[Value]) -> Vec<String> {
+    events
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
 /// JSON merge patch, for manifest overrides.
 pub fn merge(target: &mut Value, patch: Value) {
     match (target, patch) {

@@ -117,6 +117,12 @@ async fn patch_vendor(app: &TestApp, vendor: &str, key: &str, body: Value) -> re
         .unwrap()
 }
 
+/// The id of the vendor whose key this is.
+async fn vendor_of(app: &TestApp, key: &str) -> String {
+    let demos: Value = app.get("/v1/demos", Some(key)).await.json().await.unwrap();
+    demos["items"][0]["vendor_id"].as_str().unwrap().to_string()
+}
+
 async fn webhook_app() -> TestApp {
     TestApp::spawn_with(|c| {
         c.webhook_allow_private = true;
@@ -161,15 +167,7 @@ async fn webhooks_are_signed_retried_and_in_order() {
     let app = webhook_app().await;
     let (addr, received) = receiver().await;
     let (key, demo) = app.static_demo(json!({})).await;
-    let vendor = app
-        .get("/v1/demos", Some(&key))
-        .await
-        .json::<Value>()
-        .await
-        .unwrap()["items"][0]["vendor_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let vendor = vendor_of(&app, &key).await;
 
     let url = format!("http://{addr}/hook");
     let res = patch_vendor(&app, &vendor, &key, json!({"webhook_url": url})).await;
@@ -283,15 +281,7 @@ async fn no_delivery_is_lost_across_a_restart_mid_delivery() {
     let mut app = webhook_app().await;
     let (addr, received) = receiver().await;
     let (key, demo) = app.static_demo(json!({})).await;
-    let vendor = app
-        .get("/v1/demos", Some(&key))
-        .await
-        .json::<Value>()
-        .await
-        .unwrap()["items"][0]["vendor_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let vendor = vendor_of(&app, &key).await;
     let res = patch_vendor(
         &app,
         &vendor,

@@ -10,7 +10,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, assert_no_objects, docker_ids, objects_of, require_images};
+use crate::helpers::{TestApp, assert_no_objects, docker_ids, kinds, objects_of, require_images};
 
 /// The warm pool members of this app: containers labelled for it that no sandbox record
 /// (as operators see them) names.
@@ -64,13 +64,6 @@ async fn wait_members(app: &TestApp, check: impl Fn(&HashSet<String>) -> bool) -
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     panic!("the members never got there: {:?}", members(app).await);
-}
-
-fn kinds(events: &[Value]) -> Vec<String> {
-    events
-        .iter()
-        .map(|e| e["kind"].as_str().unwrap().to_string())
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
