@@ -207,7 +207,7 @@ fn check_spec(spec: &DemoSpec, policy: &Policy) {
 }
 
 /// Trimmed, bounded in characters, and free of control characters (but newlines and tabs
-/// where `multiline`).
+/// where `multiline`) and of bidirectional embeddings, overrides and isolates.
 fn check_text(field: &str, text: &str, max_chars: usize, multiline: bool) {
     assert_eq!(text.trim(), text, "{field} is not trimmed");
     assert!(text.chars().count() <= max_chars, "{field} is too long");
@@ -216,6 +216,12 @@ fn check_text(field: &str, text: &str, max_chars: usize, multiline: bool) {
             .chars()
             .any(|c| c.is_control() && !(multiline && matches!(c, '\n' | '\t' | '\r'))),
         "{field} {text:?} has a control character"
+    );
+    assert!(
+        !text
+            .chars()
+            .any(|c| matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')),
+        "{field} {text:?} has a bidirectional override"
     );
 }
 

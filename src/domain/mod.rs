@@ -54,6 +54,18 @@ pub(crate) fn parse_text(
     if text.chars().any(|c| c.is_control() && !allowed(c)) {
         return Err(Invalid::new(field, "must not contain control characters"));
     }
+    // Embeddings, overrides and isolates reorder how the text around them is shown: on a
+    // page, a title could make "by Acme" read as something else. (LRM/RLM, which only
+    // mark direction, are fine in right-to-left text.)
+    if text
+        .chars()
+        .any(|c| matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'))
+    {
+        return Err(Invalid::new(
+            field,
+            "must not contain bidirectional embedding, override or isolate characters",
+        ));
+    }
     Ok(text.to_string())
 }
 
@@ -68,5 +80,9 @@ mod tests {
         assert!(parse_text("t", "a\nb", 10, false).is_err());
         assert_eq!(parse_text("t", "a\nb", 10, true).unwrap(), "a\nb");
         assert!(parse_text("t", "a\0b", 10, true).is_err());
+        // Found by fuzz/manifest (a title): text that shows reordered on the pages.
+        assert!(parse_text("t", "Acme \u{202e}gnp.exe", 20, false).is_err());
+        assert!(parse_text("t", "a\u{2066}b\u{2069}", 10, true).is_err());
+        assert!(parse_text("t", "\u{5e9}\u{200f}x", 10, false).is_ok());
     }
 }
