@@ -616,13 +616,15 @@ impl Lifecycle {
         self.stop_provisioning(id).await;
         // Each removal is recorded as it happens: the deletion receipt says when the
         // container and the data volume went, not only when the whole teardown finished.
-        if self.inner.engine.remove_container(id).await? {
+        let container = self.inner.engine.remove_container(id).await?;
+        if container {
             self.event(id, "container_removed", None).await;
         }
-        let volumes = self.inner.engine.remove_volumes(id).await?;
-        if volumes > 0 {
-            self.event(id, "volumes_removed", Some(&format!("{volumes} volume(s)")))
-                .await;
+        // The container's removal takes its volumes along (`-v`), or leaves them for the
+        // removal by label; either way they are gone once this returns.
+        let by_label = self.inner.engine.remove_volumes(id).await?;
+        if container || by_label > 0 {
+            self.event(id, "volumes_removed", None).await;
         }
         crate::spool::remove_dir(&self.inner.settings.spool_root.join(id.to_string())).await?;
         let now = self.now();

@@ -1813,7 +1813,14 @@ async fn the_openapi_document_lists_the_paths() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_routes_are_404_problems() {
     let app = TestApp::spawn().await;
-    for path in ["/", "/v1", "/v1/nothing", "/v2/vendors", "/v1/demos/x/y"] {
+    // (`/` is the catalog page.)
+    for path in [
+        "/nothing",
+        "/v1",
+        "/v1/nothing",
+        "/v2/vendors",
+        "/v1/demos/x/y",
+    ] {
         let body = problem(app.get(path, Some(&app.admin)).await, StatusCode::NOT_FOUND).await;
         assert_eq!(body["type"], "urn:testdrive:problem:not-found", "{path}");
     }
