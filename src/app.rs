@@ -7,6 +7,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -201,7 +202,11 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let app = api::router(state.clone(), config.policy.max_upload_bytes);
     let server = tokio::spawn(
         axum::serve(
-            listener,
+            // Without it a response streamed over a kept-alive connection (the proxy's)
+            // waits ~40 ms on Nagle and the client's delayed ACK (docs/benchmarks.md).
+            listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            }),
             app.into_make_service_with_connect_info::<SocketAddr>(),
         )
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())
