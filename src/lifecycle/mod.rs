@@ -285,7 +285,10 @@ impl Lifecycle {
     /// Records a lifecycle event; one a vendor's webhook announces is written together
     /// with its delivery (see `webhooks`).
     async fn event(&self, id: SandboxId, kind: &str, detail: Option<&str>) {
-        let at = self.now();
+        self.event_at(id, self.now(), kind, detail).await
+    }
+
+    async fn event_at(&self, id: SandboxId, at: Timestamp, kind: &str, detail: Option<&str>) {
         let store = &self.inner.store;
         let recorded = match webhooks::webhook_type(kind) {
             None => store.add_event(id, at, kind, detail).await,

@@ -30,6 +30,17 @@ pub(super) async fn recover(lifecycle: &Lifecycle) -> Result<(), LifecycleError>
             .record_failure(id, "the service restarted while provisioning")
             .await;
     }
+    // An end recorded just before the previous run stopped may lack its event (and so its
+    // webhook): write it now, dated when the sandbox ended.
+    for id in lifecycle.store().ends_without_event().await? {
+        if let Some(sandbox) = lifecycle.store().sandbox(id).await?
+            && let (Some(reason), Some(at)) = (sandbox.end_reason, sandbox.ended_at)
+        {
+            lifecycle
+                .event_at(id, at, reason.as_str(), Some("recorded at restart"))
+                .await;
+        }
+    }
     // A wake cut short left its sandbox asleep; its place is free again.
     lifecycle.store().release_all_wakes().await?;
     // Warm pool members being made or drained are removed; the keeper makes new ones.

@@ -366,6 +366,9 @@ pub trait Store: Send + Sync + 'static {
     /// Ended sandboxes whose objects are not yet confirmed gone.
     async fn pending_teardowns(&self) -> Result<Vec<SandboxId>>;
     async fn ids_with_status(&self, status: SandboxStatus) -> Result<Vec<SandboxId>>;
+    /// Ended sandboxes whose history lacks the event of their end (the process stopped
+    /// between recording the end and its event).
+    async fn ends_without_event(&self) -> Result<Vec<SandboxId>>;
 
     async fn add_event(
         &self,

@@ -619,6 +619,18 @@ impl Store for SqliteStore {
         ids_from(rows)
     }
 
+    async fn ends_without_event(&self) -> Result<Vec<SandboxId>> {
+        let rows = sqlx::query(
+            "SELECT id FROM sandboxes s
+             WHERE end_reason IS NOT NULL
+               AND NOT EXISTS (SELECT 1 FROM sandbox_events e
+                               WHERE e.sandbox_id = s.id AND e.kind = s.end_reason)",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        ids_from(rows)
+    }
+
     async fn add_event(
         &self,
         id: SandboxId,
@@ -1391,6 +1403,23 @@ mod tests {
         assert_eq!(read.requests, 5);
         assert_eq!(read.last_active_at, Some(Timestamp::from_millis(50)));
         assert_eq!(read.first_opened_at, Some(Timestamp::from_millis(50)));
+    }
+
+    #[tokio::test]
+    async fn an_end_without_its_event_is_found() {
+        let store = store().await;
+        let (_, demo) = vendor_and_demo(&store).await;
+        let s = new_sandbox(&demo, Timestamp::from_millis(i64::MAX / 2));
+        store.insert_sandbox(&s, cap(10)).await.unwrap();
+        assert!(store.ends_without_event().await.unwrap().is_empty(), "live");
+        let at = Timestamp::from_millis(9);
+        assert!(store.end(s.id, at, EndReason::EndedByAdmin).await.unwrap());
+        assert_eq!(store.ends_without_event().await.unwrap(), [s.id]);
+        store
+            .add_event(s.id, at, "ended_by_admin", None)
+            .await
+            .unwrap();
+        assert!(store.ends_without_event().await.unwrap().is_empty());
     }
 
     #[tokio::test]
