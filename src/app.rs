@@ -1,5 +1,6 @@
-//! Putting the service together: open the store, reach the Engine, start the background
-//! lifecycle and the HTTP server, and stop them in order.
+//! Putting the service together: open the store, reach the Engine, build the services
+//! (registry, webhooks, lifecycle), start the background work and the HTTP server, and stop
+//! them in order. The one place that knows every layer.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -12,15 +13,19 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{self, AdminToken, AppState};
+use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::domain::token::{IssuedToken, TokenHash};
 use crate::engine::{
-    Engine, EngineError, EngineSettings, HostFirewall, NetworkSettings, isolate_host,
+    DockerEngine, Engine, EngineError, EngineSettings, HostFirewall, NetworkSettings, isolate_host,
 };
-use crate::lifecycle::{Lifecycle, LifecycleSettings, SystemClock, WebhookSettings};
+use crate::http::{self, AdminToken, AppState};
+use crate::lifecycle::{Lifecycle, LifecycleSettings};
 use crate::registry::Registry;
+use crate::secrets::write_secret;
+use crate::signing::ReceiptKey;
 use crate::store::{SqliteStore, Store, StoreError};
+use crate::webhooks::{WebhookSettings, Webhooks};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -37,6 +42,8 @@ pub enum StartError {
     Firewall(String),
     #[error("cannot recover from the previous run: {0}")]
     Recover(crate::lifecycle::LifecycleError),
+    #[error("cannot recover the webhook outbox: {0}")]
+    Outbox(StoreError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -103,18 +110,6 @@ fn admin_token(
     }
 }
 
-/// Writes a secret readable by the service's user only.
-pub fn write_secret(path: &Path, secret: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    writeln!(file, "{secret}")
-}
-
 pub async fn start(config: Config) -> Result<Running, StartError> {
     let data_dir = config.data_dir.clone();
     let data_dir_error = |source| StartError::DataDir {
@@ -123,8 +118,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     };
     std::fs::create_dir_all(&data_dir).map_err(data_dir_error)?;
     let (admin_hash, new_admin_token) = admin_token(&config, &data_dir).map_err(data_dir_error)?;
-    let receipt_key = crate::lifecycle::ReceiptKey::load_or_create(&data_dir.join("receipt-key"))
-        .map_err(data_dir_error)?;
+    let receipt_key =
+        ReceiptKey::load_or_create(&data_dir.join("receipt-key")).map_err(data_dir_error)?;
 
     if config.sandbox.host_firewall == HostFirewall::Iptables {
         isolate_host(&config.sandbox.bridge)
@@ -133,23 +128,36 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     }
     let store: Arc<dyn Store> = Arc::new(SqliteStore::connect(&config.database_url()).await?);
     let instance = store.instance_id().await?;
-    let engine = Engine::connect(
-        EngineSettings {
-            host: config.docker_host.clone(),
-            network: NetworkSettings {
-                name: config.sandbox.network.clone(),
-                bridge: config.sandbox.bridge.clone(),
-                subnet: config.subnet(),
+    let engine: Arc<dyn Engine> = Arc::new(
+        DockerEngine::connect(
+            EngineSettings {
+                host: config.docker_host.clone(),
+                network: NetworkSettings {
+                    name: config.sandbox.network.clone(),
+                    bridge: config.sandbox.bridge.clone(),
+                    subnet: config.subnet(),
+                },
+                tmpfs_mb: config.sandbox.tmpfs_mb,
             },
-            tmpfs_mb: config.sandbox.tmpfs_mb,
+            instance,
+        )
+        .await?,
+    );
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let webhooks = Webhooks::new(
+        store.clone(),
+        clock.clone(),
+        WebhookSettings {
+            allow_private: config.webhook_allow_private,
+            first_retry: Duration::from_millis(config.webhook_first_retry_ms.max(1)),
+            give_up_after: Duration::from_secs(config.webhook_give_up_hours.max(24) * 3600),
         },
-        instance,
-    )
-    .await?;
+    );
     let lifecycle = Lifecycle::new(
         store.clone(),
         engine.clone(),
-        Arc::new(SystemClock),
+        clock,
+        webhooks.clone(),
         LifecycleSettings {
             max_running: config.max_sandboxes,
             max_sleeping: config.max_sleeping,
@@ -158,15 +166,11 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             flush_every: Duration::from_secs(5),
             disk_check_every: (config.disk_check_seconds > 0)
                 .then(|| Duration::from_secs(config.disk_check_seconds)),
-            webhooks: WebhookSettings {
-                allow_private: config.webhook_allow_private,
-                first_retry: Duration::from_millis(config.webhook_first_retry_ms.max(1)),
-                give_up_after: Duration::from_secs(config.webhook_give_up_hours.max(24) * 3600),
-            },
         },
     );
 
     lifecycle.recover().await.map_err(StartError::Recover)?;
+    webhooks.recover().await.map_err(StartError::Outbox)?;
 
     let listener = TcpListener::bind(config.listen)
         .await
@@ -184,12 +188,13 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         store: store.clone(),
         registry: Registry::new(store, engine, config.policy()),
         lifecycle: lifecycle.clone(),
+        webhooks: webhooks.clone(),
         admin: AdminToken(admin_hash),
-        upstream: api::proxy::upstream(),
+        upstream: http::proxy::upstream(),
         metrics: metrics_handle(),
         public_url: public_url.into(),
         max_wait_seconds: config.max_wait_seconds,
-        creations: Arc::new(api::RateLimiter::new(
+        creations: Arc::new(http::RateLimiter::new(
             config.rate_limit.burst,
             config.rate_limit.per_minute,
         )),
@@ -198,8 +203,13 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     };
 
     let shutdown = CancellationToken::new();
-    let background = tokio::spawn(lifecycle.run(shutdown.child_token()));
-    let app = api::router(state.clone(), config.policy.max_upload_bytes);
+    let background = tokio::spawn({
+        let shutdown = shutdown.child_token();
+        async move {
+            tokio::join!(lifecycle.run(shutdown.clone()), webhooks.run(shutdown));
+        }
+    });
+    let app = http::router(state.clone(), config.policy.max_upload_bytes);
     let server = tokio::spawn(
         axum::serve(
             // Without it a response streamed over a kept-alive connection (the proxy's)

@@ -99,7 +99,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Openapi => {
-            let doc = testdrive::api::openapi();
+            let doc = testdrive::http::openapi();
             println!(
                 "{}",
                 serde_json::to_string_pretty(&doc).expect("the document serialises")

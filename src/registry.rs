@@ -7,10 +7,10 @@ use serde_json::Value;
 
 use crate::domain::token::IssuedToken;
 use crate::domain::{
-    DemoId, DemoManifest, DemoSpec, Invalid, Policy, Timestamp, VendorId, VendorName,
+    Demo, DemoId, DemoManifest, DemoSpec, Invalid, Policy, Timestamp, Vendor, VendorId, VendorName,
 };
 use crate::engine::{Engine, EngineError};
-use crate::store::{Demo, Store, StoreError, Vendor};
+use crate::store::{Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
@@ -29,12 +29,12 @@ pub type Result<T> = std::result::Result<T, RegistryError>;
 #[derive(Clone)]
 pub struct Registry {
     store: Arc<dyn Store>,
-    engine: Engine,
+    engine: Arc<dyn Engine>,
     policy: Policy,
 }
 
 impl Registry {
-    pub fn new(store: Arc<dyn Store>, engine: Engine, policy: Policy) -> Self {
+    pub fn new(store: Arc<dyn Store>, engine: Arc<dyn Engine>, policy: Policy) -> Self {
         Registry {
             store,
             engine,

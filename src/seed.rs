@@ -52,7 +52,7 @@ pub async fn apply(
             let (vendor, key) = registry
                 .create_vendor(VendorName::parse(VENDOR_NAME).expect("a valid name"))
                 .await?;
-            if let Err(err) = crate::app::write_secret(key_file, key.expose()) {
+            if let Err(err) = crate::secrets::write_secret(key_file, key.expose()) {
                 tracing::warn!(%err, path = %key_file.display(), "could not store the demo vendor's key");
             }
             (vendor, Some(key))

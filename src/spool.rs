@@ -13,8 +13,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
 use crate::domain::profile::{ProfiledFile, Profiler};
-use crate::domain::{FileRecord, SandboxId, UploadName, UploadRules};
-use crate::engine::SpooledFile;
+use crate::domain::{FileRecord, SandboxId, StagedFile, UploadName, UploadRules};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SpoolError {
@@ -39,7 +38,7 @@ pub enum SpoolError {
 pub struct Spool {
     dir: PathBuf,
     rules: UploadRules,
-    files: Vec<SpooledFile>,
+    files: Vec<StagedFile>,
     records: Vec<FileRecord>,
     /// What each file looks like (for the vendor's report), worked out as it streamed in.
     profiles: Vec<ProfiledFile>,
@@ -120,7 +119,7 @@ impl Spool {
             name: name.to_string(),
             profile: profiler.finish(),
         });
-        self.files.push(SpooledFile { name, path, bytes });
+        self.files.push(StagedFile { name, path, bytes });
         Ok(())
     }
 
@@ -132,7 +131,7 @@ impl Spool {
         &self.profiles
     }
 
-    pub fn files(&self) -> &[SpooledFile] {
+    pub fn files(&self) -> &[StagedFile] {
         &self.files
     }
 

@@ -1,22 +1,33 @@
 //! Domain types. Everything that comes from outside (HTTP bodies, form fields, manifests)
 //! becomes one of these only through a `parse` that enforces every rule, so a handler cannot
-//! forget a check and the fuzz targets have one door to hit.
+//! forget a check and the fuzz targets have one door to hit. The records the store keeps
+//! (vendor, demo, sandbox, warm member, event, delivery) live here too, with the pure
+//! functions over them (the deletion receipt, the trial report): no layer above has to be
+//! asked what a sandbox is.
 
+pub mod demo;
+pub mod event;
 pub mod ids;
 pub mod manifest;
+pub mod pool;
 pub mod profile;
+pub mod receipt;
+pub mod report;
 pub mod sandbox;
 pub mod time;
 pub mod token;
 pub mod upload;
 pub mod vendor;
+pub mod webhook;
 
+pub use demo::Demo;
+pub use event::{Ending, EventRecord, Failure, SandboxEvent};
 pub use ids::{DemoId, SandboxId, VendorId};
 pub use manifest::{DemoManifest, DemoSlug, DemoSpec, Policy, TrialWindow};
-pub use sandbox::{EndReason, FileRecord, Prospect, SandboxStatus};
+pub use sandbox::{EndReason, FileRecord, NewSandbox, Prospect, Sandbox, SandboxStatus, Usage};
 pub use time::Timestamp;
-pub use upload::{UploadName, UploadRules};
-pub use vendor::{VendorName, WebhookUrl};
+pub use upload::{StagedFile, UploadName, UploadRules};
+pub use vendor::{Vendor, VendorName, WebhookUrl};
 
 /// Input that is well-formed but breaks a rule: the API answers `422` with `field` and `reason`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

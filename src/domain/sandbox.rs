@@ -1,10 +1,107 @@
-//! A sandbox's states, how it ended, the files it holds and who asked for it.
+//! A sandbox: its record, its states, how it ended, the files it holds and who asked for it.
 
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Invalid, parse_text};
+use super::profile::ProfiledFile;
+use super::token::TokenHash;
+use super::{DemoId, DemoSpec, Invalid, SandboxId, Timestamp, VendorId, parse_text};
+
+/// A sandbox as the database keeps it.
+#[derive(Clone, Debug)]
+pub struct Sandbox {
+    pub id: SandboxId,
+    pub demo_id: DemoId,
+    pub vendor_id: VendorId,
+    pub token_hash: TokenHash,
+    pub status: SandboxStatus,
+    /// The demo as it was when the sandbox was made.
+    pub spec: DemoSpec,
+    pub created_at: Timestamp,
+    pub ready_at: Option<Timestamp>,
+    /// The deadline: kept in the database only, never in a label.
+    pub expires_at: Timestamp,
+    pub ended_at: Option<Timestamp>,
+    pub end_reason: Option<EndReason>,
+    pub data_deleted_at: Option<Timestamp>,
+    /// Which address of the sandbox network is this sandbox's: reserved at creation and
+    /// held until `data_deleted_at`, so no other sandbox can get it meanwhile.
+    pub addr_slot: Option<u32>,
+    /// `ip:port` of the demo inside the sandbox network, once ready.
+    pub container_addr: Option<String>,
+    pub files: Vec<FileRecord>,
+    pub prospect: Prospect,
+    pub requests: u64,
+    pub last_active_at: Option<Timestamp>,
+    /// What each file looks like (for the vendor's report; never values).
+    pub profiles: Vec<ProfiledFile>,
+    /// Time spent using the demo: spans between requests less than 5 minutes apart.
+    pub active_ms: u64,
+    /// The first request through the proxy.
+    pub first_opened_at: Option<Timestamp>,
+}
+
+/// What a sandbox is at creation, before anything ran.
+#[derive(Clone, Debug)]
+pub struct NewSandbox {
+    pub id: SandboxId,
+    pub demo_id: DemoId,
+    pub vendor_id: VendorId,
+    pub token_hash: TokenHash,
+    pub spec: DemoSpec,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+    pub files: Vec<FileRecord>,
+    pub profiles: Vec<ProfiledFile>,
+    pub prospect: Prospect,
+}
+
+/// Proxy activity gathered in memory and written in batches.
+#[derive(Clone, Copy, Debug)]
+pub struct Usage {
+    pub sandbox: SandboxId,
+    pub requests: u64,
+    /// The first and last request of the batch.
+    pub first_active_at: Timestamp,
+    pub last_active_at: Timestamp,
+}
+
+#[cfg(test)]
+impl Sandbox {
+    /// A live sandbox of a minimal demo, for unit tests of logic over records.
+    pub fn example() -> Sandbox {
+        let manifest: super::DemoManifest = serde_json::from_value(serde_json::json!({
+            "slug": "example", "title": "Example", "image": "img:1", "port": 80,
+            "data_path": "/data"
+        }))
+        .expect("a valid manifest");
+        let created_at = Timestamp::from_millis(1_000);
+        Sandbox {
+            id: SandboxId::new(),
+            demo_id: DemoId::new(),
+            vendor_id: VendorId::new(),
+            token_hash: TokenHash::of("tds_example"),
+            status: SandboxStatus::Ready,
+            spec: DemoSpec::parse(manifest, &super::Policy::default()).expect("a valid spec"),
+            created_at,
+            ready_at: Some(created_at),
+            expires_at: created_at.plus_seconds(900),
+            ended_at: None,
+            end_reason: None,
+            data_deleted_at: None,
+            addr_slot: Some(1),
+            container_addr: None,
+            files: Vec::new(),
+            prospect: Prospect::default(),
+            requests: 0,
+            last_active_at: None,
+            profiles: Vec::new(),
+            active_ms: 0,
+            first_opened_at: None,
+        }
+    }
+}
 
 /// `provisioning` → `ready` ⇄ `sleeping` → `ended`, or `failed`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
@@ -73,6 +170,14 @@ pub enum EndReason {
 }
 
 impl EndReason {
+    pub const ALL: [EndReason; 5] = [
+        EndReason::Expired,
+        EndReason::EndedByProspect,
+        EndReason::EndedByVendor,
+        EndReason::EndedByAdmin,
+        EndReason::Failed,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             EndReason::Expired => "expired",

@@ -1,6 +1,7 @@
 //! What a prospect may upload: safe file names, and a demo's rules on size, count and type.
 
 use std::fmt;
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
@@ -68,6 +69,14 @@ impl fmt::Display for UploadName {
 /// Characters that reorder displayed text, used to disguise `evil.exe` as `exe.live`.
 fn is_bidi_control(c: char) -> bool {
     matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// A file waiting on the service's disk (the spool), to be placed in a sandbox under `name`.
+#[derive(Debug, Clone)]
+pub struct StagedFile {
+    pub name: UploadName,
+    pub path: PathBuf,
+    pub bytes: u64,
 }
 
 /// A demo's upload rules, already checked against the service's policy.

@@ -2,7 +2,14 @@
 
 use serde::Serialize;
 
-use super::{Invalid, parse_text};
+use super::{Invalid, Timestamp, VendorId, parse_text};
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Vendor {
+    pub id: VendorId,
+    pub name: VendorName,
+    pub created_at: Timestamp,
+}
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(transparent)]

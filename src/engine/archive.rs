@@ -10,7 +10,7 @@ use bytes::Bytes;
 use futures_util::Stream;
 use tokio::sync::mpsc;
 
-use super::SpooledFile;
+use crate::domain::StagedFile;
 
 const CHUNK: usize = 256 * 1024;
 
@@ -30,7 +30,7 @@ impl Write for ChannelWriter {
     }
 }
 
-fn write_archive(files: &[SpooledFile], out: ChannelWriter) -> io::Result<()> {
+fn write_archive(files: &[StagedFile], out: ChannelWriter) -> io::Result<()> {
     let mut builder = tar::Builder::new(BufWriter::with_capacity(CHUNK, out));
     for file in files {
         let mut source = File::open(&file.path)?;
@@ -50,7 +50,7 @@ fn write_archive(files: &[SpooledFile], out: ChannelWriter) -> io::Result<()> {
 }
 
 /// The archive of `files` as a byte stream for the Engine's archive endpoint.
-pub fn stream(files: Vec<SpooledFile>) -> impl Stream<Item = io::Result<Bytes>> + Send + 'static {
+pub fn stream(files: Vec<StagedFile>) -> impl Stream<Item = io::Result<Bytes>> + Send + 'static {
     let (tx, rx) = mpsc::channel(4);
     tokio::task::spawn_blocking(move || {
         let errors = tx.clone();
@@ -83,7 +83,7 @@ mod tests {
         ] {
             let path = dir.path().join(format!("f{}", files.len()));
             std::fs::write(&path, &content).unwrap();
-            files.push(SpooledFile {
+            files.push(StagedFile {
                 name: UploadName::parse(name).unwrap(),
                 path,
                 bytes: content.len() as u64,
@@ -113,7 +113,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_missing_spool_file_ends_the_stream_with_an_error() {
-        let files = vec![SpooledFile {
+        let files = vec![StagedFile {
             name: UploadName::parse("gone.csv").unwrap(),
             path: "/nonexistent/testdrive/gone.csv".into(),
             bytes: 1,

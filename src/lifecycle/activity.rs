@@ -7,8 +7,8 @@ use std::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
 use super::Lifecycle;
+use crate::domain::Usage;
 use crate::domain::{SandboxId, Timestamp};
-use crate::store::Usage;
 
 #[derive(Default)]
 pub struct Activity {

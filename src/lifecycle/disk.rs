@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use tokio_util::sync::CancellationToken;
 
 use super::{Lifecycle, LifecycleError};
+use crate::domain::Ending;
 
 /// Bytes allocated under `root`, without following symbolic links.
 fn allocated(root: &Path) -> io::Result<u64> {
@@ -76,9 +77,7 @@ async fn check(lifecycle: &Lifecycle) -> Result<bool, LifecycleError> {
                 "its volumes hold {} MB, over the demo's limit of {limit_mb} MB",
                 used >> 20
             );
-            if lifecycle.record_failure(id, &why).await {
-                lifecycle.teardown(id).await?;
-            }
+            lifecycle.end(id, Ending::failed(why)).await?;
         }
     }
     Ok(true)

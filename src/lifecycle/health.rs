@@ -27,7 +27,7 @@ pub(super) async fn run(lifecycle: Lifecycle, shutdown: CancellationToken) {
         match (was_up, up) {
             (false, true) => {
                 tracing::info!("the Docker Engine answers again; reconciling now");
-                lifecycle.inner.reconcile_now.notify_one();
+                lifecycle.inner.wakeups.reconcile.notify_one();
             }
             (true, false) => tracing::warn!("the Docker Engine does not answer"),
             _ => {}

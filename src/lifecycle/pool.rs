@@ -15,24 +15,49 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use futures_util::{StreamExt, stream};
 use tokio_util::sync::CancellationToken;
 
 use super::{Lifecycle, LifecycleError, Result, probe};
-use crate::domain::{DemoId, SandboxId};
-use crate::store::{Demo, NewWarmMember, WarmState};
+use crate::domain::pool::{NewWarmMember, WarmState};
+use crate::domain::{Demo, DemoId, SandboxId};
 
 /// After a member of a demo fails to come up, that demo's pool waits this long.
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(30);
 /// Members made or drained at once.
 const AT_ONCE: usize = 4;
 
+/// When each demo's last member failed to come up, so a broken demo is not retried in a
+/// tight loop.
+#[derive(Default)]
+pub(super) struct PoolHealth {
+    failures: Mutex<HashMap<DemoId, Instant>>,
+}
+
+impl PoolHealth {
+    fn failed(&self, demo: DemoId) {
+        self.failures
+            .lock()
+            .expect("pool health lock")
+            .insert(demo, Instant::now());
+    }
+
+    fn failed_recently(&self, demo: DemoId) -> bool {
+        self.failures
+            .lock()
+            .expect("pool health lock")
+            .get(&demo)
+            .is_some_and(|at| at.elapsed() < RETRY_AFTER_FAILURE)
+    }
+}
+
 impl Lifecycle {
     /// Tells the keeper a demo changed (or a member was claimed): tend the pools now.
     pub fn pools_changed(&self) {
-        self.inner.pool_changed.notify_one();
+        self.inner.wakeups.pools.notify_one();
     }
 
     /// How many members are ready to claim for each demo (for operators and tests).
@@ -47,7 +72,7 @@ impl Lifecycle {
     }
 
     /// One pass of the keeper: drain what nobody may claim, then fill within free places.
-    async fn tend_pools(&self) -> Result<()> {
+    pub(super) async fn tend_pools(&self) -> Result<()> {
         let store = &self.inner.store;
         let demos: HashMap<DemoId, Demo> = store
             .demos(None)
@@ -80,7 +105,7 @@ impl Lifecycle {
         let mut room = u64::from(self.inner.settings.max_running).saturating_sub(running + members);
         let mut wanted = Vec::new();
         for demo in demos.values() {
-            if self.failed_recently(demo.id) {
+            if self.inner.pools.failed_recently(demo.id) {
                 continue;
             }
             let missing = (demo.spec.warm_pool as usize)
@@ -97,22 +122,11 @@ impl Lifecycle {
             .for_each_concurrent(AT_ONCE, |demo| async move {
                 if let Err(err) = self.warm_up(&demo).await {
                     tracing::warn!(demo_id = %demo.id, %err, "a warm pool member did not come up");
-                    self.inner
-                        .warm_failures
-                        .lock()
-                        .expect("warm failures lock")
-                        .insert(demo.id, Instant::now());
+                    self.inner.pools.failed(demo.id);
                 }
             })
             .await;
         Ok(())
-    }
-
-    fn failed_recently(&self, demo: DemoId) -> bool {
-        let failures = self.inner.warm_failures.lock().expect("warm failures lock");
-        failures
-            .get(&demo)
-            .is_some_and(|at| at.elapsed() < RETRY_AFTER_FAILURE)
     }
 
     /// Makes one member: recorded first (so its objects are never unknown), then created,
@@ -129,7 +143,7 @@ impl Lifecycle {
             })
             .await?;
         // Held while the member is made: a drain waits for it instead of racing the create.
-        let _turn = self.turn(id).await;
+        let _turn = self.inner.turns.take(id).await;
         let started = Instant::now();
         let outcome = self.start_member(id, demo).await;
         match outcome {
@@ -166,18 +180,12 @@ impl Lifecycle {
         let ip = engine.address(slot).ok_or_else(|| {
             LifecycleError::Capacity("the sandbox network has no free address left".into())
         })?;
-        let container = engine.create_sandbox(id, demo.id, spec, ip).await?;
-        engine.start(&container).await?;
+        engine.create(id, demo.id, spec, ip).await?;
+        engine.start(id).await?;
         let addr = SocketAddr::new(ip.into(), spec.port);
-        probe::wait_ready(
-            engine,
-            &container,
-            addr,
-            &spec.ready.http_path,
-            spec.ready.timeout_seconds,
-        )
-        .await
-        .map_err(|e| LifecycleError::WakeFailed(e.to_string()))
+        probe::wait_ready(engine.as_ref(), id, addr, &spec.ready)
+            .await
+            .map_err(|e| LifecycleError::WakeFailed(e.to_string()))
     }
 
     /// Drains members, several at once; a failure is logged and retried by a later pass.
@@ -208,7 +216,7 @@ impl Lifecycle {
         {
             return Ok(()); // claimed meanwhile: a sandbox now, not ours to remove
         }
-        let _turn = self.turn(id).await;
+        let _turn = self.inner.turns.take(id).await;
         self.remove_member_now(id).await
     }
 
@@ -244,21 +252,27 @@ impl Lifecycle {
     }
 
     /// Members whose container stopped or vanished are drained (the keeper makes new ones);
-    /// members cut short by a restart too.
+    /// members cut short by a restart too. `running` is an Engine listing, which may be
+    /// older than the members read after it: a member the listing does not show running is
+    /// asked about again before it goes.
     pub(super) async fn repair_pools(&self, running: impl Fn(SandboxId) -> bool) -> Result<()> {
-        let broken = self
-            .inner
-            .store
-            .warm_members(None)
-            .await?
-            .into_iter()
-            .filter(|m| match m.state {
-                WarmState::Warm => !running(m.id),
+        let members = self.inner.store.warm_members(None).await?;
+        let mut broken = Vec::new();
+        for member in members {
+            let gone = match member.state {
+                WarmState::Warm if running(member.id) => false,
+                WarmState::Warm => !self
+                    .engine()
+                    .state(member.id)
+                    .await
+                    .is_ok_and(|state| state.running),
                 WarmState::Warming => false,
                 WarmState::Draining => true,
-            })
-            .map(|m| m.id)
-            .collect();
+            };
+            if gone {
+                broken.push(member.id);
+            }
+        }
         self.drain_all(broken).await;
         Ok(())
     }
@@ -288,7 +302,7 @@ pub(super) async fn run(lifecycle: Lifecycle, shutdown: CancellationToken) {
         }
         tokio::select! {
             _ = tokio::time::sleep(lifecycle.settings().reconcile_every) => {}
-            _ = lifecycle.inner.pool_changed.notified() => {}
+            _ = lifecycle.inner.wakeups.pools.notified() => {}
             _ = shutdown.cancelled() => return,
         }
     }

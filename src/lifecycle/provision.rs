@@ -2,28 +2,107 @@
 //! prospect's files into the data volume, start it, run the load command, probe readiness.
 //! A sandbox claimed from a warm pool has its container running already: its files go into
 //! the running container's (empty) data volume, then the load command and the probe.
+//!
 //! The spool is deleted as soon as the files are in the volume, so the data exists in one
 //! place only. Ending the sandbox meanwhile cancels the work between Engine calls (never in
-//! the middle of a create, whose object could then escape the teardown).
+//! the middle of a create, whose object could then escape the teardown); a failure ends it
+//! through the one end path.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
-use super::probe::{self, NotReady};
-use super::{Lifecycle, Phase};
-use crate::domain::{DemoId, DemoSpec, SandboxId};
-use crate::engine::container_name;
+use super::Lifecycle;
+use super::probe;
+use crate::domain::{DemoId, DemoSpec, Ending, SandboxEvent, SandboxId};
+use crate::engine::EngineError;
 use crate::spool::Spool;
+
+/// Where a provisioning stands, as seen by whoever waits for it (`?wait=`, a teardown).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    Provisioning,
+    Ready,
+    Failed,
+    /// Stopped because the sandbox was ended while provisioning.
+    Stopped,
+}
+
+/// Where a sandbox's container comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Origin {
+    /// Made for this sandbox.
+    Cold,
+    /// Claimed from the demo's warm pool: created and started already, with no data.
+    Warm,
+}
+
+struct InFlight {
+    cancel: CancellationToken,
+    phase: watch::Receiver<Phase>,
+}
+
+/// Provisionings under way, so that an end can stop one and wait for it.
+#[derive(Default)]
+pub(super) struct Provisions {
+    running: Mutex<HashMap<SandboxId, InFlight>>,
+}
+
+impl Provisions {
+    /// A new provisioning of `id`: its cancel switch, its phase to report, and a
+    /// receiver of that phase for whoever waits.
+    pub(super) fn register(
+        &self,
+        id: SandboxId,
+    ) -> (
+        CancellationToken,
+        watch::Sender<Phase>,
+        watch::Receiver<Phase>,
+    ) {
+        let (tx, rx) = watch::channel(Phase::Provisioning);
+        let cancel = CancellationToken::new();
+        let flight = InFlight {
+            cancel: cancel.clone(),
+            phase: rx.clone(),
+        };
+        self.running
+            .lock()
+            .expect("provisions lock")
+            .insert(id, flight);
+        (cancel, tx, rx)
+    }
+
+    fn finish(&self, id: SandboxId) {
+        self.running.lock().expect("provisions lock").remove(&id);
+    }
+
+    /// Stops the provisioning of `id`, if one runs, and waits until it makes no more
+    /// Engine calls.
+    pub(super) async fn stop(&self, id: SandboxId) {
+        let running = {
+            let running = self.running.lock().expect("provisions lock");
+            running
+                .get(&id)
+                .map(|p| (p.cancel.clone(), p.phase.clone()))
+        };
+        if let Some((cancel, mut phase)) = running {
+            cancel.cancel();
+            let _ = phase.wait_for(|p| *p != Phase::Provisioning).await;
+        }
+    }
+}
 
 enum Stop {
     Cancelled,
     Failed(String),
 }
 
-fn failed(step: &str) -> impl Fn(crate::engine::EngineError) -> Stop + '_ {
+fn failed(step: &str) -> impl Fn(EngineError) -> Stop + '_ {
     move |err| Stop::Failed(format!("{step}: {err}"))
 }
 
@@ -46,174 +125,153 @@ fn checkpoint(cancel: &CancellationToken) -> Result<(), Stop> {
     Ok(())
 }
 
-/// Where a sandbox's container comes from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Origin {
-    /// Made for this sandbox.
-    Cold,
-    /// Claimed from the demo's warm pool: created and started already, with no data.
-    Warm,
+/// One provisioning, from the spooled files to a ready sandbox.
+pub(super) struct Provision {
+    pub(super) id: SandboxId,
+    pub(super) demo: DemoId,
+    pub(super) spec: DemoSpec,
+    /// The sandbox's address slot on the sandbox network.
+    pub(super) slot: Option<u32>,
+    pub(super) origin: Origin,
+    pub(super) cancel: CancellationToken,
+    pub(super) phase: watch::Sender<Phase>,
+    pub(super) started: Instant,
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn steps(
-    lifecycle: &Lifecycle,
-    id: SandboxId,
-    demo: DemoId,
-    spec: &DemoSpec,
-    slot: Option<u32>,
-    origin: Origin,
-    spool: Spool,
-    cancel: &CancellationToken,
-) -> Result<SocketAddr, Stop> {
-    let engine = lifecycle.engine();
-    let ip = slot
-        .and_then(|s| engine.address(s))
-        .ok_or_else(|| Stop::Failed("the sandbox network has no free address left".to_string()))?;
-    checkpoint(cancel)?;
-    let container = match origin {
-        Origin::Cold => engine
-            .create_sandbox(id, demo, spec, ip)
-            .await
-            .map_err(failed("creating the container"))?,
-        Origin::Warm => container_name(id),
-    };
-    checkpoint(cancel)?;
-
-    let files = spool.files().to_vec();
-    let count = files.len();
-    unless_cancelled(cancel, async {
-        engine
-            .place_files(&container, &spec.data_path, files)
-            .await
-            .map_err(failed("placing the files"))
-    })
-    .await?;
-    if let Err(err) = spool.discard().await {
-        tracing::warn!(%err, "could not delete the spooled upload; teardown will");
+impl Provision {
+    /// Runs in the background with the prospect's files in `spool`.
+    pub(super) fn spawn(self, lifecycle: Lifecycle, spool: Spool) {
+        let span =
+            tracing::info_span!("sandbox.provision", sandbox_id = %self.id, demo_id = %self.demo);
+        tokio::spawn(self.run(lifecycle, spool).instrument(span));
     }
-    lifecycle
-        .event(
-            id,
-            "data_placed",
-            Some(&format!("{count} file(s) in {}", spec.data_path)),
-        )
-        .await;
-    checkpoint(cancel)?;
 
-    if origin == Origin::Cold {
-        engine
-            .start(&container)
-            .await
-            .map_err(failed("starting the container"))?;
-        let state = engine
-            .state(&container)
-            .await
-            .map_err(failed("inspecting the container"))?;
-        if !state.running {
-            return Err(Stop::Failed(NotReady::exited(state).to_string()));
-        }
-        lifecycle.event(id, "started", None).await;
-    } else {
-        lifecycle
-            .event(
-                id,
-                "started",
-                Some("already running: taken from the warm pool"),
-            )
-            .await;
-    }
-    let addr = SocketAddr::new(ip.into(), spec.port);
-
-    if let Some(command) = &spec.load_command {
-        let limit = Duration::from_secs(u64::from(spec.ready.timeout_seconds));
-        let outcome = unless_cancelled(cancel, async {
-            tokio::time::timeout(limit, engine.exec(&container, command))
+    async fn run(self, lifecycle: Lifecycle, spool: Spool) {
+        let id = self.id;
+        let outcome = match self.steps(&lifecycle, spool).await {
+            Ok(addr) => lifecycle
+                .store()
+                .mark_ready(id, lifecycle.now(), &addr.to_string())
                 .await
-                .map_err(|_| Stop::Failed(format!("the load command ran longer than {limit:?}")))?
-                .map_err(failed("running the load command"))
-        })
-        .await?;
-        if outcome.exit_code != 0 {
-            return Err(Stop::Failed(format!(
-                "the load command exited with code {}: {}",
-                outcome.exit_code, outcome.output_tail
-            )));
-        }
-        lifecycle.event(id, "loaded", None).await;
-    }
-
-    unless_cancelled(cancel, async {
-        probe::wait_ready(
-            engine,
-            &container,
-            addr,
-            &spec.ready.http_path,
-            spec.ready.timeout_seconds,
-        )
-        .await
-        .map_err(|e| Stop::Failed(e.to_string()))
-    })
-    .await?;
-    Ok(addr)
-}
-
-#[allow(clippy::too_many_arguments)]
-pub(super) async fn run(
-    lifecycle: Lifecycle,
-    id: SandboxId,
-    demo: DemoId,
-    spec: DemoSpec,
-    slot: Option<u32>,
-    origin: Origin,
-    spool: Spool,
-    cancel: CancellationToken,
-    phase: watch::Sender<Phase>,
-    started: Instant,
-) {
-    let outcome = steps(&lifecycle, id, demo, &spec, slot, origin, spool, &cancel).await;
-    let outcome = match outcome {
-        Ok(addr) => lifecycle
-            .store()
-            .mark_ready(id, lifecycle.now(), &addr.to_string())
-            .await
-            .map(|marked| (marked, addr))
-            .map_err(|err| Stop::Failed(format!("recording readiness: {err}"))),
-        Err(stop) => Err(stop),
-    };
-    // Out of the in-flight table before anything else: a teardown started from here must
-    // not wait for this task.
-    remove_inflight(&lifecycle, id);
-    match outcome {
-        Ok((true, addr)) => {
-            let elapsed = started.elapsed();
-            lifecycle
-                .event(id, "ready", Some(&format!("in {} ms", elapsed.as_millis())))
-                .await;
-            metrics::histogram!("testdrive_provision_seconds").record(elapsed.as_secs_f64());
-            tracing::info!(ms = elapsed.as_millis() as u64, %addr, "sandbox ready");
-            phase.send_replace(Phase::Ready);
-            lifecycle.inner.idle_moments.notify_one();
-        }
-        // Ended while provisioning: whoever ended it tears it down.
-        Ok((false, _)) | Err(Stop::Cancelled) => {
-            phase.send_replace(Phase::Stopped);
-        }
-        Err(Stop::Failed(detail)) => {
-            let owes_teardown = lifecycle.record_failure(id, &detail).await;
-            phase.send_replace(Phase::Failed);
-            if owes_teardown {
-                lifecycle.teardown_or_leave_to_reconciler(id).await;
+                .map(|marked| (marked, addr))
+                .map_err(|err| Stop::Failed(format!("recording readiness: {err}"))),
+            Err(stop) => Err(stop),
+        };
+        // Out of the table before anything else: a teardown started from here must not
+        // wait for this task.
+        lifecycle.inner.provisions.finish(id);
+        match outcome {
+            Ok((true, addr)) => {
+                let elapsed = self.started.elapsed();
+                let after_ms = elapsed.as_millis() as u64;
+                let ready = SandboxEvent::Ready { after_ms };
+                lifecycle.history().record(id, lifecycle.now(), ready).await;
+                metrics::histogram!("testdrive_provision_seconds").record(elapsed.as_secs_f64());
+                tracing::info!(ms = after_ms, %addr, "sandbox ready");
+                self.phase.send_replace(Phase::Ready);
+                lifecycle.inner.wakeups.idle.notify_one();
+            }
+            // Ended while provisioning: whoever ended it tears it down.
+            Ok((false, _)) | Err(Stop::Cancelled) => {
+                self.phase.send_replace(Phase::Stopped);
+            }
+            // The end path's two steps, with the phase between: whoever waits (`?wait=`)
+            // reads the failure as soon as it is recorded, not after the teardown.
+            Err(Stop::Failed(why)) => {
+                if let Err(err) = lifecycle.claim_end(id, Ending::failed(why)).await {
+                    tracing::warn!(%err, "could not record the failure");
+                }
+                self.phase.send_replace(Phase::Failed);
+                if let Err(err) = lifecycle.teardown(id).await {
+                    tracing::warn!(%err, "teardown failed; the reconciler will retry");
+                }
             }
         }
     }
-}
 
-fn remove_inflight(lifecycle: &Lifecycle, id: SandboxId) {
-    lifecycle
-        .inner
-        .inflight
-        .lock()
-        .expect("inflight lock")
-        .remove(&id);
+    async fn steps(&self, lifecycle: &Lifecycle, spool: Spool) -> Result<SocketAddr, Stop> {
+        let (id, spec, cancel) = (self.id, &self.spec, &self.cancel);
+        let engine = lifecycle.engine();
+        let history = lifecycle.history();
+        let ip = self
+            .slot
+            .and_then(|s| engine.address(s))
+            .ok_or_else(|| Stop::Failed("the sandbox network has no free address left".into()))?;
+        checkpoint(cancel)?;
+        if self.origin == Origin::Cold {
+            engine
+                .create(id, self.demo, spec, ip)
+                .await
+                .map_err(failed("creating the container"))?;
+        }
+        checkpoint(cancel)?;
+
+        let files = spool.files().to_vec();
+        let count = files.len() as u32;
+        unless_cancelled(cancel, async {
+            engine
+                .place_files(id, &spec.data_path, files)
+                .await
+                .map_err(failed("placing the files"))
+        })
+        .await?;
+        if let Err(err) = spool.discard().await {
+            tracing::warn!(%err, "could not delete the spooled upload; teardown will");
+        }
+        let placed = SandboxEvent::DataPlaced {
+            files: count,
+            path: spec.data_path.clone(),
+        };
+        history.record(id, lifecycle.now(), placed).await;
+        checkpoint(cancel)?;
+
+        if self.origin == Origin::Cold {
+            engine
+                .start(id)
+                .await
+                .map_err(failed("starting the container"))?;
+            let state = engine
+                .state(id)
+                .await
+                .map_err(failed("inspecting the container"))?;
+            if !state.running {
+                return Err(Stop::Failed(probe::NotReady::exited(state).to_string()));
+            }
+        }
+        let started = SandboxEvent::Started {
+            from_warm_pool: self.origin == Origin::Warm,
+        };
+        history.record(id, lifecycle.now(), started).await;
+        let addr = SocketAddr::new(ip.into(), spec.port);
+
+        if let Some(command) = &spec.load_command {
+            let limit = Duration::from_secs(u64::from(spec.ready.timeout_seconds));
+            let outcome = unless_cancelled(cancel, async {
+                tokio::time::timeout(limit, engine.exec(id, command))
+                    .await
+                    .map_err(|_| {
+                        Stop::Failed(format!("the load command ran longer than {limit:?}"))
+                    })?
+                    .map_err(failed("running the load command"))
+            })
+            .await?;
+            if outcome.exit_code != 0 {
+                return Err(Stop::Failed(format!(
+                    "the load command exited with code {}: {}",
+                    outcome.exit_code, outcome.output_tail
+                )));
+            }
+            history
+                .record(id, lifecycle.now(), SandboxEvent::Loaded)
+                .await;
+        }
+
+        unless_cancelled(cancel, async {
+            probe::wait_ready(engine.as_ref(), id, addr, &spec.ready)
+                .await
+                .map_err(|e| Stop::Failed(e.to_string()))
+        })
+        .await?;
+        Ok(addr)
+    }
 }

@@ -4,12 +4,17 @@
 //! container vanished end, those whose container stopped sleep; Engine objects labelled for
 //! this deployment whose sandbox is unknown or ended are removed; warm pool members whose
 //! container stopped are replaced.
+//!
+//! A pass compares an Engine listing with database reads made after it, so what it saw may
+//! be stale by the time it acts: every repair re-reads the database on the sandbox's turn
+//! and asks the Engine again before it changes anything.
 
 use futures_util::{StreamExt, stream};
 use tokio_util::sync::CancellationToken;
 
 use super::{Lifecycle, LifecycleError};
-use crate::domain::{SandboxId, SandboxStatus};
+use crate::domain::{Ending, SandboxEvent, SandboxId, SandboxStatus};
+use crate::engine::EngineError;
 
 /// Before the service takes requests: every spool directory is left over from the previous
 /// run, and every `provisioning` sandbox was cut short by it (nothing is provisioning yet,
@@ -21,32 +26,21 @@ pub(super) async fn recover(lifecycle: &Lifecycle) -> Result<(), LifecycleError>
     while let Some(entry) = entries.next_entry().await? {
         crate::spool::remove_dir(&entry.path()).await?;
     }
-    for id in lifecycle
+    // Their ends are claimed now; the reconciler's first pass tears them down, many at
+    // once, right after the service starts.
+    let cut_short = lifecycle
         .store()
         .ids_with_status(SandboxStatus::Provisioning)
-        .await?
-    {
-        lifecycle
-            .record_failure(id, "the service restarted while provisioning")
-            .await;
+        .await?;
+    for id in cut_short {
+        let ending = Ending::failed("the service restarted while provisioning");
+        lifecycle.claim_end(id, ending).await?;
     }
-    // An end recorded just before the previous run stopped may lack its event (and so its
-    // webhook): write it now, dated when the sandbox ended.
-    for id in lifecycle.store().ends_without_event().await? {
-        if let Some(sandbox) = lifecycle.store().sandbox(id).await?
-            && let (Some(reason), Some(at)) = (sandbox.end_reason, sandbox.ended_at)
-        {
-            lifecycle
-                .event_at(id, at, reason.as_str(), Some("recorded at restart"))
-                .await;
-        }
-    }
+    lifecycle.announce_unannounced_ends().await?;
     // A wake cut short left its sandbox asleep; its place is free again.
     lifecycle.store().release_all_wakes().await?;
     // Warm pool members being made or drained are removed; the keeper makes new ones.
     lifecycle.recover_pools().await?;
-    // Webhook deliveries the previous run was sending go again (at least once).
-    lifecycle.store().release_delivery_leases().await?;
     Ok(())
 }
 
@@ -73,8 +67,59 @@ where
         .await;
 }
 
+impl Lifecycle {
+    /// Repairs a sandbox the reconciler saw broken, if it still is once it is the sandbox's
+    /// turn (the listing may be older than a sleep, a wake or a provisioning that happened
+    /// meanwhile). A container that vanished ends the sandbox (`failed`); one that stopped
+    /// while it should run (a crash, the memory limit, a host restart) puts it to sleep, so
+    /// the next request restarts it — and fails it if the demo does not come up again.
+    async fn repair(&self, id: SandboxId, seen: SandboxStatus) -> Result<(), LifecycleError> {
+        let turn = self.inner.turns.take(id).await;
+        if self.record(id).await?.status != seen {
+            return Ok(());
+        }
+        match self.engine().state(id).await {
+            Ok(state) if state.running || seen == SandboxStatus::Sleeping => {}
+            Ok(state) => {
+                if self.store().mark_asleep(id).await? {
+                    let stopped = SandboxEvent::Stopped {
+                        exit_code: state.exit_code.unwrap_or(-1),
+                        oom_killed: state.oom_killed,
+                    };
+                    self.history().record(id, self.now(), stopped).await;
+                }
+            }
+            Err(EngineError::NotFound(_)) => {
+                let vanished = Ending::failed("the sandbox's container vanished");
+                self.end_within(&turn, vanished).await?;
+            }
+            Err(err) => return Err(err.into()),
+        }
+        Ok(())
+    }
+
+    /// Removes the objects of a sandbox the database does not know, or knows as ended.
+    /// Asked in this order because a warm member becomes a sandbox in one transaction: a
+    /// member read as gone is then found as the sandbox it became.
+    async fn clean_up(&self, id: SandboxId) -> Result<(), LifecycleError> {
+        let store = self.store();
+        if store.warm_member(id).await?.is_some() {
+            return Ok(()); // the keeper looks after it
+        }
+        match store.sandbox(id).await? {
+            Some(sandbox) if sandbox.status.is_live() => Ok(()),
+            Some(_) => self.teardown(id).await,
+            None => {
+                let removed = self.engine().remove_sandbox(id).await?;
+                tracing::warn!(sandbox_id = %id, removed, "removed objects of an unknown sandbox");
+                Ok(())
+            }
+        }
+    }
+}
+
 /// One pass. Only failing to read the database or list the Engine ends it early.
-async fn once(lifecycle: &Lifecycle) -> Result<(), LifecycleError> {
+pub(super) async fn once(lifecycle: &Lifecycle) -> Result<(), LifecycleError> {
     let store = lifecycle.store();
     each(store.pending_teardowns().await?, "teardown", |id| {
         lifecycle.teardown(id)
@@ -83,13 +128,13 @@ async fn once(lifecycle: &Lifecycle) -> Result<(), LifecycleError> {
     let on_engine = lifecycle.engine().labelled().await?;
 
     // Database → Engine: a sandbox whose container vanished is over; one whose container
-    // stopped while it should run goes to sleep (see `Lifecycle::repair`); one asleep whose
-    // container still runs (the stop failed, the Engine was down) is stopped again.
+    // stopped while it should run goes to sleep (see `repair`); one asleep whose container
+    // still runs (the stop failed, the Engine was down) is stopped again.
     let ready: Vec<SandboxId> = store
         .ids_with_status(SandboxStatus::Ready)
         .await?
         .into_iter()
-        .filter(|id| on_engine.containers.get(id) != Some(&true))
+        .filter(|id| !on_engine.runs(*id))
         .collect();
     each(ready, "repair", |id| {
         lifecycle.repair(id, SandboxStatus::Ready)
@@ -112,25 +157,11 @@ async fn once(lifecycle: &Lifecycle) -> Result<(), LifecycleError> {
     .await;
 
     // Warm pool members whose container stopped or vanished are replaced.
-    lifecycle
-        .repair_pools(|id| on_engine.containers.get(&id) == Some(&true))
-        .await?;
+    lifecycle.repair_pools(|id| on_engine.runs(id)).await?;
 
-    // Engine → database: objects of unknown or ended sandboxes go (a warm pool member is
-    // known: the keeper looks after it).
-    each(on_engine.sandboxes().into_iter().collect(), "cleanup", |id| async move {
-        match lifecycle.store().sandbox(id).await? {
-            Some(sandbox) if sandbox.status.is_live() => {}
-            Some(_) => lifecycle.teardown(id).await?,
-            None if lifecycle.store().warm_member(id).await?.is_some() => {}
-            None => {
-                let removed = lifecycle.engine().remove_sandbox(id).await?;
-                tracing::warn!(sandbox_id = %id, removed, "removed objects of an unknown sandbox");
-            }
-        }
-        Ok(())
-    })
-    .await;
+    // Engine → database: objects of unknown or ended sandboxes go.
+    let listed = on_engine.sandboxes().into_iter().collect();
+    each(listed, "cleanup", |id| lifecycle.clean_up(id)).await;
     Ok(())
 }
 
@@ -141,7 +172,7 @@ pub(super) async fn run(lifecycle: Lifecycle, shutdown: CancellationToken) {
         }
         tokio::select! {
             _ = tokio::time::sleep(lifecycle.settings().reconcile_every) => {}
-            _ = lifecycle.inner.reconcile_now.notified() => {}
+            _ = lifecycle.inner.wakeups.reconcile.notified() => {}
             _ = shutdown.cancelled() => return,
         }
     }

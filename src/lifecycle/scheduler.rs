@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::Clock;
+use crate::clock::Clock;
 use crate::domain::{SandboxId, Timestamp};
 use crate::store::Store;
 
@@ -93,7 +93,7 @@ impl<B: Timetable> Scheduler<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lifecycle::clock::TokioClock;
+    use crate::clock::TokioClock;
     use std::collections::BTreeMap;
     use std::sync::Mutex;
     use std::sync::atomic::{AtomicUsize, Ordering};

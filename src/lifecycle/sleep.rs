@@ -16,9 +16,9 @@ use async_trait::async_trait;
 use super::probe::{self, NotReady};
 use super::scheduler::Timetable;
 use super::{Lifecycle, LifecycleError, Result, activity};
-use crate::domain::{SandboxId, SandboxStatus, Timestamp};
-use crate::engine::{EngineError, container_name};
-use crate::store::{Sandbox, Wake};
+use crate::domain::{Ending, Sandbox, SandboxEvent, SandboxId, SandboxStatus, Timestamp};
+use crate::engine::EngineError;
+use crate::store::Wake;
 
 /// Ready sandboxes falling idle. Activity still in memory is written first, so a sandbox in
 /// use is never put to sleep on a stale `last_active_at`.
@@ -38,27 +38,34 @@ impl Timetable for IdleSandboxes {
     }
 }
 
+/// Why a wake did not bring the demo back.
+enum WakeError {
+    /// The Engine did not answer: nothing is wrong with the sandbox.
+    Unreachable(EngineError),
+    /// The demo did not come back: the sandbox fails.
+    Failed(String),
+}
+
 impl Lifecycle {
-    /// Stops the container of a sandbox the scheduler marked asleep.
+    /// Stops the container of a sandbox the scheduler (or the reconciler) marked asleep.
     pub(super) async fn put_to_sleep(&self, id: SandboxId) {
-        let _turn = self.turn(id).await;
+        let turn = self.inner.turns.take(id).await;
         match self.record(id).await {
             Ok(sandbox) if sandbox.status == SandboxStatus::Sleeping => {}
             // Woken or ended meanwhile.
             _ => return,
         }
-        match self.engine().stop(&container_name(id)).await {
+        match self.engine().stop(id).await {
             Ok(()) => {
-                self.event(id, "slept", None).await;
+                self.history()
+                    .record(id, self.now(), SandboxEvent::Slept)
+                    .await;
                 metrics::counter!("testdrive_sandboxes_slept_total").increment(1);
                 tracing::info!(sandbox_id = %id, "sandbox asleep");
             }
             Err(EngineError::NotFound(_)) => {
-                if self
-                    .record_failure(id, "the sandbox's container vanished")
-                    .await
-                    && let Err(err) = self.teardown_now(id).await
-                {
+                let vanished = Ending::failed("the sandbox's container vanished");
+                if let Err(err) = self.end_within(&turn, vanished).await {
                     tracing::warn!(sandbox_id = %id, %err, "teardown failed; the reconciler will retry");
                 }
             }
@@ -68,13 +75,14 @@ impl Lifecycle {
     }
 
     /// Wakes a sleeping sandbox and waits until its demo is ready again. A ready sandbox is
-    /// returned as it is; an ended one is `Ended`. The wake takes a running place before the
-    /// container starts (`Capacity` when none is free); if the Engine cannot be reached the
-    /// place is given back and the sandbox stays asleep, its data safe, for a later request.
+    /// returned as it is; an ended one (before or during the wake) is `Ended`. The wake
+    /// takes a running place before the container starts (`Capacity` when none is free);
+    /// if the Engine cannot be reached the place is given back and the sandbox stays
+    /// asleep, its data safe, for a later request.
     #[tracing::instrument(name = "sandbox.wake", skip(self), fields(sandbox_id = %id))]
     pub async fn wake(&self, id: SandboxId) -> Result<Sandbox> {
         let started = Instant::now();
-        let _turn = self.turn(id).await;
+        let turn = self.inner.turns.take(id).await;
         let sandbox = self.record(id).await?;
         match sandbox.status {
             SandboxStatus::Sleeping => {}
@@ -101,36 +109,37 @@ impl Lifecycle {
         }
         match self.start_again(&sandbox).await {
             Ok(()) => {
-                self.store().mark_awake(id, self.now()).await?;
-                self.inner.idle_moments.notify_one();
-                let elapsed = started.elapsed();
-                self.event(id, "woke", Some(&format!("in {} ms", elapsed.as_millis())))
-                    .await;
-                metrics::histogram!("testdrive_wake_seconds").record(elapsed.as_secs_f64());
-                tracing::info!(ms = elapsed.as_millis() as u64, "sandbox awake");
+                if !self.store().mark_awake(id, self.now()).await? {
+                    // Ended while it started; the end's teardown waits for this turn.
+                    return Err(LifecycleError::Ended);
+                }
+                self.inner.wakeups.idle.notify_one();
+                let after_ms = started.elapsed().as_millis() as u64;
+                let woke = SandboxEvent::Woke { after_ms };
+                self.history().record(id, self.now(), woke).await;
+                metrics::histogram!("testdrive_wake_seconds")
+                    .record(started.elapsed().as_secs_f64());
+                tracing::info!(ms = after_ms, "sandbox awake");
                 self.record(id).await
             }
             Err(WakeError::Unreachable(err)) => {
                 self.store().release_wake(id).await?;
                 Err(err.into())
             }
-            Err(WakeError::Failed(detail)) => {
-                if self.record_failure(id, &detail).await {
-                    self.teardown_now(id).await?;
-                }
-                Err(LifecycleError::WakeFailed(detail))
+            Err(WakeError::Failed(why)) => {
+                self.end_within(&turn, Ending::failed(why.clone())).await?;
+                Err(LifecycleError::WakeFailed(why))
             }
         }
     }
 
     async fn start_again(&self, sandbox: &Sandbox) -> std::result::Result<(), WakeError> {
-        let container = container_name(sandbox.id);
         let addr: SocketAddr = sandbox
             .container_addr
             .as_deref()
             .and_then(|a| a.parse().ok())
             .ok_or_else(|| WakeError::Failed("the sleeping sandbox has no address".into()))?;
-        match self.engine().start(&container).await {
+        match self.engine().start(sandbox.id).await {
             Ok(()) => {}
             Err(err @ EngineError::Unavailable(_)) => return Err(WakeError::Unreachable(err)),
             Err(err) => {
@@ -139,27 +148,18 @@ impl Lifecycle {
                 )));
             }
         }
-        let spec = &sandbox.spec;
         probe::wait_ready(
-            self.engine(),
-            &container,
+            self.engine().as_ref(),
+            sandbox.id,
             addr,
-            &spec.ready.http_path,
-            spec.ready.timeout_seconds,
+            &sandbox.spec.ready,
         )
         .await
         .map_err(|e: NotReady| WakeError::Failed(format!("after waking, {e}")))
     }
 }
 
-enum WakeError {
-    /// The Engine did not answer: nothing is wrong with the sandbox.
-    Unreachable(EngineError),
-    /// The demo did not come back: the sandbox fails.
-    Failed(String),
-}
-
-/// The scheduler's action for a sandbox that fell idle.
+/// The idle scheduler's action for a sandbox that fell idle.
 pub(super) fn on_idle(lifecycle: &Lifecycle) -> impl Fn(SandboxId) + use<> {
     let lifecycle = lifecycle.clone();
     move |id| {

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use super::Lifecycle;
 use crate::domain::SandboxId;
-use crate::engine::{StatsReading, container_name};
+use crate::engine::StatsReading;
 
 /// How stale a reading may be before the next viewer refreshes it.
 const FRESH_FOR: Duration = Duration::from_secs(2);
@@ -25,8 +25,12 @@ pub struct ResourceUse {
     pub cpu_percent: Option<f64>,
 }
 
+/// The latest readings, shared by every viewer.
 #[derive(Default)]
-pub(super) struct Readings {
+pub(super) struct Gauges(tokio::sync::Mutex<Readings>);
+
+#[derive(Default)]
+struct Readings {
     taken: Option<Instant>,
     last: HashMap<SandboxId, StatsReading>,
     usage: HashMap<SandboxId, ResourceUse>,
@@ -59,7 +63,7 @@ impl Lifecycle {
     /// Memory and CPU of the given running sandboxes. A sandbox the Engine cannot read
     /// (it just stopped, say) is left out rather than failing the whole answer.
     pub async fn resource_use(&self, running: &[SandboxId]) -> HashMap<SandboxId, ResourceUse> {
-        let mut readings = self.inner.readings.lock().await;
+        let mut readings = self.inner.readings.0.lock().await;
         let stale = readings.taken.is_none_or(|t| t.elapsed() >= FRESH_FOR);
         let known = running.iter().all(|id| readings.usage.contains_key(id));
         if stale || !known {
@@ -67,7 +71,7 @@ impl Lifecycle {
             let fresh: HashMap<SandboxId, StatsReading> =
                 futures_util::stream::iter(running.iter().copied())
                     .map(|id| async move {
-                        let reading = engine.stats(&container_name(id)).await;
+                        let reading = engine.stats(id).await;
                         reading.ok().map(|r| (id, r))
                     })
                     .buffer_unordered(CONCURRENCY)

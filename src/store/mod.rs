@@ -1,7 +1,12 @@
-//! Persistence behind one small trait. Handlers and the lifecycle speak in domain records;
-//! the SQL lives in the implementations (SQLite now, Postgres can follow with the same
-//! migrations and the same trait). Every state change of a sandbox is one conditional
-//! statement, so two callers racing to end the same sandbox cannot both win.
+//! Persistence, one small trait per aggregate: vendors, demos, sandboxes, their history,
+//! warm pools and the webhook outbox (`Timetable` in `lifecycle::scheduler` is the model).
+//! Everything above speaks in domain records (`crate::domain`); the SQL lives in the
+//! implementations (SQLite now; Postgres can follow with the same traits). Every state
+//! change of a sandbox is one conditional statement, so two callers racing to end the same
+//! sandbox cannot both win.
+//!
+//! `Store` is all of them together: the service holds one `Arc<dyn Store>` and hands out
+//! the narrower trait where a part needs only one aggregate.
 
 mod sqlite;
 
@@ -9,11 +14,12 @@ use async_trait::async_trait;
 
 pub use sqlite::SqliteStore;
 
-use crate::domain::profile::ProfiledFile;
+use crate::domain::pool::{NewWarmMember, WarmMember, WarmState};
 use crate::domain::token::TokenHash;
+use crate::domain::webhook::{Attempt, Delivery, DeliveryRecord, NewDelivery};
 use crate::domain::{
-    DemoId, DemoSpec, EndReason, FileRecord, Prospect, SandboxId, SandboxStatus, Timestamp,
-    VendorId, VendorName,
+    Demo, DemoId, EndReason, EventRecord, NewSandbox, Sandbox, SandboxEvent, SandboxId,
+    SandboxStatus, Timestamp, Usage, Vendor, VendorId,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -29,226 +35,6 @@ pub enum StoreError {
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
-
-#[derive(Clone, Debug, PartialEq)]
-pub struct Vendor {
-    pub id: VendorId,
-    pub name: VendorName,
-    pub created_at: Timestamp,
-}
-
-#[derive(Clone, Debug, PartialEq)]
-pub struct Demo {
-    pub id: DemoId,
-    pub vendor_id: VendorId,
-    pub spec: DemoSpec,
-    pub enabled: bool,
-    pub created_at: Timestamp,
-    pub updated_at: Timestamp,
-}
-
-/// What a sandbox is at creation, before anything ran.
-#[derive(Clone, Debug)]
-pub struct NewSandbox {
-    pub id: SandboxId,
-    pub demo_id: DemoId,
-    pub vendor_id: VendorId,
-    pub token_hash: TokenHash,
-    pub spec: DemoSpec,
-    pub created_at: Timestamp,
-    pub expires_at: Timestamp,
-    pub files: Vec<FileRecord>,
-    pub profiles: Vec<ProfiledFile>,
-    pub prospect: Prospect,
-}
-
-#[derive(Clone, Debug)]
-pub struct Sandbox {
-    pub id: SandboxId,
-    pub demo_id: DemoId,
-    pub vendor_id: VendorId,
-    pub token_hash: TokenHash,
-    pub status: SandboxStatus,
-    pub spec: DemoSpec,
-    pub created_at: Timestamp,
-    pub ready_at: Option<Timestamp>,
-    pub expires_at: Timestamp,
-    pub ended_at: Option<Timestamp>,
-    pub end_reason: Option<EndReason>,
-    pub data_deleted_at: Option<Timestamp>,
-    /// Which address of the sandbox network is this sandbox's: reserved at creation and
-    /// held until `data_deleted_at`, so no other sandbox can get it meanwhile.
-    pub addr_slot: Option<u32>,
-    /// `ip:port` of the demo inside the sandbox network, once ready.
-    pub container_addr: Option<String>,
-    pub files: Vec<FileRecord>,
-    pub prospect: Prospect,
-    pub requests: u64,
-    pub last_active_at: Option<Timestamp>,
-    /// What each file looks like (for the vendor's report; never values).
-    pub profiles: Vec<ProfiledFile>,
-    /// Time spent using the demo: spans between requests less than 5 minutes apart.
-    pub active_ms: u64,
-    /// The first request through the proxy.
-    pub first_opened_at: Option<Timestamp>,
-}
-
-/// A warm pool member about to be made.
-#[derive(Clone, Debug)]
-pub struct NewWarmMember {
-    pub id: SandboxId,
-    pub demo_id: DemoId,
-    pub spec: DemoSpec,
-    pub created_at: Timestamp,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum WarmState {
-    /// Its container is being made and started.
-    Warming,
-    /// Started and answering: may be claimed.
-    Warm,
-    /// Being removed.
-    Draining,
-}
-
-impl WarmState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            WarmState::Warming => "warming",
-            WarmState::Warm => "warm",
-            WarmState::Draining => "draining",
-        }
-    }
-
-    pub fn parse(raw: &str) -> Option<WarmState> {
-        Some(match raw {
-            "warming" => WarmState::Warming,
-            "warm" => WarmState::Warm,
-            "draining" => WarmState::Draining,
-            _ => return None,
-        })
-    }
-}
-
-/// A container of a demo started with no data and no owner, waiting for a prospect.
-#[derive(Clone, Debug)]
-pub struct WarmMember {
-    pub id: SandboxId,
-    pub demo_id: DemoId,
-    pub spec: DemoSpec,
-    pub state: WarmState,
-    pub addr_slot: u32,
-    pub created_at: Timestamp,
-}
-
-/// A webhook delivery to write with the event it announces.
-#[derive(Clone, Debug)]
-pub struct NewDelivery {
-    /// Also the body's `id`: receivers deduplicate on it.
-    pub id: String,
-    pub vendor_id: VendorId,
-    pub kind: String,
-    /// The exact JSON sent (and signed) on every attempt.
-    pub body: String,
-}
-
-/// A delivery a sender has claimed, with where it goes now.
-#[derive(Clone, Debug)]
-pub struct Delivery {
-    pub seq: i64,
-    pub id: String,
-    pub vendor_id: VendorId,
-    pub sandbox_id: SandboxId,
-    pub kind: String,
-    pub body: String,
-    pub attempts: u32,
-    pub created_at: Timestamp,
-}
-
-/// What became of one attempt.
-#[derive(Clone, Debug)]
-pub struct Attempt {
-    pub at: Timestamp,
-    /// The receiver's HTTP status, if it answered.
-    pub status: Option<u16>,
-    pub error: Option<String>,
-    pub next: AttemptOutcome,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AttemptOutcome {
-    Delivered,
-    RetryAt(Timestamp),
-    Abandoned,
-}
-
-/// A delivery as the vendor sees it.
-#[derive(Clone, Debug, serde::Serialize, utoipa::ToSchema)]
-pub struct DeliveryRecord {
-    pub id: String,
-    #[serde(rename = "type")]
-    pub kind: String,
-    #[schema(value_type = String, format = Uuid)]
-    pub sandbox_id: SandboxId,
-    #[schema(value_type = String, format = DateTime)]
-    pub created_at: Timestamp,
-    pub attempts: u32,
-    #[schema(value_type = Option<String>, format = DateTime)]
-    pub last_attempt_at: Option<Timestamp>,
-    pub last_status: Option<u16>,
-    pub last_error: Option<String>,
-    #[schema(value_type = Option<String>, format = DateTime)]
-    pub next_attempt_at: Option<Timestamp>,
-    #[schema(value_type = Option<String>, format = DateTime)]
-    pub delivered_at: Option<Timestamp>,
-    #[schema(value_type = Option<String>, format = DateTime)]
-    pub abandoned_at: Option<Timestamp>,
-}
-
-#[cfg(test)]
-impl Sandbox {
-    /// A live sandbox of a minimal demo, for unit tests of logic over records.
-    pub fn example() -> Sandbox {
-        let manifest: crate::domain::DemoManifest = serde_json::from_value(serde_json::json!({
-            "slug": "example", "title": "Example", "image": "img:1", "port": 80,
-            "data_path": "/data"
-        }))
-        .expect("a valid manifest");
-        let created_at = Timestamp::from_millis(1_000);
-        Sandbox {
-            id: SandboxId::new(),
-            demo_id: DemoId::new(),
-            vendor_id: VendorId::new(),
-            token_hash: TokenHash::of("tds_example"),
-            status: SandboxStatus::Ready,
-            spec: DemoSpec::parse(manifest, &crate::domain::manifest::Policy::default())
-                .expect("a valid spec"),
-            created_at,
-            ready_at: Some(created_at),
-            expires_at: created_at.plus_seconds(900),
-            ended_at: None,
-            end_reason: None,
-            data_deleted_at: None,
-            addr_slot: Some(1),
-            container_addr: None,
-            files: Vec::new(),
-            prospect: Prospect::default(),
-            requests: 0,
-            last_active_at: None,
-            profiles: Vec::new(),
-            active_ms: 0,
-            first_opened_at: None,
-        }
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Event {
-    pub at: Timestamp,
-    pub kind: String,
-    pub detail: Option<String>,
-}
 
 #[derive(Clone, Debug, Default)]
 pub struct SandboxFilter {
@@ -293,30 +79,28 @@ pub struct Capacity {
     pub per_demo: Option<u32>,
 }
 
-/// Proxy activity gathered in memory and written in batches.
-#[derive(Clone, Copy, Debug)]
-pub struct Usage {
-    pub sandbox: SandboxId,
-    pub requests: u64,
-    /// The first and last request of the batch.
-    pub first_active_at: Timestamp,
-    pub last_active_at: Timestamp,
-}
-
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
-    async fn ping(&self) -> Result<()>;
-    /// This deployment's id, made once: it labels every Engine object so that several
-    /// deployments (or test runs) can share one Engine without touching each other's objects.
-    async fn instance_id(&self) -> Result<String>;
-
+pub trait VendorStore: Send + Sync {
     /// `Conflict` when the name is taken.
     async fn insert_vendor(&self, vendor: &Vendor, key: TokenHash) -> Result<()>;
     async fn vendors(&self) -> Result<Vec<Vendor>>;
     async fn vendor(&self, id: VendorId) -> Result<Option<Vendor>>;
     async fn vendor_by_name(&self, name: &str) -> Result<Option<Vendor>>;
     async fn vendor_key(&self, id: VendorId) -> Result<Option<TokenHash>>;
+    /// The vendor's webhook URL and secret, if it set one.
+    async fn vendor_webhook(&self, vendor: VendorId) -> Result<Option<(String, String)>>;
+    /// Sets the vendor's webhook URL (`None`: no webhook). A vendor without a secret gets
+    /// `new_secret`; true if it did (the secret is then shown, once).
+    async fn set_vendor_webhook(
+        &self,
+        vendor: VendorId,
+        url: Option<&str>,
+        new_secret: &str,
+    ) -> Result<bool>;
+}
 
+#[async_trait]
+pub trait DemoStore: Send + Sync {
     /// `Conflict` when the vendor already has a demo with this slug.
     async fn insert_demo(&self, demo: &Demo) -> Result<()>;
     /// A demo that was not deleted.
@@ -326,12 +110,19 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_demo(&self, id: DemoId, at: Timestamp) -> Result<bool>;
     /// Enabled demos with their vendor's name.
     async fn catalog(&self) -> Result<Vec<(Demo, String)>>;
+}
 
+#[async_trait]
+pub trait SandboxStore: Send + Sync {
     /// Inserts the sandbox if `capacity` allows (else `Capacity`, saying which limit), with
-    /// the lowest address slot no other sandbox holds.
+    /// the lowest address slot no other sandbox or warm member holds.
     async fn insert_sandbox(&self, sandbox: &NewSandbox, capacity: Capacity) -> Result<()>;
     async fn sandbox(&self, id: SandboxId) -> Result<Option<Sandbox>>;
     async fn sandboxes(&self, filter: &SandboxFilter) -> Result<Vec<Sandbox>>;
+    async fn ids_with_status(&self, status: SandboxStatus) -> Result<Vec<SandboxId>>;
+    /// Live sandboxes: how many run (provisioning or ready) and how many sleep, overall and
+    /// for one demo.
+    async fn count_live_by_state(&self, demo: Option<DemoId>) -> Result<LiveCounts>;
     /// `provisioning` → `ready`; false if the sandbox was not provisioning any more.
     async fn mark_ready(&self, id: SandboxId, at: Timestamp, addr: &str) -> Result<bool>;
     /// Moves the deadline of a live sandbox; false if it is not live.
@@ -341,6 +132,10 @@ pub trait Store: Send + Sync + 'static {
     /// Ends every live sandbox whose deadline is at or before `now`, returning their ids.
     async fn end_due(&self, now: Timestamp) -> Result<Vec<SandboxId>>;
     async fn next_deadline(&self) -> Result<Option<Timestamp>>;
+    /// Records that every object and copy of the data is gone; false if already recorded.
+    async fn mark_data_deleted(&self, id: SandboxId, at: Timestamp) -> Result<bool>;
+    /// Ended sandboxes whose objects are not yet confirmed gone.
+    async fn pending_teardowns(&self) -> Result<Vec<SandboxId>>;
     /// `ready` → `sleeping` for every sandbox idle (no proxy activity since it was ready or
     /// last used) for its demo's `idle_seconds` at `now`, returning their ids.
     async fn sleep_due(&self, now: Timestamp) -> Result<Vec<SandboxId>>;
@@ -358,62 +153,37 @@ pub trait Store: Send + Sync + 'static {
     async fn release_all_wakes(&self) -> Result<()>;
     /// `sleeping` → `ready`, counting the wake as activity; false if it was not sleeping.
     async fn mark_awake(&self, id: SandboxId, at: Timestamp) -> Result<bool>;
-    /// Live sandboxes: how many run (provisioning or ready) and how many sleep, overall and
-    /// for one demo.
-    async fn count_live_by_state(&self, demo: Option<DemoId>) -> Result<LiveCounts>;
-    /// Records that every object and copy of the data is gone; false if already recorded.
-    async fn mark_data_deleted(&self, id: SandboxId, at: Timestamp) -> Result<bool>;
-    /// Ended sandboxes whose objects are not yet confirmed gone.
-    async fn pending_teardowns(&self) -> Result<Vec<SandboxId>>;
-    async fn ids_with_status(&self, status: SandboxStatus) -> Result<Vec<SandboxId>>;
+    async fn add_usage(&self, batch: &[Usage]) -> Result<()>;
+}
+
+/// A sandbox's history. Events are kept as their structured JSON beside their kind, and
+/// read back as `SandboxEvent`s.
+#[async_trait]
+pub trait HistoryStore: Send + Sync {
+    /// Appends an event and, when given and the vendor has a webhook, the delivery that
+    /// announces it, in one transaction.
+    async fn append_event(
+        &self,
+        id: SandboxId,
+        at: Timestamp,
+        event: &SandboxEvent,
+        announce: Option<&NewDelivery>,
+    ) -> Result<()>;
+    /// The sandbox's events, oldest first.
+    async fn history(&self, id: SandboxId) -> Result<Vec<EventRecord>>;
+    /// The newest events of all sandboxes (of one vendor's demos), newest first.
+    async fn recent_events(
+        &self,
+        vendor: Option<VendorId>,
+        limit: u32,
+    ) -> Result<Vec<(SandboxId, EventRecord)>>;
     /// Ended sandboxes whose history lacks the event of their end (the process stopped
     /// between recording the end and its event).
     async fn ends_without_event(&self) -> Result<Vec<SandboxId>>;
+}
 
-    async fn add_event(
-        &self,
-        id: SandboxId,
-        at: Timestamp,
-        kind: &str,
-        detail: Option<&str>,
-    ) -> Result<()>;
-    async fn events(&self, id: SandboxId) -> Result<Vec<Event>>;
-    /// The vendor's webhook URL and secret, if it set one.
-    async fn vendor_webhook(&self, vendor: VendorId) -> Result<Option<(String, String)>>;
-    /// Sets the vendor's webhook URL (`None`: no webhook). A vendor without a secret gets
-    /// `new_secret`; true if it did (the secret is then shown, once).
-    async fn set_vendor_webhook(
-        &self,
-        vendor: VendorId,
-        url: Option<&str>,
-        new_secret: &str,
-    ) -> Result<bool>;
-    /// Records an event and, when the sandbox's vendor has a webhook, the delivery that
-    /// announces it, in one transaction.
-    async fn add_event_with_delivery(
-        &self,
-        id: SandboxId,
-        at: Timestamp,
-        kind: &str,
-        detail: Option<&str>,
-        delivery: &NewDelivery,
-    ) -> Result<()>;
-    /// Leases up to `limit` due deliveries until `lease_until`: only the oldest undelivered
-    /// one of each sandbox, so each sandbox's are delivered in order.
-    async fn claim_deliveries(
-        &self,
-        now: Timestamp,
-        lease_until: Timestamp,
-        limit: u32,
-    ) -> Result<Vec<Delivery>>;
-    async fn record_attempt(&self, seq: i64, attempt: &Attempt) -> Result<()>;
-    /// At start: deliveries leased by the previous run (which may have died mid-request)
-    /// may go again at once.
-    async fn release_delivery_leases(&self) -> Result<()>;
-    /// When the next pending delivery is due (its retry time or the end of its lease).
-    async fn next_delivery_at(&self) -> Result<Option<Timestamp>>;
-    /// The vendor's newest deliveries, newest first.
-    async fn deliveries(&self, vendor: VendorId, limit: u32) -> Result<Vec<DeliveryRecord>>;
+#[async_trait]
+pub trait PoolStore: Send + Sync {
     /// A new warm pool member (`warming`) with the lowest free address slot.
     async fn insert_warm(&self, member: &NewWarmMember) -> Result<()>;
     /// Warm pool members (of one demo), oldest first.
@@ -432,11 +202,35 @@ pub trait Store: Send + Sync + 'static {
     /// its address slot, in one transaction; false if it is no longer there to claim.
     /// `Capacity` if the prospects' limits (live, per demo) leave no place.
     async fn claim_warm(&self, sandbox: &NewSandbox, capacity: Capacity) -> Result<bool>;
-    /// The newest events of all sandboxes (of one vendor's demos), newest first.
-    async fn recent_events(
+}
+
+#[async_trait]
+pub trait OutboxStore: Send + Sync {
+    /// Leases up to `limit` due deliveries until `lease_until`: only the oldest undelivered
+    /// one of each sandbox, so each sandbox's are delivered in order.
+    async fn claim_deliveries(
         &self,
-        vendor: Option<VendorId>,
+        now: Timestamp,
+        lease_until: Timestamp,
         limit: u32,
-    ) -> Result<Vec<(SandboxId, Event)>>;
-    async fn add_usage(&self, batch: &[Usage]) -> Result<()>;
+    ) -> Result<Vec<Delivery>>;
+    async fn record_attempt(&self, seq: i64, attempt: &Attempt) -> Result<()>;
+    /// At start: deliveries leased by the previous run (which may have died mid-request)
+    /// may go again at once.
+    async fn release_delivery_leases(&self) -> Result<()>;
+    /// When the next pending delivery is due (its retry time or the end of its lease).
+    async fn next_delivery_at(&self) -> Result<Option<Timestamp>>;
+    /// The vendor's newest deliveries, newest first.
+    async fn deliveries(&self, vendor: VendorId, limit: u32) -> Result<Vec<DeliveryRecord>>;
+}
+
+/// The whole database.
+#[async_trait]
+pub trait Store:
+    VendorStore + DemoStore + SandboxStore + HistoryStore + PoolStore + OutboxStore + 'static
+{
+    async fn ping(&self) -> Result<()>;
+    /// This deployment's id, made once: it labels every Engine object so that several
+    /// deployments (or test runs) can share one Engine without touching each other's objects.
+    async fn instance_id(&self) -> Result<String>;
 }

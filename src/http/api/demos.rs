@@ -1,0 +1,182 @@
+//! `/v1/demos`: vendors register their product as a demo; operators see all of them.
+
+use std::collections::HashMap;
+
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::auth::demo_id;
+use super::{ApiError, ApiJson, ApiQuery, AppState, Caller, Items};
+use crate::domain::Demo;
+use crate::domain::{DemoId, DemoManifest, DemoSpec, Timestamp, VendorId};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_demo, list_demos))
+        .routes(routes!(get_demo, patch_demo, delete_demo))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct DemoView {
+    #[schema(value_type = String, format = Uuid)]
+    id: DemoId,
+    #[schema(value_type = String, format = Uuid)]
+    vendor_id: VendorId,
+    enabled: bool,
+    #[schema(value_type = String, format = DateTime)]
+    created_at: Timestamp,
+    #[schema(value_type = String, format = DateTime)]
+    updated_at: Timestamp,
+    /// Members of the warm pool started and ready to claim now (of `warm_pool`).
+    warm_ready: usize,
+    #[serde(flatten)]
+    spec: DemoSpec,
+}
+
+impl DemoView {
+    fn new(d: Demo, pools: &HashMap<DemoId, usize>) -> Self {
+        DemoView {
+            id: d.id,
+            vendor_id: d.vendor_id,
+            enabled: d.enabled,
+            created_at: d.created_at,
+            updated_at: d.updated_at,
+            warm_ready: pools.get(&d.id).copied().unwrap_or(0),
+            spec: d.spec,
+        }
+    }
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct CreateParams {
+    /// Operators only: the vendor the demo belongs to.
+    vendor_id: Option<String>,
+}
+
+/// Register a demo. Only `slug`, `title`, `image`, `port` and `data_path` are required; the
+/// image must already be on the Docker Engine.
+#[utoipa::path(post, path = "/v1/demos", tag = "demos",
+    params(CreateParams),
+    request_body = DemoManifest,
+    responses((status = 201, body = DemoView), (status = 409, body = super::Problem),
+              (status = 422, body = super::Problem)),
+    security(("bearer" = [])))]
+async fn create_demo(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(params): ApiQuery<CreateParams>,
+    ApiJson(manifest): ApiJson<DemoManifest>,
+) -> Result<impl IntoResponse, ApiError> {
+    let vendor = match (caller.vendor_scope()?, params.vendor_id) {
+        (Some(own), None) => own,
+        (Some(_), Some(_)) => {
+            return Err(ApiError::invalid(
+                "vendor_id",
+                "a vendor registers demos for itself only",
+            ));
+        }
+        (None, Some(raw)) => {
+            let id = VendorId::parse(&raw)
+                .map_err(|_| ApiError::invalid("vendor_id", "is not a valid vendor id"))?;
+            state
+                .store
+                .vendor(id)
+                .await?
+                .ok_or_else(|| ApiError::invalid("vendor_id", "no such vendor"))?
+                .id
+        }
+        (None, None) => {
+            return Err(ApiError::invalid(
+                "vendor_id",
+                "an operator must name the vendor: ?vendor_id=",
+            ));
+        }
+    };
+    let demo = state.registry.register_demo(vendor, manifest).await?;
+    state.lifecycle.pools_changed();
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, format!("/v1/demos/{}", demo.id))],
+        axum::Json(DemoView::new(demo, &HashMap::new())),
+    ))
+}
+
+/// The caller's demos (all of them for operators).
+#[utoipa::path(get, path = "/v1/demos", tag = "demos",
+    responses((status = 200, body = Items<DemoView>)),
+    security(("bearer" = [])))]
+async fn list_demos(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<axum::Json<Items<DemoView>>, ApiError> {
+    let demos = state.store.demos(caller.vendor_scope()?).await?;
+    let pools = state.lifecycle.pool_levels().await?;
+    Ok(axum::Json(Items {
+        items: demos
+            .into_iter()
+            .map(|d| DemoView::new(d, &pools))
+            .collect(),
+    }))
+}
+
+#[utoipa::path(get, path = "/v1/demos/{id}", tag = "demos",
+    responses((status = 200, body = DemoView), (status = 404, body = super::Problem)),
+    security(("bearer" = [])))]
+async fn get_demo(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<axum::Json<DemoView>, ApiError> {
+    let demo = caller.may_see_demo(state.store.demo(demo_id(&id)?).await?)?;
+    Ok(axum::Json(DemoView::new(
+        demo,
+        &state.lifecycle.pool_levels().await?,
+    )))
+}
+
+/// Change a demo: a JSON merge patch of any field but `slug`, plus `enabled`
+/// (`{"enabled": false}` hides it from the catalog). Running sandboxes are not affected.
+#[utoipa::path(patch, path = "/v1/demos/{id}", tag = "demos",
+    request_body = Object,
+    responses((status = 200, body = DemoView), (status = 404, body = super::Problem),
+              (status = 422, body = super::Problem)),
+    security(("bearer" = [])))]
+async fn patch_demo(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(patch): ApiJson<Value>,
+) -> Result<axum::Json<DemoView>, ApiError> {
+    let demo = caller.may_see_demo(state.store.demo(demo_id(&id)?).await?)?;
+    let demo = state.registry.update_demo(demo, patch).await?;
+    // A changed demo's warm members are drained (they run the old spec) and made anew.
+    state.lifecycle.pools_changed();
+    Ok(axum::Json(DemoView::new(
+        demo,
+        &state.lifecycle.pool_levels().await?,
+    )))
+}
+
+/// Retire a demo: no new sandboxes; running ones keep their deadline.
+#[utoipa::path(delete, path = "/v1/demos/{id}", tag = "demos",
+    responses((status = 204), (status = 404, body = super::Problem)),
+    security(("bearer" = [])))]
+async fn delete_demo(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let demo = caller.may_see_demo(state.store.demo(demo_id(&id)?).await?)?;
+    if !state.registry.delete_demo(demo.id).await? {
+        return Err(ApiError::NotFound("no such demo"));
+    }
+    state.lifecycle.pools_changed();
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,287 @@
+//! `/v1/sandboxes`: a prospect creates one with their files (no account); the prospect, the
+//! demo's vendor and operators read, extend and end it.
+
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
+use utoipa_axum::routes;
+
+use super::auth::SeenSandbox;
+use super::{ApiError, ApiJson, ApiQuery, AppState, Caller, Items};
+use crate::domain::{
+    DemoId, EndReason, FileRecord, Prospect, Sandbox, SandboxId, SandboxStatus, Timestamp,
+};
+use crate::http::intake;
+use crate::store::SandboxFilter;
+
+pub fn router(max_upload_bytes: u64) -> OpenApiRouter<AppState> {
+    let body_limit = DefaultBodyLimit::max(intake::body_limit(max_upload_bytes));
+    OpenApiRouter::new()
+        .routes(routes!(create_sandbox).layer(body_limit))
+        .routes(routes!(list_sandboxes))
+        .routes(routes!(get_sandbox, delete_sandbox))
+        .routes(routes!(extend_sandbox))
+        .routes(routes!(sandbox_events))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Usage {
+    requests: u64,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    last_active_at: Option<Timestamp>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SandboxView {
+    #[schema(value_type = String, format = Uuid)]
+    id: SandboxId,
+    #[schema(value_type = String, format = Uuid)]
+    demo_id: DemoId,
+    status: SandboxStatus,
+    #[schema(value_type = String, format = DateTime)]
+    created_at: Timestamp,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    ready_at: Option<Timestamp>,
+    #[schema(value_type = String, format = DateTime)]
+    expires_at: Timestamp,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    ended_at: Option<Timestamp>,
+    end_reason: Option<EndReason>,
+    remaining_seconds: u64,
+    /// Where the prospect opens the demo (with the sandbox token).
+    url: String,
+    files: Vec<FileRecord>,
+    /// When the container, its volumes and the spooled upload were confirmed gone.
+    #[schema(value_type = Option<String>, format = DateTime)]
+    data_deleted_at: Option<Timestamp>,
+    usage: Usage,
+    /// The information sheet; vendor and operators only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prospect: Option<Prospect>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CreatedSandbox {
+    #[serde(flatten)]
+    sandbox: SandboxView,
+    /// The sandbox token: opens, reads, extends and ends this sandbox. Shown once.
+    token: String,
+}
+
+impl SandboxView {
+    fn new(state: &AppState, sandbox: Sandbox, caller_sees_prospect: bool) -> SandboxView {
+        let sandbox = state.lifecycle.with_pending_activity(sandbox);
+        let remaining_seconds = if sandbox.status.is_live() {
+            Timestamp::now().until(sandbox.expires_at).as_secs()
+        } else {
+            0
+        };
+        SandboxView {
+            id: sandbox.id,
+            demo_id: sandbox.demo_id,
+            status: sandbox.status,
+            created_at: sandbox.created_at,
+            ready_at: sandbox.ready_at,
+            expires_at: sandbox.expires_at,
+            ended_at: sandbox.ended_at,
+            end_reason: sandbox.end_reason,
+            remaining_seconds,
+            url: format!("{}/s/{}/", state.public_url, sandbox.id),
+            files: sandbox.files,
+            data_deleted_at: sandbox.data_deleted_at,
+            usage: Usage {
+                requests: sandbox.requests,
+                last_active_at: sandbox.last_active_at,
+            },
+            prospect: caller_sees_prospect.then_some(sandbox.prospect),
+        }
+    }
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct CreateParams {
+    /// Hold the answer up to this many seconds, until the sandbox is `ready` or `failed`.
+    wait: Option<u32>,
+}
+
+/// The form a prospect sends (documentation of the multipart body).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct SandboxForm {
+    /// The demo's id. Must come before the files.
+    demo: String,
+    /// The trial window in seconds, up to the demo's `max_seconds`.
+    seconds: Option<u32>,
+    email: Option<String>,
+    company: Option<String>,
+    /// "What do you want to find out?"
+    needs: Option<String>,
+    /// One or more files.
+    #[schema(value_type = Vec<String>, format = Binary)]
+    file: Vec<Vec<u8>>,
+}
+
+/// Start a trial: upload files (multipart) and get a sandbox of the demo loaded with them.
+#[utoipa::path(post, path = "/v1/sandboxes", tag = "sandboxes",
+    params(CreateParams),
+    request_body(content = SandboxForm, content_type = "multipart/form-data"),
+    responses((status = 201, body = CreatedSandbox),
+              (status = 404, description = "unknown demo", body = super::Problem),
+              (status = 413, body = super::Problem), (status = 415, body = super::Problem),
+              (status = 422, body = super::Problem), (status = 429, body = super::Problem),
+              (status = 503, body = super::Problem)))]
+async fn create_sandbox(
+    State(state): State<AppState>,
+    ApiQuery(params): ApiQuery<CreateParams>,
+    request: Request,
+) -> Result<impl IntoResponse, ApiError> {
+    let (sandbox, token) = intake::start_trial(&state, request, params.wait).await?;
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, format!("/v1/sandboxes/{}", sandbox.id))],
+        axum::Json(CreatedSandbox {
+            sandbox: SandboxView::new(&state, sandbox, false),
+            token: token.expose().to_string(),
+        }),
+    ))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListParams {
+    status: Option<String>,
+    /// A demo id.
+    demo: Option<String>,
+}
+
+/// Sandboxes of the caller's demos (all of them for operators), newest first.
+#[utoipa::path(get, path = "/v1/sandboxes", tag = "sandboxes",
+    params(ListParams),
+    responses((status = 200, body = Items<SandboxView>)),
+    security(("bearer" = [])))]
+async fn list_sandboxes(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(params): ApiQuery<ListParams>,
+) -> Result<axum::Json<Items<SandboxView>>, ApiError> {
+    let filter = SandboxFilter {
+        vendor: caller.vendor_scope()?,
+        status: params
+            .status
+            .as_deref()
+            .map(SandboxStatus::parse)
+            .transpose()?,
+        demo: params.demo.as_deref().map(DemoId::parse).transpose()?,
+        ended_since: None,
+    };
+    let items = state
+        .store
+        .sandboxes(&filter)
+        .await?
+        .into_iter()
+        .map(|s| SandboxView::new(&state, s, true))
+        .collect();
+    Ok(axum::Json(Items { items }))
+}
+
+#[utoipa::path(get, path = "/v1/sandboxes/{id}", tag = "sandboxes",
+    params(("id" = String, Path)),
+    responses((status = 200, body = SandboxView), (status = 404, body = super::Problem)),
+    security(("bearer" = [])))]
+async fn get_sandbox(
+    State(state): State<AppState>,
+    SeenSandbox { caller, sandbox }: SeenSandbox,
+) -> axum::Json<SandboxView> {
+    axum::Json(SandboxView::new(&state, sandbox, caller.sees_prospect()))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Extension {
+    /// Seconds to add to the deadline.
+    seconds: i64,
+}
+
+/// Move the deadline later, up to the demo's `max_seconds` from the sandbox's creation.
+#[utoipa::path(post, path = "/v1/sandboxes/{id}/extend", tag = "sandboxes",
+    params(("id" = String, Path)),
+    request_body = Extension,
+    responses((status = 200, body = SandboxView), (status = 409, body = super::Problem),
+              (status = 422, body = super::Problem)),
+    security(("bearer" = [])))]
+async fn extend_sandbox(
+    State(state): State<AppState>,
+    SeenSandbox { caller, sandbox }: SeenSandbox,
+    ApiJson(body): ApiJson<Extension>,
+) -> Result<axum::Json<SandboxView>, ApiError> {
+    let max = sandbox.spec.trial.max_seconds;
+    if body.seconds < 1 || body.seconds > i64::from(max) {
+        return Err(ApiError::invalid(
+            "seconds",
+            format!("must be between 1 and {max}"),
+        ));
+    }
+    let sandbox = state
+        .lifecycle
+        .extend(sandbox.id, body.seconds as u32)
+        .await?;
+    Ok(axum::Json(SandboxView::new(
+        &state,
+        sandbox,
+        caller.sees_prospect(),
+    )))
+}
+
+/// End the sandbox now. Answers once the container, its volumes and the spooled upload are
+/// gone, with `data_deleted_at` set.
+#[utoipa::path(delete, path = "/v1/sandboxes/{id}", tag = "sandboxes",
+    params(("id" = String, Path)),
+    responses((status = 200, body = SandboxView), (status = 404, body = super::Problem),
+              (status = 503, body = super::Problem)),
+    security(("bearer" = [])))]
+async fn delete_sandbox(
+    State(state): State<AppState>,
+    SeenSandbox { caller, sandbox }: SeenSandbox,
+) -> Result<axum::Json<SandboxView>, ApiError> {
+    let sandbox = state.lifecycle.end(sandbox.id, caller.ending()).await?;
+    Ok(axum::Json(SandboxView::new(
+        &state,
+        sandbox,
+        caller.sees_prospect(),
+    )))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct EventView {
+    #[schema(value_type = String, format = DateTime)]
+    at: Timestamp,
+    kind: String,
+    detail: Option<String>,
+}
+
+/// The sandbox's lifecycle history, oldest first.
+#[utoipa::path(get, path = "/v1/sandboxes/{id}/events", tag = "sandboxes",
+    params(("id" = String, Path)),
+    responses((status = 200, body = Items<EventView>), (status = 404, body = super::Problem)),
+    security(("bearer" = [])))]
+async fn sandbox_events(
+    State(state): State<AppState>,
+    SeenSandbox { sandbox, .. }: SeenSandbox,
+) -> Result<axum::Json<Items<EventView>>, ApiError> {
+    let items = state
+        .store
+        .history(sandbox.id)
+        .await?
+        .into_iter()
+        .map(|e| EventView {
+            at: e.at,
+            kind: e.event.kind().to_string(),
+            detail: e.event.detail(),
+        })
+        .collect();
+    Ok(axum::Json(Items { items }))
+}

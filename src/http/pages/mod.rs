@@ -1,0 +1,206 @@
+//! The browser: server-rendered pages for prospects (catalog, trial form, trial page with
+//! its deletion receipt) and the operators' and vendors' live consoles. Templates live in
+//! `templates/`, compiled in by askama (escaped by default); the stylesheet and the small
+//! scripts in `static/` are compiled in too, so nothing is loaded from another site.
+//! Handlers here parse and authorize like the API's (through the same door, `auth`), then
+//! call the same services.
+
+mod catalog;
+mod console;
+mod trial;
+
+use askama::Template;
+use axum::Router;
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use tower_http::set_header::SetResponseHeaderLayer;
+
+use super::{ApiError, AppState, Caller, auth, intake, session};
+use crate::domain::{Timestamp, VendorId};
+
+pub fn router(max_upload_bytes: u64) -> Router<AppState> {
+    Router::new()
+        .merge(catalog::router())
+        .merge(trial::router(max_upload_bytes))
+        .merge(console::router())
+        .route("/assets/{name}", get(asset))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(
+                "default-src 'self'; img-src 'self' data:; object-src 'none'; \
+                 base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+            ),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            HeaderName::from_static("cross-origin-opener-policy"),
+            HeaderValue::from_static("same-origin"),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::X_FRAME_OPTIONS,
+            HeaderValue::from_static("DENY"),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("same-origin"),
+        ))
+}
+
+/// The stylesheet and scripts, compiled into the binary.
+async fn asset(axum::extract::Path(name): axum::extract::Path<String>) -> Response {
+    let (body, kind): (&'static str, &str) = match name.as_str() {
+        "app.css" => (include_str!("../../../static/app.css"), "text/css"),
+        "upload.js" => (include_str!("../../../static/upload.js"), "text/javascript"),
+        "trial.js" => (include_str!("../../../static/trial.js"), "text/javascript"),
+        "console.js" => (
+            include_str!("../../../static/console.js"),
+            "text/javascript",
+        ),
+        _ => return (StatusCode::NOT_FOUND, "no such asset").into_response(),
+    };
+    (
+        [
+            (header::CONTENT_TYPE, format!("{kind}; charset=utf-8")),
+            // Short: a new release is picked up within minutes without versioned names.
+            (header::CACHE_CONTROL, "public, max-age=300".to_string()),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// Renders a page; a template that fails to render is a bug, answered 500.
+fn render(page: &impl Template) -> Response {
+    match page.render() {
+        Ok(html) => (
+            [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
+            Html(html),
+        )
+            .into_response(),
+        Err(err) => {
+            tracing::error!(%err, "a page did not render");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the page could not be rendered",
+            )
+                .into_response()
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "error.html")]
+struct ErrorPage<'a> {
+    status: u16,
+    title: &'a str,
+    detail: String,
+}
+
+/// An error on a page route: the same errors as the API, shown as a page.
+pub struct PageError(ApiError);
+
+impl<E: Into<ApiError>> From<E> for PageError {
+    fn from(err: E) -> Self {
+        PageError(err.into())
+    }
+}
+
+impl IntoResponse for PageError {
+    fn into_response(self) -> Response {
+        let status = self.0.status();
+        let page = ErrorPage {
+            status: status.as_u16(),
+            title: status.canonical_reason().unwrap_or("Error"),
+            detail: self.0.to_string(),
+        };
+        let mut response = render(&page);
+        *response.status_mut() = status;
+        response
+    }
+}
+
+/// A vendor's name as pages show it (empty if the vendor is gone).
+async fn vendor_name(state: &AppState, id: VendorId) -> Result<String, ApiError> {
+    Ok(state
+        .store
+        .vendor(id)
+        .await?
+        .map(|v| v.name.as_str().to_string())
+        .unwrap_or_default())
+}
+
+/// "15 minutes", "1 hour 30 minutes": trial lengths as people say them.
+pub fn spoken_duration(seconds: u64) -> String {
+    let (hours, minutes, secs) = (seconds / 3600, seconds % 3600 / 60, seconds % 60);
+    let unit = |n: u64, one: &str| {
+        if n == 1 {
+            format!("1 {one}")
+        } else {
+            format!("{n} {one}s")
+        }
+    };
+    let mut parts = Vec::new();
+    if hours > 0 {
+        parts.push(unit(hours, "hour"));
+    }
+    if minutes > 0 {
+        parts.push(unit(minutes, "minute"));
+    }
+    if secs > 0 || parts.is_empty() {
+        parts.push(unit(secs, "second"));
+    }
+    parts.join(" ")
+}
+
+/// "1.5 MB": sizes as people read them (decimal units, like file managers).
+pub fn spoken_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["KB", "MB", "GB", "TB"];
+    if bytes < 1000 {
+        return format!("{bytes} bytes");
+    }
+    let mut value = bytes as f64;
+    let mut unit = "bytes";
+    for u in UNITS {
+        if value < 1000.0 {
+            break;
+        }
+        value /= 1000.0;
+        unit = u;
+    }
+    if value < 10.0 {
+        format!("{value:.1} {unit}")
+    } else {
+        format!("{value:.0} {unit}")
+    }
+}
+
+/// A moment as shown on pages: UTC, to the second (scripts turn it into local time).
+pub fn shown_time(at: Timestamp) -> String {
+    let text = at.to_rfc3339();
+    // 2026-11-29T01:02:03.456Z → 2026-11-29 01:02:03 UTC
+    format!("{} {} UTC", &text[..10], &text[11..19])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_and_sizes_read_naturally() {
+        assert_eq!(spoken_duration(900), "15 minutes");
+        assert_eq!(spoken_duration(3600), "1 hour");
+        assert_eq!(spoken_duration(5400), "1 hour 30 minutes");
+        assert_eq!(spoken_duration(61), "1 minute 1 second");
+        assert_eq!(spoken_bytes(999), "999 bytes");
+        assert_eq!(spoken_bytes(1_500_000), "1.5 MB");
+        assert_eq!(spoken_bytes(50_000_000), "50 MB");
+        assert_eq!(
+            shown_time(Timestamp::from_millis(0)),
+            "1970-01-01 00:00:00 UTC"
+        );
+    }
+}

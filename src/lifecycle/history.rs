@@ -1,0 +1,45 @@
+//! Writing a sandbox's history. An event a vendor's webhook announces is written with its
+//! delivery in one transaction, so no announced change is lost to a crash; the webhook
+//! sender is then told there is work.
+
+use std::sync::Arc;
+
+use crate::domain::{SandboxEvent, SandboxId, Timestamp};
+use crate::store::Store;
+use crate::webhooks::{self, Webhooks};
+
+pub(super) struct History {
+    store: Arc<dyn Store>,
+    webhooks: Webhooks,
+}
+
+impl History {
+    pub(super) fn new(store: Arc<dyn Store>, webhooks: Webhooks) -> History {
+        History { store, webhooks }
+    }
+
+    /// Records `event` of sandbox `id` as happened `at`. A history that cannot be written
+    /// (the database is down) is logged, not fatal: the change itself is in the record.
+    pub(super) async fn record(&self, id: SandboxId, at: Timestamp, event: SandboxEvent) {
+        let written = match webhooks::announced_as(&event) {
+            None => self.store.append_event(id, at, &event, None).await,
+            Some(_) => match self.store.sandbox(id).await {
+                Ok(sandbox) => {
+                    let delivery = sandbox.and_then(|s| webhooks::delivery(&event, at, &s));
+                    let written = self
+                        .store
+                        .append_event(id, at, &event, delivery.as_ref())
+                        .await;
+                    if delivery.is_some() {
+                        self.webhooks.ring();
+                    }
+                    written
+                }
+                Err(err) => Err(err),
+            },
+        };
+        if let Err(err) = written {
+            tracing::warn!(sandbox_id = %id, kind = event.kind(), %err, "could not record an event");
+        }
+    }
+}

@@ -1,0 +1,155 @@
+//! The one end path: every reason goes the same way, one caller wins, deadlines are kept,
+//! and a teardown the Engine cannot finish is finished later.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::harness::{Harness, advance, advance_until, eventually};
+use crate::domain::receipt::Receipt;
+use crate::domain::{EndReason, Ending, SandboxEvent, SandboxId, SandboxStatus};
+use crate::lifecycle::reconcile;
+
+/// What the history says from the end on.
+async fn from_the_end(h: &Harness, id: SandboxId) -> Vec<&'static str> {
+    let kinds = h.kinds(id).await;
+    let start = kinds
+        .iter()
+        .position(|k| SandboxEvent::end_kinds().contains(k))
+        .expect("an end event");
+    kinds[start..].to_vec()
+}
+
+/// Moves the clock on until the sandbox's data is deleted (its deadline passed).
+async fn until_expired(h: &Harness, id: SandboxId, within: Duration) {
+    advance_until("the trial expired", within, async || {
+        h.sandbox(id).await.data_deleted_at.is_some()
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_reason_to_end_goes_the_same_way() {
+    let mut h = Harness::new().await;
+    let demo = h.demo("ends", json!({"trial": {"seconds": 60}})).await;
+    let cases = [
+        Ending::EndedByProspect,
+        Ending::EndedByVendor,
+        Ending::EndedByAdmin,
+        Ending::failed("the disk is full"),
+    ];
+    for ending in cases {
+        let id = h.ready(&demo).await;
+        let reason = ending.reason();
+        let ended = h.lifecycle.end(id, ending).await.expect("it ends");
+        assert_eq!(ended.end_reason, Some(reason));
+        assert!(ended.data_deleted_at.is_some(), "{reason:?}");
+        assert_eq!(
+            from_the_end(&h, id).await,
+            [
+                reason.as_str(),
+                "container_removed",
+                "volumes_removed",
+                "data_deleted"
+            ]
+        );
+        let history = h.store.history(id).await.unwrap();
+        assert!(Receipt::of(&ended, &history).is_some(), "a receipt");
+    }
+
+    // The deadline is the fifth reason, claimed by the scheduler.
+    h.run_background();
+    let id = h.ready(&demo).await;
+    until_expired(&h, id, Duration::from_secs(90)).await;
+    assert_eq!(h.sandbox(id).await.end_reason, Some(EndReason::Expired));
+    assert_eq!(
+        from_the_end(&h, id).await,
+        [
+            "expired",
+            "container_removed",
+            "volumes_removed",
+            "data_deleted"
+        ]
+    );
+    assert!(h.engine.sandboxes().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_deadline_ends_the_trial_and_not_before_it() {
+    let mut h = Harness::new().await;
+    h.run_background();
+    let demo = h.demo("deadline", json!({"trial": {"seconds": 120}})).await;
+    let id = h.ready(&demo).await;
+    let deadline = h.sandbox(id).await.expires_at;
+
+    advance(Duration::from_secs(119)).await;
+    assert_eq!(h.sandbox(id).await.status, SandboxStatus::Ready);
+
+    // (How promptly is the scheduler's own tests' to say, on a clock no database shares.)
+    until_expired(&h, id, Duration::from_secs(30)).await;
+    let ended = h.sandbox(id).await;
+    assert_eq!(ended.end_reason, Some(EndReason::Expired));
+    assert!(
+        ended.ended_at.expect("an end time") >= deadline,
+        "not before"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_extension_moves_the_deadline_the_scheduler_sleeps_towards() {
+    let mut h = Harness::new().await;
+    h.run_background();
+    let demo = h.demo("extended", json!({"trial": {"seconds": 60}})).await;
+    let id = h.ready(&demo).await;
+    h.lifecycle.extend(id, 60).await.expect("it extends");
+
+    advance(Duration::from_secs(90)).await;
+    assert_eq!(h.sandbox(id).await.status, SandboxStatus::Ready);
+    until_expired(&h, id, Duration::from_secs(60)).await;
+    assert_eq!(h.sandbox(id).await.end_reason, Some(EndReason::Expired));
+    let extended = h.events(id).await.into_iter().find_map(|e| match e {
+        SandboxEvent::Extended { by_seconds, .. } => Some(by_seconds),
+        _ => None,
+    });
+    assert_eq!(extended, Some(60));
+}
+
+#[tokio::test(start_paused = true)]
+async fn two_ends_at_once_are_announced_once_and_both_wait_for_the_data() {
+    let h = Harness::new().await;
+    let demo = h.demo("twice", json!({})).await;
+    let id = h.ready(&demo).await;
+    let (a, b) = tokio::join!(
+        h.lifecycle.end(id, Ending::EndedByAdmin),
+        h.lifecycle.end(id, Ending::EndedByProspect)
+    );
+    let (a, b) = (a.expect("first"), b.expect("second"));
+    assert!(a.data_deleted_at.is_some() && b.data_deleted_at.is_some());
+    assert_eq!(a.end_reason, b.end_reason, "one reason wins");
+    let ends = h
+        .kinds(id)
+        .await
+        .into_iter()
+        .filter(|k| SandboxEvent::end_kinds().contains(k))
+        .count();
+    assert_eq!(ends, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_teardown_the_engine_cannot_finish_is_finished_by_the_reconciler() {
+    let h = Harness::new().await;
+    let demo = h.demo("cut-off", json!({})).await;
+    let id = h.ready(&demo).await;
+
+    h.engine.set_reachable(false);
+    assert!(h.lifecycle.end(id, Ending::EndedByAdmin).await.is_err());
+    let ended = h.sandbox(id).await;
+    assert_eq!(ended.status, SandboxStatus::Ended, "the end is recorded");
+    assert!(ended.data_deleted_at.is_none(), "but nothing is promised");
+
+    h.engine.set_reachable(true);
+    reconcile::once(&h.lifecycle).await.expect("a pass");
+    assert!(h.sandbox(id).await.data_deleted_at.is_some());
+    assert!(h.engine.sandboxes().is_empty());
+    eventually("no spool left", async || !h.spooled(id)).await;
+}

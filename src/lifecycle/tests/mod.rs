@@ -1,0 +1,11 @@
+//! Unit tests of the lifecycle's logic over the fake Engine, with time under the tests'
+//! control: provisioning, the one end path, sleep and wake, warm pools, the reconciler,
+//! and the races between them. (The integration tests in `tests/` prove the same against
+//! the real Engine.)
+
+mod ending;
+mod harness;
+mod pools;
+mod provisioning;
+mod reconcile;
+mod sleep;

@@ -1,0 +1,156 @@
+//! Provisioning: the cold path, the ways it fails, and an end that comes while it runs.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::harness::{Harness, advance, eventually};
+use crate::domain::{EndReason, Ending, SandboxEvent, SandboxStatus};
+use crate::engine::EngineError;
+use crate::engine::fake::Op;
+
+#[tokio::test(start_paused = true)]
+async fn a_cold_trial_places_the_files_starts_and_becomes_ready() {
+    let h = Harness::new().await;
+    let demo = h.demo("cold", json!({})).await;
+    let id = h.ready(&demo).await;
+
+    assert_eq!(
+        h.kinds(id).await,
+        ["created", "data_placed", "started", "ready"]
+    );
+    let container = h.engine.container(id).expect("a container");
+    assert!(container.running);
+    assert_eq!(container.files.get("a.csv"), Some(&8));
+    assert_eq!(h.engine.calls(Op::Start, Some(id)), 1);
+    assert!(!h.spooled(id), "the spool copy goes once the files are in");
+    let sandbox = h.sandbox(id).await;
+    assert!(sandbox.container_addr.is_some());
+    assert!(sandbox.ready_at.is_some());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_load_command_that_fails_fails_the_trial_and_removes_everything() {
+    let h = Harness::new().await;
+    let demo = h
+        .demo("loads", json!({"load_command": ["/bin/load", "/data"]}))
+        .await;
+    h.engine.exec_outcome(3, "bad rows in a.csv");
+    let id = h.start(&demo).await;
+    let sandbox = h.until_deleted(id).await;
+
+    assert_eq!(sandbox.status, SandboxStatus::Failed);
+    let events = h.events(id).await;
+    let failure = events.iter().find_map(|e| match e {
+        SandboxEvent::Ended {
+            ending: Ending::Failed(f),
+            ..
+        } => Some(f.as_str().to_string()),
+        _ => None,
+    });
+    let failure = failure.expect("a failure is recorded");
+    assert!(failure.contains("exited with code 3"), "{failure}");
+    assert!(!events.contains(&SandboxEvent::Loaded));
+    assert!(h.engine.sandboxes().is_empty(), "nothing is left");
+    assert!(!h.spooled(id));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_demo_that_never_answers_fails_at_its_ready_timeout_not_before() {
+    let h = Harness::new().await;
+    let demo = h
+        .demo("silent", json!({"ready": {"timeout_seconds": 30}}))
+        .await;
+    h.engine.demos_answer(false);
+    let id = h.start(&demo).await;
+    eventually("it started", async || {
+        h.events(id).await.contains(&SandboxEvent::Started {
+            from_warm_pool: false,
+        })
+    })
+    .await;
+
+    for _ in 0..29 {
+        advance(Duration::from_secs(1)).await;
+    }
+    assert_eq!(h.sandbox(id).await.status, SandboxStatus::Provisioning);
+
+    advance(Duration::from_secs(2)).await;
+    let sandbox = h.until_deleted(id).await;
+    assert_eq!(sandbox.status, SandboxStatus::Failed);
+    let events = h.events(id).await;
+    assert!(
+        events.iter().any(|e| e
+            .detail()
+            .is_some_and(|d| d.contains("did not answer GET / on port 8080 within 30 s"))),
+        "{events:?}"
+    );
+    assert!(h.engine.sandboxes().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_container_that_exits_at_start_fails_with_its_exit_code() {
+    let h = Harness::new().await;
+    let demo = h.demo("exits", json!({})).await;
+    let start = h.engine.hold(Op::Start);
+    let id = h.start(&demo).await;
+    start.arrived().await;
+    h.engine.crash(id, 7, false);
+    start.release();
+
+    let sandbox = h.until_deleted(id).await;
+    assert_eq!(sandbox.status, SandboxStatus::Failed);
+    let failed = h.events(id).await.into_iter().find_map(|e| match e {
+        SandboxEvent::Ended { ending, .. } => ending.failure().map(|f| f.as_str().to_string()),
+        _ => None,
+    });
+    assert_eq!(
+        failed.as_deref(),
+        Some("the demo's container stopped (exit code 7)")
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_create_the_engine_refuses_fails_the_trial() {
+    let h = Harness::new().await;
+    let demo = h.demo("refused", json!({})).await;
+    h.engine.fail_next(
+        Op::Create,
+        EngineError::Rejected {
+            status: 500,
+            message: "no space left on device".into(),
+        },
+    );
+    let id = h.start(&demo).await;
+    let sandbox = h.until_deleted(id).await;
+    assert_eq!(sandbox.status, SandboxStatus::Failed);
+    assert!(h.engine.sandboxes().is_empty());
+    assert!(!h.spooled(id));
+}
+
+/// A prospect who ends the trial while its container starts: provisioning stops at the
+/// next step, the sandbox ends as the prospect asked (not as a failure), nothing is left.
+#[tokio::test(start_paused = true)]
+async fn ending_while_provisioning_stops_it_between_engine_calls() {
+    let h = Harness::new().await;
+    let demo = h.demo("ended-early", json!({})).await;
+    let start = h.engine.hold(Op::Start);
+    let id = h.start(&demo).await;
+    start.arrived().await;
+
+    let lifecycle = h.lifecycle.clone();
+    let ending = tokio::spawn(async move { lifecycle.end(id, Ending::EndedByProspect).await });
+    h.until_status(id, SandboxStatus::Ended).await;
+    start.release();
+    let ended = ending.await.unwrap().expect("the end finishes");
+
+    assert_eq!(ended.end_reason, Some(EndReason::EndedByProspect));
+    assert!(ended.data_deleted_at.is_some());
+    let kinds = h.kinds(id).await;
+    assert!(
+        !kinds.contains(&"ready") && !kinds.contains(&"failed"),
+        "{kinds:?}"
+    );
+    assert!(h.engine.sandboxes().is_empty(), "the container went");
+    assert_eq!(h.engine.calls(Op::Probe, None), 0, "no step after the end");
+}

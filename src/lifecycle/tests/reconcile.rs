@@ -1,0 +1,154 @@
+//! The reconciler: what it repairs, what it removes, what it must leave alone, and the
+//! restart that comes before it.
+
+use serde_json::json;
+
+use super::harness::{Harness, eventually};
+use crate::domain::token::TokenHash;
+use crate::domain::{
+    EndReason, Ending, NewSandbox, Prospect, SandboxEvent, SandboxId, SandboxStatus, Timestamp,
+};
+use crate::engine::fake::Op;
+use crate::lifecycle::reconcile;
+use crate::store::Capacity;
+
+#[tokio::test(start_paused = true)]
+async fn a_vanished_container_fails_its_sandbox() {
+    let h = Harness::new().await;
+    let demo = h.demo("vanishes", json!({})).await;
+    let id = h.ready(&demo).await;
+    h.engine.vanish(id);
+
+    reconcile::once(&h.lifecycle).await.unwrap();
+    let sandbox = h.sandbox(id).await;
+    assert_eq!(sandbox.status, SandboxStatus::Failed);
+    assert!(sandbox.data_deleted_at.is_some());
+    let failure = h.events(id).await.into_iter().find_map(|e| match e {
+        SandboxEvent::Ended { ending, .. } => ending.failure().map(|f| f.as_str().to_string()),
+        _ => None,
+    });
+    assert_eq!(failure.as_deref(), Some("the sandbox's container vanished"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_crashed_container_sleeps_until_a_request_restarts_it() {
+    let h = Harness::new().await;
+    let demo = h.demo("crashes", json!({})).await;
+    let id = h.ready(&demo).await;
+    h.engine.crash(id, 137, true);
+
+    reconcile::once(&h.lifecycle).await.unwrap();
+    assert_eq!(h.sandbox(id).await.status, SandboxStatus::Sleeping);
+    assert!(h.events(id).await.contains(&SandboxEvent::Stopped {
+        exit_code: 137,
+        oom_killed: true
+    }));
+    let awake = h.lifecycle.wake(id).await.expect("a request restarts it");
+    assert_eq!(awake.status, SandboxStatus::Ready);
+    assert_eq!(
+        h.engine.container(id).unwrap().files.len(),
+        1,
+        "data intact"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn objects_nobody_knows_go_and_live_sandboxes_stay() {
+    let h = Harness::new().await;
+    let demo = h.demo("mixed", json!({})).await;
+    let live = h.ready(&demo).await;
+    let stray = SandboxId::new();
+    h.engine.leftover(stray);
+
+    reconcile::once(&h.lifecycle).await.unwrap();
+    assert!(h.engine.container(stray).is_none(), "the stray went");
+    assert!(
+        h.engine.container(live).unwrap().running,
+        "the live one stayed"
+    );
+    assert_eq!(h.sandbox(live).await.status, SandboxStatus::Ready);
+}
+
+/// The reconciler lists the Engine, then reads the database: a sandbox that became ready
+/// in between is not in the listing, and must not be repaired for it.
+#[tokio::test(start_paused = true)]
+async fn a_sandbox_made_after_the_listing_is_left_alone() {
+    let h = Harness::new().await;
+    let demo = h.demo("late", json!({})).await;
+    let listing = h.engine.hold(Op::List);
+    let lifecycle = h.lifecycle.clone();
+    let pass = tokio::spawn(async move { reconcile::once(&lifecycle).await });
+    listing.arrived().await;
+    let id = h.ready(&demo).await;
+    listing.release();
+    pass.await.unwrap().unwrap();
+
+    assert_eq!(h.sandbox(id).await.status, SandboxStatus::Ready);
+    assert!(h.engine.container(id).unwrap().running);
+    assert_eq!(
+        h.kinds(id).await,
+        ["created", "data_placed", "started", "ready"],
+        "nothing happened to it"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_restart_fails_cut_short_trials_and_announces_ends_it_missed() {
+    let h = Harness::new().await;
+    let demo = h.demo("restarted", json!({})).await;
+    let record = |id| NewSandbox {
+        id,
+        demo_id: demo.id,
+        vendor_id: demo.vendor_id,
+        token_hash: TokenHash::of("t"),
+        spec: demo.spec.clone(),
+        created_at: Timestamp::from_millis(0),
+        expires_at: Timestamp::from_millis(i64::MAX / 2),
+        files: vec![],
+        profiles: vec![],
+        prospect: Prospect::default(),
+    };
+    let capacity = Capacity {
+        running: 10,
+        live: 10,
+        per_demo: None,
+    };
+    // One was provisioning when the previous run stopped; it had made its container.
+    let cut_short = SandboxId::new();
+    h.store
+        .insert_sandbox(&record(cut_short), capacity)
+        .await
+        .unwrap();
+    h.engine.leftover(cut_short);
+    // Another's end was recorded, but not its event.
+    let unannounced = SandboxId::new();
+    h.store
+        .insert_sandbox(&record(unannounced), capacity)
+        .await
+        .unwrap();
+    let at = Timestamp::from_millis(5_000);
+    h.store
+        .end(unannounced, at, EndReason::EndedByVendor)
+        .await
+        .unwrap();
+
+    h.lifecycle.recover().await.unwrap();
+    assert_eq!(h.sandbox(cut_short).await.status, SandboxStatus::Failed);
+    let history = h.store.history(unannounced).await.unwrap();
+    assert_eq!(history.len(), 1);
+    assert_eq!(history[0].at, at, "dated when it ended");
+    assert_eq!(
+        history[0].event,
+        SandboxEvent::Ended {
+            ending: Ending::EndedByVendor,
+            recovered: true
+        }
+    );
+
+    reconcile::once(&h.lifecycle).await.unwrap();
+    eventually("the cut-short trial is torn down", async || {
+        h.sandbox(cut_short).await.data_deleted_at.is_some()
+    })
+    .await;
+    assert!(h.engine.sandboxes().is_empty());
+}

@@ -1,0 +1,104 @@
+//! Demos: each a vendor's checked manifest (`DemoSpec`, as JSON), enabled or not, soft-deleted.
+
+use async_trait::async_trait;
+use sqlx::sqlite::SqliteRow;
+use sqlx::{QueryBuilder, Row};
+
+use super::{SqliteStore, conflict_on_unique, corrupt, json};
+use crate::domain::{Demo, DemoId, Timestamp, VendorId};
+use crate::store::{DemoStore, Result};
+
+fn demo_from(row: &SqliteRow) -> Result<Demo> {
+    Ok(Demo {
+        id: DemoId::parse(row.try_get("id")?).map_err(corrupt)?,
+        vendor_id: VendorId::parse(row.try_get("vendor_id")?).map_err(corrupt)?,
+        spec: serde_json::from_str(row.try_get("spec")?).map_err(corrupt)?,
+        enabled: row.try_get("enabled")?,
+        created_at: Timestamp::from_millis(row.try_get("created_at")?),
+        updated_at: Timestamp::from_millis(row.try_get("updated_at")?),
+    })
+}
+
+#[async_trait]
+impl DemoStore for SqliteStore {
+    async fn insert_demo(&self, demo: &Demo) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO demos (id, vendor_id, slug, spec, enabled, created_at, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(demo.id.to_string())
+        .bind(demo.vendor_id.to_string())
+        .bind(demo.spec.slug.as_str())
+        .bind(json(&demo.spec)?)
+        .bind(demo.enabled)
+        .bind(demo.created_at.millis())
+        .bind(demo.updated_at.millis())
+        .execute(&self.pool)
+        .await
+        .map_err(|e| conflict_on_unique(e, "this vendor already has a demo with this slug"))?;
+        Ok(())
+    }
+
+    async fn demo(&self, id: DemoId) -> Result<Option<Demo>> {
+        sqlx::query("SELECT * FROM demos WHERE id = ? AND deleted_at IS NULL")
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(demo_from)
+            .transpose()
+    }
+
+    async fn demos(&self, vendor: Option<VendorId>) -> Result<Vec<Demo>> {
+        let mut q = QueryBuilder::new("SELECT * FROM demos WHERE deleted_at IS NULL");
+        if let Some(vendor) = vendor {
+            q.push(" AND vendor_id = ").push_bind(vendor.to_string());
+        }
+        q.push(" ORDER BY id");
+        q.build()
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(demo_from)
+            .collect()
+    }
+
+    async fn update_demo(&self, demo: &Demo) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE demos SET spec = ?, enabled = ?, updated_at = ?
+             WHERE id = ? AND deleted_at IS NULL",
+        )
+        .bind(json(&demo.spec)?)
+        .bind(demo.enabled)
+        .bind(demo.updated_at.millis())
+        .bind(demo.id.to_string())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn delete_demo(&self, id: DemoId, at: Timestamp) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE demos SET deleted_at = ?, enabled = 0 WHERE id = ? AND deleted_at IS NULL",
+        )
+        .bind(at.millis())
+        .bind(id.to_string())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn catalog(&self) -> Result<Vec<(Demo, String)>> {
+        let rows = sqlx::query(
+            "SELECT demos.*, vendors.name AS vendor_name FROM demos
+             JOIN vendors ON vendors.id = demos.vendor_id
+             WHERE demos.deleted_at IS NULL AND demos.enabled = 1
+             ORDER BY vendors.name, demos.slug",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| Ok((demo_from(row)?, row.try_get("vendor_name")?)))
+            .collect()
+    }
+}

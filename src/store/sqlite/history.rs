@@ -1,0 +1,108 @@
+//! A sandbox's history: events as JSON beside their kind, and with each one a vendor's webhook announces, its delivery, in the same transaction.
+
+use async_trait::async_trait;
+use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
+
+use super::{SqliteStore, corrupt, ids_from, json};
+use crate::domain::webhook::NewDelivery;
+use crate::domain::{EventRecord, SandboxEvent, SandboxId, Timestamp, VendorId};
+use crate::store::{HistoryStore, Result};
+
+fn record_from(row: &SqliteRow) -> Result<EventRecord> {
+    let data: String = row.try_get("data")?;
+    Ok(EventRecord {
+        at: Timestamp::from_millis(row.try_get("at")?),
+        event: serde_json::from_str(&data)
+            .map_err(|e| corrupt(format!("an event {data:?}: {e}")))?,
+    })
+}
+
+#[async_trait]
+impl HistoryStore for SqliteStore {
+    async fn append_event(
+        &self,
+        id: SandboxId,
+        at: Timestamp,
+        event: &SandboxEvent,
+        announce: Option<&NewDelivery>,
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("INSERT INTO sandbox_events (sandbox_id, at, kind, data) VALUES (?, ?, ?, ?)")
+            .bind(id.to_string())
+            .bind(at.millis())
+            .bind(event.kind())
+            .bind(json(event)?)
+            .execute(&mut *tx)
+            .await?;
+        if let Some(delivery) = announce {
+            sqlx::query(
+                "INSERT INTO webhook_deliveries
+                     (id, vendor_id, sandbox_id, type, body, created_at, next_attempt_at)
+                 SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?6 FROM vendors
+                 WHERE id = ?2 AND webhook_url IS NOT NULL",
+            )
+            .bind(&delivery.id)
+            .bind(delivery.vendor_id.to_string())
+            .bind(id.to_string())
+            .bind(&delivery.kind)
+            .bind(&delivery.body)
+            .bind(at.millis())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn history(&self, id: SandboxId) -> Result<Vec<EventRecord>> {
+        sqlx::query("SELECT at, data FROM sandbox_events WHERE sandbox_id = ? ORDER BY seq")
+            .bind(id.to_string())
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(record_from)
+            .collect()
+    }
+
+    async fn recent_events(
+        &self,
+        vendor: Option<VendorId>,
+        limit: u32,
+    ) -> Result<Vec<(SandboxId, EventRecord)>> {
+        let rows = sqlx::query(
+            "SELECT e.sandbox_id, e.at, e.data FROM sandbox_events e
+             JOIN sandboxes s ON s.id = e.sandbox_id
+             WHERE ?1 IS NULL OR s.vendor_id = ?1
+             ORDER BY e.seq DESC LIMIT ?2",
+        )
+        .bind(vendor.map(|v| v.to_string()))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let id = SandboxId::parse(r.try_get("sandbox_id")?).map_err(corrupt)?;
+                Ok((id, record_from(r)?))
+            })
+            .collect()
+    }
+
+    async fn ends_without_event(&self) -> Result<Vec<SandboxId>> {
+        let [a, b, c, d, e] = SandboxEvent::end_kinds();
+        let rows = sqlx::query(
+            "SELECT id FROM sandboxes s
+             WHERE end_reason IS NOT NULL
+               AND NOT EXISTS (SELECT 1 FROM sandbox_events e
+                               WHERE e.sandbox_id = s.id AND e.kind IN (?, ?, ?, ?, ?))",
+        )
+        .bind(a)
+        .bind(b)
+        .bind(c)
+        .bind(d)
+        .bind(e)
+        .fetch_all(&self.pool)
+        .await?;
+        ids_from(rows)
+    }
+}

@@ -1,0 +1,147 @@
+//! The embedded store: one SQLite file in WAL mode, schema from `migrations/`. One file per
+//! aggregate, each implementing its trait from `store`.
+
+mod demos;
+mod history;
+mod outbox;
+mod pool;
+mod sandboxes;
+mod vendors;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::Row;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+
+use super::{Result, Store, StoreError};
+use crate::domain::{SandboxId, Timestamp};
+
+/// The schema, for the store and for tests of its migrations.
+pub(super) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+#[derive(Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `url` (`sqlite://path` or `sqlite::memory:`)
+    /// and brings its schema up to date.
+    pub async fn connect(url: &str) -> Result<Self> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(5))
+            .foreign_keys(true);
+        let pool = if url.contains(":memory:") {
+            // An in-memory database exists once per connection: keep exactly one, for
+            // ever (a pool that retires idle or old connections would lose the database).
+            SqlitePoolOptions::new()
+                .max_connections(1)
+                .min_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None)
+                .test_before_acquire(false)
+                // Tests drive time by hand; a wait for the one connection is no failure.
+                .acquire_timeout(Duration::from_secs(365 * 24 * 3600))
+        } else {
+            SqlitePoolOptions::new().max_connections(8)
+        }
+        .connect_with(options)
+        .await?;
+        MIGRATOR
+            .run(&pool)
+            .await
+            .map_err(|e| StoreError::Unavailable(e.into()))?;
+        sqlx::query("INSERT OR IGNORE INTO meta (key, value) VALUES ('instance', ?)")
+            .bind(uuid::Uuid::new_v4().simple().to_string())
+            .execute(&pool)
+            .await?;
+        Ok(SqliteStore { pool })
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn instance_id(&self) -> Result<String> {
+        Ok(
+            sqlx::query_scalar("SELECT value FROM meta WHERE key = 'instance'")
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+}
+
+/// The lowest free address slot is 0 or one past a held slot: these candidates, minus the
+/// held slots. Slots are held by sandboxes until their data is deleted, and by warm pool
+/// members.
+macro_rules! held_slots {
+    () => {
+        "SELECT 0 AS free
+         UNION SELECT addr_slot + 1 FROM sandboxes
+               WHERE addr_slot IS NOT NULL AND data_deleted_at IS NULL
+         UNION SELECT addr_slot + 1 FROM warm_members
+         EXCEPT SELECT addr_slot FROM sandboxes
+               WHERE addr_slot IS NOT NULL AND data_deleted_at IS NULL
+         EXCEPT SELECT addr_slot FROM warm_members"
+    };
+}
+use held_slots;
+
+/// The condition of a sandbox that costs compute: provisioning, ready, or being woken.
+macro_rules! running {
+    () => {
+        "(status IN ('provisioning', 'ready') OR (status = 'sleeping' AND waking_since IS NOT NULL))"
+    };
+}
+use running;
+
+/// The statuses of a live sandbox, as SQL (a macro so queries stay `&'static str`).
+macro_rules! live {
+    () => {
+        "('provisioning', 'ready', 'sleeping')"
+    };
+}
+use live;
+
+fn conflict_on_unique(err: sqlx::Error, what: &str) -> StoreError {
+    match &err {
+        sqlx::Error::Database(db) if db.is_unique_violation() => {
+            StoreError::Conflict(what.to_string())
+        }
+        _ => StoreError::Unavailable(err),
+    }
+}
+
+fn corrupt(what: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(what.to_string())
+}
+
+fn ts(ms: Option<i64>) -> Option<Timestamp> {
+    ms.map(Timestamp::from_millis)
+}
+
+/// JSON text of a value the store keeps as JSON.
+fn json(value: &impl serde::Serialize) -> Result<String> {
+    serde_json::to_string(value).map_err(corrupt)
+}
+
+fn ids_from(rows: Vec<SqliteRow>) -> Result<Vec<SandboxId>> {
+    rows.iter()
+        .map(|r| SandboxId::parse(r.try_get("id")?).map_err(corrupt))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,123 @@
+//! Warm pools: members and their address slots, and the claim that turns one into a sandbox.
+
+use async_trait::async_trait;
+use sqlx::sqlite::SqliteRow;
+use sqlx::{QueryBuilder, Row};
+
+use super::sandboxes::insert_row;
+use super::{SqliteStore, corrupt, held_slots, json};
+use crate::domain::pool::{NewWarmMember, WarmMember, WarmState};
+use crate::domain::{DemoId, NewSandbox, SandboxId, Timestamp};
+use crate::store::StoreError;
+use crate::store::{Capacity, PoolStore, Result};
+
+fn warm_from(row: &SqliteRow) -> Result<WarmMember> {
+    let id: String = row.try_get("id")?;
+    let demo: String = row.try_get("demo_id")?;
+    let state: String = row.try_get("state")?;
+    let spec: String = row.try_get("spec")?;
+    Ok(WarmMember {
+        id: SandboxId::parse(&id)
+            .map_err(|_| StoreError::Corrupt(format!("warm member id {id:?}")))?,
+        demo_id: DemoId::parse(&demo)
+            .map_err(|_| StoreError::Corrupt(format!("demo id {demo:?}")))?,
+        spec: serde_json::from_str(&spec).map_err(corrupt)?,
+        state: WarmState::parse(&state)
+            .ok_or_else(|| StoreError::Corrupt(format!("warm member state {state:?}")))?,
+        addr_slot: row.try_get::<i64, _>("addr_slot")? as u32,
+        created_at: Timestamp::from_millis(row.try_get("created_at")?),
+    })
+}
+
+#[async_trait]
+impl PoolStore for SqliteStore {
+    async fn insert_warm(&self, member: &NewWarmMember) -> Result<()> {
+        sqlx::query(concat!(
+            "INSERT INTO warm_members (id, demo_id, spec, state, addr_slot, created_at)
+             SELECT ?1, ?2, ?3, 'warming', (SELECT MIN(free) FROM (",
+            held_slots!(),
+            ")), ?4"
+        ))
+        .bind(member.id.to_string())
+        .bind(member.demo_id.to_string())
+        .bind(json(&member.spec)?)
+        .bind(member.created_at.millis())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn warm_members(&self, demo: Option<DemoId>) -> Result<Vec<WarmMember>> {
+        sqlx::query(
+            "SELECT * FROM warm_members WHERE ?1 IS NULL OR demo_id = ?1 ORDER BY created_at",
+        )
+        .bind(demo.map(|d| d.to_string()))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(warm_from)
+        .collect()
+    }
+
+    async fn warm_member(&self, id: SandboxId) -> Result<Option<WarmMember>> {
+        sqlx::query("SELECT * FROM warm_members WHERE id = ?")
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(warm_from)
+            .transpose()
+    }
+
+    async fn set_warm_state(
+        &self,
+        id: SandboxId,
+        from: &[WarmState],
+        to: WarmState,
+    ) -> Result<bool> {
+        let mut q = QueryBuilder::new("UPDATE warm_members SET state = ");
+        q.push_bind(to.as_str())
+            .push(" WHERE id = ")
+            .push_bind(id.to_string())
+            .push(" AND state IN (");
+        let mut states = q.separated(", ");
+        for state in from {
+            states.push_bind(state.as_str());
+        }
+        q.push(")");
+        Ok(q.build().execute(&self.pool).await?.rows_affected() == 1)
+    }
+
+    async fn forget_warm(&self, id: SandboxId) -> Result<()> {
+        sqlx::query("DELETE FROM warm_members WHERE id = ?")
+            .bind(id.to_string())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn claim_warm(&self, s: &NewSandbox, capacity: Capacity) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let slot: Option<i64> = sqlx::query_scalar(
+            "DELETE FROM warm_members
+             WHERE id = ? AND demo_id = ? AND spec = ? AND state = 'warm'
+             RETURNING addr_slot",
+        )
+        .bind(s.id.to_string())
+        .bind(s.demo_id.to_string())
+        .bind(json(&s.spec)?)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(slot) = slot else {
+            // Taken by another prospect, or drained, meanwhile.
+            return Ok(false);
+        };
+        // The member already holds a running place: only the prospects' own limits apply.
+        if !insert_row(&mut *tx, s, Some(slot as u32), capacity, false).await? {
+            drop(tx); // the member stays in the pool
+            return Err(self.which_limit(s.demo_id, capacity, false).await?);
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+}

@@ -1,0 +1,405 @@
+//! Sandboxes: the state machine's conditional updates, deadlines, sleep and wake, capacity.
+
+use async_trait::async_trait;
+use sqlx::sqlite::SqliteRow;
+use sqlx::{QueryBuilder, Row};
+
+use super::{SqliteStore, corrupt, held_slots, ids_from, json, live, running, ts};
+use crate::domain::token::TokenHash;
+use crate::domain::{
+    DemoId, EndReason, NewSandbox, Sandbox, SandboxId, SandboxStatus, Timestamp, Usage, VendorId,
+};
+use crate::store::{Capacity, LiveCounts, Result, SandboxFilter, SandboxStore, StoreError, Wake};
+
+fn sandbox_from(row: &SqliteRow) -> Result<Sandbox> {
+    let end_reason: Option<String> = row.try_get("end_reason")?;
+    Ok(Sandbox {
+        id: SandboxId::parse(row.try_get("id")?).map_err(corrupt)?,
+        demo_id: DemoId::parse(row.try_get("demo_id")?).map_err(corrupt)?,
+        vendor_id: VendorId::parse(row.try_get("vendor_id")?).map_err(corrupt)?,
+        token_hash: TokenHash::from_hex(row.try_get("token_hash")?)
+            .ok_or_else(|| corrupt("token hash"))?,
+        status: SandboxStatus::parse(row.try_get("status")?).map_err(corrupt)?,
+        spec: serde_json::from_str(row.try_get("spec")?).map_err(corrupt)?,
+        created_at: Timestamp::from_millis(row.try_get("created_at")?),
+        ready_at: ts(row.try_get("ready_at")?),
+        expires_at: Timestamp::from_millis(row.try_get("expires_at")?),
+        ended_at: ts(row.try_get("ended_at")?),
+        end_reason: end_reason
+            .map(|r| EndReason::parse(&r).ok_or_else(|| corrupt(r)))
+            .transpose()?,
+        data_deleted_at: ts(row.try_get("data_deleted_at")?),
+        addr_slot: row
+            .try_get::<Option<i64>, _>("addr_slot")?
+            .map(|slot| slot as u32),
+        container_addr: row.try_get("container_addr")?,
+        files: serde_json::from_str(row.try_get("files")?).map_err(corrupt)?,
+        prospect: serde_json::from_str(row.try_get("prospect")?).map_err(corrupt)?,
+        requests: row.try_get::<i64, _>("requests")? as u64,
+        last_active_at: ts(row.try_get("last_active_at")?),
+        profiles: serde_json::from_str(row.try_get("profiles")?).map_err(corrupt)?,
+        active_ms: row.try_get::<i64, _>("active_ms")?.max(0) as u64,
+        first_opened_at: ts(row.try_get("first_opened_at")?),
+    })
+}
+
+/// Records a new sandbox if the places `capacity` names are free, at `slot` or else the
+/// lowest free address slot; false if a limit left no place. `count_running`: whether it
+/// needs a running place (a claimed warm member already holds one). The one way a sandbox
+/// row is written, for cold starts and warm claims alike.
+pub(super) async fn insert_row<'e>(
+    db: impl sqlx::SqliteExecutor<'e>,
+    s: &NewSandbox,
+    slot: Option<u32>,
+    capacity: Capacity,
+    count_running: bool,
+) -> Result<bool> {
+    let running_cap = if count_running {
+        i64::from(capacity.running)
+    } else {
+        i64::MAX
+    };
+    let done = sqlx::query(concat!(
+        "INSERT INTO sandboxes (id, demo_id, vendor_id, token_hash, status, spec, created_at,
+                                expires_at, files, prospect, idle_ms, profiles, addr_slot)
+         SELECT ?1, ?2, ?3, ?4, 'provisioning', ?5, ?6, ?7, ?8, ?9, ?10, ?11,
+                COALESCE(?12, (SELECT MIN(free) FROM (",
+        held_slots!(),
+        ")))
+         WHERE (SELECT COUNT(*) FROM sandboxes WHERE ",
+        running!(),
+        ") < ?13
+           AND (SELECT COUNT(*) FROM sandboxes WHERE status IN ",
+        live!(),
+        ") < ?14
+           AND (SELECT COUNT(*) FROM sandboxes WHERE demo_id = ?2 AND status IN ",
+        live!(),
+        ") < ?15"
+    ))
+    .bind(s.id.to_string())
+    .bind(s.demo_id.to_string())
+    .bind(s.vendor_id.to_string())
+    .bind(s.token_hash.to_hex())
+    .bind(json(&s.spec)?)
+    .bind(s.created_at.millis())
+    .bind(s.expires_at.millis())
+    .bind(json(&s.files)?)
+    .bind(json(&s.prospect)?)
+    .bind(s.spec.trial.idle_seconds.map(|secs| i64::from(secs) * 1000))
+    .bind(json(&s.profiles)?)
+    .bind(slot.map(i64::from))
+    .bind(running_cap)
+    .bind(i64::from(capacity.live))
+    .bind(capacity.per_demo.map_or(i64::MAX, i64::from))
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+impl SqliteStore {
+    /// Which limit refused a sandbox of `demo`, in words.
+    pub(super) async fn which_limit(
+        &self,
+        demo: DemoId,
+        capacity: Capacity,
+        count_running: bool,
+    ) -> Result<StoreError> {
+        let all = self.count_live_by_state(None).await?;
+        let of_demo = self.count_live_by_state(Some(demo)).await?;
+        Ok(StoreError::Capacity(
+            if count_running && all.running >= u64::from(capacity.running) {
+                format!("all {} running places are taken", capacity.running)
+            } else if all.total() >= u64::from(capacity.live) {
+                format!(
+                    "{} sandboxes are live (running or asleep), the most there may be",
+                    capacity.live
+                )
+            } else {
+                format!(
+                    "this demo allows {} sandboxes at once and has {}",
+                    capacity.per_demo.unwrap_or(u32::MAX),
+                    of_demo.total()
+                )
+            },
+        ))
+    }
+}
+
+#[async_trait]
+impl SandboxStore for SqliteStore {
+    async fn insert_sandbox(&self, s: &NewSandbox, capacity: Capacity) -> Result<()> {
+        if insert_row(&self.pool, s, None, capacity, true).await? {
+            return Ok(());
+        }
+        Err(self.which_limit(s.demo_id, capacity, true).await?)
+    }
+
+    async fn sandbox(&self, id: SandboxId) -> Result<Option<Sandbox>> {
+        sqlx::query("SELECT * FROM sandboxes WHERE id = ?")
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(sandbox_from)
+            .transpose()
+    }
+
+    async fn sandboxes(&self, filter: &SandboxFilter) -> Result<Vec<Sandbox>> {
+        let mut q = QueryBuilder::new("SELECT * FROM sandboxes WHERE 1 = 1");
+        if let Some(vendor) = filter.vendor {
+            q.push(" AND vendor_id = ").push_bind(vendor.to_string());
+        }
+        if let Some(demo) = filter.demo {
+            q.push(" AND demo_id = ").push_bind(demo.to_string());
+        }
+        if let Some(status) = filter.status {
+            q.push(" AND status = ").push_bind(status.as_str());
+        }
+        if let Some(since) = filter.ended_since {
+            q.push(" AND (ended_at IS NULL OR ended_at >= ")
+                .push_bind(since.millis())
+                .push(")");
+        }
+        q.push(" ORDER BY id DESC LIMIT 1000");
+        q.build()
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(sandbox_from)
+            .collect()
+    }
+
+    async fn ids_with_status(&self, status: SandboxStatus) -> Result<Vec<SandboxId>> {
+        let rows = sqlx::query("SELECT id FROM sandboxes WHERE status = ?")
+            .bind(status.as_str())
+            .fetch_all(&self.pool)
+            .await?;
+        ids_from(rows)
+    }
+
+    async fn count_live_by_state(&self, demo: Option<DemoId>) -> Result<LiveCounts> {
+        let row = sqlx::query(concat!(
+            "SELECT COALESCE(SUM(",
+            running!(),
+            "), 0) AS running,
+                    COALESCE(SUM(status = 'sleeping' AND waking_since IS NULL), 0) AS sleeping
+             FROM sandboxes WHERE status IN ",
+            live!(),
+            " AND (?1 IS NULL OR demo_id = ?1)"
+        ))
+        .bind(demo.map(|d| d.to_string()))
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(LiveCounts {
+            running: row.try_get::<i64, _>("running")? as u64,
+            sleeping: row.try_get::<i64, _>("sleeping")? as u64,
+        })
+    }
+
+    async fn mark_ready(&self, id: SandboxId, at: Timestamp, addr: &str) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE sandboxes SET status = 'ready', ready_at = ?, container_addr = ?
+             WHERE id = ? AND status = 'provisioning'",
+        )
+        .bind(at.millis())
+        .bind(addr)
+        .bind(id.to_string())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn set_deadline(&self, id: SandboxId, expires_at: Timestamp) -> Result<bool> {
+        let done = sqlx::query(concat!(
+            "UPDATE sandboxes SET expires_at = ? WHERE id = ? AND status IN ",
+            live!(),
+            ""
+        ))
+        .bind(expires_at.millis())
+        .bind(id.to_string())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn end(&self, id: SandboxId, at: Timestamp, reason: EndReason) -> Result<bool> {
+        let done = sqlx::query(concat!(
+            "UPDATE sandboxes SET status = ?, end_reason = ?, ended_at = ?, waking_since = NULL
+             WHERE id = ? AND status IN ",
+            live!(),
+            ""
+        ))
+        .bind(reason.final_status().as_str())
+        .bind(reason.as_str())
+        .bind(at.millis())
+        .bind(id.to_string())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn end_due(&self, now: Timestamp) -> Result<Vec<SandboxId>> {
+        let rows = sqlx::query(concat!(
+            "UPDATE sandboxes SET status = 'ended', end_reason = 'expired', ended_at = ?1,
+                 waking_since = NULL
+             WHERE status IN ",
+            live!(),
+            " AND expires_at <= ?1
+             RETURNING id"
+        ))
+        .bind(now.millis())
+        .fetch_all(&self.pool)
+        .await?;
+        ids_from(rows)
+    }
+
+    async fn next_deadline(&self) -> Result<Option<Timestamp>> {
+        let next: Option<i64> = sqlx::query_scalar(concat!(
+            "SELECT MIN(expires_at) FROM sandboxes WHERE status IN ",
+            live!(),
+            ""
+        ))
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(ts(next))
+    }
+
+    async fn mark_data_deleted(&self, id: SandboxId, at: Timestamp) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE sandboxes SET data_deleted_at = ?, container_addr = NULL
+             WHERE id = ? AND data_deleted_at IS NULL",
+        )
+        .bind(at.millis())
+        .bind(id.to_string())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn pending_teardowns(&self) -> Result<Vec<SandboxId>> {
+        let rows = sqlx::query(
+            "SELECT id FROM sandboxes
+             WHERE data_deleted_at IS NULL AND status IN ('ended', 'failed')
+             ORDER BY ended_at",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        ids_from(rows)
+    }
+
+    async fn sleep_due(&self, now: Timestamp) -> Result<Vec<SandboxId>> {
+        let rows = sqlx::query(
+            "UPDATE sandboxes SET status = 'sleeping'
+             WHERE status = 'ready' AND idle_ms IS NOT NULL
+               AND COALESCE(last_active_at, ready_at) + idle_ms <= ?
+             RETURNING id",
+        )
+        .bind(now.millis())
+        .fetch_all(&self.pool)
+        .await?;
+        ids_from(rows)
+    }
+
+    async fn next_idle(&self) -> Result<Option<Timestamp>> {
+        let next: Option<i64> = sqlx::query_scalar(
+            "SELECT MIN(COALESCE(last_active_at, ready_at) + idle_ms) FROM sandboxes
+             WHERE status = 'ready' AND idle_ms IS NOT NULL",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(ts(next))
+    }
+
+    async fn mark_asleep(&self, id: SandboxId) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE sandboxes SET status = 'sleeping' WHERE id = ? AND status = 'ready'",
+        )
+        .bind(id.to_string())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn reserve_wake(&self, id: SandboxId, at: Timestamp, max_running: u32) -> Result<Wake> {
+        let done = sqlx::query(concat!(
+            "UPDATE sandboxes SET waking_since = ?1
+             WHERE id = ?2 AND status = 'sleeping' AND waking_since IS NULL
+               AND (SELECT COUNT(*) FROM sandboxes WHERE ",
+            running!(),
+            ") < ?3"
+        ))
+        .bind(at.millis())
+        .bind(id.to_string())
+        .bind(i64::from(max_running))
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 1 {
+            return Ok(Wake::Reserved);
+        }
+        let asleep: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM sandboxes WHERE id = ? AND status = 'sleeping' AND waking_since IS NULL",
+        )
+        .bind(id.to_string())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(if asleep.is_some() {
+            Wake::NoRoom
+        } else {
+            Wake::NotSleeping
+        })
+    }
+
+    async fn release_wake(&self, id: SandboxId) -> Result<()> {
+        sqlx::query("UPDATE sandboxes SET waking_since = NULL WHERE id = ?")
+            .bind(id.to_string())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn release_all_wakes(&self) -> Result<()> {
+        sqlx::query("UPDATE sandboxes SET waking_since = NULL WHERE waking_since IS NOT NULL")
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn mark_awake(&self, id: SandboxId, at: Timestamp) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE sandboxes SET status = 'ready', waking_since = NULL,
+                 last_active_at = MAX(COALESCE(last_active_at, 0), ?)
+             WHERE id = ? AND status = 'sleeping'",
+        )
+        .bind(at.millis())
+        .bind(id.to_string())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn add_usage(&self, batch: &[Usage]) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        for usage in batch {
+            // Active time: the batch's own span, plus the gap since the last request before
+            // it when that was less than five minutes.
+            sqlx::query(
+                "UPDATE sandboxes SET requests = requests + ?1,
+                     active_ms = active_ms + (?3 - ?2)
+                         + CASE WHEN last_active_at IS NOT NULL AND ?2 >= last_active_at
+                                     AND ?2 - last_active_at < 300000
+                                THEN ?2 - last_active_at ELSE 0 END,
+                     first_opened_at = COALESCE(first_opened_at, ?2),
+                     last_active_at = MAX(COALESCE(last_active_at, 0), ?3)
+                 WHERE id = ?4",
+            )
+            .bind(usage.requests as i64)
+            .bind(usage.first_active_at.millis())
+            .bind(usage.last_active_at.millis())
+            .bind(usage.sandbox.to_string())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,546 @@
+//! The SQL's behaviour: uniqueness, capacity in the insert, one end per sandbox, address
+//! slots, sleep and wake, activity, the history and its migration.
+
+use super::*;
+use crate::domain::token::{IssuedToken, TokenHash};
+use crate::domain::{
+    Demo, DemoId, DemoManifest, DemoSpec, EndReason, Ending, NewSandbox, Policy, Prospect,
+    SandboxEvent, SandboxStatus, Timestamp, Usage, Vendor, VendorId, VendorName,
+};
+use crate::store::{
+    Capacity, DemoStore, HistoryStore, SandboxStore, StoreError, VendorStore, Wake,
+};
+
+fn cap(running: u32) -> Capacity {
+    Capacity {
+        running,
+        live: running,
+        per_demo: None,
+    }
+}
+
+async fn store() -> SqliteStore {
+    SqliteStore::connect("sqlite::memory:").await.unwrap()
+}
+
+fn spec(slug: &str) -> DemoSpec {
+    let manifest: DemoManifest = serde_json::from_value(serde_json::json!({
+        "slug": slug, "title": "T", "image": "img:1", "port": 80, "data_path": "/data"
+    }))
+    .unwrap();
+    DemoSpec::parse(manifest, &Policy::default()).unwrap()
+}
+
+async fn vendor_and_demo(store: &SqliteStore) -> (Vendor, Demo) {
+    let vendor = Vendor {
+        id: VendorId::new(),
+        name: VendorName::parse("Acme").unwrap(),
+        created_at: Timestamp::now(),
+    };
+    store
+        .insert_vendor(&vendor, TokenHash::of("k"))
+        .await
+        .unwrap();
+    let demo = Demo {
+        id: DemoId::new(),
+        vendor_id: vendor.id,
+        spec: spec("one"),
+        enabled: true,
+        created_at: Timestamp::now(),
+        updated_at: Timestamp::now(),
+    };
+    store.insert_demo(&demo).await.unwrap();
+    (vendor, demo)
+}
+
+fn new_sandbox(demo: &Demo, expires_at: Timestamp) -> NewSandbox {
+    let id = SandboxId::new();
+    NewSandbox {
+        id,
+        demo_id: demo.id,
+        vendor_id: demo.vendor_id,
+        token_hash: IssuedToken::for_sandbox(id).hash(),
+        spec: demo.spec.clone(),
+        created_at: Timestamp::from_millis(0),
+        expires_at,
+        files: vec![],
+        profiles: vec![],
+        prospect: Prospect::default(),
+    }
+}
+
+#[tokio::test]
+async fn names_and_slugs_are_unique() {
+    let store = store().await;
+    let (vendor, demo) = vendor_and_demo(&store).await;
+    let again = Vendor {
+        id: VendorId::new(),
+        ..vendor.clone()
+    };
+    assert!(matches!(
+        store.insert_vendor(&again, TokenHash::of("x")).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let twin = Demo {
+        id: DemoId::new(),
+        ..demo.clone()
+    };
+    assert!(matches!(
+        store.insert_demo(&twin).await,
+        Err(StoreError::Conflict(_))
+    ));
+    // A deleted demo frees its slug.
+    assert!(store.delete_demo(demo.id, Timestamp::now()).await.unwrap());
+    store.insert_demo(&twin).await.unwrap();
+    assert!(store.demo(demo.id).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn capacity_is_checked_in_the_insert() {
+    let store = store().await;
+    let (_, demo) = vendor_and_demo(&store).await;
+    let far = Timestamp::from_millis(i64::MAX / 2);
+    store
+        .insert_sandbox(&new_sandbox(&demo, far), cap(2))
+        .await
+        .unwrap();
+    let second = new_sandbox(&demo, far);
+    store.insert_sandbox(&second, cap(2)).await.unwrap();
+    assert!(matches!(
+        store.insert_sandbox(&new_sandbox(&demo, far), cap(2)).await,
+        Err(StoreError::Capacity(_))
+    ));
+    // An ended sandbox frees its place.
+    assert!(
+        store
+            .end(second.id, Timestamp::now(), EndReason::EndedByProspect)
+            .await
+            .unwrap()
+    );
+    store
+        .insert_sandbox(&new_sandbox(&demo, far), cap(2))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_sandbox_ends_once_and_deadlines_are_claimed_once() {
+    let store = store().await;
+    let (_, demo) = vendor_and_demo(&store).await;
+    let early = new_sandbox(&demo, Timestamp::from_millis(1_000));
+    let late = new_sandbox(&demo, Timestamp::from_millis(5_000));
+    store.insert_sandbox(&early, cap(10)).await.unwrap();
+    store.insert_sandbox(&late, cap(10)).await.unwrap();
+
+    assert_eq!(
+        store.next_deadline().await.unwrap(),
+        Some(Timestamp::from_millis(1_000))
+    );
+    assert_eq!(
+        store.end_due(Timestamp::from_millis(2_000)).await.unwrap(),
+        vec![early.id]
+    );
+    assert!(
+        store
+            .end_due(Timestamp::from_millis(2_000))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store.next_deadline().await.unwrap(),
+        Some(Timestamp::from_millis(5_000))
+    );
+    assert!(
+        !store
+            .end(early.id, Timestamp::now(), EndReason::EndedByAdmin)
+            .await
+            .unwrap()
+    );
+    let ended = store.sandbox(early.id).await.unwrap().unwrap();
+    assert_eq!(ended.status, SandboxStatus::Ended);
+    assert_eq!(ended.end_reason, Some(EndReason::Expired));
+    assert!(
+        !store
+            .mark_ready(early.id, Timestamp::now(), "x")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .set_deadline(early.id, Timestamp::from_millis(9_000))
+            .await
+            .unwrap()
+    );
+
+    assert_eq!(store.pending_teardowns().await.unwrap(), vec![early.id]);
+    store
+        .mark_data_deleted(early.id, Timestamp::now())
+        .await
+        .unwrap();
+    assert!(store.pending_teardowns().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn address_slots_are_held_until_the_data_is_deleted() {
+    let store = store().await;
+    let (_, demo) = vendor_and_demo(&store).await;
+    let far = Timestamp::from_millis(i64::MAX / 2);
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let s = new_sandbox(&demo, far);
+        store.insert_sandbox(&s, cap(10)).await.unwrap();
+        ids.push(s.id);
+    }
+    let slot = |id| {
+        let store = store.clone();
+        async move { store.sandbox(id).await.unwrap().unwrap().addr_slot }
+    };
+    assert_eq!(slot(ids[0]).await, Some(0));
+    assert_eq!(slot(ids[1]).await, Some(1));
+    assert_eq!(slot(ids[2]).await, Some(2));
+
+    // Ended is not enough: the slot frees only once the objects are gone.
+    store
+        .end(ids[1], Timestamp::now(), EndReason::Failed)
+        .await
+        .unwrap();
+    let next = new_sandbox(&demo, far);
+    store.insert_sandbox(&next, cap(10)).await.unwrap();
+    assert_eq!(slot(next.id).await, Some(3));
+    store
+        .mark_data_deleted(ids[1], Timestamp::now())
+        .await
+        .unwrap();
+    let reuse = new_sandbox(&demo, far);
+    store.insert_sandbox(&reuse, cap(10)).await.unwrap();
+    assert_eq!(slot(reuse.id).await, Some(1));
+}
+
+#[tokio::test]
+async fn sleeping_sandboxes_count_apart_and_per_demo_caps_hold() {
+    let store = store().await;
+    let (_, demo) = vendor_and_demo(&store).await;
+    let far = Timestamp::from_millis(i64::MAX / 2);
+    let asleep = new_sandbox(&demo, far);
+    store.insert_sandbox(&asleep, cap(1)).await.unwrap();
+    store
+        .mark_ready(asleep.id, Timestamp::from_millis(0), "x")
+        .await
+        .unwrap();
+    sqlx::query("UPDATE sandboxes SET status = 'sleeping'")
+        .execute(&store.pool)
+        .await
+        .unwrap();
+    // One running place: the sleeping sandbox does not take it…
+    let roomy = Capacity {
+        running: 1,
+        live: 2,
+        per_demo: None,
+    };
+    store
+        .insert_sandbox(&new_sandbox(&demo, far), roomy)
+        .await
+        .unwrap();
+    let counts = store.count_live_by_state(Some(demo.id)).await.unwrap();
+    assert_eq!((counts.running, counts.sleeping), (1, 1));
+    // …but it does count as live, and against the demo's own cap.
+    let another = new_sandbox(&demo, far);
+    let full = |c| store.insert_sandbox(&another, c);
+    let err = full(Capacity {
+        running: 5,
+        live: 2,
+        per_demo: None,
+    })
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("live"), "{err}");
+    let err = full(Capacity {
+        running: 5,
+        live: 5,
+        per_demo: Some(2),
+    })
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("this demo allows 2"), "{err}");
+}
+
+#[tokio::test]
+async fn idle_sandboxes_fall_asleep_and_wake() {
+    let store = store().await;
+    let (_, mut demo) = vendor_and_demo(&store).await;
+    demo.spec.trial.idle_seconds = Some(10);
+    let far = Timestamp::from_millis(i64::MAX / 2);
+    let s = new_sandbox(&demo, far);
+    store.insert_sandbox(&s, cap(5)).await.unwrap();
+    // Not ready yet: nothing to put to sleep.
+    assert_eq!(store.next_idle().await.unwrap(), None);
+    store
+        .mark_ready(s.id, Timestamp::from_millis(1_000), "x")
+        .await
+        .unwrap();
+    assert_eq!(
+        store.next_idle().await.unwrap(),
+        Some(Timestamp::from_millis(11_000))
+    );
+    // Activity pushes the moment back.
+    store
+        .add_usage(&[Usage {
+            sandbox: s.id,
+            requests: 1,
+            first_active_at: Timestamp::from_millis(5_000),
+            last_active_at: Timestamp::from_millis(5_000),
+        }])
+        .await
+        .unwrap();
+    assert!(
+        store
+            .sleep_due(Timestamp::from_millis(11_000))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store
+            .sleep_due(Timestamp::from_millis(15_000))
+            .await
+            .unwrap(),
+        vec![s.id]
+    );
+    assert_eq!(store.next_idle().await.unwrap(), None);
+    // Waking takes a running place first, atomically: with one place, a second
+    // sandbox can be neither woken nor made while this one wakes.
+    assert_eq!(
+        store
+            .reserve_wake(s.id, Timestamp::from_millis(19_000), 1)
+            .await
+            .unwrap(),
+        Wake::Reserved
+    );
+    assert_eq!(
+        store
+            .reserve_wake(s.id, Timestamp::from_millis(19_000), 1)
+            .await
+            .unwrap(),
+        Wake::NotSleeping
+    );
+    let counts = store.count_live_by_state(None).await.unwrap();
+    assert_eq!((counts.running, counts.sleeping), (1, 0));
+    assert!(matches!(
+        store.insert_sandbox(&new_sandbox(&demo, far), cap(1)).await,
+        Err(StoreError::Capacity(_))
+    ));
+    assert!(
+        store
+            .mark_awake(s.id, Timestamp::from_millis(20_000))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .mark_awake(s.id, Timestamp::from_millis(20_000))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.next_idle().await.unwrap(),
+        Some(Timestamp::from_millis(30_000))
+    );
+}
+
+#[tokio::test]
+async fn usage_accumulates() {
+    let store = store().await;
+    let (_, demo) = vendor_and_demo(&store).await;
+    let s = new_sandbox(&demo, Timestamp::from_millis(i64::MAX / 2));
+    store.insert_sandbox(&s, cap(10)).await.unwrap();
+    let batch = |n, at| Usage {
+        sandbox: s.id,
+        requests: n,
+        first_active_at: Timestamp::from_millis(at),
+        last_active_at: Timestamp::from_millis(at),
+    };
+    store.add_usage(&[batch(3, 50)]).await.unwrap();
+    store.add_usage(&[batch(2, 40)]).await.unwrap();
+    let read = store.sandbox(s.id).await.unwrap().unwrap();
+    assert_eq!(read.requests, 5);
+    assert_eq!(read.last_active_at, Some(Timestamp::from_millis(50)));
+    assert_eq!(read.first_opened_at, Some(Timestamp::from_millis(50)));
+}
+
+#[tokio::test]
+async fn an_end_without_its_event_is_found() {
+    let store = store().await;
+    let (_, demo) = vendor_and_demo(&store).await;
+    let s = new_sandbox(&demo, Timestamp::from_millis(i64::MAX / 2));
+    store.insert_sandbox(&s, cap(10)).await.unwrap();
+    assert!(store.ends_without_event().await.unwrap().is_empty(), "live");
+    let at = Timestamp::from_millis(9);
+    assert!(store.end(s.id, at, EndReason::EndedByAdmin).await.unwrap());
+    assert_eq!(store.ends_without_event().await.unwrap(), [s.id]);
+    store
+        .append_event(s.id, at, &SandboxEvent::ended(Ending::EndedByAdmin), None)
+        .await
+        .unwrap();
+    assert!(store.ends_without_event().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn active_time_counts_spans_between_close_requests() {
+    let store = store().await;
+    let (_, demo) = vendor_and_demo(&store).await;
+    let s = new_sandbox(&demo, Timestamp::from_millis(i64::MAX / 2));
+    store.insert_sandbox(&s, cap(10)).await.unwrap();
+    let batch = |first, last| Usage {
+        sandbox: s.id,
+        requests: 1,
+        first_active_at: Timestamp::from_millis(first),
+        last_active_at: Timestamp::from_millis(last),
+    };
+    // 2 s of use; half a second later 0.5 s more (the gap counts); then, after more than
+    // five minutes away, a single request (the gap does not count).
+    for b in [
+        batch(1_000, 3_000),
+        batch(3_500, 4_000),
+        batch(400_000, 400_000),
+    ] {
+        store.add_usage(&[b]).await.unwrap();
+    }
+    let read = store.sandbox(s.id).await.unwrap().unwrap();
+    assert_eq!(read.active_ms, 3_000);
+    assert_eq!(read.first_opened_at, Some(Timestamp::from_millis(1_000)));
+}
+
+#[tokio::test]
+async fn events_read_back_as_they_were_written() {
+    let store = store().await;
+    let (_, demo) = vendor_and_demo(&store).await;
+    let s = new_sandbox(&demo, Timestamp::from_millis(i64::MAX / 2));
+    store.insert_sandbox(&s, cap(10)).await.unwrap();
+    let events = [
+        SandboxEvent::Extended {
+            by_seconds: 300,
+            until: Timestamp::from_millis(1_000_000),
+        },
+        SandboxEvent::ended(Ending::failed("the demo did not answer")),
+    ];
+    for (n, event) in events.iter().enumerate() {
+        store
+            .append_event(s.id, Timestamp::from_millis(n as i64), event, None)
+            .await
+            .unwrap();
+    }
+    let read: Vec<SandboxEvent> = store
+        .history(s.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.event)
+        .collect();
+    assert_eq!(read, events);
+    let recent = store.recent_events(None, 1).await.unwrap();
+    assert_eq!(recent[0].0, s.id);
+    assert_eq!(recent[0].1.event, events[1]);
+}
+
+/// A history written before events were structured (kind and a sentence) reads back as
+/// the same events, with the numbers the receipt and the report need.
+#[tokio::test]
+async fn an_older_history_is_migrated_into_events() {
+    let options = sqlx::sqlite::SqliteConnectOptions::from_str("sqlite::memory:")
+        .unwrap()
+        .foreign_keys(true);
+    let pool = SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(options)
+        .await
+        .unwrap();
+    MIGRATOR.run_to(4, &pool).await.unwrap();
+    let id = SandboxId::new();
+    sqlx::query(
+        "INSERT INTO vendors (id, name, key_hash, created_at) VALUES ('v', 'V', 'k', 0);
+         INSERT INTO demos (id, vendor_id, slug, spec, enabled, created_at, updated_at)
+             VALUES ('d', 'v', 's', '{}', 1, 0, 0);",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO sandboxes (id, demo_id, vendor_id, token_hash, status, spec, created_at,
+                                expires_at, files, prospect)
+         VALUES (?, 'd', 'v', 'h', 'ended', '{}', 0, 0, '[]', '{}')",
+    )
+    .bind(id.to_string())
+    .execute(&pool)
+    .await
+    .unwrap();
+    let old = [
+        (
+            "created",
+            Some("2 file(s), 300 bytes; trial window 900 s; from the warm pool"),
+        ),
+        ("data_placed", Some("2 file(s) in /srv/data")),
+        ("started", Some("already running: taken from the warm pool")),
+        ("loaded", None),
+        ("ready", Some("in 412 ms")),
+        ("extended", Some("by 600 s, until 2026-11-18T11:06:40.123Z")),
+        ("slept", None),
+        (
+            "stopped",
+            Some(
+                "the demo's container stopped (exit code 137, out of memory); asleep until \
+                 the next request restarts it",
+            ),
+        ),
+        ("woke", Some("in 90 ms")),
+        ("failed", Some("the load command exited with code 3")),
+        ("ended_by_admin", Some("recorded at restart")),
+        ("expired", None),
+        ("container_removed", None),
+        ("volumes_removed", None),
+        (
+            "data_deleted",
+            Some("no container, volume or spooled upload of this sandbox remains"),
+        ),
+    ];
+    for (n, (kind, detail)) in old.iter().enumerate() {
+        sqlx::query(
+            "INSERT INTO sandbox_events (sandbox_id, at, kind, detail) VALUES (?, ?, ?, ?)",
+        )
+        .bind(id.to_string())
+        .bind(n as i64)
+        .bind(kind)
+        .bind(detail)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    MIGRATOR.run(&pool).await.unwrap();
+    let store = SqliteStore { pool };
+    let history = store.history(id).await.unwrap();
+    let shown: Vec<(&str, Option<String>)> = history
+        .iter()
+        .map(|r| (r.event.kind(), r.event.detail()))
+        .collect();
+    let expected: Vec<(&str, Option<String>)> = old
+        .iter()
+        .map(|(k, d)| (*k, d.map(str::to_string)))
+        .collect();
+    assert_eq!(shown, expected, "the API shows what it showed before");
+    assert_eq!(
+        history[5].event,
+        SandboxEvent::Extended {
+            by_seconds: 600,
+            until: Timestamp::from_millis(1_795_000_000_123)
+        }
+    );
+    assert_eq!(
+        history[0].event,
+        SandboxEvent::Created {
+            files: 2,
+            bytes: 300,
+            window_seconds: 900,
+            from_warm_pool: true
+        }
+    );
+}

@@ -1,0 +1,143 @@
+//! What a vendor's endpoint receives: which sandbox events are announced, the body that
+//! announces one (built once, when the event is recorded, and sent as the same bytes on
+//! every attempt), and its signature.
+
+use hmac::{Hmac, Mac};
+use serde::Serialize;
+use sha2::Sha256;
+
+use crate::domain::webhook::NewDelivery;
+use crate::domain::{
+    DemoId, EndReason, Ending, Prospect, Sandbox, SandboxEvent, SandboxId, SandboxStatus, Timestamp,
+};
+
+/// The webhook type announcing `event`, if vendors hear of it.
+pub fn announced_as(event: &SandboxEvent) -> Option<&'static str> {
+    Some(match event {
+        SandboxEvent::Created { .. } => "sandbox.created",
+        SandboxEvent::Ready { .. } => "sandbox.ready",
+        SandboxEvent::Extended { .. } => "sandbox.extended",
+        SandboxEvent::Ended {
+            ending: Ending::Failed(_),
+            ..
+        } => "sandbox.failed",
+        SandboxEvent::Ended { .. } => "sandbox.ended",
+        _ => return None,
+    })
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    id: &'a str,
+    #[serde(rename = "type")]
+    kind: &'a str,
+    at: Timestamp,
+    sandbox: SandboxPayload<'a>,
+}
+
+/// The sandbox as the vendor sees it (no token, no address).
+#[derive(Serialize)]
+struct SandboxPayload<'a> {
+    id: SandboxId,
+    demo_id: DemoId,
+    status: SandboxStatus,
+    created_at: Timestamp,
+    ready_at: Option<Timestamp>,
+    expires_at: Timestamp,
+    ended_at: Option<Timestamp>,
+    end_reason: Option<EndReason>,
+    data_deleted_at: Option<Timestamp>,
+    prospect: &'a Prospect,
+    files: &'a [crate::domain::FileRecord],
+}
+
+/// The delivery announcing `event` of `sandbox`, as the sandbox is now; `None` for an
+/// event vendors do not hear of.
+pub fn delivery(event: &SandboxEvent, at: Timestamp, sandbox: &Sandbox) -> Option<NewDelivery> {
+    let webhook_type = announced_as(event)?;
+    let id = uuid::Uuid::now_v7().to_string();
+    let body = Body {
+        id: &id,
+        kind: webhook_type,
+        at,
+        sandbox: SandboxPayload {
+            id: sandbox.id,
+            demo_id: sandbox.demo_id,
+            status: sandbox.status,
+            created_at: sandbox.created_at,
+            ready_at: sandbox.ready_at,
+            expires_at: sandbox.expires_at,
+            ended_at: sandbox.ended_at,
+            end_reason: sandbox.end_reason,
+            data_deleted_at: sandbox.data_deleted_at,
+            prospect: &sandbox.prospect,
+            files: &sandbox.files,
+        },
+    };
+    Some(NewDelivery {
+        body: serde_json::to_string(&body).expect("a webhook body serialises"),
+        id,
+        vendor_id: sandbox.vendor_id,
+        kind: webhook_type.to_string(),
+    })
+}
+
+/// `sha256=<hex>` of the HMAC-SHA256 of `body` with `secret`.
+pub fn signature(secret: &str, body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("any key length");
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signatures_are_hmac_sha256_of_the_exact_body() {
+        // RFC 4231, test case 2.
+        assert_eq!(
+            signature("Jefe", b"what do ya want for nothing?"),
+            "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+
+    #[test]
+    fn lifecycle_changes_map_to_webhook_types() {
+        let ended = |ending| SandboxEvent::ended(ending);
+        assert_eq!(
+            announced_as(&SandboxEvent::Ready { after_ms: 1 }),
+            Some("sandbox.ready")
+        );
+        assert_eq!(announced_as(&ended(Ending::Expired)), Some("sandbox.ended"));
+        assert_eq!(
+            announced_as(&ended(Ending::EndedByAdmin)),
+            Some("sandbox.ended")
+        );
+        assert_eq!(
+            announced_as(&ended(Ending::failed("x"))),
+            Some("sandbox.failed")
+        );
+        assert_eq!(announced_as(&SandboxEvent::Slept), None);
+        assert_eq!(announced_as(&SandboxEvent::VolumesRemoved), None);
+    }
+
+    #[test]
+    fn the_body_names_the_sandbox_and_the_type() {
+        let sandbox = Sandbox::example();
+        let d = delivery(&SandboxEvent::Loaded, Timestamp::from_millis(1), &sandbox);
+        assert!(d.is_none(), "not announced");
+        let d = delivery(
+            &SandboxEvent::ended(Ending::Expired),
+            Timestamp::from_millis(1),
+            &sandbox,
+        )
+        .unwrap();
+        let body: serde_json::Value = serde_json::from_str(&d.body).unwrap();
+        assert_eq!(body["type"], "sandbox.ended");
+        assert_eq!(body["id"], d.id.as_str());
+        assert_eq!(body["sandbox"]["id"], sandbox.id.to_string());
+        assert_eq!(d.vendor_id, sandbox.vendor_id);
+        let _ = EndReason::Expired;
+    }
+}
