@@ -32,7 +32,7 @@ pub struct Config {
     pub disk_check_seconds: u64,
     pub shutdown_grace_seconds: u64,
     pub sandbox: SandboxConfig,
-    pub policy: PolicyConfig,
+    pub policy: Policy,
     pub rate_limit: RateLimitConfig,
 }
 
@@ -57,17 +57,6 @@ pub struct SandboxConfig {
     pub subnet: String,
     pub tmpfs_mb: u32,
     pub host_firewall: HostFirewall,
-}
-
-#[derive(Clone, Debug, Deserialize)]
-pub struct PolicyConfig {
-    pub max_memory_mb: u32,
-    pub max_cpus: f64,
-    pub max_pids: u32,
-    pub max_upload_bytes: u64,
-    pub max_files: u32,
-    pub max_trial_seconds: u32,
-    pub max_disk_mb: u32,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -143,16 +132,7 @@ impl Config {
     }
 
     pub fn policy(&self) -> Policy {
-        let p = &self.policy;
-        Policy {
-            max_memory_mb: p.max_memory_mb,
-            max_cpus: p.max_cpus,
-            max_pids: p.max_pids,
-            max_upload_bytes: p.max_upload_bytes,
-            max_files: p.max_files,
-            max_trial_seconds: p.max_trial_seconds,
-            max_disk_mb: p.max_disk_mb,
-        }
+        self.policy.clone()
     }
 }
 

@@ -184,16 +184,22 @@ mod tests {
         )
     }
 
+    /// A spool under a temporary root (kept alive by the returned guard).
+    async fn spool(rules: UploadRules) -> (tempfile::TempDir, Spool) {
+        let root = tempfile::tempdir().unwrap();
+        let spool = Spool::create(root.path(), SandboxId::new(), rules)
+            .await
+            .unwrap();
+        (root, spool)
+    }
+
     fn name(n: &str) -> UploadName {
         UploadName::parse(n).unwrap()
     }
 
     #[tokio::test]
     async fn files_are_hashed_and_counted_as_they_stream() {
-        let root = tempfile::tempdir().unwrap();
-        let mut spool = Spool::create(root.path(), SandboxId::new(), rules(100, 2, &["csv"]))
-            .await
-            .unwrap();
+        let (_root, mut spool) = spool(rules(100, 2, &["csv"])).await;
         spool
             .write(name("a.csv"), chunks(&[b"x,y\n", b"1,2\n"]))
             .await
@@ -209,10 +215,7 @@ mod tests {
 
     #[tokio::test]
     async fn rules_are_enforced_and_the_directory_goes_with_the_spool() {
-        let root = tempfile::tempdir().unwrap();
-        let mut spool = Spool::create(root.path(), SandboxId::new(), rules(10, 2, &["csv"]))
-            .await
-            .unwrap();
+        let (_root, mut spool) = spool(rules(10, 2, &["csv"])).await;
         let dir = spool.dir().to_path_buf();
         assert!(matches!(
             spool.write(name("a.txt"), chunks(&[b"1"])).await,
@@ -241,10 +244,7 @@ mod tests {
 
     #[tokio::test]
     async fn too_many_files_are_refused_before_reading() {
-        let root = tempfile::tempdir().unwrap();
-        let mut spool = Spool::create(root.path(), SandboxId::new(), rules(100, 1, &[]))
-            .await
-            .unwrap();
+        let (_root, mut spool) = spool(rules(100, 1, &[])).await;
         spool.write(name("a"), chunks(&[b"1"])).await.unwrap();
         assert!(matches!(
             spool.admit(&name("b")),

@@ -1,6 +1,6 @@
 //! The raw side: what a shell user would script with the docker CLI, and the Engine's own
 //! create + start through bollard. Same image, same hardening and limits as testdrive's
-//! sandboxes (`src/engine/mod.rs`), on the same network.
+//! sandboxes (`src/engine/docker.rs`), on the same network.
 //!
 //! Raw containers get their address explicitly (`--ip`), from the top 400 slots of the
 //! bench's /22, while testdrive hands out the lowest free slots: so a raw container can

@@ -10,8 +10,8 @@ use serde_json::Value;
 use super::upload::UploadRules;
 use super::{Invalid, parse_text};
 
-/// Ceilings the operator sets for all demos (from the service configuration).
-#[derive(Clone, Debug, PartialEq)]
+/// Ceilings the operator sets for all demos (the service configuration's `[policy]`).
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 pub struct Policy {
     pub max_memory_mb: u32,
     pub max_cpus: f64,

@@ -6,8 +6,10 @@
 use serde::Serialize;
 
 use super::event::{EventRecord, SandboxEvent};
-use super::profile::FileProfile;
-use super::{DemoId, EndReason, Prospect, Sandbox, SandboxId, SandboxStatus, Timestamp};
+use super::profile::{FileProfile, ProfiledFile};
+use super::{
+    DemoId, EndReason, FileRecord, Prospect, Sandbox, SandboxId, SandboxStatus, Timestamp,
+};
 
 #[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct TrialReport {
@@ -60,6 +62,18 @@ pub struct FileReport {
     pub profile: Option<FileProfile>,
 }
 
+impl FileReport {
+    /// A file with its profile (profiled while it streamed in).
+    fn of(file: &FileRecord, profiles: &[ProfiledFile]) -> FileReport {
+        let profile = profiles.iter().find(|p| p.name == file.name);
+        FileReport {
+            name: file.name.clone(),
+            bytes: file.bytes,
+            profile: profile.and_then(|p| p.profile.clone()),
+        }
+    }
+}
+
 impl TrialReport {
     pub fn of(sandbox: &Sandbox, events: &[EventRecord]) -> TrialReport {
         let extensions: Vec<u64> = events
@@ -71,18 +85,9 @@ impl TrialReport {
             .collect();
         let seconds_added: u64 = extensions.iter().sum();
         let lifetime = sandbox.created_at.until(sandbox.expires_at).as_secs();
-        let files = sandbox
-            .files
-            .iter()
-            .map(|f| FileReport {
-                name: f.name.clone(),
-                bytes: f.bytes,
-                profile: sandbox
-                    .profiles
-                    .iter()
-                    .find(|p| p.name == f.name)
-                    .and_then(|p| p.profile.clone()),
-            })
+        let files = sandbox.files.iter();
+        let files = files
+            .map(|f| FileReport::of(f, &sandbox.profiles))
             .collect();
         TrialReport {
             sandbox_id: sandbox.id,

@@ -16,7 +16,7 @@ use bollard::exec::{StartExecOptions, StartExecResults};
 use bollard::models::{
     ContainerCreateBody, ContainerSummaryStateEnum, EndpointIpamConfig, EndpointSettings,
     ExecConfig, HostConfig, HostConfigLogConfig, Mount, MountType, MountVolumeOptions,
-    NetworkingConfig,
+    NetworkingConfig, Volume,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, InspectContainerOptions, ListContainersOptionsBuilder,
@@ -29,9 +29,9 @@ use tokio::sync::RwLock;
 
 use super::{
     ContainerState, DEMO_LABEL, Engine, EngineError, EngineSettings, ExecOutcome, INSTANCE_LABEL,
-    Labelled, Result, SANDBOX_LABEL, StatsReading, archive, network, probe,
+    Labelled, NewContainer, Result, SANDBOX_LABEL, StatsReading, archive, network, probe,
 };
-use crate::domain::{DemoId, DemoSpec, SandboxId, StagedFile};
+use crate::domain::{DemoId, SandboxId, StagedFile};
 
 /// Retries of an idempotent call while the Engine is unreachable.
 const RETRIES: u32 = 4;
@@ -192,19 +192,22 @@ impl DockerEngine {
         }
     }
 
+    /// The volumes carrying `label` (`key=value`).
+    async fn volumes(&self, docker: &Docker, label: String) -> Result<Vec<Volume>> {
+        let filter = label_filter(label);
+        let options = ListVolumesOptionsBuilder::default()
+            .filters(&filter)
+            .build();
+        let listed = docker.list_volumes(Some(options)).await;
+        let listed = listed.map_err(|e| EngineError::from_bollard(e, "volume"))?;
+        Ok(listed.volumes.unwrap_or_default())
+    }
+
     async fn remove_volumes_once(&self, sandbox: SandboxId) -> Result<usize> {
         let docker = self.client().await?;
         let mut removed = 0;
-        let filter = label_filter(format!("{SANDBOX_LABEL}={sandbox}"));
-        let volumes = docker
-            .list_volumes(Some(
-                ListVolumesOptionsBuilder::default()
-                    .filters(&filter)
-                    .build(),
-            ))
-            .await
-            .map_err(|e| EngineError::from_bollard(e, "volume"))?;
-        for volume in volumes.volumes.unwrap_or_default() {
+        let label = format!("{SANDBOX_LABEL}={sandbox}");
+        for volume in self.volumes(&docker, label).await? {
             match docker
                 .remove_volume(
                     &volume.name,
@@ -232,14 +235,8 @@ impl DockerEngine {
             ))
             .await
             .map_err(|e| EngineError::from_bollard(e, "container"))?;
-        let volumes = docker
-            .list_volumes(Some(
-                ListVolumesOptionsBuilder::default()
-                    .filters(&filter)
-                    .build(),
-            ))
-            .await
-            .map_err(|e| EngineError::from_bollard(e, "volume"))?;
+        let instance = format!("{INSTANCE_LABEL}={}", self.inner.instance);
+        let volumes = self.volumes(&docker, instance).await?;
         let sandbox_of = |labels: &HashMap<String, String>| {
             labels
                 .get(SANDBOX_LABEL)
@@ -253,18 +250,15 @@ impl DockerEngine {
                     Some((sandbox_of(c.labels.as_ref()?)?, running))
                 })
                 .collect(),
-            volumes: volumes.volumes.unwrap_or_default().iter().fold(
-                HashMap::new(),
-                |mut by_sandbox, v| {
-                    if let Some(id) = sandbox_of(&v.labels) {
-                        by_sandbox
-                            .entry(id)
-                            .or_insert_with(Vec::new)
-                            .push(PathBuf::from(&v.mountpoint));
-                    }
+            volumes: volumes.iter().fold(HashMap::new(), |mut by_sandbox, v| {
+                if let Some(id) = sandbox_of(&v.labels) {
                     by_sandbox
-                },
-            ),
+                        .entry(id)
+                        .or_insert_with(Vec::new)
+                        .push(PathBuf::from(&v.mountpoint));
+                }
+                by_sandbox
+            }),
         })
     }
 }
@@ -309,13 +303,13 @@ impl Engine for DockerEngine {
         self.inner.settings.network.subnet.address(slot)
     }
 
-    async fn create(
-        &self,
-        sandbox: SandboxId,
-        demo: DemoId,
-        spec: &DemoSpec,
-        ip: Ipv4Addr,
-    ) -> Result<()> {
+    async fn create(&self, container: &NewContainer<'_>) -> Result<()> {
+        let NewContainer {
+            sandbox,
+            demo,
+            spec,
+            ip,
+        } = *container;
         let labels = self.labels(sandbox, demo);
         let volume = |target: &str| Mount {
             target: Some(target.to_string()),

@@ -14,9 +14,10 @@ use async_trait::async_trait;
 use tokio::sync::watch;
 
 use super::{
-    ContainerState, Engine, EngineError, ExecOutcome, Labelled, Result, StatsReading, Subnet,
+    ContainerState, Engine, EngineError, ExecOutcome, Labelled, NewContainer, Result, StatsReading,
+    Subnet,
 };
-use crate::domain::{DemoId, DemoSpec, SandboxId, StagedFile};
+use crate::domain::{DemoId, SandboxId, StagedFile};
 
 /// The calls, to hold, fail or count.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -282,13 +283,8 @@ impl Engine for FakeEngine {
         self.subnet.address(slot)
     }
 
-    async fn create(
-        &self,
-        sandbox: SandboxId,
-        demo: DemoId,
-        spec: &DemoSpec,
-        ip: Ipv4Addr,
-    ) -> Result<()> {
+    async fn create(&self, new: &NewContainer<'_>) -> Result<()> {
+        let (sandbox, demo, spec, ip) = (new.sandbox, new.demo, new.spec, new.ip);
         let result = self.enter(Op::Create, Some(sandbox)).map(|()| {
             let mut state = self.state();
             let answers = !state.silent_demos;

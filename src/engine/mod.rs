@@ -94,6 +94,15 @@ pub struct ContainerState {
     pub oom_killed: bool,
 }
 
+/// A sandbox's container to make: whose, of which demo, run how, at which address.
+#[derive(Debug, Clone, Copy)]
+pub struct NewContainer<'a> {
+    pub sandbox: SandboxId,
+    pub demo: DemoId,
+    pub spec: &'a DemoSpec,
+    pub ip: Ipv4Addr,
+}
+
 /// This deployment's objects on the Engine.
 #[derive(Debug, Default, Clone)]
 pub struct Labelled {
@@ -134,16 +143,10 @@ pub trait Engine: Send + Sync + 'static {
     /// The address of a sandbox slot on the sandbox network, if the network has it.
     fn address(&self, slot: u32) -> Option<Ipv4Addr>;
 
-    /// Creates the sandbox's container, hardened as the contract says, at `ip` on the
-    /// sandbox network, with a labelled volume at the data path and at each writable path.
-    /// Not started.
-    async fn create(
-        &self,
-        sandbox: SandboxId,
-        demo: DemoId,
-        spec: &DemoSpec,
-        ip: Ipv4Addr,
-    ) -> Result<()>;
+    /// Creates the sandbox's container, hardened as the contract says, at its address on
+    /// the sandbox network, with a labelled volume at the data path and at each writable
+    /// path. Not started.
+    async fn create(&self, container: &NewContainer<'_>) -> Result<()>;
     /// Streams the files into the sandbox's data volume, under their names, before or
     /// after it started.
     async fn place_files(

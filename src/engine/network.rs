@@ -98,14 +98,11 @@ pub async fn ensure(docker: &Docker, settings: &NetworkSettings) -> Result<()> {
 
 async fn ensure_locked(docker: &Docker, settings: &NetworkSettings) -> Result<()> {
     let filter = HashMap::from([("name".to_string(), vec![settings.name.clone()])]);
-    let existing = docker
-        .list_networks(Some(
-            ListNetworksOptionsBuilder::default()
-                .filters(&filter)
-                .build(),
-        ))
-        .await
-        .map_err(|e| EngineError::from_bollard(e, "network"))?;
+    let options = ListNetworksOptionsBuilder::default()
+        .filters(&filter)
+        .build();
+    let existing = docker.list_networks(Some(options)).await;
+    let existing = existing.map_err(|e| EngineError::from_bollard(e, "network"))?;
     // The name filter matches substrings.
     if let Some(net) = existing
         .into_iter()

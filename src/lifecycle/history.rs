@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use crate::domain::{SandboxEvent, SandboxId, Timestamp};
-use crate::store::Store;
+use crate::store::{NewEvent, Store};
 use crate::webhooks::{self, Webhooks};
 
 pub(super) struct History {
@@ -21,15 +21,18 @@ impl History {
     /// Records `event` of sandbox `id` as happened `at`. A history that cannot be written
     /// (the database is down) is logged, not fatal: the change itself is in the record.
     pub(super) async fn record(&self, id: SandboxId, at: Timestamp, event: SandboxEvent) {
+        let new = |announce| NewEvent {
+            sandbox: id,
+            at,
+            event: &event,
+            announce,
+        };
         let written = match webhooks::announced_as(&event) {
-            None => self.store.append_event(id, at, &event, None).await,
+            None => self.store.append_event(new(None)).await,
             Some(_) => match self.store.sandbox(id).await {
                 Ok(sandbox) => {
                     let delivery = sandbox.and_then(|s| webhooks::delivery(&event, at, &s));
-                    let written = self
-                        .store
-                        .append_event(id, at, &event, delivery.as_ref())
-                        .await;
+                    let written = self.store.append_event(new(delivery.as_ref())).await;
                     if delivery.is_some() {
                         self.webhooks.ring();
                     }

@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use super::{Lifecycle, LifecycleError, Result, probe};
 use crate::domain::pool::{NewWarmMember, WarmState};
 use crate::domain::{Demo, DemoId, SandboxId};
+use crate::engine::NewContainer;
 
 /// After a member of a demo fails to come up, that demo's pool waits this long.
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(30);
@@ -58,6 +59,13 @@ impl Lifecycle {
     /// Tells the keeper a demo changed (or a member was claimed): tend the pools now.
     pub fn pools_changed(&self) {
         self.inner.wakeups.pools.notify_one();
+    }
+
+    /// The members in any of `states`, oldest first.
+    async fn members_in(&self, states: &[WarmState]) -> Result<Vec<SandboxId>> {
+        let members = self.inner.store.warm_members(None).await?;
+        let chosen = members.iter().filter(|m| states.contains(&m.state));
+        Ok(chosen.map(|m| m.id).collect())
     }
 
     /// How many members are ready to claim for each demo (for operators and tests).
@@ -180,7 +188,13 @@ impl Lifecycle {
         let ip = engine.address(slot).ok_or_else(|| {
             LifecycleError::Capacity("the sandbox network has no free address left".into())
         })?;
-        engine.create(id, demo.id, spec, ip).await?;
+        let container = NewContainer {
+            sandbox: id,
+            demo: demo.id,
+            spec,
+            ip,
+        };
+        engine.create(&container).await?;
         engine.start(id).await?;
         let addr = SocketAddr::new(ip.into(), spec.port);
         probe::wait_ready(engine.as_ref(), id, addr, &spec.ready)
@@ -232,13 +246,9 @@ impl Lifecycle {
         let excess = async {
             let store = &self.inner.store;
             let running = store.count_live_by_state(None).await?.running;
-            let members: Vec<SandboxId> = store
-                .warm_members(None)
-                .await?
-                .into_iter()
-                .filter(|m| m.state != WarmState::Draining)
-                .map(|m| m.id)
-                .collect();
+            let members = self
+                .members_in(&[WarmState::Warming, WarmState::Warm])
+                .await?;
             let over = (running + members.len() as u64)
                 .saturating_sub(u64::from(self.inner.settings.max_running));
             Ok::<_, LifecycleError>(members.into_iter().take(over as usize).collect::<Vec<_>>())
@@ -280,14 +290,8 @@ impl Lifecycle {
     /// At start: members being made or drained when the service stopped are removed.
     pub(super) async fn recover_pools(&self) -> Result<()> {
         let cut_short = self
-            .inner
-            .store
-            .warm_members(None)
-            .await?
-            .into_iter()
-            .filter(|m| m.state != WarmState::Warm)
-            .map(|m| m.id)
-            .collect();
+            .members_in(&[WarmState::Warming, WarmState::Draining])
+            .await?;
         self.drain_all(cut_short).await;
         Ok(())
     }

@@ -20,7 +20,7 @@ use tracing::Instrument;
 use super::Lifecycle;
 use super::probe;
 use crate::domain::{DemoId, DemoSpec, Ending, SandboxEvent, SandboxId};
-use crate::engine::EngineError;
+use crate::engine::{EngineError, NewContainer};
 use crate::spool::Spool;
 
 /// Where a provisioning stands, as seen by whoever waits for it (`?wait=`, a teardown).
@@ -200,7 +200,12 @@ impl Provision {
         checkpoint(cancel)?;
         if self.origin == Origin::Cold {
             engine
-                .create(id, self.demo, spec, ip)
+                .create(&NewContainer {
+                    sandbox: id,
+                    demo: self.demo,
+                    spec,
+                    ip,
+                })
                 .await
                 .map_err(failed("creating the container"))?;
         }

@@ -156,19 +156,23 @@ pub trait SandboxStore: Send + Sync {
     async fn add_usage(&self, batch: &[Usage]) -> Result<()>;
 }
 
+/// An event to append to a sandbox's history.
+#[derive(Clone, Copy, Debug)]
+pub struct NewEvent<'a> {
+    pub sandbox: SandboxId,
+    pub at: Timestamp,
+    pub event: &'a SandboxEvent,
+    /// The webhook delivery announcing it, if vendors hear of it.
+    pub announce: Option<&'a NewDelivery>,
+}
+
 /// A sandbox's history. Events are kept as their structured JSON beside their kind, and
 /// read back as `SandboxEvent`s.
 #[async_trait]
 pub trait HistoryStore: Send + Sync {
     /// Appends an event and, when given and the vendor has a webhook, the delivery that
     /// announces it, in one transaction.
-    async fn append_event(
-        &self,
-        id: SandboxId,
-        at: Timestamp,
-        event: &SandboxEvent,
-        announce: Option<&NewDelivery>,
-    ) -> Result<()>;
+    async fn append_event(&self, new: NewEvent<'_>) -> Result<()>;
     /// The sandbox's events, oldest first.
     async fn history(&self, id: SandboxId) -> Result<Vec<EventRecord>>;
     /// The newest events of all sandboxes (of one vendor's demos), newest first.

@@ -64,22 +64,24 @@ pub struct Webhooks {
 }
 
 struct Inner {
-    store: Arc<dyn Store>,
-    clock: Arc<dyn Clock>,
     settings: WebhookSettings,
     /// Wakes the sender: a delivery was written.
     bell: Notify,
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
 }
 
 impl Webhooks {
     pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, settings: WebhookSettings) -> Self {
+        let bell = Notify::new();
+        let inner = Inner {
+            settings,
+            bell,
+            store,
+            clock,
+        };
         Webhooks {
-            inner: Arc::new(Inner {
-                store,
-                clock,
-                settings,
-                bell: Notify::new(),
-            }),
+            inner: Arc::new(inner),
         }
     }
 

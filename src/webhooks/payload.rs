@@ -3,13 +3,12 @@
 //! every attempt), and its signature.
 
 use hmac::{Hmac, Mac};
-use serde::Serialize;
+use serde::ser::SerializeStruct;
+use serde::{Serialize, Serializer};
 use sha2::Sha256;
 
 use crate::domain::webhook::NewDelivery;
-use crate::domain::{
-    DemoId, EndReason, Ending, Prospect, Sandbox, SandboxEvent, SandboxId, SandboxStatus, Timestamp,
-};
+use crate::domain::{Ending, Sandbox, SandboxEvent, Timestamp};
 
 /// The webhook type announcing `event`, if vendors hear of it.
 pub fn announced_as(event: &SandboxEvent) -> Option<&'static str> {
@@ -35,20 +34,27 @@ struct Body<'a> {
     sandbox: SandboxPayload<'a>,
 }
 
-/// The sandbox as the vendor sees it (no token, no address).
-#[derive(Serialize)]
-struct SandboxPayload<'a> {
-    id: SandboxId,
-    demo_id: DemoId,
-    status: SandboxStatus,
-    created_at: Timestamp,
-    ready_at: Option<Timestamp>,
-    expires_at: Timestamp,
-    ended_at: Option<Timestamp>,
-    end_reason: Option<EndReason>,
-    data_deleted_at: Option<Timestamp>,
-    prospect: &'a Prospect,
-    files: &'a [crate::domain::FileRecord],
+/// The sandbox as the vendor sees it: its state and times, the information sheet and the
+/// files' names, sizes and hashes; never its token or address.
+struct SandboxPayload<'a>(&'a Sandbox);
+
+impl Serialize for SandboxPayload<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let sandbox = self.0;
+        let mut out = serializer.serialize_struct("Sandbox", 11)?;
+        out.serialize_field("id", &sandbox.id)?;
+        out.serialize_field("demo_id", &sandbox.demo_id)?;
+        out.serialize_field("status", &sandbox.status)?;
+        out.serialize_field("created_at", &sandbox.created_at)?;
+        out.serialize_field("ready_at", &sandbox.ready_at)?;
+        out.serialize_field("expires_at", &sandbox.expires_at)?;
+        out.serialize_field("ended_at", &sandbox.ended_at)?;
+        out.serialize_field("end_reason", &sandbox.end_reason)?;
+        out.serialize_field("data_deleted_at", &sandbox.data_deleted_at)?;
+        out.serialize_field("prospect", &sandbox.prospect)?;
+        out.serialize_field("files", &sandbox.files)?;
+        out.end()
+    }
 }
 
 /// The delivery announcing `event` of `sandbox`, as the sandbox is now; `None` for an
@@ -60,19 +66,7 @@ pub fn delivery(event: &SandboxEvent, at: Timestamp, sandbox: &Sandbox) -> Optio
         id: &id,
         kind: webhook_type,
         at,
-        sandbox: SandboxPayload {
-            id: sandbox.id,
-            demo_id: sandbox.demo_id,
-            status: sandbox.status,
-            created_at: sandbox.created_at,
-            ready_at: sandbox.ready_at,
-            expires_at: sandbox.expires_at,
-            ended_at: sandbox.ended_at,
-            end_reason: sandbox.end_reason,
-            data_deleted_at: sandbox.data_deleted_at,
-            prospect: &sandbox.prospect,
-            files: &sandbox.files,
-        },
+        sandbox: SandboxPayload(sandbox),
     };
     Some(NewDelivery {
         body: serde_json::to_string(&body).expect("a webhook body serialises"),
@@ -138,6 +132,5 @@ mod tests {
         assert_eq!(body["id"], d.id.as_str());
         assert_eq!(body["sandbox"]["id"], sandbox.id.to_string());
         assert_eq!(d.vendor_id, sandbox.vendor_id);
-        let _ = EndReason::Expired;
     }
 }

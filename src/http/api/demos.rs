@@ -12,7 +12,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::auth::demo_id;
-use super::{ApiError, ApiJson, ApiQuery, AppState, Caller, Items};
+use super::{ApiError, ApiJson, ApiQuery, AppState, Caller, Items, Problem};
 use crate::domain::Demo;
 use crate::domain::{DemoId, DemoManifest, DemoSpec, Timestamp, VendorId};
 
@@ -62,11 +62,9 @@ pub struct CreateParams {
 
 /// Register a demo. Only `slug`, `title`, `image`, `port` and `data_path` are required; the
 /// image must already be on the Docker Engine.
-#[utoipa::path(post, path = "/v1/demos", tag = "demos",
-    params(CreateParams),
+#[utoipa::path(post, path = "/v1/demos", tag = "demos", params(CreateParams),
     request_body = DemoManifest,
-    responses((status = 201, body = DemoView), (status = 409, body = super::Problem),
-              (status = 422, body = super::Problem)),
+    responses((status = 201, body = DemoView), (status = 409, body = Problem), (status = 422, body = Problem)),
     security(("bearer" = [])))]
 async fn create_demo(
     State(state): State<AppState>,
@@ -110,8 +108,7 @@ async fn create_demo(
 
 /// The caller's demos (all of them for operators).
 #[utoipa::path(get, path = "/v1/demos", tag = "demos",
-    responses((status = 200, body = Items<DemoView>)),
-    security(("bearer" = [])))]
+    responses((status = 200, body = Items<DemoView>)), security(("bearer" = [])))]
 async fn list_demos(
     State(state): State<AppState>,
     caller: Caller,
@@ -127,7 +124,7 @@ async fn list_demos(
 }
 
 #[utoipa::path(get, path = "/v1/demos/{id}", tag = "demos",
-    responses((status = 200, body = DemoView), (status = 404, body = super::Problem)),
+    responses((status = 200, body = DemoView), (status = 404, body = Problem)),
     security(("bearer" = [])))]
 async fn get_demo(
     State(state): State<AppState>,
@@ -143,10 +140,8 @@ async fn get_demo(
 
 /// Change a demo: a JSON merge patch of any field but `slug`, plus `enabled`
 /// (`{"enabled": false}` hides it from the catalog). Running sandboxes are not affected.
-#[utoipa::path(patch, path = "/v1/demos/{id}", tag = "demos",
-    request_body = Object,
-    responses((status = 200, body = DemoView), (status = 404, body = super::Problem),
-              (status = 422, body = super::Problem)),
+#[utoipa::path(patch, path = "/v1/demos/{id}", tag = "demos", request_body = Object,
+    responses((status = 200, body = DemoView), (status = 404, body = Problem), (status = 422, body = Problem)),
     security(("bearer" = [])))]
 async fn patch_demo(
     State(state): State<AppState>,
@@ -166,8 +161,7 @@ async fn patch_demo(
 
 /// Retire a demo: no new sandboxes; running ones keep their deadline.
 #[utoipa::path(delete, path = "/v1/demos/{id}", tag = "demos",
-    responses((status = 204), (status = 404, body = super::Problem)),
-    security(("bearer" = [])))]
+    responses((status = 204), (status = 404, body = Problem)), security(("bearer" = [])))]
 async fn delete_demo(
     State(state): State<AppState>,
     caller: Caller,

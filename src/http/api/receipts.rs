@@ -8,7 +8,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::auth::{self, SeenSandbox};
-use super::{ApiError, AppState, Caller};
+use super::{ApiError, AppState, Caller, Problem};
 use crate::domain::report::TrialReport;
 use crate::signing::{PublicReceiptKey, SignedReceipt};
 
@@ -24,8 +24,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// Vendor and operators; kept after the data is deleted.
 #[utoipa::path(get, path = "/v1/sandboxes/{id}/report", tag = "sandboxes",
     params(("id" = String, Path)),
-    responses((status = 200, body = TrialReport), (status = 403, body = super::Problem),
-              (status = 404, body = super::Problem)),
+    responses((status = 200, body = TrialReport), (status = 403, body = Problem), (status = 404, body = Problem)),
     security(("bearer" = [])))]
 async fn report(
     State(state): State<AppState>,
@@ -46,8 +45,7 @@ async fn report(
 /// `409` until the sandbox has ended and its data is deleted.
 #[utoipa::path(get, path = "/v1/sandboxes/{id}/receipt", tag = "sandboxes",
     params(("id" = String, Path)),
-    responses((status = 200, body = SignedReceipt), (status = 404, body = super::Problem),
-              (status = 409, body = super::Problem)),
+    responses((status = 200, body = SignedReceipt), (status = 404, body = Problem), (status = 409, body = Problem)),
     security(("bearer" = [])))]
 async fn receipt(
     State(state): State<AppState>,

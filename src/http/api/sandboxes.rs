@@ -10,7 +10,7 @@ use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
 use utoipa_axum::routes;
 
 use super::auth::SeenSandbox;
-use super::{ApiError, ApiJson, ApiQuery, AppState, Caller, Items};
+use super::{ApiError, ApiJson, ApiQuery, AppState, Caller, Items, Problem};
 use crate::domain::{
     DemoId, EndReason, FileRecord, Prospect, Sandbox, SandboxId, SandboxStatus, Timestamp,
 };
@@ -126,14 +126,9 @@ pub struct SandboxForm {
 }
 
 /// Start a trial: upload files (multipart) and get a sandbox of the demo loaded with them.
-#[utoipa::path(post, path = "/v1/sandboxes", tag = "sandboxes",
-    params(CreateParams),
+#[utoipa::path(post, path = "/v1/sandboxes", tag = "sandboxes", params(CreateParams),
     request_body(content = SandboxForm, content_type = "multipart/form-data"),
-    responses((status = 201, body = CreatedSandbox),
-              (status = 404, description = "unknown demo", body = super::Problem),
-              (status = 413, body = super::Problem), (status = 415, body = super::Problem),
-              (status = 422, body = super::Problem), (status = 429, body = super::Problem),
-              (status = 503, body = super::Problem)))]
+    responses((status = 201, body = CreatedSandbox), (status = 404, description = "unknown demo", body = Problem), (status = 413, body = Problem), (status = 415, body = Problem), (status = 422, body = Problem), (status = 429, body = Problem), (status = 503, body = Problem)))]
 async fn create_sandbox(
     State(state): State<AppState>,
     ApiQuery(params): ApiQuery<CreateParams>,
@@ -159,10 +154,8 @@ pub struct ListParams {
 }
 
 /// Sandboxes of the caller's demos (all of them for operators), newest first.
-#[utoipa::path(get, path = "/v1/sandboxes", tag = "sandboxes",
-    params(ListParams),
-    responses((status = 200, body = Items<SandboxView>)),
-    security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/sandboxes", tag = "sandboxes", params(ListParams),
+    responses((status = 200, body = Items<SandboxView>)), security(("bearer" = [])))]
 async fn list_sandboxes(
     State(state): State<AppState>,
     caller: Caller,
@@ -188,9 +181,8 @@ async fn list_sandboxes(
     Ok(axum::Json(Items { items }))
 }
 
-#[utoipa::path(get, path = "/v1/sandboxes/{id}", tag = "sandboxes",
-    params(("id" = String, Path)),
-    responses((status = 200, body = SandboxView), (status = 404, body = super::Problem)),
+#[utoipa::path(get, path = "/v1/sandboxes/{id}", tag = "sandboxes", params(("id" = String, Path)),
+    responses((status = 200, body = SandboxView), (status = 404, body = Problem)),
     security(("bearer" = [])))]
 async fn get_sandbox(
     State(state): State<AppState>,
@@ -208,10 +200,8 @@ pub struct Extension {
 
 /// Move the deadline later, up to the demo's `max_seconds` from the sandbox's creation.
 #[utoipa::path(post, path = "/v1/sandboxes/{id}/extend", tag = "sandboxes",
-    params(("id" = String, Path)),
-    request_body = Extension,
-    responses((status = 200, body = SandboxView), (status = 409, body = super::Problem),
-              (status = 422, body = super::Problem)),
+    params(("id" = String, Path)), request_body = Extension,
+    responses((status = 200, body = SandboxView), (status = 409, body = Problem), (status = 422, body = Problem)),
     security(("bearer" = [])))]
 async fn extend_sandbox(
     State(state): State<AppState>,
@@ -240,8 +230,7 @@ async fn extend_sandbox(
 /// gone, with `data_deleted_at` set.
 #[utoipa::path(delete, path = "/v1/sandboxes/{id}", tag = "sandboxes",
     params(("id" = String, Path)),
-    responses((status = 200, body = SandboxView), (status = 404, body = super::Problem),
-              (status = 503, body = super::Problem)),
+    responses((status = 200, body = SandboxView), (status = 404, body = Problem), (status = 503, body = Problem)),
     security(("bearer" = [])))]
 async fn delete_sandbox(
     State(state): State<AppState>,
@@ -266,7 +255,7 @@ pub struct EventView {
 /// The sandbox's lifecycle history, oldest first.
 #[utoipa::path(get, path = "/v1/sandboxes/{id}/events", tag = "sandboxes",
     params(("id" = String, Path)),
-    responses((status = 200, body = Items<EventView>), (status = 404, body = super::Problem)),
+    responses((status = 200, body = Items<EventView>), (status = 404, body = Problem)),
     security(("bearer" = [])))]
 async fn sandbox_events(
     State(state): State<AppState>,

@@ -9,7 +9,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{ApiError, ApiJson, ApiQuery, AppState, Caller, Items};
+use super::{ApiError, ApiJson, ApiQuery, AppState, Caller, Items, Problem};
 use crate::domain::webhook::DeliveryRecord;
 use crate::domain::{Timestamp, Vendor, VendorId, VendorName, WebhookUrl};
 use crate::webhooks::WebhookRefused;
@@ -90,9 +90,8 @@ pub struct CreatedVendor {
 }
 
 /// Create a vendor (operators only).
-#[utoipa::path(post, path = "/v1/vendors", tag = "vendors",
-    request_body = NewVendor,
-    responses((status = 201, body = CreatedVendor), (status = 409, body = super::Problem)),
+#[utoipa::path(post, path = "/v1/vendors", tag = "vendors", request_body = NewVendor,
+    responses((status = 201, body = CreatedVendor), (status = 409, body = Problem)),
     security(("bearer" = [])))]
 async fn create_vendor(
     State(state): State<AppState>,
@@ -115,8 +114,7 @@ async fn create_vendor(
 
 /// List vendors (operators only); keys are never shown again.
 #[utoipa::path(get, path = "/v1/vendors", tag = "vendors",
-    responses((status = 200, body = Items<VendorView>)),
-    security(("bearer" = [])))]
+    responses((status = 200, body = Items<VendorView>)), security(("bearer" = [])))]
 async fn list_vendors(
     State(state): State<AppState>,
     caller: Caller,
@@ -128,7 +126,7 @@ async fn list_vendors(
 
 /// One vendor: operators, or the vendor itself.
 #[utoipa::path(get, path = "/v1/vendors/{id}", tag = "vendors",
-    responses((status = 200, body = VendorView), (status = 404, body = super::Problem)),
+    responses((status = 200, body = VendorView), (status = 404, body = Problem)),
     security(("bearer" = [])))]
 async fn get_vendor(
     State(state): State<AppState>,
@@ -156,10 +154,8 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<Strin
 
 /// Set the vendor's webhook URL: operators, or the vendor itself. The signing secret is in
 /// the answer the first time a URL is set, and never again.
-#[utoipa::path(patch, path = "/v1/vendors/{id}", tag = "vendors",
-    request_body = VendorPatch,
-    responses((status = 200, body = VendorView), (status = 404, body = super::Problem),
-              (status = 422, body = super::Problem)),
+#[utoipa::path(patch, path = "/v1/vendors/{id}", tag = "vendors", request_body = VendorPatch,
+    responses((status = 200, body = VendorView), (status = 404, body = Problem), (status = 422, body = Problem)),
     security(("bearer" = [])))]
 async fn patch_vendor(
     State(state): State<AppState>,
@@ -194,9 +190,8 @@ pub struct DeliveriesParams {
 
 /// The vendor's webhook deliveries, newest first: attempts, the last status or error, and
 /// when each was delivered, will be tried again, or was given up.
-#[utoipa::path(get, path = "/v1/vendors/{id}/deliveries", tag = "vendors",
-    params(DeliveriesParams),
-    responses((status = 200, body = Items<DeliveryRecord>), (status = 404, body = super::Problem)),
+#[utoipa::path(get, path = "/v1/vendors/{id}/deliveries", tag = "vendors", params(DeliveriesParams),
+    responses((status = 200, body = Items<DeliveryRecord>), (status = 404, body = Problem)),
     security(("bearer" = [])))]
 async fn vendor_deliveries(
     State(state): State<AppState>,

@@ -5,8 +5,9 @@
 
 use askama::Template;
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Path, Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Serialize;
@@ -116,22 +117,27 @@ async fn own_trial(
     Err(ApiError::NotFound("no such trial in this browser"))
 }
 
-/// `own_trial` for the page's script, which must also show the page key; a call that
-/// changes something must also come from this site.
-async fn own_trial_from_page(
-    state: &AppState,
-    headers: &HeaderMap,
-    id: &str,
-    changes: bool,
-) -> Result<Sandbox, ApiError> {
-    if changes {
-        session::same_origin(headers)?;
+/// A call from the trial page's script: this browser's trial, whose page key the call
+/// shows; one that changes something (not a `GET`) must also come from this site.
+struct FromPage(Sandbox);
+
+impl FromRequestParts<AppState> for FromPage {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let headers = &parts.headers;
+        if parts.method != Method::GET {
+            session::same_origin(headers)?;
+        }
+        let Path(id) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|_| ApiError::NotFound("no such trial in this browser"))?;
+        let (sandbox, token) = own_trial(state, &parts.headers, &id).await?;
+        if !session::has_page_key(&parts.headers, None, &token) {
+            return Err(ApiError::Forbidden);
+        }
+        Ok(FromPage(sandbox))
     }
-    let (sandbox, token) = own_trial(state, headers, id).await?;
-    if !session::has_page_key(headers, None, &token) {
-        return Err(ApiError::Forbidden);
-    }
-    Ok(sandbox)
 }
 
 /// How far provisioning got, as steps the page ticks off (the page's script knows them by
@@ -365,10 +371,8 @@ async fn state_of(state: &AppState, sandbox: &Sandbox) -> Result<TrialState, Api
 
 async fn trial_state(
     State(state): State<AppState>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
+    FromPage(sandbox): FromPage,
 ) -> Result<axum::Json<TrialState>, ApiError> {
-    let sandbox = own_trial_from_page(&state, &headers, &id, false).await?;
     Ok(axum::Json(state_of(&state, &sandbox).await?))
 }
 
@@ -397,10 +401,8 @@ async fn signed_receipt(
 /// Adds the demo's trial length again, up to its longest trial.
 async fn extend(
     State(state): State<AppState>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
+    FromPage(sandbox): FromPage,
 ) -> Result<axum::Json<TrialState>, ApiError> {
-    let sandbox = own_trial_from_page(&state, &headers, &id, true).await?;
     let by = state_of(&state, &sandbox).await?.extend_seconds;
     if by == 0 {
         return Err(ApiError::Conflict(
@@ -414,10 +416,8 @@ async fn extend(
 /// Ends the trial; answers once every copy of the data is gone.
 async fn end(
     State(state): State<AppState>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
+    FromPage(sandbox): FromPage,
 ) -> Result<axum::Json<TrialState>, ApiError> {
-    let sandbox = own_trial_from_page(&state, &headers, &id, true).await?;
     let sandbox = state
         .lifecycle
         .end(sandbox.id, Ending::EndedByProspect)

@@ -30,8 +30,7 @@ async fn until_expired(h: &Harness, id: SandboxId, within: Duration) {
 
 #[tokio::test(start_paused = true)]
 async fn every_reason_to_end_goes_the_same_way() {
-    let mut h = Harness::new().await;
-    let demo = h.demo("ends", json!({"trial": {"seconds": 60}})).await;
+    let (mut h, demo) = Harness::with_demo(json!({"trial": {"seconds": 60}})).await;
     let cases = [
         Ending::EndedByProspect,
         Ending::EndedByVendor,
@@ -74,50 +73,43 @@ async fn every_reason_to_end_goes_the_same_way() {
     assert!(h.engine.sandboxes().is_empty());
 }
 
+/// Two trials of two minutes, one extended by a minute: each ends at its own deadline,
+/// never before it.
 #[tokio::test(start_paused = true)]
-async fn a_deadline_ends_the_trial_and_not_before_it() {
-    let mut h = Harness::new().await;
+async fn deadlines_are_kept_and_extensions_move_them() {
+    let (mut h, demo) = Harness::with_demo(json!({"trial": {"seconds": 120}})).await;
     h.run_background();
-    let demo = h.demo("deadline", json!({"trial": {"seconds": 120}})).await;
-    let id = h.ready(&demo).await;
-    let deadline = h.sandbox(id).await.expires_at;
+    let plain = h.ready(&demo).await;
+    let extended = h.ready(&demo).await;
+    let deadline = h.sandbox(plain).await.expires_at;
+    h.lifecycle.extend(extended, 60).await.expect("it extends");
 
     advance(Duration::from_secs(119)).await;
-    assert_eq!(h.sandbox(id).await.status, SandboxStatus::Ready);
+    assert_eq!(h.sandbox(plain).await.status, SandboxStatus::Ready);
 
     // (How promptly is the scheduler's own tests' to say, on a clock no database shares.)
-    until_expired(&h, id, Duration::from_secs(30)).await;
-    let ended = h.sandbox(id).await;
+    until_expired(&h, plain, Duration::from_secs(30)).await;
+    let ended = h.sandbox(plain).await;
     assert_eq!(ended.end_reason, Some(EndReason::Expired));
     assert!(
         ended.ended_at.expect("an end time") >= deadline,
         "not before"
     );
-}
+    assert_eq!(h.sandbox(extended).await.status, SandboxStatus::Ready);
 
-#[tokio::test(start_paused = true)]
-async fn an_extension_moves_the_deadline_the_scheduler_sleeps_towards() {
-    let mut h = Harness::new().await;
-    h.run_background();
-    let demo = h.demo("extended", json!({"trial": {"seconds": 60}})).await;
-    let id = h.ready(&demo).await;
-    h.lifecycle.extend(id, 60).await.expect("it extends");
-
-    advance(Duration::from_secs(90)).await;
-    assert_eq!(h.sandbox(id).await.status, SandboxStatus::Ready);
-    until_expired(&h, id, Duration::from_secs(60)).await;
-    assert_eq!(h.sandbox(id).await.end_reason, Some(EndReason::Expired));
-    let extended = h.events(id).await.into_iter().find_map(|e| match e {
+    until_expired(&h, extended, Duration::from_secs(90)).await;
+    let ended = h.sandbox(extended).await;
+    assert!(ended.ended_at.unwrap() >= deadline.plus_seconds(60));
+    let by = h.events(extended).await.into_iter().find_map(|e| match e {
         SandboxEvent::Extended { by_seconds, .. } => Some(by_seconds),
         _ => None,
     });
-    assert_eq!(extended, Some(60));
+    assert_eq!(by, Some(60));
 }
 
 #[tokio::test(start_paused = true)]
 async fn two_ends_at_once_are_announced_once_and_both_wait_for_the_data() {
-    let h = Harness::new().await;
-    let demo = h.demo("twice", json!({})).await;
+    let (h, demo) = Harness::with_demo(json!({})).await;
     let id = h.ready(&demo).await;
     let (a, b) = tokio::join!(
         h.lifecycle.end(id, Ending::EndedByAdmin),
@@ -137,8 +129,7 @@ async fn two_ends_at_once_are_announced_once_and_both_wait_for_the_data() {
 
 #[tokio::test(start_paused = true)]
 async fn a_teardown_the_engine_cannot_finish_is_finished_by_the_reconciler() {
-    let h = Harness::new().await;
-    let demo = h.demo("cut-off", json!({})).await;
+    let (h, demo) = Harness::with_demo(json!({})).await;
     let id = h.ready(&demo).await;
 
     h.engine.set_reachable(false);

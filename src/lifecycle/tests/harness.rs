@@ -12,16 +12,18 @@ use std::time::Duration;
 
 use futures_util::stream;
 use serde_json::{Value, json};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::TokioClock;
 use crate::domain::token::TokenHash;
 use crate::domain::{
-    Demo, DemoId, DemoManifest, DemoSpec, Policy, Prospect, Sandbox, SandboxEvent, SandboxId,
-    SandboxStatus, Timestamp, TrialWindow, UploadName, Vendor, VendorId, VendorName,
+    Demo, DemoId, DemoManifest, DemoSpec, Ending, Policy, Prospect, Sandbox, SandboxEvent,
+    SandboxId, SandboxStatus, Timestamp, TrialWindow, UploadName, Vendor, VendorId, VendorName,
 };
-use crate::engine::fake::FakeEngine;
-use crate::lifecycle::{Lifecycle, LifecycleSettings};
+use crate::engine::Engine;
+use crate::engine::fake::{FakeEngine, Gate, Op};
+use crate::lifecycle::{Lifecycle, LifecycleSettings, Result};
 use crate::spool::Spool;
 use crate::store::{SqliteStore, Store};
 use crate::webhooks::{WebhookSettings, Webhooks};
@@ -119,6 +121,13 @@ impl Harness {
         }
     }
 
+    /// A harness with one demo of the fake image (`overrides` merged into its manifest).
+    pub async fn with_demo(overrides: Value) -> (Harness, Demo) {
+        let h = Harness::new().await;
+        let demo = h.demo("demo", overrides).await;
+        (h, demo)
+    }
+
     /// A demo of the fake image; `overrides` are merged into its manifest.
     pub async fn demo(&self, slug: &str, overrides: Value) -> Demo {
         let demo = Demo {
@@ -166,6 +175,47 @@ impl Harness {
         let id = self.start(demo).await;
         self.until_status(id, SandboxStatus::Ready).await;
         id
+    }
+
+    /// A trial of `demo` started with `op` held at its gate, once the call got there.
+    pub async fn start_held(&self, demo: &Demo, op: Op) -> (SandboxId, Gate) {
+        let gate = self.engine.hold(op);
+        let id = self.start(demo).await;
+        gate.arrived().await;
+        (id, gate)
+    }
+
+    /// A trial of `demo` that became ready and then fell asleep.
+    pub async fn asleep(&self, demo: &Demo) -> SandboxId {
+        let id = self.ready(demo).await;
+        assert!(self.store.mark_asleep(id).await.expect("the store answers"));
+        self.engine.stop(id).await.expect("the container stops");
+        id
+    }
+
+    /// Ends the sandbox in a task of its own.
+    pub fn end_in_background(&self, id: SandboxId, ending: Ending) -> JoinHandle<Result<Sandbox>> {
+        let lifecycle = self.lifecycle.clone();
+        tokio::spawn(async move { lifecycle.end(id, ending).await })
+    }
+
+    /// Wakes the sandbox in a task of its own.
+    pub fn wake_in_background(&self, id: SandboxId) -> JoinHandle<Result<Sandbox>> {
+        let lifecycle = self.lifecycle.clone();
+        tokio::spawn(async move { lifecycle.wake(id).await })
+    }
+
+    /// Asserts the sandbox failed, saying `why`.
+    pub async fn assert_failed(&self, id: SandboxId, why: &str) {
+        assert_eq!(self.failure(id).await.as_deref(), Some(why));
+    }
+
+    /// What the sandbox's failure says, if it failed.
+    pub async fn failure(&self, id: SandboxId) -> Option<String> {
+        self.events(id).await.into_iter().find_map(|e| match e {
+            SandboxEvent::Ended { ending, .. } => ending.failure().map(|f| f.as_str().to_string()),
+            _ => None,
+        })
     }
 
     pub async fn sandbox(&self, id: SandboxId) -> Sandbox {

@@ -21,8 +21,7 @@ async fn members(h: &Harness) -> Vec<SandboxId> {
 
 #[tokio::test(start_paused = true)]
 async fn a_trial_claims_a_running_member_and_the_keeper_fills_the_pool_again() {
-    let h = Harness::new().await;
-    let demo = h.demo("pooled", json!({"warm_pool": 2})).await;
+    let (h, demo) = Harness::with_demo(json!({"warm_pool": 2})).await;
     h.lifecycle.tend_pools().await.unwrap();
     let before = members(&h).await;
     assert_eq!(before.len(), 2);
@@ -60,8 +59,7 @@ async fn a_trial_claims_a_running_member_and_the_keeper_fills_the_pool_again() {
 /// left with a sandbox whose container was removed.
 #[tokio::test(start_paused = true)]
 async fn a_drain_and_a_claim_at_once_never_lose_a_sandbox() {
-    let h = Harness::new().await;
-    let demo = h.demo("contested", json!({"warm_pool": 1})).await;
+    let (h, demo) = Harness::with_demo(json!({"warm_pool": 1})).await;
 
     // The drain first: the member is marked draining, then its removal is held.
     h.lifecycle.tend_pools().await.unwrap();
@@ -92,8 +90,7 @@ async fn a_drain_and_a_claim_at_once_never_lose_a_sandbox() {
 /// is not in the listing, and must not be drained for it.
 #[tokio::test(start_paused = true)]
 async fn a_member_made_after_the_listing_is_not_drained() {
-    let h = Harness::new().await;
-    let _demo = h.demo("late", json!({"warm_pool": 1})).await;
+    let (h, _demo) = Harness::with_demo(json!({"warm_pool": 1})).await;
     let listing = h.engine.hold(Op::List);
     let lifecycle = h.lifecycle.clone();
     let pass = tokio::spawn(async move { reconcile::once(&lifecycle).await });
@@ -126,8 +123,7 @@ async fn members_give_their_places_to_prospects() {
 
 #[tokio::test(start_paused = true)]
 async fn a_member_whose_container_died_is_replaced() {
-    let h = Harness::new().await;
-    let _demo = h.demo("fragile", json!({"warm_pool": 1})).await;
+    let (h, _demo) = Harness::with_demo(json!({"warm_pool": 1})).await;
     h.lifecycle.tend_pools().await.unwrap();
     let member = members(&h).await[0];
     h.engine.crash(member, 137, true);

@@ -11,8 +11,7 @@ use crate::engine::fake::Op;
 
 #[tokio::test(start_paused = true)]
 async fn a_cold_trial_places_the_files_starts_and_becomes_ready() {
-    let h = Harness::new().await;
-    let demo = h.demo("cold", json!({})).await;
+    let (h, demo) = Harness::with_demo(json!({})).await;
     let id = h.ready(&demo).await;
 
     assert_eq!(
@@ -31,36 +30,22 @@ async fn a_cold_trial_places_the_files_starts_and_becomes_ready() {
 
 #[tokio::test(start_paused = true)]
 async fn a_load_command_that_fails_fails_the_trial_and_removes_everything() {
-    let h = Harness::new().await;
-    let demo = h
-        .demo("loads", json!({"load_command": ["/bin/load", "/data"]}))
-        .await;
+    let (h, demo) = Harness::with_demo(json!({"load_command": ["/bin/load", "/data"]})).await;
     h.engine.exec_outcome(3, "bad rows in a.csv");
     let id = h.start(&demo).await;
     let sandbox = h.until_deleted(id).await;
 
     assert_eq!(sandbox.status, SandboxStatus::Failed);
-    let events = h.events(id).await;
-    let failure = events.iter().find_map(|e| match e {
-        SandboxEvent::Ended {
-            ending: Ending::Failed(f),
-            ..
-        } => Some(f.as_str().to_string()),
-        _ => None,
-    });
-    let failure = failure.expect("a failure is recorded");
+    let failure = h.failure(id).await.expect("a failure is recorded");
     assert!(failure.contains("exited with code 3"), "{failure}");
-    assert!(!events.contains(&SandboxEvent::Loaded));
+    assert!(!h.events(id).await.contains(&SandboxEvent::Loaded));
     assert!(h.engine.sandboxes().is_empty(), "nothing is left");
     assert!(!h.spooled(id));
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_demo_that_never_answers_fails_at_its_ready_timeout_not_before() {
-    let h = Harness::new().await;
-    let demo = h
-        .demo("silent", json!({"ready": {"timeout_seconds": 30}}))
-        .await;
+    let (h, demo) = Harness::with_demo(json!({"ready": {"timeout_seconds": 30}})).await;
     h.engine.demos_answer(false);
     let id = h.start(&demo).await;
     eventually("it started", async || {
@@ -90,30 +75,20 @@ async fn a_demo_that_never_answers_fails_at_its_ready_timeout_not_before() {
 
 #[tokio::test(start_paused = true)]
 async fn a_container_that_exits_at_start_fails_with_its_exit_code() {
-    let h = Harness::new().await;
-    let demo = h.demo("exits", json!({})).await;
-    let start = h.engine.hold(Op::Start);
-    let id = h.start(&demo).await;
-    start.arrived().await;
+    let (h, demo) = Harness::with_demo(json!({})).await;
+    let (id, start) = h.start_held(&demo, Op::Start).await;
     h.engine.crash(id, 7, false);
     start.release();
 
     let sandbox = h.until_deleted(id).await;
     assert_eq!(sandbox.status, SandboxStatus::Failed);
-    let failed = h.events(id).await.into_iter().find_map(|e| match e {
-        SandboxEvent::Ended { ending, .. } => ending.failure().map(|f| f.as_str().to_string()),
-        _ => None,
-    });
-    assert_eq!(
-        failed.as_deref(),
-        Some("the demo's container stopped (exit code 7)")
-    );
+    h.assert_failed(id, "the demo's container stopped (exit code 7)")
+        .await;
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_create_the_engine_refuses_fails_the_trial() {
-    let h = Harness::new().await;
-    let demo = h.demo("refused", json!({})).await;
+    let (h, demo) = Harness::with_demo(json!({})).await;
     h.engine.fail_next(
         Op::Create,
         EngineError::Rejected {
@@ -132,14 +107,9 @@ async fn a_create_the_engine_refuses_fails_the_trial() {
 /// next step, the sandbox ends as the prospect asked (not as a failure), nothing is left.
 #[tokio::test(start_paused = true)]
 async fn ending_while_provisioning_stops_it_between_engine_calls() {
-    let h = Harness::new().await;
-    let demo = h.demo("ended-early", json!({})).await;
-    let start = h.engine.hold(Op::Start);
-    let id = h.start(&demo).await;
-    start.arrived().await;
-
-    let lifecycle = h.lifecycle.clone();
-    let ending = tokio::spawn(async move { lifecycle.end(id, Ending::EndedByProspect).await });
+    let (h, demo) = Harness::with_demo(json!({})).await;
+    let (id, start) = h.start_held(&demo, Op::Start).await;
+    let ending = h.end_in_background(id, Ending::EndedByProspect);
     h.until_status(id, SandboxStatus::Ended).await;
     start.release();
     let ended = ending.await.unwrap().expect("the end finishes");

@@ -14,8 +14,7 @@ use crate::store::Capacity;
 
 #[tokio::test(start_paused = true)]
 async fn a_vanished_container_fails_its_sandbox() {
-    let h = Harness::new().await;
-    let demo = h.demo("vanishes", json!({})).await;
+    let (h, demo) = Harness::with_demo(json!({})).await;
     let id = h.ready(&demo).await;
     h.engine.vanish(id);
 
@@ -23,17 +22,13 @@ async fn a_vanished_container_fails_its_sandbox() {
     let sandbox = h.sandbox(id).await;
     assert_eq!(sandbox.status, SandboxStatus::Failed);
     assert!(sandbox.data_deleted_at.is_some());
-    let failure = h.events(id).await.into_iter().find_map(|e| match e {
-        SandboxEvent::Ended { ending, .. } => ending.failure().map(|f| f.as_str().to_string()),
-        _ => None,
-    });
-    assert_eq!(failure.as_deref(), Some("the sandbox's container vanished"));
+    h.assert_failed(id, "the sandbox's container vanished")
+        .await;
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_crashed_container_sleeps_until_a_request_restarts_it() {
-    let h = Harness::new().await;
-    let demo = h.demo("crashes", json!({})).await;
+    let (h, demo) = Harness::with_demo(json!({})).await;
     let id = h.ready(&demo).await;
     h.engine.crash(id, 137, true);
 
@@ -54,8 +49,7 @@ async fn a_crashed_container_sleeps_until_a_request_restarts_it() {
 
 #[tokio::test(start_paused = true)]
 async fn objects_nobody_knows_go_and_live_sandboxes_stay() {
-    let h = Harness::new().await;
-    let demo = h.demo("mixed", json!({})).await;
+    let (h, demo) = Harness::with_demo(json!({})).await;
     let live = h.ready(&demo).await;
     let stray = SandboxId::new();
     h.engine.leftover(stray);
@@ -73,8 +67,7 @@ async fn objects_nobody_knows_go_and_live_sandboxes_stay() {
 /// in between is not in the listing, and must not be repaired for it.
 #[tokio::test(start_paused = true)]
 async fn a_sandbox_made_after_the_listing_is_left_alone() {
-    let h = Harness::new().await;
-    let demo = h.demo("late", json!({})).await;
+    let (h, demo) = Harness::with_demo(json!({})).await;
     let listing = h.engine.hold(Op::List);
     let lifecycle = h.lifecycle.clone();
     let pass = tokio::spawn(async move { reconcile::once(&lifecycle).await });
@@ -94,8 +87,7 @@ async fn a_sandbox_made_after_the_listing_is_left_alone() {
 
 #[tokio::test(start_paused = true)]
 async fn a_restart_fails_cut_short_trials_and_announces_ends_it_missed() {
-    let h = Harness::new().await;
-    let demo = h.demo("restarted", json!({})).await;
+    let (h, demo) = Harness::with_demo(json!({})).await;
     let record = |id| NewSandbox {
         id,
         demo_id: demo.id,

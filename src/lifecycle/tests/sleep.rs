@@ -6,7 +6,6 @@ use serde_json::json;
 
 use super::harness::{Harness, advance_until, settle};
 use crate::domain::{Ending, SandboxEvent, SandboxStatus};
-use crate::engine::Engine;
 use crate::engine::fake::Op;
 use crate::lifecycle::LifecycleError;
 
@@ -42,10 +41,8 @@ async fn an_idle_sandbox_sleeps_and_the_next_request_wakes_it() {
 
 #[tokio::test(start_paused = true)]
 async fn a_wake_the_engine_cannot_serve_gives_its_place_back() {
-    let h = Harness::new().await;
-    let demo = h.demo("unreachable", json!({})).await;
-    let id = h.ready(&demo).await;
-    h.store.mark_asleep(id).await.unwrap();
+    let (h, demo) = Harness::with_demo(json!({})).await;
+    let id = h.asleep(&demo).await;
 
     h.engine.set_reachable(false);
     let woke = h.lifecycle.wake(id).await;
@@ -69,8 +66,7 @@ async fn a_wake_the_engine_cannot_serve_gives_its_place_back() {
 async fn a_wake_with_no_running_place_leaves_it_asleep() {
     let h = Harness::with(|s| s.max_running = 1).await;
     let demo = h.demo("crowded", json!({})).await;
-    let dozer = h.ready(&demo).await;
-    h.store.mark_asleep(dozer).await.unwrap();
+    let dozer = h.asleep(&demo).await;
     let _busy = h.ready(&demo).await;
 
     let woke = h.lifecycle.wake(dozer).await;
@@ -87,18 +83,12 @@ async fn a_wake_with_no_running_place_leaves_it_asleep() {
 /// wake's turn, the wake answers that the sandbox ended, and nothing is left.
 #[tokio::test(start_paused = true)]
 async fn a_wake_during_an_end_answers_ended_and_leaves_nothing() {
-    let h = Harness::new().await;
-    let demo = h.demo("race", json!({})).await;
-    let id = h.ready(&demo).await;
-    h.store.mark_asleep(id).await.unwrap();
-    h.engine.stop(id).await.unwrap();
-
+    let (h, demo) = Harness::with_demo(json!({})).await;
+    let id = h.asleep(&demo).await;
     let start = h.engine.hold(Op::Start);
-    let lifecycle = h.lifecycle.clone();
-    let waking = tokio::spawn(async move { lifecycle.wake(id).await });
+    let waking = h.wake_in_background(id);
     start.arrived().await;
-    let lifecycle = h.lifecycle.clone();
-    let ending = tokio::spawn(async move { lifecycle.end(id, Ending::EndedByAdmin).await });
+    let ending = h.end_in_background(id, Ending::EndedByAdmin);
     h.until_status(id, SandboxStatus::Ended).await;
     start.release();
 
@@ -112,16 +102,10 @@ async fn a_wake_during_an_end_answers_ended_and_leaves_nothing() {
 
 #[tokio::test(start_paused = true)]
 async fn a_demo_that_does_not_come_back_from_sleep_fails_the_sandbox() {
-    let h = Harness::new().await;
-    let demo = h
-        .demo("no-return", json!({"ready": {"timeout_seconds": 5}}))
-        .await;
-    let id = h.ready(&demo).await;
-    h.store.mark_asleep(id).await.unwrap();
-    h.engine.stop(id).await.unwrap();
+    let (h, demo) = Harness::with_demo(json!({"ready": {"timeout_seconds": 5}})).await;
+    let id = h.asleep(&demo).await;
     let start = h.engine.hold(Op::Start);
-    let lifecycle = h.lifecycle.clone();
-    let waking = tokio::spawn(async move { lifecycle.wake(id).await });
+    let waking = h.wake_in_background(id);
     start.arrived().await;
     h.engine.crash(id, 1, false);
     start.release();

@@ -40,13 +40,9 @@ impl DemoStore for SqliteStore {
     }
 
     async fn demo(&self, id: DemoId) -> Result<Option<Demo>> {
-        sqlx::query("SELECT * FROM demos WHERE id = ? AND deleted_at IS NULL")
-            .bind(id.to_string())
-            .fetch_optional(&self.pool)
-            .await?
-            .as_ref()
-            .map(demo_from)
-            .transpose()
+        let query = sqlx::query("SELECT * FROM demos WHERE id = ? AND deleted_at IS NULL")
+            .bind(id.to_string());
+        self.one(query, demo_from).await
     }
 
     async fn demos(&self, vendor: Option<VendorId>) -> Result<Vec<Demo>> {
@@ -55,37 +51,28 @@ impl DemoStore for SqliteStore {
             q.push(" AND vendor_id = ").push_bind(vendor.to_string());
         }
         q.push(" ORDER BY id");
-        q.build()
-            .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(demo_from)
-            .collect()
+        self.all(q.build(), demo_from).await
     }
 
     async fn update_demo(&self, demo: &Demo) -> Result<bool> {
-        let done = sqlx::query(
+        let query = sqlx::query(
             "UPDATE demos SET spec = ?, enabled = ?, updated_at = ?
              WHERE id = ? AND deleted_at IS NULL",
         )
         .bind(json(&demo.spec)?)
         .bind(demo.enabled)
         .bind(demo.updated_at.millis())
-        .bind(demo.id.to_string())
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
+        .bind(demo.id.to_string());
+        self.changed(query).await
     }
 
     async fn delete_demo(&self, id: DemoId, at: Timestamp) -> Result<bool> {
-        let done = sqlx::query(
+        let query = sqlx::query(
             "UPDATE demos SET deleted_at = ?, enabled = 0 WHERE id = ? AND deleted_at IS NULL",
         )
         .bind(at.millis())
-        .bind(id.to_string())
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
+        .bind(id.to_string());
+        self.changed(query).await
     }
 
     async fn catalog(&self) -> Result<Vec<(Demo, String)>> {

@@ -4,10 +4,9 @@ use async_trait::async_trait;
 use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
 
-use super::{SqliteStore, corrupt, ids_from, json};
-use crate::domain::webhook::NewDelivery;
+use super::{SqliteStore, corrupt, id_of, json};
 use crate::domain::{EventRecord, SandboxEvent, SandboxId, Timestamp, VendorId};
-use crate::store::{HistoryStore, Result};
+use crate::store::{HistoryStore, NewEvent, Result};
 
 fn record_from(row: &SqliteRow) -> Result<EventRecord> {
     let data: String = row.try_get("data")?;
@@ -20,13 +19,8 @@ fn record_from(row: &SqliteRow) -> Result<EventRecord> {
 
 #[async_trait]
 impl HistoryStore for SqliteStore {
-    async fn append_event(
-        &self,
-        id: SandboxId,
-        at: Timestamp,
-        event: &SandboxEvent,
-        announce: Option<&NewDelivery>,
-    ) -> Result<()> {
+    async fn append_event(&self, new: NewEvent<'_>) -> Result<()> {
+        let (id, at, event) = (new.sandbox, new.at, new.event);
         let mut tx = self.pool.begin().await?;
         sqlx::query("INSERT INTO sandbox_events (sandbox_id, at, kind, data) VALUES (?, ?, ?, ?)")
             .bind(id.to_string())
@@ -35,7 +29,7 @@ impl HistoryStore for SqliteStore {
             .bind(json(event)?)
             .execute(&mut *tx)
             .await?;
-        if let Some(delivery) = announce {
+        if let Some(delivery) = new.announce {
             sqlx::query(
                 "INSERT INTO webhook_deliveries
                      (id, vendor_id, sandbox_id, type, body, created_at, next_attempt_at)
@@ -56,13 +50,10 @@ impl HistoryStore for SqliteStore {
     }
 
     async fn history(&self, id: SandboxId) -> Result<Vec<EventRecord>> {
-        sqlx::query("SELECT at, data FROM sandbox_events WHERE sandbox_id = ? ORDER BY seq")
-            .bind(id.to_string())
-            .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(record_from)
-            .collect()
+        let query =
+            sqlx::query("SELECT at, data FROM sandbox_events WHERE sandbox_id = ? ORDER BY seq")
+                .bind(id.to_string());
+        self.all(query, record_from).await
     }
 
     async fn recent_events(
@@ -90,7 +81,7 @@ impl HistoryStore for SqliteStore {
 
     async fn ends_without_event(&self) -> Result<Vec<SandboxId>> {
         let [a, b, c, d, e] = SandboxEvent::end_kinds();
-        let rows = sqlx::query(
+        let query = sqlx::query(
             "SELECT id FROM sandboxes s
              WHERE end_reason IS NOT NULL
                AND NOT EXISTS (SELECT 1 FROM sandbox_events e
@@ -100,9 +91,7 @@ impl HistoryStore for SqliteStore {
         .bind(b)
         .bind(c)
         .bind(d)
-        .bind(e)
-        .fetch_all(&self.pool)
-        .await?;
-        ids_from(rows)
+        .bind(e);
+        self.all(query, id_of).await
     }
 }

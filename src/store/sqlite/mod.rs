@@ -137,10 +137,41 @@ fn json(value: &impl serde::Serialize) -> Result<String> {
     serde_json::to_string(value).map_err(corrupt)
 }
 
-fn ids_from(rows: Vec<SqliteRow>) -> Result<Vec<SandboxId>> {
-    rows.iter()
-        .map(|r| SandboxId::parse(r.try_get("id")?).map_err(corrupt))
-        .collect()
+/// A row's `id` column, as a sandbox id.
+fn id_of(row: &SqliteRow) -> Result<SandboxId> {
+    SandboxId::parse(row.try_get("id")?).map_err(corrupt)
+}
+
+/// A statement with its bound values.
+type Query<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>;
+
+/// How a row becomes a record.
+type Read<T> = fn(&SqliteRow) -> Result<T>;
+
+/// The three ways a statement's answer is read, in one place each.
+impl SqliteStore {
+    /// The row `query` finds, if any, read by `read`.
+    async fn one<T>(&self, query: Query<'_>, read: Read<T>) -> Result<Option<T>> {
+        let row = query.fetch_optional(&self.pool).await?;
+        row.as_ref().map(read).transpose()
+    }
+
+    /// Every row `query` finds, read by `read`.
+    async fn all<T>(&self, query: Query<'_>, read: Read<T>) -> Result<Vec<T>> {
+        let rows = query.fetch_all(&self.pool).await?;
+        rows.iter().map(read).collect()
+    }
+
+    /// Runs `query` for what it does.
+    async fn run(&self, query: Query<'_>) -> Result<()> {
+        query.execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Whether `query` changed exactly one row: a conditional update that won.
+    async fn changed(&self, query: Query<'_>) -> Result<bool> {
+        Ok(query.execute(&self.pool).await?.rows_affected() == 1)
+    }
 }
 
 #[cfg(test)]

@@ -59,7 +59,7 @@ impl OutboxStore for SqliteStore {
             AttemptOutcome::RetryAt(at) => (None, Some(at.millis()), None),
             AttemptOutcome::Abandoned => (None, None, Some(attempt.at.millis())),
         };
-        sqlx::query(
+        let query = sqlx::query(
             "UPDATE webhook_deliveries SET attempts = attempts + 1, lease_until = NULL,
                  last_attempt_at = ?2, last_status = ?3, last_error = ?4,
                  delivered_at = ?5, next_attempt_at = COALESCE(?6, next_attempt_at),
@@ -72,19 +72,15 @@ impl OutboxStore for SqliteStore {
         .bind(attempt.error.as_deref())
         .bind(delivered)
         .bind(retry)
-        .bind(abandoned)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        .bind(abandoned);
+        self.run(query).await
     }
 
     async fn release_delivery_leases(&self) -> Result<()> {
-        sqlx::query(
+        let query = sqlx::query(
             "UPDATE webhook_deliveries SET lease_until = NULL WHERE lease_until IS NOT NULL",
-        )
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        );
+        self.run(query).await
     }
 
     async fn next_delivery_at(&self) -> Result<Option<Timestamp>> {

@@ -32,7 +32,7 @@ fn warm_from(row: &SqliteRow) -> Result<WarmMember> {
 #[async_trait]
 impl PoolStore for SqliteStore {
     async fn insert_warm(&self, member: &NewWarmMember) -> Result<()> {
-        sqlx::query(concat!(
+        let query = sqlx::query(concat!(
             "INSERT INTO warm_members (id, demo_id, spec, state, addr_slot, created_at)
              SELECT ?1, ?2, ?3, 'warming', (SELECT MIN(free) FROM (",
             held_slots!(),
@@ -41,32 +41,21 @@ impl PoolStore for SqliteStore {
         .bind(member.id.to_string())
         .bind(member.demo_id.to_string())
         .bind(json(&member.spec)?)
-        .bind(member.created_at.millis())
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        .bind(member.created_at.millis());
+        self.run(query).await
     }
 
     async fn warm_members(&self, demo: Option<DemoId>) -> Result<Vec<WarmMember>> {
-        sqlx::query(
+        let query = sqlx::query(
             "SELECT * FROM warm_members WHERE ?1 IS NULL OR demo_id = ?1 ORDER BY created_at",
         )
-        .bind(demo.map(|d| d.to_string()))
-        .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(warm_from)
-        .collect()
+        .bind(demo.map(|d| d.to_string()));
+        self.all(query, warm_from).await
     }
 
     async fn warm_member(&self, id: SandboxId) -> Result<Option<WarmMember>> {
-        sqlx::query("SELECT * FROM warm_members WHERE id = ?")
-            .bind(id.to_string())
-            .fetch_optional(&self.pool)
-            .await?
-            .as_ref()
-            .map(warm_from)
-            .transpose()
+        let query = sqlx::query("SELECT * FROM warm_members WHERE id = ?").bind(id.to_string());
+        self.one(query, warm_from).await
     }
 
     async fn set_warm_state(
@@ -85,15 +74,12 @@ impl PoolStore for SqliteStore {
             states.push_bind(state.as_str());
         }
         q.push(")");
-        Ok(q.build().execute(&self.pool).await?.rows_affected() == 1)
+        self.changed(q.build()).await
     }
 
     async fn forget_warm(&self, id: SandboxId) -> Result<()> {
-        sqlx::query("DELETE FROM warm_members WHERE id = ?")
-            .bind(id.to_string())
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        let query = sqlx::query("DELETE FROM warm_members WHERE id = ?").bind(id.to_string());
+        self.run(query).await
     }
 
     async fn claim_warm(&self, s: &NewSandbox, capacity: Capacity) -> Result<bool> {

@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use sqlx::sqlite::SqliteRow;
 use sqlx::{QueryBuilder, Row};
 
-use super::{SqliteStore, corrupt, held_slots, ids_from, json, live, running, ts};
+use super::{SqliteStore, corrupt, held_slots, id_of, json, live, running, ts};
 use crate::domain::token::TokenHash;
 use crate::domain::{
     DemoId, EndReason, NewSandbox, Sandbox, SandboxId, SandboxStatus, Timestamp, Usage, VendorId,
@@ -135,13 +135,8 @@ impl SandboxStore for SqliteStore {
     }
 
     async fn sandbox(&self, id: SandboxId) -> Result<Option<Sandbox>> {
-        sqlx::query("SELECT * FROM sandboxes WHERE id = ?")
-            .bind(id.to_string())
-            .fetch_optional(&self.pool)
-            .await?
-            .as_ref()
-            .map(sandbox_from)
-            .transpose()
+        let query = sqlx::query("SELECT * FROM sandboxes WHERE id = ?").bind(id.to_string());
+        self.one(query, sandbox_from).await
     }
 
     async fn sandboxes(&self, filter: &SandboxFilter) -> Result<Vec<Sandbox>> {
@@ -161,20 +156,12 @@ impl SandboxStore for SqliteStore {
                 .push(")");
         }
         q.push(" ORDER BY id DESC LIMIT 1000");
-        q.build()
-            .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(sandbox_from)
-            .collect()
+        self.all(q.build(), sandbox_from).await
     }
 
     async fn ids_with_status(&self, status: SandboxStatus) -> Result<Vec<SandboxId>> {
-        let rows = sqlx::query("SELECT id FROM sandboxes WHERE status = ?")
-            .bind(status.as_str())
-            .fetch_all(&self.pool)
-            .await?;
-        ids_from(rows)
+        let query = sqlx::query("SELECT id FROM sandboxes WHERE status = ?").bind(status.as_str());
+        self.all(query, id_of).await
     }
 
     async fn count_live_by_state(&self, demo: Option<DemoId>) -> Result<LiveCounts> {
@@ -197,33 +184,29 @@ impl SandboxStore for SqliteStore {
     }
 
     async fn mark_ready(&self, id: SandboxId, at: Timestamp, addr: &str) -> Result<bool> {
-        let done = sqlx::query(
+        let query = sqlx::query(
             "UPDATE sandboxes SET status = 'ready', ready_at = ?, container_addr = ?
              WHERE id = ? AND status = 'provisioning'",
         )
         .bind(at.millis())
         .bind(addr)
-        .bind(id.to_string())
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
+        .bind(id.to_string());
+        self.changed(query).await
     }
 
     async fn set_deadline(&self, id: SandboxId, expires_at: Timestamp) -> Result<bool> {
-        let done = sqlx::query(concat!(
+        let query = sqlx::query(concat!(
             "UPDATE sandboxes SET expires_at = ? WHERE id = ? AND status IN ",
             live!(),
             ""
         ))
         .bind(expires_at.millis())
-        .bind(id.to_string())
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
+        .bind(id.to_string());
+        self.changed(query).await
     }
 
     async fn end(&self, id: SandboxId, at: Timestamp, reason: EndReason) -> Result<bool> {
-        let done = sqlx::query(concat!(
+        let query = sqlx::query(concat!(
             "UPDATE sandboxes SET status = ?, end_reason = ?, ended_at = ?, waking_since = NULL
              WHERE id = ? AND status IN ",
             live!(),
@@ -232,14 +215,12 @@ impl SandboxStore for SqliteStore {
         .bind(reason.final_status().as_str())
         .bind(reason.as_str())
         .bind(at.millis())
-        .bind(id.to_string())
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
+        .bind(id.to_string());
+        self.changed(query).await
     }
 
     async fn end_due(&self, now: Timestamp) -> Result<Vec<SandboxId>> {
-        let rows = sqlx::query(concat!(
+        let query = sqlx::query(concat!(
             "UPDATE sandboxes SET status = 'ended', end_reason = 'expired', ended_at = ?1,
                  waking_since = NULL
              WHERE status IN ",
@@ -247,10 +228,8 @@ impl SandboxStore for SqliteStore {
             " AND expires_at <= ?1
              RETURNING id"
         ))
-        .bind(now.millis())
-        .fetch_all(&self.pool)
-        .await?;
-        ids_from(rows)
+        .bind(now.millis());
+        self.all(query, id_of).await
     }
 
     async fn next_deadline(&self) -> Result<Option<Timestamp>> {
@@ -265,39 +244,33 @@ impl SandboxStore for SqliteStore {
     }
 
     async fn mark_data_deleted(&self, id: SandboxId, at: Timestamp) -> Result<bool> {
-        let done = sqlx::query(
+        let query = sqlx::query(
             "UPDATE sandboxes SET data_deleted_at = ?, container_addr = NULL
              WHERE id = ? AND data_deleted_at IS NULL",
         )
         .bind(at.millis())
-        .bind(id.to_string())
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
+        .bind(id.to_string());
+        self.changed(query).await
     }
 
     async fn pending_teardowns(&self) -> Result<Vec<SandboxId>> {
-        let rows = sqlx::query(
+        let query = sqlx::query(
             "SELECT id FROM sandboxes
              WHERE data_deleted_at IS NULL AND status IN ('ended', 'failed')
              ORDER BY ended_at",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        ids_from(rows)
+        );
+        self.all(query, id_of).await
     }
 
     async fn sleep_due(&self, now: Timestamp) -> Result<Vec<SandboxId>> {
-        let rows = sqlx::query(
+        let query = sqlx::query(
             "UPDATE sandboxes SET status = 'sleeping'
              WHERE status = 'ready' AND idle_ms IS NOT NULL
                AND COALESCE(last_active_at, ready_at) + idle_ms <= ?
              RETURNING id",
         )
-        .bind(now.millis())
-        .fetch_all(&self.pool)
-        .await?;
-        ids_from(rows)
+        .bind(now.millis());
+        self.all(query, id_of).await
     }
 
     async fn next_idle(&self) -> Result<Option<Timestamp>> {
@@ -311,13 +284,11 @@ impl SandboxStore for SqliteStore {
     }
 
     async fn mark_asleep(&self, id: SandboxId) -> Result<bool> {
-        let done = sqlx::query(
+        let query = sqlx::query(
             "UPDATE sandboxes SET status = 'sleeping' WHERE id = ? AND status = 'ready'",
         )
-        .bind(id.to_string())
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
+        .bind(id.to_string());
+        self.changed(query).await
     }
 
     async fn reserve_wake(&self, id: SandboxId, at: Timestamp, max_running: u32) -> Result<Wake> {
@@ -350,31 +321,26 @@ impl SandboxStore for SqliteStore {
     }
 
     async fn release_wake(&self, id: SandboxId) -> Result<()> {
-        sqlx::query("UPDATE sandboxes SET waking_since = NULL WHERE id = ?")
-            .bind(id.to_string())
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        let query = sqlx::query("UPDATE sandboxes SET waking_since = NULL WHERE id = ?")
+            .bind(id.to_string());
+        self.run(query).await
     }
 
     async fn release_all_wakes(&self) -> Result<()> {
-        sqlx::query("UPDATE sandboxes SET waking_since = NULL WHERE waking_since IS NOT NULL")
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        let query =
+            sqlx::query("UPDATE sandboxes SET waking_since = NULL WHERE waking_since IS NOT NULL");
+        self.run(query).await
     }
 
     async fn mark_awake(&self, id: SandboxId, at: Timestamp) -> Result<bool> {
-        let done = sqlx::query(
+        let query = sqlx::query(
             "UPDATE sandboxes SET status = 'ready', waking_since = NULL,
                  last_active_at = MAX(COALESCE(last_active_at, 0), ?)
              WHERE id = ? AND status = 'sleeping'",
         )
         .bind(at.millis())
-        .bind(id.to_string())
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
+        .bind(id.to_string());
+        self.changed(query).await
     }
 
     async fn add_usage(&self, batch: &[Usage]) -> Result<()> {

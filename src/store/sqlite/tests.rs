@@ -8,7 +8,7 @@ use crate::domain::{
     SandboxEvent, SandboxStatus, Timestamp, Usage, Vendor, VendorId, VendorName,
 };
 use crate::store::{
-    Capacity, DemoStore, HistoryStore, SandboxStore, StoreError, VendorStore, Wake,
+    Capacity, DemoStore, HistoryStore, NewEvent, SandboxStore, StoreError, VendorStore, Wake,
 };
 
 fn cap(running: u32) -> Capacity {
@@ -29,6 +29,13 @@ fn spec(slug: &str) -> DemoSpec {
     }))
     .unwrap();
     DemoSpec::parse(manifest, &Policy::default()).unwrap()
+}
+
+/// A fresh store with one vendor and one demo.
+async fn store_with_demo() -> (SqliteStore, Vendor, Demo) {
+    let store = store().await;
+    let (vendor, demo) = vendor_and_demo(&store).await;
+    (store, vendor, demo)
 }
 
 async fn vendor_and_demo(store: &SqliteStore) -> (Vendor, Demo) {
@@ -71,8 +78,7 @@ fn new_sandbox(demo: &Demo, expires_at: Timestamp) -> NewSandbox {
 
 #[tokio::test]
 async fn names_and_slugs_are_unique() {
-    let store = store().await;
-    let (vendor, demo) = vendor_and_demo(&store).await;
+    let (store, vendor, demo) = store_with_demo().await;
     let again = Vendor {
         id: VendorId::new(),
         ..vendor.clone()
@@ -97,8 +103,7 @@ async fn names_and_slugs_are_unique() {
 
 #[tokio::test]
 async fn capacity_is_checked_in_the_insert() {
-    let store = store().await;
-    let (_, demo) = vendor_and_demo(&store).await;
+    let (store, _, demo) = store_with_demo().await;
     let far = Timestamp::from_millis(i64::MAX / 2);
     store
         .insert_sandbox(&new_sandbox(&demo, far), cap(2))
@@ -125,8 +130,7 @@ async fn capacity_is_checked_in_the_insert() {
 
 #[tokio::test]
 async fn a_sandbox_ends_once_and_deadlines_are_claimed_once() {
-    let store = store().await;
-    let (_, demo) = vendor_and_demo(&store).await;
+    let (store, _, demo) = store_with_demo().await;
     let early = new_sandbox(&demo, Timestamp::from_millis(1_000));
     let late = new_sandbox(&demo, Timestamp::from_millis(5_000));
     store.insert_sandbox(&early, cap(10)).await.unwrap();
@@ -183,8 +187,7 @@ async fn a_sandbox_ends_once_and_deadlines_are_claimed_once() {
 
 #[tokio::test]
 async fn address_slots_are_held_until_the_data_is_deleted() {
-    let store = store().await;
-    let (_, demo) = vendor_and_demo(&store).await;
+    let (store, _, demo) = store_with_demo().await;
     let far = Timestamp::from_millis(i64::MAX / 2);
     let mut ids = Vec::new();
     for _ in 0..3 {
@@ -219,8 +222,7 @@ async fn address_slots_are_held_until_the_data_is_deleted() {
 
 #[tokio::test]
 async fn sleeping_sandboxes_count_apart_and_per_demo_caps_hold() {
-    let store = store().await;
-    let (_, demo) = vendor_and_demo(&store).await;
+    let (store, _, demo) = store_with_demo().await;
     let far = Timestamp::from_millis(i64::MAX / 2);
     let asleep = new_sandbox(&demo, far);
     store.insert_sandbox(&asleep, cap(1)).await.unwrap();
@@ -267,8 +269,7 @@ async fn sleeping_sandboxes_count_apart_and_per_demo_caps_hold() {
 
 #[tokio::test]
 async fn idle_sandboxes_fall_asleep_and_wake() {
-    let store = store().await;
-    let (_, mut demo) = vendor_and_demo(&store).await;
+    let (store, _, mut demo) = store_with_demo().await;
     demo.spec.trial.idle_seconds = Some(10);
     let far = Timestamp::from_millis(i64::MAX / 2);
     let s = new_sandbox(&demo, far);
@@ -350,8 +351,7 @@ async fn idle_sandboxes_fall_asleep_and_wake() {
 
 #[tokio::test]
 async fn usage_accumulates() {
-    let store = store().await;
-    let (_, demo) = vendor_and_demo(&store).await;
+    let (store, _, demo) = store_with_demo().await;
     let s = new_sandbox(&demo, Timestamp::from_millis(i64::MAX / 2));
     store.insert_sandbox(&s, cap(10)).await.unwrap();
     let batch = |n, at| Usage {
@@ -370,8 +370,7 @@ async fn usage_accumulates() {
 
 #[tokio::test]
 async fn an_end_without_its_event_is_found() {
-    let store = store().await;
-    let (_, demo) = vendor_and_demo(&store).await;
+    let (store, _, demo) = store_with_demo().await;
     let s = new_sandbox(&demo, Timestamp::from_millis(i64::MAX / 2));
     store.insert_sandbox(&s, cap(10)).await.unwrap();
     assert!(store.ends_without_event().await.unwrap().is_empty(), "live");
@@ -379,7 +378,12 @@ async fn an_end_without_its_event_is_found() {
     assert!(store.end(s.id, at, EndReason::EndedByAdmin).await.unwrap());
     assert_eq!(store.ends_without_event().await.unwrap(), [s.id]);
     store
-        .append_event(s.id, at, &SandboxEvent::ended(Ending::EndedByAdmin), None)
+        .append_event(NewEvent {
+            sandbox: s.id,
+            at,
+            event: &SandboxEvent::ended(Ending::EndedByAdmin),
+            announce: None,
+        })
         .await
         .unwrap();
     assert!(store.ends_without_event().await.unwrap().is_empty());
@@ -387,8 +391,7 @@ async fn an_end_without_its_event_is_found() {
 
 #[tokio::test]
 async fn active_time_counts_spans_between_close_requests() {
-    let store = store().await;
-    let (_, demo) = vendor_and_demo(&store).await;
+    let (store, _, demo) = store_with_demo().await;
     let s = new_sandbox(&demo, Timestamp::from_millis(i64::MAX / 2));
     store.insert_sandbox(&s, cap(10)).await.unwrap();
     let batch = |first, last| Usage {
@@ -413,8 +416,7 @@ async fn active_time_counts_spans_between_close_requests() {
 
 #[tokio::test]
 async fn events_read_back_as_they_were_written() {
-    let store = store().await;
-    let (_, demo) = vendor_and_demo(&store).await;
+    let (store, _, demo) = store_with_demo().await;
     let s = new_sandbox(&demo, Timestamp::from_millis(i64::MAX / 2));
     store.insert_sandbox(&s, cap(10)).await.unwrap();
     let events = [
@@ -426,7 +428,12 @@ async fn events_read_back_as_they_were_written() {
     ];
     for (n, event) in events.iter().enumerate() {
         store
-            .append_event(s.id, Timestamp::from_millis(n as i64), event, None)
+            .append_event(NewEvent {
+                sandbox: s.id,
+                at: Timestamp::from_millis(n as i64),
+                event,
+                announce: None,
+            })
             .await
             .unwrap();
     }

@@ -32,32 +32,20 @@ impl VendorStore for SqliteStore {
     }
 
     async fn vendors(&self) -> Result<Vec<Vendor>> {
-        sqlx::query("SELECT id, name, created_at FROM vendors ORDER BY id")
-            .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(vendor_from)
-            .collect()
+        let query = sqlx::query("SELECT id, name, created_at FROM vendors ORDER BY id");
+        self.all(query, vendor_from).await
     }
 
     async fn vendor(&self, id: VendorId) -> Result<Option<Vendor>> {
-        sqlx::query("SELECT id, name, created_at FROM vendors WHERE id = ?")
-            .bind(id.to_string())
-            .fetch_optional(&self.pool)
-            .await?
-            .as_ref()
-            .map(vendor_from)
-            .transpose()
+        let query = sqlx::query("SELECT id, name, created_at FROM vendors WHERE id = ?")
+            .bind(id.to_string());
+        self.one(query, vendor_from).await
     }
 
     async fn vendor_by_name(&self, name: &str) -> Result<Option<Vendor>> {
-        sqlx::query("SELECT id, name, created_at FROM vendors WHERE name = ?")
-            .bind(name)
-            .fetch_optional(&self.pool)
-            .await?
-            .as_ref()
-            .map(vendor_from)
-            .transpose()
+        let query =
+            sqlx::query("SELECT id, name, created_at FROM vendors WHERE name = ?").bind(name);
+        self.one(query, vendor_from).await
     }
 
     async fn vendor_key(&self, id: VendorId) -> Result<Option<TokenHash>> {
