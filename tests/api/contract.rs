@@ -1808,6 +1808,19 @@ async fn the_openapi_document_lists_the_paths() {
             assert!(item.get(*method).is_some(), "{method} {path}");
         }
     }
+    // Every parameter is where a client puts it: `{id}` in the path, the rest in the query
+    // (and optional there).
+    for (path, item) in paths {
+        for (method, operation) in item.as_object().unwrap() {
+            for param in operation["parameters"].as_array().into_iter().flatten() {
+                let name = str_of(param, "name");
+                let in_path = path.contains(&format!("{{{name}}}"));
+                let place = if in_path { "path" } else { "query" };
+                assert_eq!(param["in"], place, "{method} {path}: {param}");
+                assert_eq!(param["required"], in_path, "{method} {path}: {param}");
+            }
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

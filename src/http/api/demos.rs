@@ -54,6 +54,7 @@ impl DemoView {
 }
 
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct CreateParams {
     /// Operators only: the vendor the demo belongs to.

@@ -102,6 +102,7 @@ impl SandboxView {
 }
 
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct CreateParams {
     /// Hold the answer up to this many seconds, until the sandbox is `ready` or `failed`.
@@ -146,6 +147,7 @@ async fn create_sandbox(
 }
 
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListParams {
     status: Option<String>,

@@ -182,6 +182,7 @@ async fn patch_vendor(
 }
 
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct DeliveriesParams {
     /// At most this many, newest first (default 50, at most 500).
