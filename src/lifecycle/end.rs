@@ -39,7 +39,12 @@ impl Lifecycle {
     pub(super) async fn claim_end(&self, id: SandboxId, ending: Ending) -> Result<()> {
         let now = self.now();
         match self.inner.store.end(id, now, ending.reason()).await {
-            Ok(true) => self.announce_end(id, ending).await,
+            Ok(true) => {
+                // A provisioning stops at its next step, even while the teardown waits
+                // for the sandbox's turn.
+                self.inner.provisions.cancel(id);
+                self.announce_end(id, ending).await;
+            }
             Ok(false) => {}
             Err(err) if ending.reason() == EndReason::Failed => {
                 tracing::warn!(sandbox_id = %id, %err, "could not record a failure");

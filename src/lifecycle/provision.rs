@@ -81,6 +81,13 @@ impl Provisions {
         self.running.lock().expect("provisions lock").remove(&id);
     }
 
+    /// Tells the provisioning of `id`, if one runs, to stop at its next step.
+    pub(super) fn cancel(&self, id: SandboxId) {
+        if let Some(flight) = self.running.lock().expect("provisions lock").get(&id) {
+            flight.cancel.cancel();
+        }
+    }
+
     /// Stops the provisioning of `id`, if one runs, and waits until it makes no more
     /// Engine calls.
     pub(super) async fn stop(&self, id: SandboxId) {
@@ -242,6 +249,7 @@ impl Provision {
             if !state.running {
                 return Err(Stop::Failed(probe::NotReady::exited(state).to_string()));
             }
+            checkpoint(cancel)?;
         }
         let started = SandboxEvent::Started {
             from_warm_pool: self.origin == Origin::Warm,

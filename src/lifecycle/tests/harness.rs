@@ -170,10 +170,18 @@ impl Harness {
         created.sandbox.id
     }
 
-    /// A trial of `demo` that became ready.
+    /// A trial of `demo` that became ready (and whose history says so: the event follows
+    /// the status).
     pub async fn ready(&self, demo: &Demo) -> SandboxId {
         let id = self.start(demo).await;
         self.until_status(id, SandboxStatus::Ready).await;
+        eventually(&format!("{id}'s ready event"), async || {
+            let events = self.events(id).await;
+            events
+                .iter()
+                .any(|e| matches!(e, SandboxEvent::Ready { .. }))
+        })
+        .await;
         id
     }
 
