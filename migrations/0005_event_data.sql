@@ -32,8 +32,9 @@ SELECT seq, sandbox_id, at, kind, CASE
     WHEN kind = 'extended' THEN json_object(
         'type', 'extended',
         'by_seconds', COALESCE(CAST(substr(detail, 4) AS INTEGER), 0),
-        'until', COALESCE(substr(detail, instr(detail, 'until ') + 6),
-                          strftime('%Y-%m-%dT%H:%M:%fZ', at / 1000.0, 'unixepoch')))
+        'until', CASE WHEN instr(detail, 'until ') > 0
+                      THEN substr(detail, instr(detail, 'until ') + 6)
+                      ELSE strftime('%Y-%m-%dT%H:%M:%fZ', at / 1000.0, 'unixepoch') END)
     WHEN kind = 'stopped' THEN json_object(
         'type', 'stopped',
         'exit_code', COALESCE(CAST(substr(detail, instr(detail, 'exit code ') + 10) AS INTEGER), -1),

@@ -255,6 +255,10 @@ mod tests {
                 recovered: true,
             },
             SandboxEvent::ended(Ending::failed("the load command exited with code 3")),
+            Ended {
+                ending: Ending::failed("recorded at restart"),
+                recovered: true,
+            },
             ContainerRemoved,
             VolumesRemoved,
             DataDeleted,
@@ -301,6 +305,7 @@ mod tests {
                 ("expired", None),
                 ("ended_by_admin", s("recorded at restart")),
                 ("failed", s("the load command exited with code 3")),
+                ("failed", s("recorded at restart")),
                 ("container_removed", None),
                 ("volumes_removed", None),
                 (

@@ -20,6 +20,10 @@ impl Lifecycle {
     /// an ended sandbox finishes any teardown still pending and returns the record.
     #[tracing::instrument(skip(self), fields(sandbox_id = %id, reason = ending.reason().as_str()))]
     pub async fn end(&self, id: SandboxId, ending: Ending) -> Result<Sandbox> {
+        let sandbox = self.record(id).await?;
+        if sandbox.data_deleted_at.is_some() {
+            return Ok(sandbox); // nothing is left to remove: no Engine call
+        }
         self.claim_end(id, ending).await?;
         let turn = self.inner.turns.take(id).await;
         self.teardown_within(&turn).await?;
@@ -139,9 +143,8 @@ impl Lifecycle {
                 EndReason::EndedByProspect => Ending::EndedByProspect,
                 EndReason::EndedByVendor => Ending::EndedByVendor,
                 EndReason::EndedByAdmin => Ending::EndedByAdmin,
-                EndReason::Failed => {
-                    Ending::failed("the service restarted before it recorded what went wrong")
-                }
+                // What went wrong was not recorded; the history says so, as it always did.
+                EndReason::Failed => Ending::failed("recorded at restart"),
             };
             let ended = SandboxEvent::Ended {
                 ending,

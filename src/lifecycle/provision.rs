@@ -81,6 +81,15 @@ impl Provisions {
         self.running.lock().expect("provisions lock").remove(&id);
     }
 
+    /// Whether a provisioning of `id` is under way.
+    #[cfg(test)]
+    pub(super) fn running(&self, id: SandboxId) -> bool {
+        self.running
+            .lock()
+            .expect("provisions lock")
+            .contains_key(&id)
+    }
+
     /// Tells the provisioning of `id`, if one runs, to stop at its next step.
     pub(super) fn cancel(&self, id: SandboxId) {
         if let Some(flight) = self.running.lock().expect("provisions lock").get(&id) {

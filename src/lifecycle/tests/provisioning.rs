@@ -109,17 +109,28 @@ async fn a_create_the_engine_refuses_fails_the_trial() {
 async fn ending_while_provisioning_stops_it_between_engine_calls() {
     let (h, demo) = Harness::with_demo(json!({})).await;
     let (id, start) = h.start_held(&demo, Op::Start).await;
+    // Someone else (a reconciler's repair, say) holds the sandbox's turn, so the end's
+    // teardown must wait: the provisioning has to stop on the claim alone.
+    let busy = h.lifecycle.inner.turns.take(id).await;
     let ending = h.end_in_background(id, Ending::EndedByProspect);
-    h.until_status(id, SandboxStatus::Ended).await;
+    eventually("the end is announced", async || {
+        h.kinds(id).await.contains(&"ended_by_prospect")
+    })
+    .await;
     start.release();
+    eventually("the provisioning stopped", async || {
+        !h.lifecycle.inner.provisions.running(id)
+    })
+    .await;
+    drop(busy);
     let ended = ending.await.unwrap().expect("the end finishes");
 
     assert_eq!(ended.end_reason, Some(EndReason::EndedByProspect));
     assert!(ended.data_deleted_at.is_some());
     let kinds = h.kinds(id).await;
     assert!(
-        !kinds.contains(&"ready") && !kinds.contains(&"failed"),
-        "{kinds:?}"
+        !kinds.contains(&"started") && !kinds.contains(&"ready") && !kinds.contains(&"failed"),
+        "no step after the end: {kinds:?}"
     );
     assert!(h.engine.sandboxes().is_empty(), "the container went");
 }

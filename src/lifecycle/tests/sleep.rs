@@ -21,7 +21,7 @@ async fn an_idle_sandbox_sleeps_and_the_next_request_wakes_it() {
         .await;
     let id = h.ready(&demo).await;
 
-    let idle = advance_until("it sleeps", Duration::from_secs(90), async || {
+    let idle = advance_until("it sleeps", Duration::from_secs(150), async || {
         h.events(id).await.contains(&SandboxEvent::Slept)
     })
     .await;
