@@ -59,6 +59,17 @@ fn label_filter(label: String) -> HashMap<String, Vec<String>> {
     HashMap::from([("label".to_string(), vec![label])])
 }
 
+/// The volumes carrying `label` (`key=value`).
+async fn volumes(docker: &Docker, label: String) -> Result<Vec<Volume>> {
+    let filter = label_filter(label);
+    let options = ListVolumesOptionsBuilder::default()
+        .filters(&filter)
+        .build();
+    let listed = docker.list_volumes(Some(options)).await;
+    let listed = listed.map_err(|e| EngineError::from_bollard(e, "volume"))?;
+    Ok(listed.volumes.unwrap_or_default())
+}
+
 /// The name of a sandbox's container (names are unique on an Engine, ids are not reused).
 pub fn container_name(id: SandboxId) -> String {
     format!("testdrive-{id}")
@@ -132,10 +143,6 @@ impl DockerEngine {
         Ok(guard.0.clone())
     }
 
-    pub fn instance(&self) -> &str {
-        &self.inner.instance
-    }
-
     /// Runs an idempotent Engine call, retrying with backoff while the Engine is unreachable
     /// (a restarting daemon, a socket that blips): about 1.5 s in all before giving up.
     async fn retrying<T, F, Fut>(&self, what: &str, call: F) -> Result<T>
@@ -192,22 +199,11 @@ impl DockerEngine {
         }
     }
 
-    /// The volumes carrying `label` (`key=value`).
-    async fn volumes(&self, docker: &Docker, label: String) -> Result<Vec<Volume>> {
-        let filter = label_filter(label);
-        let options = ListVolumesOptionsBuilder::default()
-            .filters(&filter)
-            .build();
-        let listed = docker.list_volumes(Some(options)).await;
-        let listed = listed.map_err(|e| EngineError::from_bollard(e, "volume"))?;
-        Ok(listed.volumes.unwrap_or_default())
-    }
-
     async fn remove_volumes_once(&self, sandbox: SandboxId) -> Result<usize> {
         let docker = self.client().await?;
         let mut removed = 0;
         let label = format!("{SANDBOX_LABEL}={sandbox}");
-        for volume in self.volumes(&docker, label).await? {
+        for volume in volumes(&docker, label).await? {
             match docker
                 .remove_volume(
                     &volume.name,
@@ -236,7 +232,7 @@ impl DockerEngine {
             .await
             .map_err(|e| EngineError::from_bollard(e, "container"))?;
         let instance = format!("{INSTANCE_LABEL}={}", self.inner.instance);
-        let volumes = self.volumes(&docker, instance).await?;
+        let volumes = volumes(&docker, instance).await?;
         let sandbox_of = |labels: &HashMap<String, String>| {
             labels
                 .get(SANDBOX_LABEL)

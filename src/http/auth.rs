@@ -129,6 +129,21 @@ pub async fn sandbox(state: &AppState, caller: Caller, raw: &str) -> Result<Sand
         .ok_or(ApiError::NotFound("no such sandbox"))
 }
 
+/// The door for a browser, whose cookies may hold tokens: the sandbox `id` names and the
+/// token that opens it (the sandbox's own token, nothing else), if one does. One read,
+/// however many cookies came.
+pub async fn sandbox_opened_by<'t>(
+    state: &AppState,
+    id: SandboxId,
+    tokens: impl IntoIterator<Item = &'t str>,
+) -> Result<Option<(Sandbox, &'t str)>, ApiError> {
+    let Some(sandbox) = state.store.sandbox(id).await? else {
+        return Ok(None);
+    };
+    let token = tokens.into_iter().find(|t| opens(&sandbox, t));
+    Ok(token.map(|t| (sandbox, t)))
+}
+
 /// A sandbox route's caller (bearer token) and the sandbox its `{id}` names, through the
 /// door.
 pub struct SeenSandbox {

@@ -17,7 +17,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
-use super::auth::{bearer, opens, sandbox_id};
+use super::auth::{bearer, opens, sandbox_id, sandbox_opened_by};
 use super::session::{self, SANDBOX_COOKIE};
 use super::{ApiError, AppState};
 use crate::domain::{Sandbox, SandboxId, SandboxStatus, Timestamp};
@@ -88,17 +88,11 @@ async fn open(state: AppState, id: &str, rest: &str, req: Request) -> Result<Res
     let id = sandbox_id(id)?;
     // An unknown sandbox answers like a locked one, so that probing ids without a token
     // does not tell which exist.
-    let sandbox = state
-        .store
-        .sandbox(id)
-        .await?
-        .ok_or(ApiError::Unauthorized)?;
-
     let (query_token, rest_query) = take_token(req.uri().query());
     if let Some(token) = query_token {
-        if !opens(&sandbox, &token) {
-            return Err(ApiError::Unauthorized);
-        }
+        sandbox_opened_by(&state, id, [token.as_str()])
+            .await?
+            .ok_or(ApiError::Unauthorized)?;
         let query = if rest_query.is_empty() {
             String::new()
         } else {
@@ -121,13 +115,12 @@ async fn open(state: AppState, id: &str, rest: &str, req: Request) -> Result<Res
     }
 
     let headers = req.headers();
-    let authorized = bearer(headers)
+    let tokens = bearer(headers)
         .into_iter()
-        .chain(session::cookies(headers, SANDBOX_COOKIE))
-        .any(|t| opens(&sandbox, t));
-    if !authorized {
-        return Err(ApiError::Unauthorized);
-    }
+        .chain(session::cookies(headers, SANDBOX_COOKIE));
+    let (sandbox, _) = sandbox_opened_by(&state, id, tokens)
+        .await?
+        .ok_or(ApiError::Unauthorized)?;
 
     let gone = || ApiError::Gone("this sandbox has ended and its data was deleted".to_string());
     match sandbox.status {

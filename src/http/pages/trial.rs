@@ -14,8 +14,8 @@ use serde::Serialize;
 
 use super::session::{self, SANDBOX_COOKIE, TRIAL_COOKIE, TRIAL_COOKIE_SECONDS};
 use super::{
-    ApiError, AppState, Caller, PageError, auth, intake, render, shown_time, spoken_bytes,
-    spoken_duration, vendor_name,
+    ApiError, AppState, PageError, auth, intake, render, shown_time, spoken_bytes, spoken_duration,
+    vendor_name,
 };
 use crate::domain::receipt::Receipt;
 use crate::domain::{
@@ -98,23 +98,20 @@ async fn start(State(state): State<AppState>, request: Request) -> Response {
 }
 
 /// The sandbox this browser holds the cookie of, and that cookie's token; anything else is
-/// "not found", so that trial ids do not tell whether they exist. The cookie's token is a
-/// caller like a bearer token, and goes through the same door.
+/// "not found", so that trial ids do not tell whether they exist.
 async fn own_trial(
     state: &AppState,
     headers: &HeaderMap,
     id: &str,
 ) -> Result<(Sandbox, String), ApiError> {
-    for token in session::cookies(headers, TRIAL_COOKIE) {
-        // Only a sandbox's own token opens its trial page.
-        if let Some(caller @ Caller::Sandbox(_)) = auth::resolve(state, token).await?
-            && let Ok(sandbox) = auth::sandbox(state, caller, id).await
-        {
-            let sandbox = state.lifecycle.with_pending_activity(sandbox);
-            return Ok((sandbox, token.to_string()));
-        }
-    }
-    Err(ApiError::NotFound("no such trial in this browser"))
+    let not_found = || ApiError::NotFound("no such trial in this browser");
+    let id = auth::sandbox_id(id).map_err(|_| not_found())?;
+    let cookies = session::cookies(headers, TRIAL_COOKIE);
+    let (sandbox, token) = auth::sandbox_opened_by(state, id, cookies)
+        .await?
+        .ok_or_else(not_found)?;
+    let sandbox = state.lifecycle.with_pending_activity(sandbox);
+    Ok((sandbox, token.to_string()))
 }
 
 /// A call from the trial page's script: this browser's trial, whose page key the call
