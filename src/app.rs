@@ -19,6 +19,7 @@ use crate::domain::token::{IssuedToken, TokenHash};
 use crate::engine::{
     DockerEngine, Engine, EngineError, EngineSettings, HostFirewall, NetworkSettings, isolate_host,
 };
+use crate::http::origins::SandboxOrigins;
 use crate::http::{self, AdminToken, AppState};
 use crate::lifecycle::{Lifecycle, LifecycleSettings};
 use crate::registry::Registry;
@@ -44,6 +45,8 @@ pub enum StartError {
     Recover(crate::lifecycle::LifecycleError),
     #[error("cannot recover the webhook outbox: {0}")]
     Outbox(StoreError),
+    #[error("{0}")]
+    Config(String),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -183,6 +186,17 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         source,
     })?;
     let public_url = config.public_url(addr);
+    let origins = SandboxOrigins::resolve(config.sandbox_domain.as_deref(), &public_url)
+        .map_err(StartError::Config)?;
+    match &origins {
+        SandboxOrigins::Own { domain, .. } => {
+            tracing::info!(%domain, "every sandbox has its own origin: <id>.{domain}")
+        }
+        SandboxOrigins::Shared { .. } => tracing::warn!(
+            "sandbox_domain is off: sandboxes share testdrive's origin under /s/{{id}}/ \
+             (weaker isolation, see docs/security.md)"
+        ),
+    }
 
     let state = AppState {
         store: store.clone(),
@@ -193,6 +207,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         upstream: http::proxy::upstream(),
         metrics: metrics_handle(),
         public_url: public_url.into(),
+        origins: Arc::new(origins),
         max_wait_seconds: config.max_wait_seconds,
         creations: Arc::new(http::RateLimiter::new(
             config.rate_limit.burst,

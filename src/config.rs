@@ -17,6 +17,8 @@ pub const DEFAULTS: &str = include_str!("../config/default.toml");
 pub struct Config {
     pub listen: SocketAddr,
     pub public_url: Option<String>,
+    /// `<id>.<this domain>` is each sandbox's origin; `off`: `/s/{id}/` of the public URL.
+    pub sandbox_domain: Option<String>,
     pub admin_token: Option<String>,
     pub data_dir: PathBuf,
     pub database_url: Option<String>,

@@ -11,6 +11,7 @@ pub mod auth;
 mod error;
 mod extract;
 mod intake;
+pub mod origins;
 mod pages;
 pub mod proxy;
 mod rate_limit;
@@ -20,6 +21,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::Request;
+use axum::middleware;
 use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
@@ -48,8 +50,10 @@ pub struct AppState {
     pub admin: AdminToken,
     pub upstream: proxy::Upstream,
     pub metrics: PrometheusHandle,
-    /// Base URL for sandbox links, without a trailing slash.
+    /// Base URL of testdrive's own pages and API, without a trailing slash.
     pub public_url: Arc<str>,
+    /// Where sandboxes are served: their own origins, or `/s/{id}/` of the public URL.
+    pub origins: Arc<origins::SandboxOrigins>,
     pub max_wait_seconds: u32,
     /// Sandbox creations per client address.
     pub creations: Arc<RateLimiter>,
@@ -87,7 +91,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 pub fn router(state: AppState, max_upload_bytes: u64) -> Router {
     let (routes, openapi) = api::routes(max_upload_bytes);
     let openapi = Arc::new(openapi);
-    routes
+    let service = routes
         .route(
             "/openapi.json",
             get(move || async move { axum::Json(openapi.as_ref().clone()) }),
@@ -96,6 +100,12 @@ pub fn router(state: AppState, max_upload_bytes: u64) -> Router {
         .merge(pages::router(max_upload_bytes))
         .fallback(|| async { ApiError::NotFound("no such route") })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .with_state(state.clone());
+    // A sandbox's host is the sandbox's alone: it is sent there before any route of
+    // testdrive's matches.
+    Router::new()
+        .fallback_service(service)
+        .layer(middleware::from_fn_with_state(state, proxy::sandbox_hosts))
         .layer(
             // The path only: a query may carry a sandbox token, which must never be logged.
             TraceLayer::new_for_http()
@@ -105,5 +115,4 @@ pub fn router(state: AppState, max_upload_bytes: u64) -> Router {
                 .on_request(())
                 .on_response(DefaultOnResponse::new().level(Level::DEBUG)),
         )
-        .with_state(state)
 }

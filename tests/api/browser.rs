@@ -1200,7 +1200,9 @@ async fn a_demo_cannot_use_a_signed_in_console() {
     let Some(browser) = Browser::start("a_demo_cannot_use_a_signed_in_console").await else {
         return;
     };
-    let app = TestApp::spawn().await;
+    // The single-origin mode, where a demo's page is same-origin to the console: only the
+    // page keys and the header filter stand between them.
+    let app = TestApp::spawn_with(|c| c.sandbox_domain = Some("off".into())).await;
     let (_, demo) = app
         .static_demo(json!({"upload": {"extensions": ["html", "csv"]}}))
         .await;

@@ -55,7 +55,9 @@ async fn a_prospect_tries_the_demo_on_their_own_data_and_it_is_destroyed() {
     assert_eq!(location, format!("/v1/sandboxes/{id}"));
     assert_eq!(created["status"], "ready", "{created}");
     assert!(token.starts_with("tds_"));
-    assert_eq!(created["url"], app.url(&format!("/s/{id}/")));
+    // The sandbox has an origin of its own.
+    let origin = app.sandbox_url(&id, "/");
+    assert_eq!(created["url"], origin.as_str());
     assert_eq!(created["files"][0]["name"], "sales.csv");
     assert_eq!(created["files"][0]["bytes"], csv.len());
     assert_eq!(created["files"][0]["sha256"], sha256_hex(&csv));
@@ -69,7 +71,7 @@ async fn a_prospect_tries_the_demo_on_their_own_data_and_it_is_destroyed() {
     // The spooled copy is gone as soon as the data is in the sandbox.
     assert!(app.spool_entries().is_empty(), "{:?}", app.spool_entries());
 
-    // Opening with ?token= trades the token for a cookie scoped to this sandbox.
+    // A browser sent to `/s/{id}/?token=` on testdrive's origin goes on to the sandbox's.
     let res = app
         .http
         .get(app.url(&format!("/s/{id}/?token={token}")))
@@ -77,17 +79,31 @@ async fn a_prospect_tries_the_demo_on_their_own_data_and_it_is_destroyed() {
         .await
         .unwrap();
     assert_eq!(res.status(), StatusCode::SEE_OTHER);
-    assert_eq!(res.headers()["location"], format!("/s/{id}/").as_str());
+    assert_eq!(
+        res.headers()["location"],
+        app.sandbox_url(&id, &format!("/?token={token}")).as_str()
+    );
+    assert!(res.headers().get("set-cookie").is_none());
+    // There, ?token= is traded for a cookie of that host only.
+    let res = app
+        .http
+        .get(app.sandbox_url(&id, &format!("/?token={token}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    assert_eq!(res.headers()["location"], origin.as_str());
     let cookie = res.headers()["set-cookie"].to_str().unwrap().to_string();
     assert!(cookie.contains("HttpOnly"), "{cookie}");
     assert!(cookie.contains("SameSite=Lax"), "{cookie}");
-    assert!(cookie.contains(&format!("Path=/s/{id}/")), "{cookie}");
+    assert!(cookie.contains("Path=/;"), "{cookie}");
+    assert!(!cookie.to_ascii_lowercase().contains("domain"), "{cookie}");
     let cookie_pair = cookie.split(';').next().unwrap().to_string();
 
     // With the cookie the prospect sees the vendor's product showing their own data.
     let page = app
         .http
-        .get(app.url(&format!("/s/{id}/")))
+        .get(&origin)
         .header("cookie", &cookie_pair)
         .send()
         .await
@@ -104,29 +120,44 @@ async fn a_prospect_tries_the_demo_on_their_own_data_and_it_is_destroyed() {
     assert_eq!(raw.status(), StatusCode::OK);
     assert_eq!(sha256_hex(&raw.bytes().await.unwrap()), sha256_hex(&csv));
 
-    // WebSocket through the proxy: the demo's live search.
-    let mut request = app
+    // WebSocket through the proxy, the demo's live search: a script with the bearer token
+    // on testdrive's origin, and a browser with its cookie on the sandbox's.
+    let mut by_script = app
         .url(&format!("/s/{id}/ws"))
         .replace("http://", "ws://")
         .into_client_request()
         .unwrap();
-    request
+    by_script
         .headers_mut()
         .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    let (mut ws, response) = tokio_tungstenite::connect_async(request).await.unwrap();
-    assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
-    ws.send(Message::text("west")).await.unwrap();
-    let reply = loop {
-        match ws.next().await.unwrap().unwrap() {
-            Message::Text(text) => break text.to_string(),
-            Message::Ping(_) | Message::Pong(_) => continue,
-            other => panic!("unexpected {other:?}"),
-        }
-    };
-    let reply: Value = serde_json::from_str(&reply).unwrap();
-    assert_eq!(reply["query"], "west");
-    assert!(reply["matches"].as_u64().unwrap() > 0, "{reply}");
-    ws.close(None).await.unwrap();
+    let mut by_browser = app
+        .sandbox_url(&id, "/ws")
+        .replace("http://", "ws://")
+        .into_client_request()
+        .unwrap();
+    by_browser
+        .headers_mut()
+        .insert("cookie", cookie_pair.parse().unwrap());
+    for request in [by_script, by_browser] {
+        // glibc does not resolve `*.localhost`: connect to loopback, name the host.
+        let tcp = tokio::net::TcpStream::connect(app.base.trim_start_matches("http://"))
+            .await
+            .unwrap();
+        let (mut ws, response) = tokio_tungstenite::client_async(request, tcp).await.unwrap();
+        assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
+        ws.send(Message::text("west")).await.unwrap();
+        let reply = loop {
+            match ws.next().await.unwrap().unwrap() {
+                Message::Text(text) => break text.to_string(),
+                Message::Ping(_) | Message::Pong(_) => continue,
+                other => panic!("unexpected {other:?}"),
+            }
+        };
+        let reply: Value = serde_json::from_str(&reply).unwrap();
+        assert_eq!(reply["query"], "west");
+        assert!(reply["matches"].as_u64().unwrap() > 0, "{reply}");
+        ws.close(None).await.unwrap();
+    }
 
     // The vendor sees the sandbox with the information sheet and the prospect's activity.
     let seen: Value = app

@@ -269,6 +269,28 @@ impl Deref for TestApp {
     }
 }
 
+/// A resolver that answers `*.localhost` with loopback, as browsers and curl do (glibc
+/// does not), and everything else as the system does.
+struct Localhost;
+
+impl reqwest::dns::Resolve for Localhost {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let name = name.as_str().to_string();
+        Box::pin(async move {
+            if name == "localhost" || name.ends_with(".localhost") {
+                let addrs: reqwest::dns::Addrs =
+                    Box::new(std::iter::once(std::net::SocketAddr::from(([127, 0, 0, 1], 0))));
+                return Ok(addrs);
+            }
+            let found: Vec<std::net::SocketAddr> = tokio::net::lookup_host((name, 0))
+                .await?
+                .collect();
+            let addrs: reqwest::dns::Addrs = Box::new(found.into_iter());
+            Ok(addrs)
+        })
+    }
+}
+
 impl Api {
     /// For a service at `base` (`http://host:port`) with this admin token.
     pub fn new(base: String, admin: String) -> Api {
@@ -279,12 +301,20 @@ impl Api {
         }
     }
 
-    /// A fresh client that does not follow redirects.
+    /// A fresh client that does not follow redirects and, like a browser, sends every
+    /// `*.localhost` name (sandbox origins) to loopback.
     pub fn client() -> reqwest::Client {
         reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
+            .dns_resolver(std::sync::Arc::new(Localhost))
             .build()
             .unwrap()
+    }
+
+    /// The sandbox's own origin, `http://<id>.sandbox.localhost:<port>`, with `path`.
+    pub fn sandbox_url(&self, id: &str, path: &str) -> String {
+        let port = self.base.rsplit(':').next().unwrap();
+        format!("http://{id}.sandbox.localhost:{port}{path}")
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -165,7 +165,25 @@ async fn a_trial_is_held_by_http_only_cookies_and_ends_with_a_receipt() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert_eq!(state["status"], "ready", "{state}");
-    let opened = get_with_cookie(&app, &format!("/s/{id}/people.csv"), &opener).await;
+    // The cookie on testdrive's origin sends the browser on to the sandbox's own origin,
+    // which trades the token for a cookie of its host.
+    let sent_on = get_with_cookie(&app, &format!("/s/{id}/people.csv"), &opener).await;
+    assert_eq!(sent_on.status(), StatusCode::SEE_OTHER);
+    let to = sent_on.headers()["location"].to_str().unwrap().to_string();
+    assert!(
+        to.starts_with(&app.sandbox_url(&id, "/people.csv?token=tds_")),
+        "{to}"
+    );
+    let traded = app.http.get(&to).send().await.unwrap();
+    assert_eq!(traded.status(), StatusCode::SEE_OTHER);
+    let host_cookie = cookie_value(&set_cookies(&traded)[0]);
+    let opened = app
+        .http
+        .get(app.sandbox_url(&id, "/people.csv"))
+        .header("cookie", &host_cookie)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(opened.status(), StatusCode::OK);
     assert!(
         opened.headers().get(CONTENT_SECURITY_POLICY).is_none(),

@@ -89,7 +89,7 @@ impl SandboxView {
             ended_at: sandbox.ended_at,
             end_reason: sandbox.end_reason,
             remaining_seconds,
-            url: format!("{}/s/{}/", state.public_url, sandbox.id),
+            url: state.origins.url(sandbox.id),
             files: sandbox.files,
             data_deleted_at: sandbox.data_deleted_at,
             usage: Usage {
