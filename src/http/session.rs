@@ -5,9 +5,11 @@
 //! from our own pages (the browser's `Sec-Fetch-Site`/`Origin` say so), on top of
 //! `SameSite`, so another site cannot make a logged-in browser end a sandbox.
 //!
-//! A vendor's demo is served on this same origin (`/s/{id}/`), so its scripts are
-//! "same-origin" to the browser and a cookie-held credential alone would be theirs to use:
-//! a demo opened in a browser signed in to `/ops` could read the console's stream. So every
+//! By default a demo is served on an origin of its own (`origins`), where none of this can
+//! reach it. With `sandbox_domain = "off"` it is served on this same origin (`/s/{id}/`),
+//! so its scripts are "same-origin" to the browser and a cookie-held credential alone would
+//! be theirs to use: a demo opened in a browser signed in to `/ops` could read the
+//! console's stream. So, in either mode, every
 //! call a page's script makes must also carry the page key, a value derived from the
 //! credential that only the page itself shows, and the page is only given to a top-level
 //! navigation (`Sec-Fetch-Mode: navigate`, not a script's `fetch`), never framed

@@ -36,7 +36,8 @@ impl<T> Items<T> {
         title = "testdrive",
         description = "Try-before-you-buy sandboxes: a prospect's own data in an isolated, \
                        expiring copy of a vendor's product. Sandboxes are opened at \
-                       `/s/{id}/` (any method, forwarded to the demo), which is not \
+                       their `url`: an origin of their own, `<id>.<sandbox domain>`, \
+                       or `/s/{id}/` (any method, forwarded to the demo), which is not \
                        described here."
     ),
     modifiers(&BearerAuth),
