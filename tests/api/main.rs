@@ -2,6 +2,7 @@
 //! one compile. The demo images must be built first (`sandbox-images/build`).
 
 mod browser;
+mod browser_origins;
 mod contract;
 mod crash;
 mod flow;
@@ -9,6 +10,7 @@ mod helpers;
 mod isolation;
 mod lifecycle;
 mod listening;
+mod origins;
 mod pages;
 mod pool;
 mod process;
