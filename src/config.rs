@@ -18,6 +18,9 @@ pub struct Config {
     pub listen: SocketAddr,
     pub public_url: Option<String>,
     pub admin_token: Option<String>,
+    /// The key that seals secrets in the database (base64, 32 bytes); else the one in the
+    /// data directory (`secret-key`, made at first start).
+    pub secret_key: Option<String>,
     pub data_dir: PathBuf,
     pub database_url: Option<String>,
     pub docker_host: Option<String>,
@@ -123,6 +126,16 @@ impl Config {
             .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("testdrive.db").display()))
     }
 
+    /// The SQLite file the database URL names, if it names one.
+    pub fn database_file(&self) -> Option<PathBuf> {
+        let url = self.database_url();
+        let rest = url
+            .strip_prefix("sqlite://")
+            .or(url.strip_prefix("sqlite:"))?;
+        let path = rest.split('?').next().unwrap_or_default();
+        (!path.is_empty() && !path.contains(":memory:")).then(|| PathBuf::from(path))
+    }
+
     pub fn subnet(&self) -> Subnet {
         Subnet::parse(&self.sandbox.subnet).expect("checked when the configuration was read")
     }
@@ -148,6 +161,11 @@ mod tests {
         assert_eq!(config.max_sandboxes, 50);
         assert_eq!(config.data_dir, PathBuf::from("./var"));
         assert_eq!(config.database_url(), "sqlite://./var/testdrive.db");
+        assert_eq!(
+            config.database_file(),
+            Some(PathBuf::from("./var/testdrive.db"))
+        );
+        assert!(config.secret_key.is_none());
         assert!(!config.webhook_allow_private);
         assert_eq!(config.log_format, LogFormat::Text);
     }
