@@ -626,10 +626,10 @@ async fn an_older_failure_gives_its_load_output_to_the_sandbox() {
 #[tokio::test]
 async fn a_webhook_secret_is_replaced_only_while_it_is_the_one_read() {
     let (store, vendor, _) = store_with_demo().await;
-    let url = Some("https://hooks.example.com/");
+    let url = "https://hooks.example.com/";
     assert!(
         store
-            .set_vendor_webhook(vendor.id, url, "plain")
+            .set_vendor_webhook(vendor.id, Some(url), "plain")
             .await
             .unwrap()
     );
@@ -651,6 +651,6 @@ async fn a_webhook_secret_is_replaced_only_while_it_is_the_one_read() {
     );
     assert_eq!(
         store.vendor_webhook(vendor.id).await.unwrap(),
-        Some((url.unwrap().to_string(), "v1:sealed".to_string()))
+        Some((url.to_string(), "v1:sealed".to_string()))
     );
 }
