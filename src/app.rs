@@ -23,7 +23,7 @@ use crate::http::origins::SandboxOrigins;
 use crate::http::{self, AdminToken, AppState};
 use crate::lifecycle::{Lifecycle, LifecycleSettings};
 use crate::registry::Registry;
-use crate::secrets::write_secret;
+use crate::secrets::{SecretBox, make_private, private_file, write_secret};
 use crate::signing::ReceiptKey;
 use crate::store::{SqliteStore, Store, StoreError};
 use crate::webhooks::{WebhookSettings, Webhooks};
@@ -35,6 +35,8 @@ pub enum StartError {
         path: String,
         source: std::io::Error,
     },
+    #[error("the secret key: {0}")]
+    SecretKey(String),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -119,10 +121,19 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         path: data_dir.display().to_string(),
         source,
     };
-    std::fs::create_dir_all(&data_dir).map_err(data_dir_error)?;
+    // The data directory and all in it are the service's alone (0700/0600), whatever the
+    // umask; the database file is made 0600 before SQLite opens it, which gives its journal
+    // and WAL files the same mode.
+    make_private(&data_dir).map_err(data_dir_error)?;
+    if let Some(db) = config.database_file() {
+        private_file(&db).map_err(data_dir_error)?;
+    }
     let (admin_hash, new_admin_token) = admin_token(&config, &data_dir).map_err(data_dir_error)?;
     let receipt_key =
         ReceiptKey::load_or_create(&data_dir.join("receipt-key")).map_err(data_dir_error)?;
+    let secrets =
+        SecretBox::load_or_create(config.secret_key.as_deref(), &data_dir.join("secret-key"))
+            .map_err(|e| StartError::SecretKey(e.to_string()))?;
 
     if config.sandbox.host_firewall == HostFirewall::Iptables {
         isolate_host(&config.sandbox.bridge)
@@ -154,6 +165,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             allow_private: config.webhook_allow_private,
             first_retry: Duration::from_millis(config.webhook_first_retry_ms.max(1)),
             give_up_after: Duration::from_secs(config.webhook_give_up_hours.max(24) * 3600),
+            secrets,
         },
     );
     let lifecycle = Lifecycle::new(

@@ -20,6 +20,9 @@ pub struct Config {
     /// `<id>.<this domain>` is each sandbox's origin; `off`: `/s/{id}/` of the public URL.
     pub sandbox_domain: Option<String>,
     pub admin_token: Option<String>,
+    /// The key that seals secrets in the database (base64, 32 bytes); else the one in the
+    /// data directory (`secret-key`, made at first start).
+    pub secret_key: Option<String>,
     pub data_dir: PathBuf,
     pub database_url: Option<String>,
     pub docker_host: Option<String>,
@@ -125,6 +128,16 @@ impl Config {
             .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("testdrive.db").display()))
     }
 
+    /// The SQLite file the database URL names, if it names one.
+    pub fn database_file(&self) -> Option<PathBuf> {
+        let url = self.database_url();
+        let rest = url
+            .strip_prefix("sqlite://")
+            .or(url.strip_prefix("sqlite:"))?;
+        let path = rest.split('?').next().unwrap_or_default();
+        (!path.is_empty() && !path.contains(":memory:")).then(|| PathBuf::from(path))
+    }
+
     pub fn subnet(&self) -> Subnet {
         Subnet::parse(&self.sandbox.subnet).expect("checked when the configuration was read")
     }
@@ -150,6 +163,11 @@ mod tests {
         assert_eq!(config.max_sandboxes, 50);
         assert_eq!(config.data_dir, PathBuf::from("./var"));
         assert_eq!(config.database_url(), "sqlite://./var/testdrive.db");
+        assert_eq!(
+            config.database_file(),
+            Some(PathBuf::from("./var/testdrive.db"))
+        );
+        assert!(config.secret_key.is_none());
         assert!(!config.webhook_allow_private);
         assert_eq!(config.log_format, LogFormat::Text);
     }

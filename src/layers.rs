@@ -15,7 +15,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("store", &["domain"]),
     ("engine", &["domain"]),
     ("spool", &["domain"]),
-    ("webhooks", &["domain", "store", "clock"]),
+    ("webhooks", &["domain", "store", "clock", "secrets"]),
     ("registry", &["domain", "store", "engine"]),
     (
         "lifecycle",

@@ -54,6 +54,8 @@ async fn shutdown_signal() {
 }
 
 async fn serve(config: Config, seeds: Vec<PathBuf>) -> Result<(), Box<dyn std::error::Error>> {
+    // Everything the service writes (database, spool, keys) is its user's alone.
+    testdrive::secrets::private_by_default();
     let data_dir = config.data_dir.clone();
     let running = testdrive::app::start(config).await?;
     if let Some(token) = &running.new_admin_token {

@@ -10,7 +10,9 @@ use serde::{Deserialize, Serialize};
 
 use super::{EndReason, Timestamp};
 
-/// What went wrong with a sandbox, in words.
+/// What went wrong with a sandbox, in words. It is shown to the vendor and operators,
+/// sent in logs and kept in the history, so it never carries the prospect's data: not what
+/// a demo printed (that is `Sandbox::load_output`, the prospect's alone), nor file contents.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Failure(String);

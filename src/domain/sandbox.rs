@@ -40,6 +40,10 @@ pub struct Sandbox {
     pub active_ms: u64,
     /// The first request through the proxy.
     pub first_opened_at: Option<Timestamp>,
+    /// What the demo's load command printed when it failed: perhaps the prospect's own
+    /// data, so it is shown to the sandbox token's holder only, and never goes into an
+    /// event, a webhook, a report or a log.
+    pub load_output: Option<String>,
 }
 
 /// What a sandbox is at creation, before anything ran.
@@ -99,6 +103,7 @@ impl Sandbox {
             profiles: Vec::new(),
             active_ms: 0,
             first_opened_at: None,
+            load_output: None,
         }
     }
 }

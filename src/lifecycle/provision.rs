@@ -4,7 +4,8 @@
 //! the running container's (empty) data volume, then the load command and the probe.
 //!
 //! The spool is deleted as soon as the files are in the volume, so the data exists in one
-//! place only. Ending the sandbox meanwhile cancels the work between Engine calls (never in
+//! place only. What the load command prints stays with the prospect (`Sandbox::load_output`),
+//! never in a failure, an event or the log. Ending the sandbox meanwhile cancels the work between Engine calls (never in
 //! the middle of a create, whose object could then escape the teardown); a failure ends it
 //! through the one end path.
 
@@ -278,9 +279,20 @@ impl Provision {
             })
             .await?;
             if outcome.exit_code != 0 {
+                // What it printed may be the prospect's own data: it is kept beside the
+                // sandbox for the prospect's eyes only. The failure (in the events, the
+                // vendor's view, webhooks and the log) says only how it ended.
+                if !outcome.output_tail.is_empty()
+                    && let Err(err) = lifecycle
+                        .store()
+                        .set_load_output(id, &outcome.output_tail)
+                        .await
+                {
+                    tracing::warn!(%err, "could not keep what the load command printed");
+                }
                 return Err(Stop::Failed(format!(
-                    "the load command exited with code {}: {}",
-                    outcome.exit_code, outcome.output_tail
+                    "the load command exited with code {}",
+                    outcome.exit_code
                 )));
             }
             history

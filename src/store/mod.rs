@@ -87,16 +87,22 @@ pub trait VendorStore: Send + Sync {
     async fn vendor(&self, id: VendorId) -> Result<Option<Vendor>>;
     async fn vendor_by_name(&self, name: &str) -> Result<Option<Vendor>>;
     async fn vendor_key(&self, id: VendorId) -> Result<Option<TokenHash>>;
-    /// The vendor's webhook URL and secret, if it set one.
+    /// The vendor's webhook URL and secret (as stored: sealed), if it set one.
     async fn vendor_webhook(&self, vendor: VendorId) -> Result<Option<(String, String)>>;
     /// Sets the vendor's webhook URL (`None`: no webhook). A vendor without a secret gets
-    /// `new_secret`; true if it did (the secret is then shown, once).
+    /// `new_secret` (sealed by the caller); true if it did (the secret is then shown, once).
     async fn set_vendor_webhook(
         &self,
         vendor: VendorId,
         url: Option<&str>,
         new_secret: &str,
     ) -> Result<bool>;
+    /// Every stored webhook secret, as stored.
+    async fn webhook_secrets(&self) -> Result<Vec<(VendorId, String)>>;
+    /// Replaces the vendor's stored secret `old` with `new` (the same secret, sealed), so
+    /// that nothing of `old` is left in the database file; false if it was not `old` any
+    /// more.
+    async fn replace_webhook_secret(&self, vendor: VendorId, old: &str, new: &str) -> Result<bool>;
 }
 
 #[async_trait]
@@ -134,6 +140,8 @@ pub trait SandboxStore: Send + Sync {
     async fn next_deadline(&self) -> Result<Option<Timestamp>>;
     /// Records that every object and copy of the data is gone; false if already recorded.
     async fn mark_data_deleted(&self, id: SandboxId, at: Timestamp) -> Result<bool>;
+    /// Keeps what the demo's load command printed when it failed, for the prospect alone.
+    async fn set_load_output(&self, id: SandboxId, output: &str) -> Result<()>;
     /// Ended sandboxes whose objects are not yet confirmed gone.
     async fn pending_teardowns(&self) -> Result<Vec<SandboxId>>;
     /// `ready` → `sleeping` for every sandbox idle (no proxy activity since it was ready or

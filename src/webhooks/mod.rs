@@ -9,7 +9,9 @@
 //! failed attempt is retried with exponential backoff and jitter until it is older than
 //! `give_up_after` (more than a day); a sender that dies lets its lease run out and the
 //! delivery goes again. A slow or failing endpoint costs the sender only: provisioning just
-//! writes a row. Where deliveries may go is `destination`'s to say.
+//! writes a row. Where deliveries may go is `destination`'s to say, when a URL is set and
+//! on every connection. The signing secrets are stored sealed (`secrets::SecretBox`), never
+//! as plain text.
 
 mod destination;
 mod payload;
@@ -21,11 +23,11 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-pub use destination::is_private;
 pub use payload::{announced_as, delivery, signature};
 
 use crate::clock::Clock;
 use crate::domain::{VendorId, WebhookUrl};
+use crate::secrets::SecretBox;
 use crate::store::{Store, StoreError};
 
 #[derive(Clone, Debug)]
@@ -36,6 +38,8 @@ pub struct WebhookSettings {
     pub first_retry: Duration,
     /// A delivery older than this is given up (at least a day).
     pub give_up_after: Duration,
+    /// Seals the vendors' signing secrets for the database.
+    pub secrets: SecretBox,
 }
 
 impl Default for WebhookSettings {
@@ -44,6 +48,8 @@ impl Default for WebhookSettings {
             allow_private: false,
             first_retry: Duration::from_secs(2),
             give_up_after: Duration::from_secs(26 * 3600),
+            // A key for this process only: a deployment passes the one it keeps.
+            secrets: SecretBox::generate(),
         }
     }
 }
@@ -92,7 +98,7 @@ impl Webhooks {
 
     /// Sets (or with `None` removes) a vendor's webhook URL, after checking its host
     /// resolves to addresses deliveries may reach. The secret, when new, is returned: it is
-    /// shown once.
+    /// shown once, and stored only sealed.
     pub async fn set_url(
         &self,
         vendor: VendorId,
@@ -101,21 +107,35 @@ impl Webhooks {
         if let Some(url) = url {
             destination::check_destination(url.as_str(), self.inner.settings.allow_private)
                 .await
-                .map_err(WebhookRefused::Destination)?;
+                .map_err(|refused| {
+                    tracing::debug!(%vendor, why = refused.why(), "webhook URL refused");
+                    WebhookRefused::Destination(refused.to_string())
+                })?;
         }
         let secret = format!("whsec_{}", hex::encode(rand::random::<[u8; 32]>()));
+        let sealed = self.inner.settings.secrets.seal(&secret);
         let fresh = self
             .inner
             .store
-            .set_vendor_webhook(vendor, url.map(WebhookUrl::as_str), &secret)
+            .set_vendor_webhook(vendor, url.map(WebhookUrl::as_str), &sealed)
             .await
             .map_err(WebhookRefused::Store)?;
         Ok(fresh.then_some(secret))
     }
 
-    /// At start: deliveries the previous run was sending go again (at least once).
+    /// At start: secrets an earlier version stored as plain text are sealed, and
+    /// deliveries the previous run was sending go again (at least once).
     pub async fn recover(&self) -> crate::store::Result<()> {
-        self.inner.store.release_delivery_leases().await
+        let store = &self.inner.store;
+        for (vendor, stored) in store.webhook_secrets().await? {
+            if !SecretBox::is_sealed(&stored) {
+                let sealed = self.inner.settings.secrets.seal(&stored);
+                store
+                    .replace_webhook_secret(vendor, &stored, &sealed)
+                    .await?;
+            }
+        }
+        store.release_delivery_leases().await
     }
 
     /// Sends deliveries until `shutdown`.

@@ -8,12 +8,11 @@ use futures_util::{StreamExt, stream};
 use http_body_util::{BodyExt, Full};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use tokio_util::sync::CancellationToken;
 
 use super::Webhooks;
-use super::destination::GuardedResolver;
+use super::destination::GuardedConnector;
 use super::payload::signature;
 use crate::domain::Timestamp;
 use crate::domain::webhook::{Attempt, AttemptOutcome, Delivery};
@@ -25,12 +24,15 @@ const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 const AT_ONCE: usize = 8;
 const LONGEST_WAIT: Duration = Duration::from_secs(3600);
 
-type Sender = Client<HttpsConnector<HttpConnector<GuardedResolver>>, Full<Bytes>>;
+type Sender = Client<HttpsConnector<GuardedConnector>, Full<Bytes>>;
 
+/// The HTTP client of deliveries: every connection it opens goes through
+/// `GuardedConnector`, under the deployment's rule as it is now.
 fn sender(allow_private: bool) -> Sender {
-    let mut http = HttpConnector::new_with_resolver(GuardedResolver { allow_private });
-    http.enforce_http(false);
-    http.set_connect_timeout(Some(ATTEMPT_TIMEOUT));
+    let http = GuardedConnector {
+        allow_private,
+        connect_timeout: ATTEMPT_TIMEOUT,
+    };
     let builder = hyper_rustls::HttpsConnectorBuilder::new();
     let https = match builder.with_native_roots() {
         Ok(roots) => roots,
@@ -76,15 +78,21 @@ impl Webhooks {
                 None,
                 Some("the vendor has no webhook URL any more".to_string()),
             ),
-            Some((url, secret)) => {
-                match tokio::time::timeout(ATTEMPT_TIMEOUT, post(client, url, secret, &delivery))
-                    .await
-                {
-                    Ok(Ok(status)) => (Some(status), None),
-                    Ok(Err(err)) => (None, Some(err)),
-                    Err(_) => (None, Some(format!("no answer within {ATTEMPT_TIMEOUT:?}"))),
+            Some((url, sealed)) => match settings.secrets.open(sealed) {
+                Ok(secret) => {
+                    let attempt = post(client, url, &secret, &delivery);
+                    match tokio::time::timeout(ATTEMPT_TIMEOUT, attempt).await {
+                        Ok(Ok(status)) => (Some(status), None),
+                        Ok(Err(err)) => (None, Some(err)),
+                        Err(_) => (None, Some(format!("no answer within {ATTEMPT_TIMEOUT:?}"))),
+                    }
                 }
-            }
+                Err(err) => {
+                    tracing::warn!(vendor_id = %delivery.vendor_id, %err, "cannot open a webhook secret");
+                    let why = "the webhook secret cannot be opened with this deployment's key";
+                    (None, Some(why.to_string()))
+                }
+            },
         };
         let delivered = status.is_some_and(|s| (200..300).contains(&s));
         let age = delivery.created_at.until(now);

@@ -242,6 +242,13 @@ impl TestApp {
         self.running = Some(running);
     }
 
+    /// Stops the service and starts it again on the same data directory with its
+    /// configuration changed by `configure` (an operator changing a setting).
+    pub async fn reconfigure(&mut self, configure: impl FnOnce(&mut Config)) {
+        configure(&mut self.config);
+        self.restart(|_| {}).await;
+    }
+
     pub fn spool_entries(&self) -> Vec<String> {
         std::fs::read_dir(self.data_dir.join("spool"))
             .map(|dir| {

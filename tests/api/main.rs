@@ -1,6 +1,7 @@
 //! Integration tests: the real HTTP server and the real Docker Engine. One test binary, so
 //! one compile. The demo images must be built first (`sandbox-images/build`).
 
+mod at_rest;
 mod browser;
 mod browser_origins;
 mod contract;
@@ -15,3 +16,4 @@ mod pages;
 mod pool;
 mod process;
 mod tenancy;
+mod webhook_ranges;

@@ -250,8 +250,9 @@ async fn a_trial_is_held_by_http_only_cookies_and_ends_with_a_receipt() {
     assert!(receipt.contains("id=\"receipt\""), "{receipt}");
     assert!(receipt.contains(&sha256_hex(&data)));
     assert!(receipt.contains("id=\"receipt-container\""));
-    // The signed receipt, to keep: this browser's only.
-    let file = get_with_cookie(&app, &format!("/trials/{id}/receipt.json"), &trial).await;
+    // The signed receipt, to keep: this browser's only, behind the page key.
+    let path = format!("/trials/{id}/receipt.json?key={key}");
+    let file = get_with_cookie(&app, &path, &trial).await;
     assert_eq!(file.status(), StatusCode::OK);
     let signed: Value = file.json().await.unwrap();
     assert_eq!(signed["receipt"]["sandbox_id"], id.as_str());

@@ -61,6 +61,10 @@ pub struct SandboxView {
     /// The information sheet; vendor and operators only.
     #[serde(skip_serializing_if = "Option::is_none")]
     prospect: Option<Prospect>,
+    /// What the demo's load command printed when it failed (perhaps the prospect's data):
+    /// to the sandbox token's holder only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    load_output: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -72,6 +76,8 @@ pub struct CreatedSandbox {
 }
 
 impl SandboxView {
+    /// The sandbox as a vendor or an operator sees it (`caller_sees_prospect`), or as the
+    /// prospect, holding its token, does.
     fn new(state: &AppState, sandbox: Sandbox, caller_sees_prospect: bool) -> SandboxView {
         let sandbox = state.lifecycle.with_pending_activity(sandbox);
         let remaining_seconds = if sandbox.status.is_live() {
@@ -97,6 +103,7 @@ impl SandboxView {
                 last_active_at: sandbox.last_active_at,
             },
             prospect: caller_sees_prospect.then_some(sandbox.prospect),
+            load_output: sandbox.load_output.filter(|_| !caller_sees_prospect),
         }
     }
 }

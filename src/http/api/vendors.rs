@@ -40,7 +40,7 @@ pub struct VendorView {
     #[serde(skip_serializing_if = "Option::is_none")]
     webhook_url: Option<String>,
     /// The key of the deliveries' `Testdrive-Signature`. Shown once, when the URL is first
-    /// set.
+    /// set; stored only sealed.
     #[serde(skip_serializing_if = "Option::is_none")]
     webhook_secret: Option<String>,
 }
@@ -140,8 +140,10 @@ async fn get_vendor(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VendorPatch {
-    /// An `http(s)` URL, or `null` for no webhook. Its host must not resolve to a loopback,
-    /// private or link-local address (unless the deployment allows it).
+    /// An `http(s)` URL, or `null` for no webhook. Its host must resolve, and only to public
+    /// addresses: a literal IP in any spelling is judged as the address it is; loopback,
+    /// private and link-local ones pass only where the deployment allows them, other
+    /// special-purpose ones never. One answer (`422`) for every refusal.
     #[schema(value_type = Option<String>)]
     #[serde(default, deserialize_with = "present")]
     webhook_url: Option<Option<String>>,

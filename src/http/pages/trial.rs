@@ -7,7 +7,7 @@ use askama::Template;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Request, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Serialize;
@@ -172,6 +172,8 @@ struct TrialState {
     /// Provisioning steps done so far (`STEPS` kinds).
     steps_done: Vec<&'static str>,
     failure: Option<String>,
+    /// What the demo's load command printed when it failed: this page's alone.
+    load_output: Option<String>,
     /// Everything is destroyed: the page shows the receipt.
     deleted: bool,
 }
@@ -236,6 +238,7 @@ impl TrialState {
                 .filter(|kind| events.iter().any(|e| step(&e.event) == Some(kind)))
                 .collect(),
             failure,
+            load_output: sandbox.load_output.clone(),
             deleted: sandbox.data_deleted_at.is_some(),
         }
     }
@@ -374,13 +377,18 @@ async fn trial_state(
 }
 
 /// The signed deletion receipt, as a file to keep (the same as
-/// `GET /v1/sandboxes/{id}/receipt`).
+/// `GET /v1/sandboxes/{id}/receipt`). Like the page's script calls it needs the page key:
+/// the page's download link carries it as `?key=`.
 async fn signed_receipt(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let (sandbox, _) = own_trial(&state, &headers, &id).await?;
+    let (sandbox, token) = own_trial(&state, &headers, &id).await?;
+    if !session::has_page_key(&headers, uri.query(), &token) {
+        return Err(ApiError::Forbidden);
+    }
     let receipt = state.signed_receipt(&sandbox).await?;
     Ok((
         [(

@@ -40,6 +40,7 @@ fn sandbox_from(row: &SqliteRow) -> Result<Sandbox> {
         profiles: serde_json::from_str(row.try_get("profiles")?).map_err(corrupt)?,
         active_ms: row.try_get::<i64, _>("active_ms")?.max(0) as u64,
         first_opened_at: ts(row.try_get("first_opened_at")?),
+        load_output: row.try_get("load_output")?,
     })
 }
 
@@ -251,6 +252,13 @@ impl SandboxStore for SqliteStore {
         .bind(at.millis())
         .bind(id.to_string());
         self.changed(query).await
+    }
+
+    async fn set_load_output(&self, id: SandboxId, output: &str) -> Result<()> {
+        let query = sqlx::query("UPDATE sandboxes SET load_output = ? WHERE id = ?")
+            .bind(output)
+            .bind(id.to_string());
+        self.run(query).await
     }
 
     async fn pending_teardowns(&self) -> Result<Vec<SandboxId>> {

@@ -551,3 +551,106 @@ async fn an_older_history_is_migrated_into_events() {
         }
     );
 }
+
+/// A failure an earlier version recorded with what the load command printed: the output
+/// moves to the sandbox (the prospect's), the event keeps the sentence before it.
+#[tokio::test]
+async fn an_older_failure_gives_its_load_output_to_the_sandbox() {
+    let options = sqlx::sqlite::SqliteConnectOptions::from_str("sqlite::memory:")
+        .unwrap()
+        .foreign_keys(true);
+    let pool = SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(options)
+        .await
+        .unwrap();
+    MIGRATOR.run_to(5, &pool).await.unwrap();
+    let (printed, other) = (SandboxId::new(), SandboxId::new());
+    sqlx::query(
+        "INSERT INTO vendors (id, name, key_hash, created_at) VALUES ('v', 'V', 'k', 0);
+         INSERT INTO demos (id, vendor_id, slug, spec, enabled, created_at, updated_at)
+             VALUES ('d', 'v', 's', '{}', 1, 0, 0);",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    for (id, failure) in [
+        (
+            printed,
+            "the load command exited with code 3: name,salary\nAda: 100",
+        ),
+        (other, "the demo did not answer GET / on port 80 within 5 s"),
+    ] {
+        sqlx::query(
+            "INSERT INTO sandboxes (id, demo_id, vendor_id, token_hash, status, spec,
+                                    created_at, expires_at, files, prospect)
+             VALUES (?1, 'd', 'v', 'h', 'failed', '{}', 0, 0, '[]', '{}');
+             INSERT INTO sandbox_events (sandbox_id, at, kind, data)
+             VALUES (?1, 0, 'failed', json_object('type', 'ended', 'recovered', json('false'),
+                     'ending', json_object('reason', 'failed', 'failure', ?2)))",
+        )
+        .bind(id.to_string())
+        .bind(failure)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    MIGRATOR.run(&pool).await.unwrap();
+    let store = SqliteStore { pool };
+    let failure = |events: Vec<crate::domain::EventRecord>| match &events[0].event {
+        SandboxEvent::Ended { ending, .. } => ending.failure().unwrap().as_str().to_string(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        failure(store.history(printed).await.unwrap()),
+        "the load command exited with code 3"
+    );
+    let load_output = async |id: SandboxId| -> Option<String> {
+        sqlx::query_scalar("SELECT load_output FROM sandboxes WHERE id = ?")
+            .bind(id.to_string())
+            .fetch_one(&store.pool)
+            .await
+            .unwrap()
+    };
+    assert_eq!(
+        load_output(printed).await.as_deref(),
+        Some("name,salary\nAda: 100")
+    );
+    assert_eq!(
+        failure(store.history(other).await.unwrap()),
+        "the demo did not answer GET / on port 80 within 5 s"
+    );
+    assert_eq!(load_output(other).await, None);
+}
+
+#[tokio::test]
+async fn a_webhook_secret_is_replaced_only_while_it_is_the_one_read() {
+    let (store, vendor, _) = store_with_demo().await;
+    let url = "https://hooks.example.com/";
+    assert!(
+        store
+            .set_vendor_webhook(vendor.id, Some(url), "plain")
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.webhook_secrets().await.unwrap(),
+        vec![(vendor.id, "plain".to_string())]
+    );
+    assert!(
+        store
+            .replace_webhook_secret(vendor.id, "plain", "v1:sealed")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .replace_webhook_secret(vendor.id, "plain", "v1:other")
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.vendor_webhook(vendor.id).await.unwrap(),
+        Some((url.to_string(), "v1:sealed".to_string()))
+    );
+}

@@ -1,4 +1,4 @@
-//! Vendors: names, API key hashes and webhook settings.
+//! Vendors: names, API key hashes and webhook settings (the secret as its sealer gave it).
 
 use async_trait::async_trait;
 use sqlx::Row;
@@ -90,5 +90,42 @@ impl VendorStore for SqliteStore {
             .map(|r| r.try_get::<bool, _>("fresh"))
             .transpose()?
             .unwrap_or(false))
+    }
+
+    async fn webhook_secrets(&self) -> Result<Vec<(VendorId, String)>> {
+        let rows = sqlx::query(
+            "SELECT id, webhook_secret FROM vendors WHERE webhook_secret IS NOT NULL ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let id = VendorId::parse(r.try_get("id")?).map_err(corrupt)?;
+                Ok((id, r.try_get("webhook_secret")?))
+            })
+            .collect()
+    }
+
+    async fn replace_webhook_secret(&self, vendor: VendorId, old: &str, new: &str) -> Result<bool> {
+        let mut conn = self.pool.acquire().await?;
+        // The old value's bytes are overwritten, not left in a free page, and the write-ahead
+        // log that held the page is folded back into the file and emptied.
+        sqlx::query("PRAGMA secure_delete = ON")
+            .execute(&mut *conn)
+            .await?;
+        let replaced = sqlx::query(
+            "UPDATE vendors SET webhook_secret = ?3 WHERE id = ?1 AND webhook_secret = ?2",
+        )
+        .bind(vendor.to_string())
+        .bind(old)
+        .bind(new)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected()
+            == 1;
+        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(&mut *conn)
+            .await?;
+        Ok(replaced)
     }
 }
