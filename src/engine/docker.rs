@@ -694,3 +694,77 @@ impl Engine for DockerEngine {
         probe::get(addr, path).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{DemoManifest, DemoSpec, Policy};
+    use crate::engine::{NetworkSettings, Subnet};
+
+    #[test]
+    fn a_container_name_says_nothing_of_the_sandbox_id() {
+        let id = SandboxId::new();
+        let name = container_name("instance-a", id);
+        assert_eq!(
+            name,
+            container_name("instance-a", id),
+            "the same on every call"
+        );
+        assert_ne!(
+            name,
+            container_name("instance-b", id),
+            "keyed by the instance"
+        );
+        assert_ne!(name, container_name("instance-a", SandboxId::new()));
+        assert!(name.starts_with("td-") && name.len() == 3 + 32, "{name}");
+        assert!(!name.contains(&id.simple()) && !name.contains(&id.to_string()));
+        // No 8 hex digits of the id in a row (its time prefix included).
+        let simple = id.simple();
+        for start in 0..simple.len() - 8 {
+            assert!(!name.contains(&simple[start..start + 8]), "{name} {simple}");
+        }
+    }
+
+    #[test]
+    fn a_container_has_its_own_hostname_no_dns_beyond_itself_and_no_ipv6() {
+        let manifest: DemoManifest = serde_json::from_value(serde_json::json!({
+            "slug": "x", "title": "X", "image": "x:1", "port": 8080, "data_path": "/data"
+        }))
+        .unwrap();
+        let spec = DemoSpec::parse(manifest, &Policy::default()).unwrap();
+        let settings = EngineSettings {
+            host: None,
+            network: NetworkSettings {
+                name: "net".into(),
+                bridge: "br".into(),
+                subnet: Subnet::parse("10.9.0.0/24").unwrap(),
+            },
+            tmpfs_mb: 16,
+        };
+        let sandbox = SandboxId::new();
+        let name = container_name("i", sandbox);
+        let body = container_body(
+            &settings,
+            &name,
+            HashMap::new(),
+            &NewContainer {
+                sandbox,
+                demo: DemoId::new(),
+                spec: &spec,
+                ip: Ipv4Addr::new(10, 9, 0, 2),
+            },
+        );
+        // A hostname shared by sandboxes would be a DNS name answering with all of them.
+        assert_eq!(body.hostname.as_deref(), Some(name.as_str()));
+        let host = body.host_config.unwrap();
+        assert_eq!(host.dns, Some(vec!["127.0.0.1".to_string()]));
+        assert_eq!(host.dns_search, Some(vec![".".to_string()]));
+        let sysctls = host.sysctls.unwrap();
+        for key in [
+            "net.ipv6.conf.all.disable_ipv6",
+            "net.ipv6.conf.default.disable_ipv6",
+        ] {
+            assert_eq!(sysctls.get(key).map(String::as_str), Some("1"), "{key}");
+        }
+    }
+}

@@ -278,3 +278,20 @@ async fn a_sandbox_over_its_allowance_is_ended_while_another_cannot_be_measured(
     std::fs::rename(&moved, &volume).unwrap();
     end(&app, &broken, &broken_token).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_named_before_names_were_keyed_is_still_reached_and_removed() {
+    let app = TestApp::spawn().await;
+    let (id, token) = sandbox(&app, json!({"trial": {"idle_seconds": 60}})).await;
+    // As a testdrive before this one named it.
+    let renamed = Command::new("docker")
+        .args(["rename", &container_of(&id), &format!("testdrive-{id}")])
+        .output()
+        .unwrap();
+    assert!(renamed.status.success(), "{renamed:?}");
+    // Served, and its state read, through the labels.
+    let res = app.get(&format!("/s/{id}/a.csv"), Some(&token)).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    // Ending it removes it.
+    end(&app, &id, &token).await;
+}
