@@ -2,6 +2,19 @@
 //! streams of the prospect's files. Idempotent calls are retried while the Engine is
 //! unreachable; the API version is negotiated on first use, so the service starts while
 //! the Engine is down and recovers when it comes back.
+//!
+//! What a sandbox can learn of the others through the network it shares with them: the
+//! Engine's embedded DNS server (127.0.0.11) answers every container on the network with
+//! the names of the others — reverse lookups of their addresses included — and a
+//! container's names are its name, its hostname and its short id. So a container's name
+//! is a keyed hash of its sandbox's id (`container_name`), its hostname is that same name
+//! (a shared hostname would answer for every sandbox at once), and it finds the sandbox
+//! by its `testdrive.sandbox` label, never by name. The embedded server forwards other
+//! names to `127.0.0.1` inside the sandbox, where nothing answers: an Engine that would
+//! otherwise forward them from the host (older Engines with a loopback resolver on the
+//! host, CVE-2024-29018) gives a sandbox no way out by DNS. IPv6 is switched off inside
+//! every sandbox: the host firewall rule and the bridge's isolation of sandboxes from each
+//! other are IPv4 rules, and newer Engines give containers a link-local IPv6 address.
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -25,6 +38,8 @@ use bollard::query_parameters::{
     UploadToContainerOptionsBuilder,
 };
 use futures_util::StreamExt;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
 use tokio::sync::RwLock;
 
 use super::{
@@ -70,9 +85,107 @@ async fn volumes(docker: &Docker, label: String) -> Result<Vec<Volume>> {
     Ok(listed.volumes.unwrap_or_default())
 }
 
-/// The name of a sandbox's container (names are unique on an Engine, ids are not reused).
-pub fn container_name(id: SandboxId) -> String {
-    format!("testdrive-{id}")
+/// The name of a sandbox's container: unique on the Engine (ids are not reused) and
+/// saying nothing of the id, since every sandbox on the network can learn the others'
+/// names from the Engine's DNS. A keyed hash (the key is this deployment's instance id,
+/// which instances sharing a database share): the same name on every call, so no lookup.
+pub fn container_name(instance: &str, id: SandboxId) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(instance.as_bytes()).expect("any key length");
+    mac.update(b"testdrive container name\0");
+    mac.update(id.simple().as_bytes());
+    let digest = mac.finalize().into_bytes();
+    format!("td-{}", hex::encode(&digest[..16]))
+}
+
+/// What runs inside a sandbox that touches the network beyond its own address: DNS for
+/// outside names goes to the sandbox's own loopback (nothing), IPv6 is off.
+fn network_hardening(host_config: &mut HostConfig) {
+    host_config.dns = Some(vec!["127.0.0.1".to_string()]);
+    // No search domains of the host's.
+    host_config.dns_search = Some(vec![".".to_string()]);
+    host_config.sysctls = Some(HashMap::from([
+        (
+            "net.ipv6.conf.all.disable_ipv6".to_string(),
+            "1".to_string(),
+        ),
+        (
+            "net.ipv6.conf.default.disable_ipv6".to_string(),
+            "1".to_string(),
+        ),
+    ]));
+}
+
+/// The container to create for a sandbox: hardened as the contract says, named `name`
+/// (also its hostname, see the module's comment), at its address on the sandbox network.
+fn container_body(
+    settings: &EngineSettings,
+    name: &str,
+    labels: HashMap<String, String>,
+    container: &NewContainer<'_>,
+) -> ContainerCreateBody {
+    let NewContainer { spec, ip, .. } = *container;
+    let volume = |target: &str| Mount {
+        target: Some(target.to_string()),
+        typ: Some(MountType::VOLUME),
+        volume_options: Some(MountVolumeOptions {
+            labels: Some(labels.clone()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let mounts = std::iter::once(spec.data_path.as_str())
+        .chain(spec.writable_paths.iter().map(String::as_str))
+        .map(volume)
+        .collect();
+    let memory = i64::from(spec.limits.memory_mb) * 1024 * 1024;
+    let mut host_config = HostConfig {
+        cap_drop: Some(vec!["ALL".to_string()]),
+        security_opt: Some(vec!["no-new-privileges".to_string()]),
+        readonly_rootfs: Some(true),
+        tmpfs: Some(HashMap::from([(
+            "/tmp".to_string(),
+            format!("rw,nosuid,nodev,size={}m", settings.tmpfs_mb),
+        )])),
+        memory: Some(memory),
+        // Equal to memory: no swap, so the limit is a real one.
+        memory_swap: Some(memory),
+        nano_cpus: Some((spec.limits.cpus * 1e9) as i64),
+        pids_limit: Some(i64::from(spec.limits.pids)),
+        mounts: Some(mounts),
+        network_mode: Some(settings.network.name.clone()),
+        // Bounded logs: a chatty demo must not fill the host's disk.
+        log_config: Some(HostConfigLogConfig {
+            typ: Some("json-file".to_string()),
+            config: Some(HashMap::from([
+                ("max-size".to_string(), "1m".to_string()),
+                ("max-file".to_string(), "1".to_string()),
+            ])),
+        }),
+        ..Default::default()
+    };
+    network_hardening(&mut host_config);
+    ContainerCreateBody {
+        image: Some(spec.image.clone()),
+        cmd: spec.command.clone(),
+        user: spec.user.clone(),
+        env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+        labels: Some(labels),
+        hostname: Some(name.to_string()),
+        host_config: Some(host_config),
+        networking_config: Some(NetworkingConfig {
+            endpoints_config: Some(HashMap::from([(
+                settings.network.name.clone(),
+                EndpointSettings {
+                    ipam_config: Some(EndpointIpamConfig {
+                        ipv4_address: Some(ip.to_string()),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+            )])),
+        }),
+        ..Default::default()
+    }
 }
 
 /// A handle on the Docker Engine. Cheap to clone.
@@ -165,6 +278,45 @@ impl DockerEngine {
         }
     }
 
+    fn container_name(&self, sandbox: SandboxId) -> String {
+        container_name(&self.inner.instance, sandbox)
+    }
+
+    /// The Engine's id of the container labelled for the sandbox, if there is one.
+    async fn labelled_container(&self, sandbox: SandboxId) -> Result<Option<String>> {
+        let filter = HashMap::from([(
+            "label".to_string(),
+            vec![
+                format!("{SANDBOX_LABEL}={sandbox}"),
+                format!("{INSTANCE_LABEL}={}", self.inner.instance),
+            ],
+        )]);
+        let options = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filter)
+            .build();
+        let found = self.client().await?.list_containers(Some(options)).await;
+        let found = found.map_err(|e| EngineError::from_bollard(e, "container"))?;
+        Ok(found.into_iter().find_map(|c| c.id))
+    }
+
+    /// Runs `call` on the sandbox's container, named as `container_name` says; a container
+    /// made under another name (`testdrive-<id>`, before names were keyed) is found by its
+    /// labels, so sandboxes that outlive an upgrade are still reached and torn down.
+    async fn on_container<T, F, Fut>(&self, sandbox: SandboxId, call: F) -> Result<T>
+    where
+        F: Fn(String) -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        match call(self.container_name(sandbox)).await {
+            Err(EngineError::NotFound(what)) => match self.labelled_container(sandbox).await? {
+                Some(id) => call(id).await,
+                None => Err(EngineError::NotFound(what)),
+            },
+            other => other,
+        }
+    }
+
     fn labels(&self, sandbox: SandboxId, demo: DemoId) -> HashMap<String, String> {
         HashMap::from([
             (SANDBOX_LABEL.to_string(), sandbox.to_string()),
@@ -181,10 +333,18 @@ impl DockerEngine {
             .build();
         let mut attempts = 0;
         loop {
-            match docker
-                .remove_container(&container_name(sandbox), Some(options.clone()))
+            match self
+                .on_container(sandbox, |name| {
+                    let options = options.clone();
+                    let docker = &docker;
+                    async move {
+                        docker
+                            .remove_container(&name, Some(options))
+                            .await
+                            .map_err(|e| EngineError::from_bollard(e, "container"))
+                    }
+                })
                 .await
-                .map_err(|e| EngineError::from_bollard(e, "container"))
             {
                 Ok(()) => return Ok(true),
                 Err(EngineError::NotFound(_)) => return Ok(false),
@@ -300,75 +460,9 @@ impl Engine for DockerEngine {
     }
 
     async fn create(&self, container: &NewContainer<'_>) -> Result<()> {
-        let NewContainer {
-            sandbox,
-            demo,
-            spec,
-            ip,
-        } = *container;
-        let labels = self.labels(sandbox, demo);
-        let volume = |target: &str| Mount {
-            target: Some(target.to_string()),
-            typ: Some(MountType::VOLUME),
-            volume_options: Some(MountVolumeOptions {
-                labels: Some(labels.clone()),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-        let mounts = std::iter::once(spec.data_path.as_str())
-            .chain(spec.writable_paths.iter().map(String::as_str))
-            .map(volume)
-            .collect();
-        let memory = i64::from(spec.limits.memory_mb) * 1024 * 1024;
-        let host_config = HostConfig {
-            cap_drop: Some(vec!["ALL".to_string()]),
-            security_opt: Some(vec!["no-new-privileges".to_string()]),
-            readonly_rootfs: Some(true),
-            tmpfs: Some(HashMap::from([(
-                "/tmp".to_string(),
-                format!("rw,nosuid,nodev,size={}m", self.inner.settings.tmpfs_mb),
-            )])),
-            memory: Some(memory),
-            // Equal to memory: no swap, so the limit is a real one.
-            memory_swap: Some(memory),
-            nano_cpus: Some((spec.limits.cpus * 1e9) as i64),
-            pids_limit: Some(i64::from(spec.limits.pids)),
-            mounts: Some(mounts),
-            network_mode: Some(self.inner.settings.network.name.clone()),
-            // Bounded logs: a chatty demo must not fill the host's disk.
-            log_config: Some(HostConfigLogConfig {
-                typ: Some("json-file".to_string()),
-                config: Some(HashMap::from([
-                    ("max-size".to_string(), "1m".to_string()),
-                    ("max-file".to_string(), "1".to_string()),
-                ])),
-            }),
-            ..Default::default()
-        };
-        let body = ContainerCreateBody {
-            image: Some(spec.image.clone()),
-            cmd: spec.command.clone(),
-            user: spec.user.clone(),
-            env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
-            labels: Some(labels),
-            hostname: Some("sandbox".to_string()),
-            host_config: Some(host_config),
-            networking_config: Some(NetworkingConfig {
-                endpoints_config: Some(HashMap::from([(
-                    self.inner.settings.network.name.clone(),
-                    EndpointSettings {
-                        ipam_config: Some(EndpointIpamConfig {
-                            ipv4_address: Some(ip.to_string()),
-                            ..Default::default()
-                        }),
-                        ..Default::default()
-                    },
-                )])),
-            }),
-            ..Default::default()
-        };
-        let name = container_name(sandbox);
+        let name = self.container_name(container.sandbox);
+        let labels = self.labels(container.sandbox, container.demo);
+        let body = container_body(&self.inner.settings, &name, labels, container);
         let options = CreateContainerOptionsBuilder::default().name(&name).build();
         // Retried while the Engine is unreachable; an attempt that reached it before the
         // connection broke leaves the container made, which the next attempt finds by name.
@@ -402,7 +496,6 @@ impl Engine for DockerEngine {
         data_path: &str,
         files: Vec<StagedFile>,
     ) -> Result<()> {
-        let container = container_name(sandbox);
         let total: u64 = files.iter().map(|f| f.bytes).sum();
         // The client's timeout covers the whole request; a large upload needs room.
         let timeout = Duration::from_secs(120 + total / (8 << 20));
@@ -410,67 +503,78 @@ impl Engine for DockerEngine {
             .path(data_path)
             .build();
         // Each attempt streams the archive afresh from the spool.
-        self.retrying("place files", || async {
-            self.client()
-                .await?
-                .with_timeout(timeout)
-                .upload_to_container(
-                    &container,
-                    Some(options.clone()),
-                    bollard::body_try_stream(archive::stream(files.clone())),
-                )
-                .await
-                .map_err(|e| EngineError::from_bollard(e, "container"))
+        self.retrying("place files", || {
+            self.on_container(sandbox, |container| {
+                let (options, files) = (options.clone(), files.clone());
+                async move {
+                    self.client()
+                        .await?
+                        .with_timeout(timeout)
+                        .upload_to_container(
+                            &container,
+                            Some(options),
+                            bollard::body_try_stream(archive::stream(files)),
+                        )
+                        .await
+                        .map_err(|e| EngineError::from_bollard(e, "container"))
+                }
+            })
         })
         .await
     }
 
     async fn start(&self, sandbox: SandboxId) -> Result<()> {
-        let container = container_name(sandbox);
-        self.retrying("start", || async {
-            match self
-                .client()
-                .await?
-                .start_container(&container, None::<StartContainerOptions>)
-                .await
-                .map_err(|e| EngineError::from_bollard(e, "container"))
-            {
-                Err(EngineError::Rejected { status: 304, .. }) => Ok(()),
-                other => other,
-            }
+        self.retrying("start", || {
+            self.on_container(sandbox, |container| async move {
+                match self
+                    .client()
+                    .await?
+                    .start_container(&container, None::<StartContainerOptions>)
+                    .await
+                    .map_err(|e| EngineError::from_bollard(e, "container"))
+                {
+                    Err(EngineError::Rejected { status: 304, .. }) => Ok(()),
+                    other => other,
+                }
+            })
         })
         .await
     }
 
     /// The image's stop signal, then SIGKILL after a few seconds.
     async fn stop(&self, sandbox: SandboxId) -> Result<()> {
-        let container = container_name(sandbox);
         let options = StopContainerOptionsBuilder::default().t(5).build();
-        self.retrying("stop", || async {
-            match self
-                .client()
-                .await?
-                .stop_container(&container, Some(options.clone()))
-                .await
-                .map_err(|e| EngineError::from_bollard(e, "container"))
-            {
-                // Already stopped.
-                Err(EngineError::Rejected { status: 304, .. }) => Ok(()),
-                other => other,
-            }
+        self.retrying("stop", || {
+            self.on_container(sandbox, |container| {
+                let options = options.clone();
+                async move {
+                    match self
+                        .client()
+                        .await?
+                        .stop_container(&container, Some(options))
+                        .await
+                        .map_err(|e| EngineError::from_bollard(e, "container"))
+                    {
+                        // Already stopped.
+                        Err(EngineError::Rejected { status: 304, .. }) => Ok(()),
+                        other => other,
+                    }
+                }
+            })
         })
         .await
     }
 
     async fn state(&self, sandbox: SandboxId) -> Result<ContainerState> {
-        let container = container_name(sandbox);
         let info = self
-            .retrying("inspect", || async {
-                self.client()
-                    .await?
-                    .inspect_container(&container, None::<InspectContainerOptions>)
-                    .await
-                    .map_err(|e| EngineError::from_bollard(e, "container"))
+            .retrying("inspect", || {
+                self.on_container(sandbox, |container| async move {
+                    self.client()
+                        .await?
+                        .inspect_container(&container, None::<InspectContainerOptions>)
+                        .await
+                        .map_err(|e| EngineError::from_bollard(e, "container"))
+                })
             })
             .await?;
         let state = info.state.unwrap_or_default();
@@ -483,18 +587,23 @@ impl Engine for DockerEngine {
 
     async fn exec(&self, sandbox: SandboxId, cmd: &[String]) -> Result<ExecOutcome> {
         let docker = self.client().await?;
-        let exec = docker
-            .create_exec(
-                &container_name(sandbox),
-                ExecConfig {
-                    cmd: Some(cmd.to_vec()),
-                    attach_stdout: Some(true),
-                    attach_stderr: Some(true),
-                    ..Default::default()
-                },
-            )
-            .await
-            .map_err(|e| EngineError::from_bollard(e, "container"))?;
+        let config = ExecConfig {
+            cmd: Some(cmd.to_vec()),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            ..Default::default()
+        };
+        let exec = self
+            .on_container(sandbox, |container| {
+                let (docker, config) = (&docker, config.clone());
+                async move {
+                    docker
+                        .create_exec(&container, config)
+                        .await
+                        .map_err(|e| EngineError::from_bollard(e, "container"))
+                }
+            })
+            .await?;
         let mut tail = Vec::new();
         match docker
             .start_exec(&exec.id, None::<StartExecOptions>)
@@ -541,12 +650,21 @@ impl Engine for DockerEngine {
             .one_shot(true)
             .build();
         let docker = self.client().await?;
-        let reading = docker
-            .stats(&container_name(sandbox), Some(options))
-            .next()
-            .await
-            .ok_or_else(|| EngineError::Unavailable("the Engine sent no statistics".into()))?
-            .map_err(|e| EngineError::from_bollard(e, "container"))?;
+        let reading = self
+            .on_container(sandbox, |container| {
+                let (docker, options) = (&docker, options.clone());
+                async move {
+                    docker
+                        .stats(&container, Some(options))
+                        .next()
+                        .await
+                        .ok_or_else(|| {
+                            EngineError::Unavailable("the Engine sent no statistics".into())
+                        })?
+                        .map_err(|e| EngineError::from_bollard(e, "container"))
+                }
+            })
+            .await?;
         let cpu = reading.cpu_stats.unwrap_or_default();
         let memory = reading.memory_stats.unwrap_or_default();
         // What `docker stats` shows: usage less the page cache the kernel can drop.
@@ -574,5 +692,79 @@ impl Engine for DockerEngine {
 
     async fn probe(&self, addr: SocketAddr, path: &str) -> std::result::Result<u16, String> {
         probe::get(addr, path).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{DemoManifest, DemoSpec, Policy};
+    use crate::engine::{NetworkSettings, Subnet};
+
+    #[test]
+    fn a_container_name_says_nothing_of_the_sandbox_id() {
+        let id = SandboxId::new();
+        let name = container_name("instance-a", id);
+        assert_eq!(
+            name,
+            container_name("instance-a", id),
+            "the same on every call"
+        );
+        assert_ne!(
+            name,
+            container_name("instance-b", id),
+            "keyed by the instance"
+        );
+        assert_ne!(name, container_name("instance-a", SandboxId::new()));
+        assert!(name.starts_with("td-") && name.len() == 3 + 32, "{name}");
+        assert!(!name.contains(&id.simple()) && !name.contains(&id.to_string()));
+        // No 8 hex digits of the id in a row (its time prefix included).
+        let simple = id.simple();
+        for start in 0..simple.len() - 8 {
+            assert!(!name.contains(&simple[start..start + 8]), "{name} {simple}");
+        }
+    }
+
+    #[test]
+    fn a_container_has_its_own_hostname_no_dns_beyond_itself_and_no_ipv6() {
+        let manifest: DemoManifest = serde_json::from_value(serde_json::json!({
+            "slug": "x", "title": "X", "image": "x:1", "port": 8080, "data_path": "/data"
+        }))
+        .unwrap();
+        let spec = DemoSpec::parse(manifest, &Policy::default()).unwrap();
+        let settings = EngineSettings {
+            host: None,
+            network: NetworkSettings {
+                name: "net".into(),
+                bridge: "br".into(),
+                subnet: Subnet::parse("10.9.0.0/24").unwrap(),
+            },
+            tmpfs_mb: 16,
+        };
+        let sandbox = SandboxId::new();
+        let name = container_name("i", sandbox);
+        let body = container_body(
+            &settings,
+            &name,
+            HashMap::new(),
+            &NewContainer {
+                sandbox,
+                demo: DemoId::new(),
+                spec: &spec,
+                ip: Ipv4Addr::new(10, 9, 0, 2),
+            },
+        );
+        // A hostname shared by sandboxes would be a DNS name answering with all of them.
+        assert_eq!(body.hostname.as_deref(), Some(name.as_str()));
+        let host = body.host_config.unwrap();
+        assert_eq!(host.dns, Some(vec!["127.0.0.1".to_string()]));
+        assert_eq!(host.dns_search, Some(vec![".".to_string()]));
+        let sysctls = host.sysctls.unwrap();
+        for key in [
+            "net.ipv6.conf.all.disable_ipv6",
+            "net.ipv6.conf.default.disable_ipv6",
+        ] {
+            assert_eq!(sysctls.get(key).map(String::as_str), Some("1"), "{key}");
+        }
     }
 }

@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -60,6 +61,9 @@ struct State {
     /// Whether new containers' demos answer their probe.
     silent_demos: bool,
     exec: Option<ExecOutcome>,
+    /// Where a sandbox's volumes are on the host, as the listing reports them (none unless
+    /// a test says: the disk watch's tests point them at temporary directories).
+    volume_paths: HashMap<SandboxId, Vec<PathBuf>>,
 }
 
 /// A call held until the test lets it go.
@@ -188,6 +192,11 @@ impl FakeEngine {
         let mut state = self.state();
         state.containers.remove(&sandbox);
         state.volumes.remove(&sandbox);
+    }
+
+    /// Where the listing says the sandbox's volumes are on the host.
+    pub fn place_volumes(&self, sandbox: SandboxId, paths: Vec<PathBuf>) {
+        self.state().volume_paths.insert(sandbox, paths);
     }
 
     /// A labelled container of this deployment that no sandbox made (a leftover).
@@ -410,7 +419,11 @@ impl Engine for FakeEngine {
                     .iter()
                     .map(|(id, c)| (*id, c.running))
                     .collect(),
-                volumes: state.volumes.keys().map(|id| (*id, Vec::new())).collect(),
+                volumes: state
+                    .volumes
+                    .keys()
+                    .map(|id| (*id, state.volume_paths.get(id).cloned().unwrap_or_default()))
+                    .collect(),
             }
         });
         self.leave(Op::List, result).await

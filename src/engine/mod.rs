@@ -26,7 +26,9 @@ use async_trait::async_trait;
 use crate::domain::{DemoId, DemoSpec, SandboxId, StagedFile};
 
 pub use docker::DockerEngine;
-pub use firewall::{HostFirewall, isolate_host, rule as firewall_rule};
+pub use firewall::{
+    FirewallRule, HostFirewall, isolate_host, rule as firewall_rule, rules as firewall_rules,
+};
 pub use network::{NetworkSettings, Subnet};
 
 pub const SANDBOX_LABEL: &str = "testdrive.sandbox";

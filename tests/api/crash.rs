@@ -69,7 +69,7 @@ fn containers_of(id: &str) -> Vec<String> {
 fn container_running(id: &str) -> Option<bool> {
     let out = std::process::Command::new("docker")
         .args(["inspect", "-f", "{{.State.Running}}"])
-        .arg(format!("testdrive-{id}"))
+        .arg(container_of(&id))
         .output()
         .expect("the docker CLI runs");
     out.status
@@ -450,12 +450,7 @@ async fn a_teardown_the_engine_refuses_does_not_hold_up_the_recovery_of_others()
             "--label",
             "testdrive.test=1",
         ])
-        .args([
-            "--network",
-            "none",
-            "--volumes-from",
-            &format!("testdrive-{a_id}"),
-        ])
+        .args(["--network", "none", "--volumes-from", &container_of(&a_id)])
         .args(["--entrypoint", "sleep", STATIC_FILES, "600"])
         .output()
         .unwrap();

@@ -309,7 +309,7 @@ async fn every_object_is_labelled_and_the_container_is_hardened() {
     assert_eq!((count("container"), count("volume")), (1, 3), "{objects:?}");
 
     let out = std::process::Command::new("docker")
-        .args(["inspect", &format!("testdrive-{id}")])
+        .args(["inspect", &container_of(&id)])
         .output()
         .unwrap();
     let inspected: Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -555,7 +555,7 @@ fn container_ip(id: &str) -> String {
             "inspect",
             "-f",
             "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
-            &format!("testdrive-{id}"),
+            &container_of(&id),
         ])
         .output()
         .unwrap();
@@ -593,7 +593,7 @@ async fn a_dead_sandboxs_address_goes_to_nobody_else() {
     let token = a["token"].as_str().unwrap();
     let a_ip = container_ip(id);
     let killed = std::process::Command::new("docker")
-        .args(["kill", &format!("testdrive-{id}")])
+        .args(["kill", &container_of(&id)])
         .output()
         .unwrap();
     assert!(killed.status.success());

@@ -106,10 +106,19 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
+/// The sandbox's container, for `docker` commands: found by its label (its name says
+/// nothing of the sandbox); `testdrive-<id>`, which names nothing, if there is none.
+pub fn container_of(sandbox_id: &(impl std::fmt::Display + ?Sized)) -> String {
+    docker_ids("container", &format!("testdrive.sandbox={sandbox_id}"))
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| format!("testdrive-{sandbox_id}"))
+}
+
 /// `docker exec` in the sandbox's container, for checks from inside.
 pub fn exec_in(sandbox_id: &str, cmd: &[&str]) -> std::process::Output {
     Command::new("docker")
-        .args(["exec", &format!("testdrive-{sandbox_id}")])
+        .args(["exec", &container_of(sandbox_id)])
         .args(cmd)
         .output()
         .expect("the docker CLI runs")
@@ -560,13 +569,15 @@ pub fn remove_deployment(instance: &str, network: &str) {
     remove_firewall_rule(network);
 }
 
-/// The host firewall rule the service installed for a test network's bridge.
+/// The host firewall rules the service installed for a test network's bridge.
 fn remove_firewall_rule(network: &str) {
     if let Some(tag) = network.strip_prefix("testdrive-test-") {
-        let _ = Command::new("iptables")
-            .args(["-w", "-D"])
-            .args(testdrive::engine::firewall_rule(&format!("tdt{tag}")))
-            .output();
+        for rule in testdrive::engine::firewall_rules(&format!("tdt{tag}")) {
+            let _ = Command::new(rule.program)
+                .args(["-w", "-D"])
+                .args(&rule.args)
+                .output();
+        }
     }
 }
 

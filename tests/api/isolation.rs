@@ -176,7 +176,7 @@ async fn the_root_is_read_only_and_the_engine_socket_absent() {
 /// nothing more can start inside the sandbox to read it there).
 fn pids_in(id: &str) -> u64 {
     let out = std::process::Command::new("docker")
-        .args(["inspect", "-f", "{{.Id}}", &format!("testdrive-{id}")])
+        .args(["inspect", "-f", "{{.Id}}", &container_of(&id)])
         .output()
         .unwrap();
     let container = String::from_utf8_lossy(&out.stdout).trim().to_string();
@@ -197,7 +197,7 @@ async fn a_fork_bomb_stays_within_the_pids_limit_and_the_service_stays_healthy()
     let (id, token) = sandbox(&app, json!({"limits": {"pids": 32}})).await;
     // Detached: it never ends by itself.
     let bomb = std::process::Command::new("docker")
-        .args(["exec", "-d", &format!("testdrive-{id}")])
+        .args(["exec", "-d", &container_of(&id)])
         // Forks sleepers for ever; at the limit each fork fails and it tries again.
         .args(["sh", "-c", "while :; do sleep 60 & done"])
         .output()
@@ -287,7 +287,7 @@ async fn the_sandbox_address_is_not_the_hosts() {
             "inspect",
             "-f",
             "{{json .NetworkSettings.Ports}} {{.HostConfig.NetworkMode}}",
-            &format!("testdrive-{id}"),
+            &container_of(&id),
         ])
         .output()
         .unwrap();

@@ -106,7 +106,7 @@ fn retry_after(res: &Response) -> u64 {
 /// `docker inspect` of the sandbox's container (`None`: there is no such container).
 fn inspect(id: &str) -> Option<Value> {
     let out = Command::new("docker")
-        .args(["inspect", &format!("testdrive-{id}")])
+        .args(["inspect", &container_of(&id)])
         .output()
         .expect("the docker CLI runs");
     if !out.status.success() {
@@ -401,7 +401,7 @@ async fn a_crashed_demo_sleeps_and_the_next_request_restarts_it() {
     let (id, token) = hello_sandbox(&app, &demo).await;
     let (assigned, _) = addresses(&app, &id);
 
-    docker(&["kill", &format!("testdrive-{id}")]);
+    docker(&["kill", &container_of(&id)]);
     let stopped = eventually("the reconciler notices the crash", MINUTE, async || {
         let events = app.events(&id, &token).await;
         let stopped = events.iter().find(|e| e["kind"] == "stopped").cloned();
@@ -436,7 +436,7 @@ async fn a_vanished_container_fails_the_sandbox_awake_or_asleep() {
 
     // Removed behind the service's back (without -v: the volumes stay for it to find).
     for id in [&awake, &asleep] {
-        docker(&["rm", "-f", &format!("testdrive-{id}")]);
+        docker(&["rm", "-f", &container_of(&id)]);
     }
     for (id, token) in [(&awake, &awake_token), (&asleep, &asleep_token)] {
         let failed = app

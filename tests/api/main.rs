@@ -9,6 +9,7 @@ mod crash;
 mod flow;
 mod helpers;
 mod isolation;
+mod isolation_net;
 mod lifecycle;
 mod listening;
 mod origins;

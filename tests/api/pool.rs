@@ -10,7 +10,9 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, assert_no_objects, docker_ids, kinds, objects_of, require_images};
+use crate::helpers::{
+    TestApp, assert_no_objects, container_of, docker_ids, kinds, objects_of, require_images,
+};
 
 /// The warm pool members of this app: containers labelled for it that no sandbox record
 /// (as operators see them) names.
@@ -264,7 +266,7 @@ async fn a_member_whose_container_dies_is_replaced() {
     wait_pool(&app, &key, &demo, 1).await;
     let dead = members(&app).await.into_iter().next().unwrap();
     let out = Command::new("docker")
-        .args(["kill", &format!("testdrive-{dead}")])
+        .args(["kill", &container_of(&dead)])
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");

@@ -3,6 +3,7 @@
 //! and the races between them. (The integration tests in `tests/` prove the same against
 //! the real Engine.)
 
+mod disk;
 mod ending;
 mod harness;
 mod pools;
