@@ -566,7 +566,7 @@ fn upstream_of(id: &str) -> String {
             "inspect",
             "-f",
             "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
-            &format!("testdrive-{id}"),
+            &container_of(id),
         ])
         .output()
         .expect("the docker CLI runs");
