@@ -53,7 +53,11 @@ impl SandboxDomain {
                 return bad("must be a DNS name (letters, digits, hyphens; dot-separated)");
             }
         }
-        if domain.rsplit('.').next().is_some_and(|tld| tld.bytes().all(|b| b.is_ascii_digit())) {
+        if domain
+            .rsplit('.')
+            .next()
+            .is_some_and(|tld| tld.bytes().all(|b| b.is_ascii_digit()))
+        {
             return bad("must be a DNS name, not an address");
         }
         Ok(SandboxDomain(domain))
@@ -100,13 +104,16 @@ fn split_url(url: &str) -> Option<(&'static str, String, Option<u16>)> {
     Some((scheme, host.to_ascii_lowercase(), port))
 }
 
+/// A public URL only this machine's browsers can use: loopback, or the unspecified address
+/// a service listening on all addresses gets as its default public URL.
 fn is_loopback_host(host: &str) -> bool {
     host == "localhost"
         || host.ends_with(".localhost")
         || host == "[::1]"
+        || host == "[::]"
         || host
             .parse::<std::net::Ipv4Addr>()
-            .is_ok_and(|ip| ip.is_loopback())
+            .is_ok_and(|ip| ip.is_loopback() || ip.is_unspecified())
 }
 
 impl SandboxOrigins {
@@ -209,7 +216,12 @@ mod tests {
     #[test]
     fn loopback_deployments_get_sandbox_localhost() {
         let id = SandboxId::new();
-        for public in ["http://127.0.0.1:8080", "http://localhost:8080/", "http://[::1]:9"] {
+        for public in [
+            "http://127.0.0.1:8080",
+            "http://localhost:8080/",
+            "http://[::1]:9",
+            "http://0.0.0.0:7",
+        ] {
             let origins = SandboxOrigins::resolve(None, public).unwrap();
             assert!(origins.own_origins(), "{public}");
             let port = public.trim_end_matches('/').rsplit(':').next().unwrap();
@@ -225,13 +237,27 @@ mod tests {
     #[test]
     fn a_public_deployment_names_its_domain_or_turns_it_off() {
         let id = SandboxId::new();
-        let own = SandboxOrigins::resolve(Some("Try-Sandbox.Example.NET."), "https://try.example.com")
-            .unwrap();
-        assert_eq!(own.url(id), format!("https://{id}.try-sandbox.example.net/"));
+        let own =
+            SandboxOrigins::resolve(Some("Try-Sandbox.Example.NET."), "https://try.example.com")
+                .unwrap();
+        assert_eq!(
+            own.url(id),
+            format!("https://{id}.try-sandbox.example.net/")
+        );
         let off = SandboxOrigins::resolve(Some("off"), "https://try.example.com").unwrap();
         assert_eq!(off.url(id), format!("https://try.example.com/s/{id}/"));
-        assert_eq!(off.host(Some(&format!("{id}.try.example.com"))), Host::Service);
-        for bad in ["exa mple.com", "-a.com", "a..b", "10.0.0.1", "a_b.com", "é.com"] {
+        assert_eq!(
+            off.host(Some(&format!("{id}.try.example.com"))),
+            Host::Service
+        );
+        for bad in [
+            "exa mple.com",
+            "-a.com",
+            "a..b",
+            "10.0.0.1",
+            "a_b.com",
+            "é.com",
+        ] {
             assert!(
                 SandboxOrigins::resolve(Some(bad), "https://try.example.com").is_err(),
                 "{bad}"

@@ -294,13 +294,13 @@ impl reqwest::dns::Resolve for Localhost {
         let name = name.as_str().to_string();
         Box::pin(async move {
             if name == "localhost" || name.ends_with(".localhost") {
-                let addrs: reqwest::dns::Addrs =
-                    Box::new(std::iter::once(std::net::SocketAddr::from(([127, 0, 0, 1], 0))));
+                let addrs: reqwest::dns::Addrs = Box::new(std::iter::once(
+                    std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+                ));
                 return Ok(addrs);
             }
-            let found: Vec<std::net::SocketAddr> = tokio::net::lookup_host((name, 0))
-                .await?
-                .collect();
+            let found: Vec<std::net::SocketAddr> =
+                tokio::net::lookup_host((name, 0)).await?.collect();
             let addrs: reqwest::dns::Addrs = Box::new(found.into_iter());
             Ok(addrs)
         })

@@ -30,14 +30,16 @@ fn trim_wsp(s: &str) -> &str {
 /// A cookie name the filter accepts: an RFC 9110 token, so every reader splits it alike.
 fn is_token(name: &str) -> bool {
     !name.is_empty()
-        && name.bytes().all(|b| {
-            b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-        })
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 /// A value that reads the same to every parser: visible ASCII and inner spaces, no `;`.
 fn is_plain_value(value: &str) -> bool {
-    value.bytes().all(|b| (0x20..0x7f).contains(&b) && b != b';')
+    value
+        .bytes()
+        .all(|b| (0x20..0x7f).contains(&b) && b != b';')
 }
 
 impl SetCookie {
@@ -46,10 +48,7 @@ impl SetCookie {
     pub fn parse(raw: &[u8]) -> Option<SetCookie> {
         // Control characters other than the tab make browsers ignore the whole cookie;
         // bytes past ASCII are read differently by different browsers.
-        if raw
-            .iter()
-            .any(|&b| (b < 0x20 && b != b'\t') || b >= 0x7f)
-        {
+        if raw.iter().any(|&b| (b < 0x20 && b != b'\t') || b >= 0x7f) {
             return None;
         }
         let raw = std::str::from_utf8(raw).ok()?;

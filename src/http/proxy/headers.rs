@@ -257,7 +257,10 @@ pub fn prepare_request(
         headers.insert("x-forwarded-host", host.clone());
         parts.push(format!("host=\"{}\"", host.to_str().unwrap_or_default()));
     }
-    headers.insert("x-forwarded-proto", HeaderValue::from_static(forwarded.proto));
+    headers.insert(
+        "x-forwarded-proto",
+        HeaderValue::from_static(forwarded.proto),
+    );
     parts.push(format!("proto={}", forwarded.proto));
     if !forwarded.prefix.is_empty()
         && let Ok(prefix) = HeaderValue::from_str(forwarded.prefix)
@@ -301,7 +304,10 @@ mod tests {
     const HOSTILE: &[(&str, &[u8])] = &[
         ("service-worker-allowed", b"/"),
         ("clear-site-data", b"\"cookies\""),
-        ("strict-transport-security", b"max-age=31536000; includeSubDomains"),
+        (
+            "strict-transport-security",
+            b"max-age=31536000; includeSubDomains",
+        ),
         ("nel", b"{\"report_to\":\"x\",\"max_age\":1}"),
         ("report-to", b"{\"group\":\"x\"}"),
         ("reporting-endpoints", b"x=\"https://evil.example/\""),
@@ -396,8 +402,14 @@ mod tests {
             ]
         );
         assert_eq!(
-            cookies_after("/s/x", &[b"ok=1; Path=/app; HttpOnly; SameSite=Lax", b"ok2=2"]),
-            ["ok=1; Path=/s/x/app; HttpOnly; SameSite=Lax", "ok2=2; Path=/s/x/"]
+            cookies_after(
+                "/s/x",
+                &[b"ok=1; Path=/app; HttpOnly; SameSite=Lax", b"ok2=2"]
+            ),
+            [
+                "ok=1; Path=/s/x/app; HttpOnly; SameSite=Lax",
+                "ok2=2; Path=/s/x/"
+            ]
         );
     }
 
@@ -418,10 +430,22 @@ mod tests {
     fn redirects_never_leave_the_sandbox() {
         for (value, shared, own) in [
             ("/login", Some("/s/x/login"), Some("/login")),
-            ("next?a=1#f", Some("/s/x/app/next?a=1#f"), Some("/app/next?a=1#f")),
+            (
+                "next?a=1#f",
+                Some("/s/x/app/next?a=1#f"),
+                Some("/app/next?a=1#f"),
+            ),
             ("../../../ops", Some("/s/x/ops"), Some("/ops")),
-            ("http://10.0.0.2:8080/x?y=1", Some("/s/x/x?y=1"), Some("/x?y=1")),
-            ("http://id.sandbox.localhost:8080/y", Some("/s/x/y"), Some("/y")),
+            (
+                "http://10.0.0.2:8080/x?y=1",
+                Some("/s/x/x?y=1"),
+                Some("/x?y=1"),
+            ),
+            (
+                "http://id.sandbox.localhost:8080/y",
+                Some("/s/x/y"),
+                Some("/y"),
+            ),
             ("/a%2Fb", Some("/s/x/a%2Fb"), Some("/a%2Fb")),
             ("//evil.example/", None, None),
             ("/\\evil.example", None, None),
@@ -437,7 +461,10 @@ mod tests {
     #[test]
     fn nothing_of_testdrives_reaches_the_demo() {
         let mut headers = HeaderMap::new();
-        headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer tds_x"));
+        headers.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer tds_x"),
+        );
         headers.insert(
             header::COOKIE,
             HeaderValue::from_static("a=1; testdrive_sandbox=t; testdrive_admin=a; b=2"),
@@ -469,8 +496,14 @@ mod tests {
         );
 
         let mut basic = HeaderMap::new();
-        basic.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic dTpw"));
-        basic.insert(header::COOKIE, HeaderValue::from_static("testdrive_trial=t"));
+        basic.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Basic dTpw"),
+        );
+        basic.insert(
+            header::COOKIE,
+            HeaderValue::from_static("testdrive_trial=t"),
+        );
         prepare_request(
             &mut basic,
             |t| t.starts_with("tds_"),

@@ -196,9 +196,10 @@ async fn open(
     let headers = req.headers();
     let bearer_token = bearer(headers);
     let cookie_tokens = session::cookies(headers, SANDBOX_COOKIE);
-    let (sandbox, token) = sandbox_opened_by(&state, id, bearer_token.into_iter().chain(cookie_tokens))
-        .await?
-        .ok_or(ApiError::Unauthorized)?;
+    let (sandbox, token) =
+        sandbox_opened_by(&state, id, bearer_token.into_iter().chain(cookie_tokens))
+            .await?
+            .ok_or(ApiError::Unauthorized)?;
     // A browser (its cookie, not a script's bearer token) on testdrive's origin goes to the
     // sandbox's own: there the demo cannot touch testdrive's pages.
     if door == Door::SharedOrigin && own_origins && bearer_token != Some(token) {
@@ -228,7 +229,8 @@ async fn open(
 }
 
 fn redirect(to: &str, cookie: Option<HeaderValue>) -> Response {
-    let mut response = (StatusCode::SEE_OTHER, [(header::LOCATION, to.to_string())]).into_response();
+    let mut response =
+        (StatusCode::SEE_OTHER, [(header::LOCATION, to.to_string())]).into_response();
     if let Some(cookie) = cookie {
         response.headers_mut().append(header::SET_COOKIE, cookie);
     }
