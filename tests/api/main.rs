@@ -6,6 +6,7 @@ mod contract;
 mod crash;
 mod flow;
 mod helpers;
+mod intake;
 mod isolation;
 mod lifecycle;
 mod listening;
