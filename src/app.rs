@@ -7,7 +7,6 @@ use std::path::Path;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use axum::serve::ListenerExt;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -20,7 +19,8 @@ use crate::engine::{
     DockerEngine, Engine, EngineError, EngineSettings, HostFirewall, NetworkSettings, isolate_host,
 };
 use crate::http::origins::SandboxOrigins;
-use crate::http::{self, AdminToken, AppState};
+use crate::http::server::ServerSettings;
+use crate::http::{self, AdminToken, AppState, Intake, IntakeSettings, TrustedProxies};
 use crate::lifecycle::{Lifecycle, LifecycleSettings};
 use crate::registry::Registry;
 use crate::secrets::{SecretBox, make_private, private_file, write_secret};
@@ -49,6 +49,8 @@ pub enum StartError {
     Outbox(StoreError),
     #[error("{0}")]
     Config(String),
+    #[error("invalid configuration: trusted_proxies: {0}")]
+    TrustedProxies(crate::http::ClientError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -116,6 +118,8 @@ fn admin_token(
 }
 
 pub async fn start(config: Config) -> Result<Running, StartError> {
+    let trusted_proxies =
+        TrustedProxies::parse(&config.trusted_proxies).map_err(StartError::TrustedProxies)?;
     let data_dir = config.data_dir.clone();
     let data_dir_error = |source| StartError::DataDir {
         path: data_dir.display().to_string(),
@@ -225,7 +229,15 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             config.rate_limit.burst,
             config.rate_limit.per_minute,
         )),
-        trust_forwarded_for: config.rate_limit.trust_forwarded_for,
+        trusted_proxies: Arc::new(trusted_proxies),
+        intake: Arc::new(Intake::new(IntakeSettings {
+            max_uploads: config.intake.max_uploads as usize,
+            idle: Duration::from_secs(config.intake.idle_seconds),
+            spool_budget_bytes: config.intake.spool_budget_bytes,
+            max_upload_bytes: config.policy.max_upload_bytes,
+            max_sandboxes: config.max_sandboxes,
+            max_share_percent: config.rate_limit.max_share_percent,
+        })),
         receipt_key: Arc::new(receipt_key),
     };
 
@@ -237,18 +249,15 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         }
     });
     let app = http::router(state.clone(), config.policy.max_upload_bytes);
-    let server = tokio::spawn(
-        axum::serve(
-            // Without it a response streamed over a kept-alive connection (the proxy's)
-            // waits ~40 ms on Nagle and the client's delayed ACK (docs/benchmarks.md).
-            listener.tap_io(|tcp| {
-                let _ = tcp.set_nodelay(true);
-            }),
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .into_future(),
-    );
+    let server = tokio::spawn(http::server::serve(
+        listener,
+        app,
+        ServerSettings {
+            max_connections: config.server.max_connections as usize,
+            header_read_timeout: Duration::from_secs(config.server.header_read_seconds),
+        },
+        shutdown.clone(),
+    ));
     tracing::info!(%addr, "testdrive is listening");
     Ok(Running {
         addr,

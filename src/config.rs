@@ -39,13 +39,35 @@ pub struct Config {
     pub sandbox: SandboxConfig,
     pub policy: Policy,
     pub rate_limit: RateLimitConfig,
+    /// Comma-separated addresses and CIDR blocks of the reverse proxies in front (parsed
+    /// as `http::TrustedProxies` at start).
+    pub trusted_proxies: String,
+    pub server: ServerConfig,
+    pub intake: IntakeConfig,
 }
 
 #[derive(Clone, Debug, Deserialize)]
 pub struct RateLimitConfig {
     pub burst: u32,
     pub per_minute: u32,
-    pub trust_forwarded_for: bool,
+    pub max_share_percent: u32,
+    /// Replaced by `trusted_proxies`: refused when set, so a deployment that relied on it
+    /// does not silently count every client as its proxy.
+    #[serde(default)]
+    pub trust_forwarded_for: Option<bool>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct ServerConfig {
+    pub max_connections: u32,
+    pub header_read_seconds: u64,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct IntakeConfig {
+    pub max_uploads: u32,
+    pub idle_seconds: u64,
+    pub spool_budget_bytes: u64,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
@@ -102,6 +124,29 @@ impl Config {
         }
         Subnet::parse(&config.sandbox.subnet)
             .map_err(|e| ConfigError::Invalid(format!("sandbox.subnet: {e}")))?;
+        if config.rate_limit.trust_forwarded_for.is_some() {
+            return Err(ConfigError::Invalid(
+                "rate_limit.trust_forwarded_for is gone: list the reverse proxies in front in \
+                 trusted_proxies (TESTDRIVE_TRUSTED_PROXIES) instead"
+                    .into(),
+            ));
+        }
+        if !(1..=100).contains(&config.rate_limit.max_share_percent) {
+            return Err(ConfigError::Invalid(
+                "rate_limit.max_share_percent must be 1 to 100".into(),
+            ));
+        }
+        if config.server.max_connections == 0
+            || config.server.header_read_seconds == 0
+            || config.intake.max_uploads == 0
+            || config.intake.idle_seconds == 0
+        {
+            return Err(ConfigError::Invalid(
+                "server.max_connections, server.header_read_seconds, intake.max_uploads and \
+                 intake.idle_seconds must be at least 1"
+                    .into(),
+            ));
+        }
         if let Some(url) = &config.public_url
             && !(url.starts_with("http://") || url.starts_with("https://"))
         {
@@ -196,6 +241,29 @@ mod tests {
             ));
             jail.set_env("TESTDRIVE_MAX_SANDBOXES", "many");
             assert!(Config::load(None).is_err());
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's test jail decides the closure's type
+    fn trusted_proxies_and_intake_limits_come_from_the_environment() {
+        figment::Jail::expect_with(|jail| {
+            assert_eq!(Config::load(None).unwrap().trusted_proxies, "");
+            jail.set_env(
+                "TESTDRIVE_TRUSTED_PROXIES",
+                "10.0.0.1,10.1.0.0/16, fd00::/8",
+            );
+            jail.set_env("TESTDRIVE_INTAKE__IDLE_SECONDS", "3");
+            let config = Config::load(None).unwrap();
+            assert_eq!(config.trusted_proxies, "10.0.0.1,10.1.0.0/16, fd00::/8");
+            assert_eq!(config.intake.idle_seconds, 3);
+            jail.set_env("TESTDRIVE_TRUSTED_PROXIES", "::1");
+            assert_eq!(Config::load(None).unwrap().trusted_proxies, "::1");
+            // The old switch is refused, not ignored.
+            jail.set_env("TESTDRIVE_RATE_LIMIT__TRUST_FORWARDED_FOR", "true");
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(err.contains("trusted_proxies"), "{err}");
             Ok(())
         });
     }

@@ -3,9 +3,17 @@
 //! the demo's rules are enforced before each byte is written, so a too-large upload is cut
 //! off at the limit rather than read to its end. A `Spool` deletes its directory when dropped
 //! unless it was discarded explicitly, so a rejected or abandoned upload leaves nothing.
+//!
+//! The spool's disk is shared by every upload: a `SpoolBudget` hands out room for each
+//! (the demo's whole upload limit, reserved before a byte is written), so uploads that would
+//! together overflow it are refused up front rather than failing halfway with the disk
+//! full. A spool gives its room back when its files are deleted. Directories are `0700` and
+//! files `0600`, whatever the umask: they hold a prospect's data.
 
 use std::io;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
@@ -33,6 +41,96 @@ pub enum SpoolError {
     RequestTooLarge(String),
     #[error("the spool cannot be written: {0}")]
     Io(#[from] io::Error),
+    #[error(
+        "the upload spool has no room for another upload of up to {wanted} bytes now \
+         ({free} of {budget} bytes free)"
+    )]
+    Full { wanted: u64, free: u64, budget: u64 },
+}
+
+/// The bytes the spool may hold at once, for uploads being received and uploads waiting to
+/// be placed in their sandbox.
+#[derive(Clone)]
+pub struct SpoolBudget(Arc<Budget>);
+
+struct Budget {
+    limit: u64,
+    used: Mutex<u64>,
+}
+
+/// Room taken from a `SpoolBudget`, given back when dropped.
+pub struct Reservation {
+    budget: Arc<Budget>,
+    bytes: u64,
+}
+
+impl SpoolBudget {
+    pub fn new(limit: u64) -> SpoolBudget {
+        SpoolBudget(Arc::new(Budget {
+            limit,
+            used: Mutex::new(0),
+        }))
+    }
+
+    /// Takes `bytes` of room, if that much is free.
+    pub fn reserve(&self, bytes: u64) -> Result<Reservation, SpoolError> {
+        let mut used = self.0.used.lock().expect("spool budget lock");
+        let free = self.0.limit.saturating_sub(*used);
+        if bytes > free {
+            return Err(SpoolError::Full {
+                wanted: bytes,
+                free,
+                budget: self.0.limit,
+            });
+        }
+        *used += bytes;
+        Ok(Reservation {
+            budget: self.0.clone(),
+            bytes,
+        })
+    }
+
+    /// The room reserved right now.
+    pub fn in_use(&self) -> u64 {
+        *self.0.used.lock().expect("spool budget lock")
+    }
+
+    pub fn limit(&self) -> u64 {
+        self.0.limit
+    }
+}
+
+impl Reservation {
+    /// Gives back all but `bytes` of the room.
+    fn shrink_to(&mut self, bytes: u64) {
+        if bytes < self.bytes {
+            let mut used = self.budget.used.lock().expect("spool budget lock");
+            *used -= self.bytes - bytes;
+            self.bytes = bytes;
+        }
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if let Ok(mut used) = self.budget.used.lock() {
+            *used = used.saturating_sub(self.bytes);
+        }
+    }
+}
+
+const PRIVATE_DIR: u32 = 0o700;
+const PRIVATE_FILE: u32 = 0o600;
+
+/// Makes `dir` (and any missing parent) and sets it to `0700`, whatever the umask and
+/// whether it existed.
+async fn private_dir(dir: &Path) -> io::Result<()> {
+    tokio::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(PRIVATE_DIR)
+        .create(dir)
+        .await?;
+    tokio::fs::set_permissions(dir, std::fs::Permissions::from_mode(PRIVATE_DIR)).await
 }
 
 pub struct Spool {
@@ -43,12 +141,16 @@ pub struct Spool {
     /// What each file looks like (for the vendor's report), worked out as it streamed in.
     profiles: Vec<ProfiledFile>,
     total: u64,
+    /// The room this upload holds in the spool's budget, if it was made within one.
+    room: Option<Reservation>,
 }
 
 impl Spool {
+    /// A spool outside any budget.
     pub async fn create(root: &Path, id: SandboxId, rules: UploadRules) -> io::Result<Spool> {
+        private_dir(root).await?;
         let dir = root.join(id.to_string());
-        tokio::fs::create_dir_all(&dir).await?;
+        private_dir(&dir).await?;
         Ok(Spool {
             dir,
             rules,
@@ -56,7 +158,30 @@ impl Spool {
             records: Vec::new(),
             profiles: Vec::new(),
             total: 0,
+            room: None,
         })
+    }
+
+    /// A spool holding room for the demo's whole upload limit in `budget` (taken before
+    /// anything is made on disk): `Full` when there is not that much room.
+    pub async fn create_within(
+        budget: &SpoolBudget,
+        root: &Path,
+        id: SandboxId,
+        rules: UploadRules,
+    ) -> Result<Spool, SpoolError> {
+        let room = budget.reserve(rules.max_bytes)?;
+        let mut spool = Spool::create(root, id, rules).await?;
+        spool.room = Some(room);
+        Ok(spool)
+    }
+
+    /// Once every file is in: gives back the room the upload did not use.
+    pub fn release_unused(&mut self) {
+        let total = self.total;
+        if let Some(room) = self.room.as_mut() {
+            room.shrink_to(total);
+        }
     }
 
     /// Refuses a file before any of its bytes are read: wrong type, a name used twice, one
@@ -88,27 +213,47 @@ impl Spool {
         self.admit(&name)?;
         // Numbered on disk: the prospect's name is only ever used inside the tar archive.
         let path = self.dir.join(format!("{}.upload", self.files.len()));
-        let mut out =
-            tokio::io::BufWriter::with_capacity(256 * 1024, tokio::fs::File::create(&path).await?);
-        let mut hasher = Sha256::new();
-        let mut profiler = Profiler::for_extension(name.extension().as_deref());
-        let mut bytes = 0u64;
-        while let Some(chunk) = chunks.next().await {
-            let chunk = chunk?;
-            if self.total + bytes + chunk.len() as u64 > self.rules.max_bytes {
-                return Err(SpoolError::TooLarge {
-                    limit: self.rules.max_bytes,
-                });
+        let file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(PRIVATE_FILE)
+            .open(&path)
+            .await?;
+        // The mode given at creation is masked by the umask, which can only take bits away.
+        let out = tokio::io::BufWriter::with_capacity(64 * 1024, file);
+        let rules = &self.rules;
+        let before = self.total;
+        let streamed = async move {
+            let mut out = out;
+            let mut hasher = Sha256::new();
+            let mut profiler = Profiler::for_extension(name.extension().as_deref());
+            let mut bytes = 0u64;
+            while let Some(chunk) = chunks.next().await {
+                let chunk = chunk?;
+                if before + bytes + chunk.len() as u64 > rules.max_bytes {
+                    return Err(SpoolError::TooLarge {
+                        limit: rules.max_bytes,
+                    });
+                }
+                hasher.update(&chunk);
+                profiler.feed(&chunk);
+                out.write_all(&chunk).await?;
+                bytes += chunk.len() as u64;
             }
-            hasher.update(&chunk);
-            profiler.feed(&chunk);
-            out.write_all(&chunk).await?;
-            bytes += chunk.len() as u64;
-        }
-        out.flush().await?;
-        if bytes == 0 {
-            return Err(SpoolError::Empty(name.to_string()));
-        }
+            out.flush().await?;
+            if bytes == 0 {
+                return Err(SpoolError::Empty(name.to_string()));
+            }
+            Ok((name, bytes, hasher, profiler))
+        };
+        let (name, bytes, hasher, profiler) = match streamed.await {
+            Ok(done) => done,
+            Err(e) => {
+                // A refused file leaves nothing, and its number is free for the next.
+                let _ = tokio::fs::remove_file(&path).await;
+                return Err(e);
+            }
+        };
         self.total += bytes;
         self.records.push(FileRecord {
             name: name.to_string(),
@@ -240,6 +385,64 @@ mod tests {
         assert!(dir.exists());
         drop(spool);
         assert!(!dir.exists());
+    }
+
+    #[tokio::test]
+    async fn directories_and_files_are_private_whatever_the_umask() {
+        let root = tempfile::tempdir().unwrap();
+        let spool_root = root.path().join("spool");
+        // Made by someone else, open to all.
+        std::fs::create_dir(&spool_root).unwrap();
+        std::fs::set_permissions(&spool_root, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let mut spool = Spool::create(&spool_root, SandboxId::new(), rules(100, 2, &[]))
+            .await
+            .unwrap();
+        spool.write(name("a"), chunks(&[b"1"])).await.unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&spool_root), 0o700);
+        assert_eq!(mode(spool.dir()), 0o700);
+        assert_eq!(mode(&spool.files()[0].path), 0o600);
+    }
+
+    #[tokio::test]
+    async fn uploads_take_room_from_the_budget_and_give_it_back() {
+        let root = tempfile::tempdir().unwrap();
+        let budget = SpoolBudget::new(250);
+        let mut first =
+            Spool::create_within(&budget, root.path(), SandboxId::new(), rules(100, 2, &[]))
+                .await
+                .unwrap();
+        let second =
+            Spool::create_within(&budget, root.path(), SandboxId::new(), rules(100, 2, &[]))
+                .await
+                .unwrap();
+        assert_eq!(budget.in_use(), 200);
+        // No room for a third, and nothing made on disk for it.
+        let third = SandboxId::new();
+        let refused = Spool::create_within(&budget, root.path(), third, rules(100, 2, &[])).await;
+        assert!(
+            matches!(
+                refused,
+                Err(SpoolError::Full {
+                    wanted: 100,
+                    free: 50,
+                    budget: 250
+                })
+            ),
+            "{:?}",
+            refused.err()
+        );
+        assert!(!root.path().join(third.to_string()).exists());
+        // What an upload did not use comes back once it is in.
+        first.write(name("a"), chunks(&[b"12345"])).await.unwrap();
+        first.release_unused();
+        assert_eq!(budget.in_use(), 105);
+        drop(second);
+        assert_eq!(budget.in_use(), 5);
+        first.discard().await.unwrap();
+        assert_eq!(budget.in_use(), 0);
+        // A demo whose limit is over the whole budget never fits.
+        assert!(matches!(budget.reserve(251), Err(SpoolError::Full { .. })));
     }
 
     #[tokio::test]

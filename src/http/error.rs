@@ -202,7 +202,8 @@ impl From<SpoolError> for ApiError {
                 ApiError::invalid("file", err.to_string())
             }
             SpoolError::Body(_) => ApiError::BadRequest(err.to_string()),
-            SpoolError::Io(_) => ApiError::Unavailable {
+            // The disk, or the spool's budget, cannot hold the upload now.
+            SpoolError::Io(_) | SpoolError::Full { .. } => ApiError::Unavailable {
                 detail: err.to_string(),
                 retry_after: 30,
             },

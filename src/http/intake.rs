@@ -1,28 +1,155 @@
 //! Trial intake: the one way a trial starts from a form, for the API (`POST /v1/sandboxes`)
-//! and the browser's demo page (`POST /trials`) alike. Refuse early (rate limit, the Engine
-//! down, no place) before a byte of the upload is read; read the form in order, streaming
-//! each file into the spool under the demo's rules; then hand the spool to the lifecycle.
+//! and the browser's demo page (`POST /trials`) alike. Refuse early, before a byte of the
+//! upload is read: a form another site's page sent, a client over its rate or its share of
+//! the places, the Engine down, no place, too many uploads at once. Then read the form in
+//! order with a reader that bounds everything it holds (`multipart`): at most
+//! `BEFORE_DEMO` bytes until the form names its demo, then that demo's upload limit. Naming
+//! the demo reserves its whole upload limit in the spool's budget, and each file streams
+//! into the spool under the demo's rules; a client that stops sending is cut off. Then the
+//! spool goes to the lifecycle.
 
-use std::net::{IpAddr, SocketAddr};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::pin::pin;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::{ConnectInfo, FromRequest, Multipart, Request};
-use axum::http::{StatusCode, header};
-use futures_util::TryStreamExt;
+use axum::extract::{ConnectInfo, Request};
+use axum::http::{HeaderMap, Uri, header};
+use bytes::Bytes;
+use futures_util::{Stream, stream};
+use tokio::sync::Semaphore;
 
+use super::client::{ClientAddress, ClientKey};
+use super::multipart::{self, Limits, MultipartError, MultipartReader};
 use super::{ApiError, AppState};
 use crate::domain::token::IssuedToken;
 use crate::domain::{Demo, DemoId, Prospect, Sandbox, SandboxId, TrialWindow, UploadName};
 use crate::lifecycle::Lifecycle;
-use crate::spool::{Spool, SpoolError};
+use crate::spool::{Spool, SpoolBudget, SpoolError};
+use crate::store::Store;
+
+/// What a form may send before it names its demo (which is the first field of the demo
+/// page's form): until then the service does not know how much it should take.
+const BEFORE_DEMO: u64 = 64 * 1024;
+
+/// Room for the form's text fields and part headers besides the demo's files.
+const FORM_SLACK: u64 = 1 << 20;
+
+/// One part's header block.
+const PART_HEADER_BYTES: usize = 8 * 1024;
+
+/// Parts in one form: a few text fields and up to the policy's `max_files` files.
+const MAX_PARTS: usize = 1000;
 
 /// The body limit of a route that takes a trial's form: the largest upload any demo may
-/// allow, plus the form's other fields (each demo's own limit is enforced while the files
-/// stream in).
+/// allow, plus the form's other fields. The form reader holds the request to less (see
+/// `BEFORE_DEMO`, and each demo's own limit).
 pub fn body_limit(max_upload_bytes: u64) -> usize {
-    usize::try_from(max_upload_bytes)
-        .unwrap_or(usize::MAX)
-        .saturating_add(1 << 20)
+    usize::try_from(max_upload_bytes.saturating_add(FORM_SLACK)).unwrap_or(usize::MAX)
+}
+
+/// Intake's limits, from the configuration.
+#[derive(Clone, Copy, Debug)]
+pub struct IntakeSettings {
+    /// Uploads read at once, all clients together.
+    pub max_uploads: usize,
+    /// How long an upload may send nothing.
+    pub idle: Duration,
+    /// Bytes the spool may hold at once (see `SpoolBudget`).
+    pub spool_budget_bytes: u64,
+    /// The policy's largest upload.
+    pub max_upload_bytes: u64,
+    /// Running places, all demos together.
+    pub max_sandboxes: u32,
+    /// The share of those places one client may hold; 100 leaves it to the other limits.
+    pub max_share_percent: u32,
+}
+
+/// The state intake's limits keep between requests.
+pub struct Intake {
+    uploads: Arc<Semaphore>,
+    budget: SpoolBudget,
+    idle: Duration,
+    max_upload_bytes: u64,
+    /// Live sandboxes one client may hold, if limited.
+    share: Option<u64>,
+    /// Creations in progress per client (not yet recorded, so not yet counted).
+    in_progress: Mutex<HashMap<ClientKey, u64>>,
+}
+
+impl Intake {
+    pub fn new(settings: IntakeSettings) -> Intake {
+        let share = (settings.max_share_percent < 100).then(|| {
+            (u64::from(settings.max_sandboxes) * u64::from(settings.max_share_percent) / 100).max(1)
+        });
+        Intake {
+            uploads: Arc::new(Semaphore::new(settings.max_uploads.max(1))),
+            budget: SpoolBudget::new(settings.spool_budget_bytes),
+            idle: settings.idle,
+            max_upload_bytes: settings.max_upload_bytes,
+            share,
+            in_progress: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn spool_budget(&self) -> &SpoolBudget {
+        &self.budget
+    }
+
+    /// Holds one of `client`'s places while its sandbox is made; refused (`429`) when the
+    /// client's live sandboxes and creations in progress already fill its share.
+    async fn claim(&self, store: &dyn Store, client: ClientKey) -> Result<Claim<'_>, ApiError> {
+        let claim = Claim::take(self, client);
+        let Some(share) = self.share else {
+            return Ok(claim);
+        };
+        let live = store.count_live_for_client(&client.to_string()).await?;
+        if live + claim.in_progress > share {
+            return Err(ApiError::TooMany {
+                detail: format!(
+                    "this address has {live} live sandboxes and may hold at most {share} at \
+                     once; try again when one has ended"
+                ),
+                retry_after: 60,
+            });
+        }
+        Ok(claim)
+    }
+}
+
+/// A creation in progress for one client, counted until dropped.
+struct Claim<'a> {
+    intake: &'a Intake,
+    client: ClientKey,
+    /// The client's creations in progress when this one began, itself included.
+    in_progress: u64,
+}
+
+impl<'a> Claim<'a> {
+    fn take(intake: &'a Intake, client: ClientKey) -> Claim<'a> {
+        let mut all = intake.in_progress.lock().expect("intake lock");
+        let count = all.entry(client).or_insert(0);
+        *count += 1;
+        Claim {
+            intake,
+            client,
+            in_progress: *count,
+        }
+    }
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut all) = self.intake.in_progress.lock()
+            && let Some(count) = all.get_mut(&self.client)
+        {
+            *count -= 1;
+            if *count == 0 {
+                all.remove(&self.client);
+            }
+        }
+    }
 }
 
 /// Everything the form carried, checked, with the files already in the spool.
@@ -33,64 +160,76 @@ struct Form {
     spool: Spool,
 }
 
-const MAX_FIELDS: usize = 1000;
+fn form_error(err: MultipartError) -> ApiError {
+    if err.is_too_large() {
+        ApiError::TooLarge(err.to_string())
+    } else {
+        ApiError::BadRequest(err.to_string())
+    }
+}
+
+fn spool_error(err: MultipartError) -> SpoolError {
+    if err.is_too_large() {
+        SpoolError::RequestTooLarge(err.to_string())
+    } else {
+        SpoolError::Body(err.to_string())
+    }
+}
 
 /// A short text field, read whole (it is bounded), as UTF-8.
-async fn text_field(
-    mut field: axum::extract::multipart::Field<'_>,
+async fn text_field<S, E>(
+    form: &mut MultipartReader<S>,
+    name: &str,
     limit: usize,
-) -> Result<String, ApiError> {
-    let name = field.name().unwrap_or_default().to_string();
+) -> Result<String, ApiError>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
     let mut bytes = Vec::new();
-    while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+    while let Some(chunk) = form.chunk().await.map_err(form_error)? {
         if bytes.len() + chunk.len() > limit {
             return Err(ApiError::invalid(
-                &name,
+                name,
                 format!("must be at most {limit} bytes"),
             ));
         }
         bytes.extend_from_slice(&chunk);
     }
-    String::from_utf8(bytes).map_err(|_| ApiError::invalid(&name, "must be UTF-8 text"))
-}
-
-fn multipart_error(err: axum::extract::multipart::MultipartError) -> ApiError {
-    if err.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        return ApiError::TooLarge(err.body_text());
-    }
-    ApiError::BadRequest(format!(
-        "the multipart body is malformed: {}",
-        err.body_text()
-    ))
-}
-
-fn spool_error(err: axum::extract::multipart::MultipartError) -> SpoolError {
-    if err.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        SpoolError::RequestTooLarge(err.body_text())
-    } else {
-        SpoolError::Body(err.body_text())
-    }
+    String::from_utf8(bytes).map_err(|_| ApiError::invalid(name, "must be UTF-8 text"))
 }
 
 /// Reads the form in order, streaming each file to the spool under the demo's rules.
-async fn read_form(state: &AppState, id: SandboxId, mut form: Multipart) -> Result<Form, ApiError> {
+async fn read_form<S, E>(
+    state: &AppState,
+    id: SandboxId,
+    mut form: MultipartReader<S>,
+) -> Result<Form, ApiError>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
     let mut chosen: Option<(Demo, Spool)> = None;
     let mut seconds = None;
     let mut prospect = Prospect::default();
-    let mut fields = 0;
-    while let Some(field) = form.next_field().await.map_err(multipart_error)? {
-        fields += 1;
-        if fields > MAX_FIELDS {
-            return Err(ApiError::TooLarge(format!(
-                "the form has more than {MAX_FIELDS} fields"
-            )));
-        }
-        match field.name().unwrap_or_default() {
+    loop {
+        let part = match form.next_part().await {
+            Ok(Some(part)) => part,
+            Ok(None) => break,
+            Err(MultipartError::BodyTooLarge { .. }) if chosen.is_none() => {
+                return Err(ApiError::TooLarge(format!(
+                    "the form must name its demo (the demo field, before the files) within \
+                     its first {BEFORE_DEMO} bytes"
+                )));
+            }
+            Err(e) => return Err(form_error(e)),
+        };
+        match part.name.as_str() {
             "demo" => {
                 if chosen.is_some() {
                     return Err(ApiError::invalid("demo", "is given twice"));
                 }
-                let demo_id = DemoId::parse(&text_field(field, 64).await?)?;
+                let demo_id = DemoId::parse(&text_field(&mut form, "demo", 64).await?)?;
                 let demo = state
                     .store
                     .demo(demo_id)
@@ -98,24 +237,31 @@ async fn read_form(state: &AppState, id: SandboxId, mut form: Multipart) -> Resu
                     .filter(|d| d.enabled)
                     .ok_or(ApiError::NotFound("no such demo"))?;
                 state.lifecycle.check_room(Some(&demo)).await?;
-                let spool = Spool::create(
+                let intake = &state.intake;
+                let spool = Spool::create_within(
+                    &intake.budget,
                     &state.lifecycle.settings().spool_root,
                     id,
                     demo.spec.upload.clone(),
                 )
-                .await
-                .map_err(|e| ApiError::Unavailable {
-                    detail: format!("the upload spool cannot be written: {e}"),
-                    retry_after: 30,
-                })?;
+                .await?;
+                let files = demo.spec.upload.max_bytes.min(intake.max_upload_bytes);
+                form.allow_body_bytes(files.saturating_add(FORM_SLACK));
                 chosen = Some((demo, spool));
             }
-            "seconds" => seconds = Some(text_field(field, 32).await?),
-            "email" => prospect.email = Prospect::parse_email(&text_field(field, 1024).await?)?,
-            "company" => {
-                prospect.company = Prospect::parse_company(&text_field(field, 1024).await?)?
+            "seconds" => seconds = Some(text_field(&mut form, "seconds", 32).await?),
+            "email" => {
+                let text = text_field(&mut form, "email", 1024).await?;
+                prospect.email = Prospect::parse_email(&text)?;
             }
-            "needs" => prospect.needs = Prospect::parse_needs(&text_field(field, 16384).await?)?,
+            "company" => {
+                let text = text_field(&mut form, "company", 1024).await?;
+                prospect.company = Prospect::parse_company(&text)?;
+            }
+            "needs" => {
+                let text = text_field(&mut form, "needs", 16384).await?;
+                prospect.needs = Prospect::parse_needs(&text)?;
+            }
             "file" => {
                 let Some((_, spool)) = chosen.as_mut() else {
                     return Err(ApiError::invalid(
@@ -123,9 +269,16 @@ async fn read_form(state: &AppState, id: SandboxId, mut form: Multipart) -> Resu
                         "the demo field must come before the files",
                     ));
                 };
-                let name = UploadName::parse(field.file_name().unwrap_or_default())?;
+                let name = UploadName::parse(part.file_name.as_deref().unwrap_or_default())?;
                 spool.admit(&name)?;
-                spool.write(name, field.map_err(spool_error)).await?;
+                let content = stream::unfold(&mut form, |form| async move {
+                    match form.chunk().await {
+                        Ok(Some(chunk)) => Some((Ok(chunk), form)),
+                        Ok(None) => None,
+                        Err(e) => Some((Err(spool_error(e)), form)),
+                    }
+                });
+                spool.write(name, pin!(content)).await?;
             }
             other => {
                 return Err(ApiError::invalid(
@@ -135,10 +288,11 @@ async fn read_form(state: &AppState, id: SandboxId, mut form: Multipart) -> Resu
             }
         }
     }
-    let (demo, spool) = chosen.ok_or_else(|| ApiError::invalid("demo", "is required"))?;
+    let (demo, mut spool) = chosen.ok_or_else(|| ApiError::invalid("demo", "is required"))?;
     if spool.files().is_empty() {
         return Err(ApiError::invalid("file", "at least one file is required"));
     }
+    spool.release_unused();
     let window = TrialWindow::parse(seconds.as_deref(), &demo.spec.trial)?;
     Ok(Form {
         demo,
@@ -148,19 +302,38 @@ async fn read_form(state: &AppState, id: SandboxId, mut form: Multipart) -> Resu
     })
 }
 
-/// The client's address: the connection's, or the first `X-Forwarded-For` entry when the
-/// service runs behind a proxy it trusts.
-fn client_address(request: &Request, trust_forwarded_for: bool) -> Option<IpAddr> {
-    let forwarded = trust_forwarded_for
-        .then(|| request.headers().get("x-forwarded-for")?.to_str().ok())
-        .flatten()
-        .and_then(|v| v.split(',').next()?.trim().parse().ok());
-    forwarded.or_else(|| {
-        request
-            .extensions()
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip())
-    })
+/// Scheme, host and port of a URL or an `Origin` (the port spelled out when it is the
+/// scheme's default).
+fn origin_of(url: &str) -> Option<(String, String, u16)> {
+    let uri: Uri = url.parse().ok()?;
+    let scheme = uri.scheme_str()?.to_ascii_lowercase();
+    let host = uri.host()?.to_ascii_lowercase();
+    let port = match (uri.port_u16(), scheme.as_str()) {
+        (Some(port), _) => port,
+        (None, "http") => 80,
+        (None, "https") => 443,
+        (None, _) => return None,
+    };
+    Some((scheme, host, port))
+}
+
+/// Refuses a trial another site's page made the browser start (it would run on the
+/// visitor's address, and spend its share): `Sec-Fetch-Site` other than `same-origin`, or
+/// an `Origin` other than the public URL's. A client that sends neither (a script, curl)
+/// is not a browser on another site.
+fn refuse_other_sites(headers: &HeaderMap, public_url: &str) -> Result<(), ApiError> {
+    if let Some(site) = headers.get("sec-fetch-site")
+        && !matches!(site.as_bytes(), b"same-origin" | b"none")
+    {
+        return Err(ApiError::Forbidden);
+    }
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let theirs = origin.to_str().ok().and_then(origin_of);
+        if theirs.is_none() || theirs != origin_of(public_url) {
+            return Err(ApiError::Forbidden);
+        }
+    }
+    Ok(())
 }
 
 /// A prospect's trial form (multipart) → a new sandbox and its token; with `wait`, once
@@ -170,20 +343,21 @@ pub async fn start_trial(
     request: Request,
     wait: Option<u32>,
 ) -> Result<(Sandbox, IssuedToken), ApiError> {
-    let content_type = request
-        .headers()
+    let (parts, body) = request.into_parts();
+    refuse_other_sites(&parts.headers, &state.public_url)?;
+    let content_type = parts
+        .headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    if !content_type
-        .to_ascii_lowercase()
-        .starts_with("multipart/form-data")
-    {
-        return Err(ApiError::UnsupportedType(
-            "the body must be multipart/form-data".to_string(),
-        ));
-    }
-    let client = client_address(&request, state.trust_forwarded_for);
+    let boundary = multipart::boundary(content_type).ok_or_else(|| {
+        ApiError::UnsupportedType("the body must be multipart/form-data".to_string())
+    })?;
+    let peer = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
+    let client = ClientAddress::of(&parts.headers, peer, &state.trusted_proxies).map(|c| c.key());
     if let Some(client) = client
         && let Err(wait) = state.creations.take(client)
     {
@@ -192,6 +366,7 @@ pub async fn start_trial(
             retry_after: wait.as_secs().max(1) as u32,
         });
     }
+    let boundary = boundary.map_err(form_error)?;
     // Refuse before reading a byte of the upload when the Engine is down or every place is
     // taken.
     if !state.lifecycle.engine().is_healthy() {
@@ -203,18 +378,60 @@ pub async fn start_trial(
         });
     }
     state.lifecycle.check_room(None).await?;
-    let multipart = Multipart::from_request(request, state)
-        .await
-        .map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let intake = &state.intake;
+    let ceiling = intake.max_upload_bytes.saturating_add(FORM_SLACK);
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > ceiling) {
+        return Err(ApiError::TooLarge(format!(
+            "the request is over the service's limit of {ceiling} bytes"
+        )));
+    }
+    let upload = intake
+        .uploads
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| ApiError::Unavailable {
+            detail: "as many uploads as the service takes at once are arriving; try again \
+                     shortly"
+                .to_string(),
+            retry_after: 5,
+        })?;
+    let claim = match client {
+        Some(client) => Some(intake.claim(state.store.as_ref(), client).await?),
+        None => None,
+    };
 
+    let limits = Limits {
+        header_bytes: PART_HEADER_BYTES,
+        preamble_bytes: PART_HEADER_BYTES,
+        parts: MAX_PARTS,
+        body_bytes: BEFORE_DEMO.min(ceiling),
+        idle: intake.idle,
+    };
+    let reader = MultipartReader::new(body.into_data_stream(), &boundary, limits);
     let id = SandboxId::new();
-    let form = read_form(state, id, multipart).await?;
+    let form = read_form(state, id, reader).await?;
+    drop(upload);
     let created = state
         .lifecycle
         .create(id, &form.demo, form.window, form.prospect, form.spool)
         .await?;
     // A sandbox taken from a warm pool has the pool member's id, not `id`.
     let mut sandbox = created.sandbox;
+    if let Some(claim) = claim {
+        // The sandbox exists and its token is only in this answer: a failure here costs
+        // the share's accuracy, not the prospect's trial.
+        if let Err(e) = state
+            .store
+            .set_client_key(sandbox.id, &claim.client.to_string())
+            .await
+        {
+            tracing::warn!(sandbox_id = %sandbox.id, error = %e, "cannot record the sandbox's client");
+        }
+    }
     if let Some(wait) = wait {
         let mut progress = created.progress;
         let wait = Duration::from_secs(u64::from(wait.min(state.max_wait_seconds)));
@@ -226,4 +443,121 @@ pub async fn start_trial(
             .ok_or(ApiError::NotFound("no such sandbox"))?;
     }
     Ok((sandbox, created.token))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (k, v) in pairs {
+            map.append(*k, HeaderValue::from_static(v));
+        }
+        map
+    }
+
+    #[test]
+    fn trials_from_other_sites_are_refused() {
+        let ours = "http://127.0.0.1:8080";
+        let refused = |pairs| refuse_other_sites(&headers(pairs), ours).is_err();
+        // Scripts and curl send neither.
+        assert!(!refused(&[]));
+        assert!(!refused(&[("sec-fetch-site", "same-origin")]));
+        assert!(!refused(&[("origin", "http://127.0.0.1:8080")]));
+        assert!(!refused(&[
+            ("sec-fetch-site", "same-origin"),
+            ("origin", "HTTP://127.0.0.1:8080")
+        ]));
+        assert!(refused(&[("sec-fetch-site", "cross-site")]));
+        // A sibling host (a sandbox's own origin, say) is another site's page too.
+        assert!(refused(&[("sec-fetch-site", "same-site")]));
+        assert!(refused(&[("sec-fetch-site", "something-new")]));
+        for origin in [
+            "https://evil.example",
+            "null",
+            "http://127.0.0.1:8081",
+            "https://127.0.0.1:8080",
+            "http://localhost:8080",
+            "http://x.sandbox.localhost:8080",
+            "",
+        ] {
+            let map = {
+                let mut m = HeaderMap::new();
+                m.insert("origin", HeaderValue::from_str(origin).unwrap());
+                m
+            };
+            assert!(refuse_other_sites(&map, ours).is_err(), "{origin}");
+        }
+        // Default ports and a path in the public URL.
+        let public = "https://Try.Example.com/testdrive";
+        let ok = |origin: &'static str| {
+            refuse_other_sites(&headers(&[("origin", origin)]), public).is_ok()
+        };
+        assert!(ok("https://try.example.com"));
+        assert!(ok("https://try.example.com:443"));
+        assert!(!ok("http://try.example.com"));
+        assert!(!ok("https://try.example.com.evil.example"));
+    }
+
+    #[tokio::test]
+    async fn a_client_holds_at_most_its_share_of_places_while_creating() {
+        let intake = Intake::new(IntakeSettings {
+            max_uploads: 4,
+            idle: Duration::from_secs(5),
+            spool_budget_bytes: 1 << 20,
+            max_upload_bytes: 1 << 20,
+            max_sandboxes: 10,
+            max_share_percent: 20,
+        });
+        assert_eq!(intake.share, Some(2));
+        let store = crate::store::SqliteStore::connect("sqlite::memory:")
+            .await
+            .unwrap();
+        let one = ClientAddress::of(
+            &HeaderMap::new(),
+            Some("192.0.2.1:1".parse().unwrap()),
+            &Default::default(),
+        )
+        .unwrap()
+        .key();
+        let other = ClientAddress::of(
+            &HeaderMap::new(),
+            Some("192.0.2.2:1".parse().unwrap()),
+            &Default::default(),
+        )
+        .unwrap()
+        .key();
+        let first = intake.claim(&store, one).await.unwrap();
+        let second = intake.claim(&store, one).await.unwrap();
+        let third = intake.claim(&store, one).await;
+        assert!(
+            matches!(
+                third,
+                Err(ApiError::TooMany {
+                    retry_after: 60,
+                    ..
+                })
+            ),
+            "a third at once is over the share"
+        );
+        assert!(intake.claim(&store, other).await.is_ok());
+        drop(first);
+        let again = intake.claim(&store, one).await.unwrap();
+        drop((second, again));
+        assert!(intake.in_progress.lock().unwrap().is_empty());
+        // 100 % leaves it to the other limits; a small share is still one place.
+        let settings = |percent, max| IntakeSettings {
+            max_share_percent: percent,
+            max_sandboxes: max,
+            max_uploads: 1,
+            idle: Duration::from_secs(1),
+            spool_budget_bytes: 1,
+            max_upload_bytes: 1,
+        };
+        assert_eq!(Intake::new(settings(100, 10)).share, None);
+        assert_eq!(Intake::new(settings(20, 2)).share, Some(1));
+        assert_eq!(Intake::new(settings(50, 50)).share, Some(25));
+    }
 }

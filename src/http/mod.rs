@@ -3,18 +3,23 @@
 //! import each other. What they share lives beside them: who is calling (`auth`), errors as
 //! problem documents (`error`), JSON and query extractors (`extract`), browser credentials
 //! and cross-site checks (`session`), and trial intake (`intake`), the one way a trial
-//! starts from a form. Handlers parse and authorize, then call the domain's services
-//! (registry, lifecycle, webhooks); the router is assembled once, here.
+//! starts from a form, with its bounded form reader (`multipart`) and who the client is
+//! behind proxies (`client`). Handlers parse and authorize, then call the domain's services
+//! (registry, lifecycle, webhooks); the router is assembled once, here, and served by
+//! `server`, which bounds connections.
 
 pub mod api;
 pub mod auth;
+mod client;
 mod error;
 mod extract;
 mod intake;
+mod multipart;
 pub mod origins;
 mod pages;
 pub mod proxy;
 mod rate_limit;
+pub mod server;
 mod session;
 
 use std::sync::Arc;
@@ -28,8 +33,10 @@ use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
 pub use auth::{AdminToken, Caller};
+pub use client::{ClientAddress, ClientError, ClientKey, TrustedProxies};
 pub use error::{ApiError, Problem};
 pub use extract::{ApiJson, ApiQuery};
+pub use intake::{Intake, IntakeSettings};
 pub use rate_limit::RateLimiter;
 
 use crate::domain::Sandbox;
@@ -57,8 +64,10 @@ pub struct AppState {
     pub max_wait_seconds: u32,
     /// Sandbox creations per client address.
     pub creations: Arc<RateLimiter>,
-    /// Take the client address from `X-Forwarded-For` (behind a trusted proxy).
-    pub trust_forwarded_for: bool,
+    /// The reverse proxies whose `X-Forwarded-For` is believed (see `ClientAddress`).
+    pub trusted_proxies: Arc<TrustedProxies>,
+    /// Intake's limits: uploads at once, the spool's budget, each client's share.
+    pub intake: Arc<Intake>,
     /// Signs deletion receipts.
     pub receipt_key: Arc<ReceiptKey>,
 }

@@ -1,13 +1,14 @@
-//! A per-client rate limit for the public creation route: a token bucket per client address
-//! (a burst, then a steady rate). Kept in memory: it protects this process's Engine, and a
-//! restart forgiving everyone is harmless.
+//! A per-client rate limit for the public creation route: a token bucket per client (an
+//! IPv4 address or an IPv6 /64, see `client`): a burst, then a steady rate. Kept in memory:
+//! it protects this process's Engine, and a restart forgiving everyone is harmless.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::time::Instant;
+
+use super::client::ClientKey;
 
 /// Beyond this many tracked clients, buckets that have refilled are forgotten.
 const TRACKED: usize = 10_000;
@@ -15,7 +16,7 @@ const TRACKED: usize = 10_000;
 pub struct RateLimiter {
     burst: f64,
     per_second: f64,
-    buckets: Mutex<HashMap<IpAddr, Bucket>>,
+    buckets: Mutex<HashMap<ClientKey, Bucket>>,
 }
 
 #[derive(Clone, Copy)]
@@ -34,7 +35,7 @@ impl RateLimiter {
     }
 
     /// Takes one token for `client`, or says how long until one is there.
-    pub fn take(&self, client: IpAddr) -> Result<(), Duration> {
+    pub fn take(&self, client: ClientKey) -> Result<(), Duration> {
         let now = Instant::now();
         let mut buckets = self.buckets.lock().expect("rate limit lock");
         if buckets.len() >= TRACKED {
@@ -62,12 +63,19 @@ impl RateLimiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http::client::TrustedProxies;
+
+    fn key(ip: &str) -> ClientKey {
+        TrustedProxies::default()
+            .client(ip.parse().unwrap(), std::iter::empty())
+            .key()
+    }
 
     #[tokio::test(start_paused = true)]
     async fn a_burst_then_the_steady_rate() {
         let limiter = RateLimiter::new(3, 60);
-        let client: IpAddr = "192.0.2.1".parse().unwrap();
-        let other: IpAddr = "192.0.2.2".parse().unwrap();
+        let client = key("192.0.2.1");
+        let other = key("192.0.2.2");
         for _ in 0..3 {
             assert!(limiter.take(client).is_ok());
         }
@@ -87,5 +95,14 @@ mod tests {
             assert!(limiter.take(client).is_ok());
         }
         assert!(limiter.take(client).is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_ipv6_client_has_one_bucket_for_its_whole_64() {
+        let limiter = RateLimiter::new(2, 1);
+        assert!(limiter.take(key("2001:db8:1:2::1")).is_ok());
+        assert!(limiter.take(key("2001:db8:1:2::2")).is_ok());
+        assert!(limiter.take(key("2001:db8:1:2:dead:beef:0:1")).is_err());
+        assert!(limiter.take(key("2001:db8:1:3::1")).is_ok());
     }
 }

@@ -162,6 +162,10 @@ pub trait SandboxStore: Send + Sync {
     /// `sleeping` → `ready`, counting the wake as activity; false if it was not sleeping.
     async fn mark_awake(&self, id: SandboxId, at: Timestamp) -> Result<bool>;
     async fn add_usage(&self, batch: &[Usage]) -> Result<()>;
+    /// Records the client a sandbox was made for (`http::client::ClientKey`, as text).
+    async fn set_client_key(&self, id: SandboxId, client: &str) -> Result<()>;
+    /// Live sandboxes (in any state) made for this client.
+    async fn count_live_for_client(&self, client: &str) -> Result<u64>;
 }
 
 /// An event to append to a sandbox's history.

@@ -216,8 +216,9 @@ impl TestApp {
         config.listen = "127.0.0.1:0".parse().unwrap();
         config.admin_token = Some(format!("test-admin-{}", uuid::Uuid::new_v4().simple()));
         config.reconcile_seconds = 2;
-        // Tests create many sandboxes from one address; the limit has its own test.
+        // Tests create many sandboxes from one address; the limits have their own tests.
         config.rate_limit.burst = 10_000;
+        config.rate_limit.max_share_percent = 100;
         configure(&mut config);
         let running = boot(config.clone()).await;
         let instance = running

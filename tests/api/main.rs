@@ -8,6 +8,7 @@ mod contract;
 mod crash;
 mod flow;
 mod helpers;
+mod intake;
 mod isolation;
 mod isolation_net;
 mod lifecycle;

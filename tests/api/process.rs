@@ -141,8 +141,9 @@ impl ChildService {
             .env("TESTDRIVE_LISTEN", format!("127.0.0.1:{}", self.port()))
             .env("TESTDRIVE_ADMIN_TOKEN", &self.admin)
             .env("TESTDRIVE_RECONCILE_SECONDS", "2")
-            // Tests create many sandboxes from one address; the limit has its own test.
+            // Tests create many sandboxes from one address; the limits have their own tests.
             .env("TESTDRIVE_RATE_LIMIT__BURST", "10000")
+            .env("TESTDRIVE_RATE_LIMIT__MAX_SHARE_PERCENT", "100")
             .env("TESTDRIVE_SANDBOX__NETWORK", &self.network)
             .env("TESTDRIVE_SANDBOX__BRIDGE", &self.bridge)
             .env("TESTDRIVE_SANDBOX__SUBNET", &self.subnet)

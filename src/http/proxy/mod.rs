@@ -27,6 +27,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 
 use self::headers::{Forwarded, Scope, confine_response, prepare_request};
 use super::auth::{bearer, sandbox_id, sandbox_opened_by};
+use super::client::ClientAddress;
 use super::origins::Host;
 use super::session::{self, SANDBOX_COOKIE};
 use super::{ApiError, AppState};
@@ -305,10 +306,13 @@ async fn forward(
     .parse()
     .map_err(|_| ApiError::BadRequest("the path cannot be forwarded".to_string()))?;
 
-    let client = req
+    // The client as the rate limit counts it: behind a trusted proxy, its forwarded
+    // address, which testdrive then tells the demo (the client's own claim never reaches it).
+    let peer = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip());
+        .map(|c| c.0);
+    let client = ClientAddress::of(req.headers(), peer, &state.trusted_proxies).map(|c| c.ip());
     let upgrade = is_upgrade(req.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let upgrade_protocol = req.headers().get(header::UPGRADE).cloned();

@@ -246,7 +246,7 @@ impl SandboxStore for SqliteStore {
 
     async fn mark_data_deleted(&self, id: SandboxId, at: Timestamp) -> Result<bool> {
         let query = sqlx::query(
-            "UPDATE sandboxes SET data_deleted_at = ?, container_addr = NULL
+            "UPDATE sandboxes SET data_deleted_at = ?, container_addr = NULL, client_key = NULL
              WHERE id = ? AND data_deleted_at IS NULL",
         )
         .bind(at.millis())
@@ -375,5 +375,26 @@ impl SandboxStore for SqliteStore {
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn set_client_key(&self, id: SandboxId, client: &str) -> Result<()> {
+        let query = sqlx::query(
+            "UPDATE sandboxes SET client_key = ? WHERE id = ? AND data_deleted_at IS NULL",
+        )
+        .bind(client)
+        .bind(id.to_string());
+        self.run(query).await
+    }
+
+    async fn count_live_for_client(&self, client: &str) -> Result<u64> {
+        let count: i64 = sqlx::query_scalar(concat!(
+            "SELECT COUNT(*) FROM sandboxes WHERE client_key = ? AND status IN ",
+            live!(),
+            ""
+        ))
+        .bind(client)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(count.max(0) as u64)
     }
 }

@@ -654,3 +654,40 @@ async fn a_webhook_secret_is_replaced_only_while_it_is_the_one_read() {
         Some((url.to_string(), "v1:sealed".to_string()))
     );
 }
+
+#[tokio::test]
+async fn live_sandboxes_are_counted_per_client_until_their_data_is_gone() {
+    let (store, _, demo) = store_with_demo().await;
+    let far = Timestamp::from_millis(i64::MAX / 2);
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let s = new_sandbox(&demo, far);
+        store.insert_sandbox(&s, cap(10)).await.unwrap();
+        ids.push(s.id);
+    }
+    store.set_client_key(ids[0], "192.0.2.1").await.unwrap();
+    store.set_client_key(ids[1], "192.0.2.1").await.unwrap();
+    store.set_client_key(ids[2], "2001:db8::/64").await.unwrap();
+    assert_eq!(store.count_live_for_client("192.0.2.1").await.unwrap(), 2);
+    assert_eq!(
+        store.count_live_for_client("2001:db8::/64").await.unwrap(),
+        1
+    );
+    assert_eq!(store.count_live_for_client("192.0.2.2").await.unwrap(), 0);
+    // An ended sandbox no longer counts, and its client is forgotten with its data.
+    let now = Timestamp::now();
+    assert!(
+        store
+            .end(ids[0], now, EndReason::EndedByAdmin)
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.count_live_for_client("192.0.2.1").await.unwrap(), 1);
+    assert!(store.mark_data_deleted(ids[0], now).await.unwrap());
+    let kept: Option<String> = sqlx::query_scalar("SELECT client_key FROM sandboxes WHERE id = ?")
+        .bind(ids[0].to_string())
+        .fetch_one(&store.pool)
+        .await
+        .unwrap();
+    assert_eq!(kept, None);
+}
