@@ -232,6 +232,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         trusted_proxies: Arc::new(trusted_proxies),
         intake: Arc::new(Intake::new(IntakeSettings {
             max_uploads: config.intake.max_uploads as usize,
+            max_uploads_per_client: u64::from(config.intake.max_uploads_per_client),
             idle: Duration::from_secs(config.intake.idle_seconds),
             spool_budget_bytes: config.intake.spool_budget_bytes,
             max_upload_bytes: config.policy.max_upload_bytes,
@@ -254,7 +255,10 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         app,
         ServerSettings {
             max_connections: config.server.max_connections as usize,
+            max_connections_per_client: config.server.max_connections_per_client as usize,
+            trusted_proxies: state.trusted_proxies.clone(),
             header_read_timeout: Duration::from_secs(config.server.header_read_seconds),
+            body_idle_timeout: Duration::from_secs(config.server.body_idle_seconds.max(1)),
         },
         shutdown.clone(),
     ));

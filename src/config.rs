@@ -60,12 +60,15 @@ pub struct RateLimitConfig {
 #[derive(Clone, Debug, Deserialize)]
 pub struct ServerConfig {
     pub max_connections: u32,
+    pub max_connections_per_client: u32,
     pub header_read_seconds: u64,
+    pub body_idle_seconds: u64,
 }
 
 #[derive(Clone, Debug, Deserialize)]
 pub struct IntakeConfig {
     pub max_uploads: u32,
+    pub max_uploads_per_client: u32,
     pub idle_seconds: u64,
     pub spool_budget_bytes: u64,
 }

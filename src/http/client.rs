@@ -158,10 +158,7 @@ impl ClientAddress {
     }
 
     pub fn key(&self) -> ClientKey {
-        match self.0 {
-            IpAddr::V4(v4) => ClientKey::V4(v4),
-            IpAddr::V6(v6) => ClientKey::V6Net(u64::try_from(u128::from(v6) >> 64).unwrap_or(0)),
-        }
+        ClientKey::of(self.0)
     }
 }
 
@@ -177,6 +174,16 @@ pub enum ClientKey {
     V4(Ipv4Addr),
     /// The first 64 bits of the address.
     V6Net(u64),
+}
+
+impl ClientKey {
+    /// The key an address counts under (an IPv4-mapped address as its IPv4 address).
+    pub fn of(ip: IpAddr) -> ClientKey {
+        match ip.to_canonical() {
+            IpAddr::V4(v4) => ClientKey::V4(v4),
+            IpAddr::V6(v6) => ClientKey::V6Net(u64::try_from(u128::from(v6) >> 64).unwrap_or(0)),
+        }
+    }
 }
 
 impl fmt::Display for ClientKey {

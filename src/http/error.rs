@@ -40,6 +40,9 @@ pub enum ApiError {
     TooMany { detail: String, retry_after: u32 },
     #[error("{detail}")]
     Unavailable { detail: String, retry_after: u32 },
+    /// An upload this deployment can never hold (it would not fit even an empty spool).
+    #[error("{0}")]
+    InsufficientStorage(String),
     #[error("{0}")]
     BadGateway(String),
     #[error("{0}")]
@@ -82,6 +85,7 @@ impl ApiError {
             Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid"),
             TooMany { .. } => (StatusCode::TOO_MANY_REQUESTS, "capacity"),
             Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            InsufficientStorage(_) => (StatusCode::INSUFFICIENT_STORAGE, "insufficient-storage"),
             BadGateway(_) => (StatusCode::BAD_GATEWAY, "demo-not-answering"),
             Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
@@ -202,6 +206,10 @@ impl From<SpoolError> for ApiError {
                 ApiError::invalid("file", err.to_string())
             }
             SpoolError::Body(_) => ApiError::BadRequest(err.to_string()),
+            // Waiting would not help: the demo's limit is over the whole budget.
+            SpoolError::Full { wanted, budget, .. } if wanted > budget => {
+                ApiError::InsufficientStorage(err.to_string())
+            }
             // The disk, or the spool's budget, cannot hold the upload now.
             SpoolError::Io(_) | SpoolError::Full { .. } => ApiError::Unavailable {
                 detail: err.to_string(),

@@ -54,6 +54,9 @@ pub fn body_limit(max_upload_bytes: u64) -> usize {
 pub struct IntakeSettings {
     /// Uploads read at once, all clients together.
     pub max_uploads: usize,
+    /// Creations in progress at once from one client: each reserves its demo's whole
+    /// upload limit, so without this one slow client could hold the whole spool budget.
+    pub max_uploads_per_client: u64,
     /// How long an upload may send nothing.
     pub idle: Duration,
     /// Bytes the spool may hold at once (see `SpoolBudget`).
@@ -76,6 +79,7 @@ pub struct Intake {
     share: Option<u64>,
     /// Creations in progress per client (not yet recorded, so not yet counted).
     in_progress: Mutex<HashMap<ClientKey, u64>>,
+    max_uploads_per_client: u64,
 }
 
 impl Intake {
@@ -90,6 +94,7 @@ impl Intake {
             max_upload_bytes: settings.max_upload_bytes,
             share,
             in_progress: Mutex::new(HashMap::new()),
+            max_uploads_per_client: settings.max_uploads_per_client.max(1),
         }
     }
 
@@ -98,9 +103,19 @@ impl Intake {
     }
 
     /// Holds one of `client`'s places while its sandbox is made; refused (`429`) when the
-    /// client's live sandboxes and creations in progress already fill its share.
+    /// client already has its most creations in progress, or when its live sandboxes and
+    /// creations in progress already fill its share.
     async fn claim(&self, store: &dyn Store, client: ClientKey) -> Result<Claim<'_>, ApiError> {
         let claim = Claim::take(self, client);
+        if claim.in_progress > self.max_uploads_per_client {
+            return Err(ApiError::TooMany {
+                detail: format!(
+                    "this address is already uploading {} trials; try again when they are in",
+                    claim.in_progress - 1
+                ),
+                retry_after: 10,
+            });
+        }
         let Some(share) = self.share else {
             return Ok(claim);
         };
@@ -502,9 +517,47 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_client_uploads_at_most_its_few_trials_at_once() {
+        let intake = Intake::new(IntakeSettings {
+            max_uploads: 8,
+            max_uploads_per_client: 2,
+            idle: Duration::from_secs(5),
+            spool_budget_bytes: 1 << 20,
+            max_upload_bytes: 1 << 20,
+            max_sandboxes: 10,
+            max_share_percent: 100,
+        });
+        let store = crate::store::SqliteStore::connect("sqlite::memory:")
+            .await
+            .unwrap();
+        let key = |ip: &str| {
+            ClientAddress::of(
+                &HeaderMap::new(),
+                Some(ip.parse().unwrap()),
+                &Default::default(),
+            )
+            .unwrap()
+            .key()
+        };
+        let (one, other) = (key("192.0.2.1:1"), key("192.0.2.2:1"));
+        let first = intake.claim(&store, one).await.unwrap();
+        let second = intake.claim(&store, one).await.unwrap();
+        assert!(matches!(
+            intake.claim(&store, one).await,
+            Err(ApiError::TooMany { .. })
+        ));
+        let theirs = intake.claim(&store, other).await.unwrap();
+        drop(first);
+        let again = intake.claim(&store, one).await.unwrap();
+        drop((second, again, theirs));
+        assert!(intake.in_progress.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
     async fn a_client_holds_at_most_its_share_of_places_while_creating() {
         let intake = Intake::new(IntakeSettings {
             max_uploads: 4,
+            max_uploads_per_client: 10,
             idle: Duration::from_secs(5),
             spool_budget_bytes: 1 << 20,
             max_upload_bytes: 1 << 20,
@@ -552,6 +605,7 @@ mod tests {
             max_share_percent: percent,
             max_sandboxes: max,
             max_uploads: 1,
+            max_uploads_per_client: 1,
             idle: Duration::from_secs(1),
             spool_budget_bytes: 1,
             max_upload_bytes: 1,

@@ -140,6 +140,13 @@ impl SandboxOrigins {
                 ));
             }
         };
+        // testdrive's own host under the sandbox domain would be taken for a sandbox's.
+        if host == domain.as_str() || host.ends_with(&format!(".{domain}")) {
+            return Err(format!(
+                "sandbox_domain {domain} must not be the public URL's host {host} or a domain \
+                 above it: choose a domain of its own (see the README)"
+            ));
+        }
         Ok(SandboxOrigins::Own {
             public_url,
             domain,
@@ -181,7 +188,16 @@ impl SandboxOrigins {
             return Host::Service;
         }
         let name = host.split(':').next().unwrap_or(host);
-        let name = name.trim_end_matches('.').to_ascii_lowercase();
+        let name = name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase();
+        // More trailing dots: another spelling (so another origin) of a name.
+        if name.ends_with('.') {
+            let bare = name.trim_end_matches('.');
+            return if bare == domain.as_str() || bare.ends_with(&format!(".{domain}")) {
+                Host::UnknownSandbox
+            } else {
+                Host::Service
+            };
+        }
         if name == domain.as_str() {
             return Host::UnknownSandbox;
         }
@@ -191,8 +207,10 @@ impl SandboxOrigins {
         else {
             return Host::Service;
         };
+        // One spelling per sandbox (each spelling would be an origin of its own): the
+        // hyphenated id, as `url` writes it.
         match SandboxId::parse(label) {
-            Ok(id) if !label.contains('.') => Host::Sandbox(id),
+            Ok(id) if id.to_string() == label => Host::Sandbox(id),
             _ => Host::UnknownSandbox,
         }
     }
@@ -254,6 +272,8 @@ mod tests {
             "exa mple.com",
             "-a.com",
             "a..b",
+            "try.example.com",
+            "example.com",
             "10.0.0.1",
             "a_b.com",
             "é.com",
@@ -283,6 +303,8 @@ mod tests {
             "sandbox.localhost",
             "nope.sandbox.localhost:8080",
             &format!("x.{id}.sandbox.localhost"),
+            &format!("{}.sandbox.localhost", id.simple()),
+            &format!("{id}.sandbox.localhost.."),
         ] {
             assert_eq!(origins.host(Some(other)), Host::UnknownSandbox, "{other}");
         }

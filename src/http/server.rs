@@ -3,15 +3,18 @@
 //! headers within `header_read_timeout` (a connection kept alive and idle that long is
 //! closed too), and a connection's buffer is capped, so a client cannot hold memory by
 //! sending headers slowly, or without end. A connection over the cap is answered `503`
-//! with `Retry-After` and closed. A connection upgraded to a WebSocket keeps its place
-//! until it closes. Handlers see the peer as `ConnectInfo<SocketAddr>`; responses go out
+//! with `Retry-After` and closed, and so is one over the places one client may hold
+//! (`max_connections_per_client`, a trusted proxy aside), so that one client cannot take
+//! them all. A request body that sends nothing for `body_idle_timeout` fails, on every
+//! route. A connection upgraded to a WebSocket keeps its place until it closes. Handlers see the peer as `ConnectInfo<SocketAddr>`; responses go out
 //! without Nagle's delay. Stopping: no new connections, and those open finish their
 //! request in flight.
 
+use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::{Pin, pin};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -27,6 +30,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
+use super::client::{ClientKey, TrustedProxies};
+
 /// A connection's read (and write) buffer at most: also the largest request head, as
 /// nginx's default (`large_client_header_buffers 4 8k`) is about half of.
 const MAX_BUF: usize = 64 * 1024;
@@ -35,10 +40,54 @@ const MAX_BUF: usize = 64 * 1024;
 /// closed.
 const REFUSING: usize = 64;
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct ServerSettings {
     pub max_connections: usize,
+    /// Connections one client (an IPv4 address or IPv6 /64) may hold; trusted proxies,
+    /// which speak for many clients, are only held to `max_connections`.
+    pub max_connections_per_client: usize,
+    pub trusted_proxies: Arc<TrustedProxies>,
     pub header_read_timeout: Duration,
+    /// How long a request body may send nothing before the request fails.
+    pub body_idle_timeout: Duration,
+}
+
+/// Connections open per client.
+#[derive(Default)]
+struct PerClient(Mutex<HashMap<ClientKey, usize>>);
+
+impl PerClient {
+    fn take(self: &Arc<Self>, key: ClientKey, most: usize) -> Option<ClientPlace> {
+        let mut open = self.0.lock().expect("connection counts");
+        let count = open.entry(key).or_insert(0);
+        if *count >= most {
+            return None;
+        }
+        *count += 1;
+        Some(ClientPlace {
+            counts: self.clone(),
+            key,
+        })
+    }
+}
+
+/// One of a client's places, given back when the connection closes.
+struct ClientPlace {
+    counts: Arc<PerClient>,
+    key: ClientKey,
+}
+
+impl Drop for ClientPlace {
+    fn drop(&mut self) {
+        if let Ok(mut open) = self.counts.0.lock()
+            && let Some(count) = open.get_mut(&self.key)
+        {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.key);
+            }
+        }
+    }
 }
 
 /// Serves `router` on `listener` until `shutdown`, then waits for the connections still
@@ -51,6 +100,7 @@ pub async fn serve(
 ) -> io::Result<()> {
     let places = Arc::new(Semaphore::new(settings.max_connections.max(1)));
     let refusing = Arc::new(Semaphore::new(REFUSING));
+    let per_client = Arc::new(PerClient::default());
     let connections = TaskTracker::new();
     loop {
         let accepted = tokio::select! {
@@ -72,18 +122,32 @@ pub async fn serve(
         // Without it a response streamed over a kept-alive connection (the proxy's) waits
         // ~40 ms on Nagle and the client's delayed ACK (docs/benchmarks.md).
         let _ = tcp.set_nodelay(true);
-        match places.clone().try_acquire_owned() {
-            Ok(place) => {
-                let io = Counted { tcp, _place: place };
+        let client_place = if settings.trusted_proxies.trusts(peer.ip()) {
+            Some(None)
+        } else {
+            per_client
+                .take(
+                    ClientKey::of(peer.ip()),
+                    settings.max_connections_per_client.max(1),
+                )
+                .map(Some)
+        };
+        match (client_place, places.clone().try_acquire_owned()) {
+            (Some(client_place), Ok(place)) => {
+                let io = Counted {
+                    tcp,
+                    _place: place,
+                    _client_place: client_place,
+                };
                 connections.spawn(connection(
                     io,
                     peer,
                     router.clone(),
-                    settings,
+                    settings.clone(),
                     shutdown.clone(),
                 ));
             }
-            Err(_) => {
+            _ => {
                 metrics::counter!("testdrive_connections_refused_total").increment(1);
                 if let Ok(refusal) = refusing.clone().try_acquire_owned() {
                     connections.spawn(refuse(tcp, refusal));
@@ -113,8 +177,9 @@ async fn connection(
     settings: ServerSettings,
     shutdown: CancellationToken,
 ) {
+    let idle = settings.body_idle_timeout;
     let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
-        let mut request = request.map(Body::new);
+        let mut request = request.map(|body| Body::new(IdleBody::new(body, idle)));
         request.extensions_mut().insert(ConnectInfo(peer));
         router.clone().oneshot(request)
     });
@@ -183,6 +248,68 @@ async fn refuse(mut tcp: TcpStream, _refusal: OwnedSemaphorePermit) {
 struct Counted {
     tcp: TcpStream,
     _place: OwnedSemaphorePermit,
+    _client_place: Option<ClientPlace>,
+}
+
+/// A request body that fails when its client sends nothing for `idle`: a handler waiting
+/// on a body (a form, JSON) is not held for ever by a client that announced bytes it never
+/// sends.
+struct IdleBody {
+    inner: Incoming,
+    idle: Duration,
+    /// Set while the handler waits for bytes that have not come: the time runs from
+    /// then, not from when the request began (a handler may read its body late).
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl IdleBody {
+    fn new(inner: Incoming, idle: Duration) -> IdleBody {
+        IdleBody {
+            inner,
+            idle,
+            timer: None,
+        }
+    }
+}
+
+/// The error an idle body ends with.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body sent nothing for {0:?}")]
+pub struct BodyIdle(Duration);
+
+impl hyper::body::Body for IdleBody {
+    type Data = bytes::Bytes;
+    type Error = axum::BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                self.timer = None;
+                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+            }
+            Poll::Pending => {
+                let idle = self.idle;
+                let timer = self
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+                match timer.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Some(Err(BodyIdle(idle).into()))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 impl AsyncRead for Counted {
@@ -231,6 +358,16 @@ mod tests {
     use axum::routing::get;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+    fn test_settings() -> ServerSettings {
+        ServerSettings {
+            max_connections: 8,
+            max_connections_per_client: 8,
+            trusted_proxies: Arc::default(),
+            header_read_timeout: Duration::from_secs(30),
+            body_idle_timeout: Duration::from_secs(30),
+        }
+    }
+
     async fn start(
         settings: ServerSettings,
     ) -> (
@@ -238,10 +375,15 @@ mod tests {
         CancellationToken,
         tokio::task::JoinHandle<io::Result<()>>,
     ) {
-        let router = Router::new().route(
-            "/peer",
-            get(|ConnectInfo(peer): ConnectInfo<SocketAddr>| async move { peer.to_string() }),
-        );
+        let router = Router::new()
+            .route(
+                "/peer",
+                get(|ConnectInfo(peer): ConnectInfo<SocketAddr>| async move { peer.to_string() }),
+            )
+            .route(
+                "/echo",
+                axum::routing::post(|body: String| async move { body }),
+            );
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let shutdown = CancellationToken::new();
@@ -270,6 +412,7 @@ mod tests {
         let settings = ServerSettings {
             max_connections: 2,
             header_read_timeout: Duration::from_secs(30),
+            ..test_settings()
         };
         let (addr, shutdown, server) = start(settings).await;
         let mut first = TcpStream::connect(addr).await.unwrap();
@@ -305,10 +448,70 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn one_client_holds_at_most_its_share_of_connections() {
+        let settings = ServerSettings {
+            max_connections: 8,
+            max_connections_per_client: 2,
+            ..test_settings()
+        };
+        let (addr, shutdown, server) = start(settings).await;
+        let mut first = TcpStream::connect(addr).await.unwrap();
+        assert!(get_peer(&mut first).await.starts_with("HTTP/1.1 200"));
+        let mut second = TcpStream::connect(addr).await.unwrap();
+        assert!(get_peer(&mut second).await.starts_with("HTTP/1.1 200"));
+        let mut third = TcpStream::connect(addr).await.unwrap();
+        assert!(read_to_end(&mut third).await.starts_with("HTTP/1.1 503"));
+        // A trusted proxy speaks for many clients.
+        let trusting = ServerSettings {
+            max_connections: 8,
+            max_connections_per_client: 1,
+            trusted_proxies: Arc::new(TrustedProxies::parse("127.0.0.1").unwrap()),
+            ..test_settings()
+        };
+        let (proxied, stop_proxied, proxied_server) = start(trusting).await;
+        let mut held = Vec::new();
+        for _ in 0..3 {
+            let mut stream = TcpStream::connect(proxied).await.unwrap();
+            assert!(get_peer(&mut stream).await.starts_with("HTTP/1.1 200"));
+            held.push(stream);
+        }
+        shutdown.cancel();
+        stop_proxied.cancel();
+        drop((first, second, held));
+        server.await.unwrap().unwrap();
+        proxied_server.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_body_that_sends_nothing_fails_the_request() {
+        let settings = ServerSettings {
+            body_idle_timeout: Duration::from_millis(200),
+            ..test_settings()
+        };
+        let (addr, shutdown, server) = start(settings).await;
+        let mut stalled = TcpStream::connect(addr).await.unwrap();
+        stalled
+            .write_all(b"POST /echo HTTP/1.1\r\nhost: x\r\ncontent-length: 10\r\n\r\nabc")
+            .await
+            .unwrap();
+        let mut buf = vec![0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(30), stalled.read(&mut buf))
+            .await
+            .expect("answered once the body was idle")
+            .unwrap();
+        let answer = String::from_utf8_lossy(&buf[..n]).to_string();
+        assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+        shutdown.cancel();
+        drop(stalled);
+        server.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
     async fn headers_must_arrive_in_time_and_not_without_end() {
         let settings = ServerSettings {
             max_connections: 8,
             header_read_timeout: Duration::from_millis(300),
+            ..test_settings()
         };
         let (addr, shutdown, server) = start(settings).await;
         // A request head that never ends is closed once the time is up.

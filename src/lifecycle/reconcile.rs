@@ -121,6 +121,9 @@ impl Lifecycle {
 /// One pass. Only failing to read the database or list the Engine ends it early.
 pub(super) async fn once(lifecycle: &Lifecycle) -> Result<(), LifecycleError> {
     let store = lifecycle.store();
+    // A failed load command's output may hold the prospect's data: it lasts no longer
+    // than the trial window the prospect asked for.
+    store.forget_load_outputs(lifecycle.now()).await?;
     each(store.pending_teardowns().await?, "teardown", |id| {
         lifecycle.teardown(id)
     })

@@ -142,6 +142,9 @@ pub trait SandboxStore: Send + Sync {
     async fn mark_data_deleted(&self, id: SandboxId, at: Timestamp) -> Result<bool>;
     /// Keeps what the demo's load command printed when it failed, for the prospect alone.
     async fn set_load_output(&self, id: SandboxId, output: &str) -> Result<()>;
+    /// Erases what load commands printed for sandboxes whose trial window ended by `now`:
+    /// the prospect's to read until then, nobody's after. The number erased.
+    async fn forget_load_outputs(&self, now: Timestamp) -> Result<u64>;
     /// Ended sandboxes whose objects are not yet confirmed gone.
     async fn pending_teardowns(&self) -> Result<Vec<SandboxId>>;
     /// `ready` → `sleeping` for every sandbox idle (no proxy activity since it was ready or

@@ -219,6 +219,7 @@ impl TestApp {
         // Tests create many sandboxes from one address; the limits have their own tests.
         config.rate_limit.burst = 10_000;
         config.rate_limit.max_share_percent = 100;
+        config.intake.max_uploads_per_client = 1000;
         configure(&mut config);
         let running = boot(config.clone()).await;
         let instance = running

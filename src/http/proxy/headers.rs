@@ -166,7 +166,10 @@ fn confine_location(value: &HeaderValue, scope: &Scope<'_>) -> Option<HeaderValu
     if !inside {
         return None;
     }
-    let mut local = format!("{}{}", scope.prefix, target.path());
+    // Dot segments can leave a path starting `//` (`/.//evil.example`), which a browser
+    // reads as another host: one slash is all a path inside the sandbox needs.
+    let path = format!("/{}", target.path().trim_start_matches('/'));
+    let mut local = format!("{}{path}", scope.prefix);
     if let Some(query) = target.query() {
         local.push('?');
         local.push_str(query);
@@ -210,7 +213,13 @@ pub fn prepare_request(
     is_ours_token: impl Fn(&str) -> bool,
     forwarded: &Forwarded<'_>,
 ) {
-    if super::super::auth::bearer(headers).is_some_and(&is_ours_token) {
+    // Every `Authorization` value, not only the first one `bearer` reads.
+    let carries_ours = headers.get_all(header::AUTHORIZATION).iter().any(|value| {
+        let mut one = HeaderMap::new();
+        one.insert(header::AUTHORIZATION, value.clone());
+        super::super::auth::bearer(&one).is_some_and(&is_ours_token)
+    });
+    if carries_ours {
         headers.remove(header::AUTHORIZATION);
     }
     let kept: Vec<&str> = headers
@@ -452,6 +461,31 @@ mod tests {
             ("http://evil.example/", None, None),
             ("https://10.0.0.3:8080/", None, None),
             ("javascript:alert(1)", None, None),
+            (
+                "/.//evil.example/x",
+                Some("/s/x/evil.example/x"),
+                Some("/evil.example/x"),
+            ),
+            (
+                "/a/..//evil.example/",
+                Some("/s/x/evil.example/"),
+                Some("/evil.example/"),
+            ),
+            (
+                "/%2e//evil.example",
+                Some("/s/x/evil.example"),
+                Some("/evil.example"),
+            ),
+            (
+                "/.\\/evil.example",
+                Some("/s/x/evil.example"),
+                Some("/evil.example"),
+            ),
+            (
+                "http://sandbox.invalid//evil.example",
+                Some("/s/x/evil.example"),
+                Some("/evil.example"),
+            ),
         ] {
             assert_eq!(location("/s/x", value).as_deref(), shared, "{value}");
             assert_eq!(location("", value).as_deref(), own, "{value}");
@@ -494,6 +528,27 @@ mod tests {
             headers["forwarded"],
             "for=127.0.0.1;host=\"id.sandbox.localhost:8080\";proto=http"
         );
+
+        let mut two = HeaderMap::new();
+        two.append(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Basic dTpw"),
+        );
+        two.append(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer tds_x"),
+        );
+        prepare_request(
+            &mut two,
+            |t| t.starts_with("tds_"),
+            &Forwarded {
+                client: None,
+                host: None,
+                proto: "http",
+                prefix: "",
+            },
+        );
+        assert!(!two.contains_key(header::AUTHORIZATION));
 
         let mut basic = HeaderMap::new();
         basic.insert(

@@ -60,17 +60,27 @@ pub fn router() -> Router<AppState> {
 /// Sends every request for a sandbox host to its sandbox, before testdrive's own routes
 /// see it: nothing of testdrive's is served on a sandbox's origin.
 pub async fn sandbox_hosts(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let host = req
-        .uri()
-        .authority()
-        .map(|a| a.as_str().to_string())
-        .or_else(|| {
-            req.headers()
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .map(str::to_string)
-        });
-    match state.origins.host(host.as_deref()) {
+    let target = req.uri().authority().map(|a| a.as_str());
+    let host_header = req.headers().get(header::HOST).map(|h| h.to_str().ok());
+    let host = match (target, host_header) {
+        (_, Some(None)) => {
+            return ApiError::BadRequest("the Host header is not text".to_string()).into_response();
+        }
+        (Some(target), Some(Some(host))) => {
+            // A request line naming one host and a `Host` naming another would be routed by
+            // one and cached or forwarded by the other.
+            if state.origins.host(Some(target)) != state.origins.host(Some(host)) {
+                return ApiError::BadRequest(
+                    "the request's target and its Host header name different hosts".to_string(),
+                )
+                .into_response();
+            }
+            Some(host)
+        }
+        (target, Some(Some(host))) => target.or(Some(host)),
+        (target, None) => target,
+    };
+    match state.origins.host(host) {
         Host::Service => next.run(req).await,
         Host::Sandbox(id) => {
             let path = req.uri().path().to_string();

@@ -38,6 +38,9 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(5))
+            // What is deleted or overwritten (a load command's output, a secret in clear)
+            // is zeroed, not left in a free page of the file.
+            .pragma("secure_delete", "on")
             .foreign_keys(true);
         let pool = if url.contains(":memory:") {
             // An in-memory database exists once per connection: keep exactly one, for

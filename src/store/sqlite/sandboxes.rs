@@ -254,6 +254,15 @@ impl SandboxStore for SqliteStore {
         self.changed(query).await
     }
 
+    async fn forget_load_outputs(&self, now: Timestamp) -> Result<u64> {
+        let query = sqlx::query(
+            "UPDATE sandboxes SET load_output = NULL
+             WHERE load_output IS NOT NULL AND expires_at <= ?",
+        )
+        .bind(now.millis());
+        Ok(query.execute(&self.pool).await?.rows_affected())
+    }
+
     async fn set_load_output(&self, id: SandboxId, output: &str) -> Result<()> {
         let query = sqlx::query("UPDATE sandboxes SET load_output = ? WHERE id = ?")
             .bind(output)

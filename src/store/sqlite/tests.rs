@@ -621,6 +621,12 @@ async fn an_older_failure_gives_its_load_output_to_the_sandbox() {
         "the demo did not answer GET / on port 80 within 5 s"
     );
     assert_eq!(load_output(other).await, None);
+    // Past their trial windows (both expire at 0), nobody reads it any more.
+    assert_eq!(
+        store.forget_load_outputs(Timestamp::now()).await.unwrap(),
+        1
+    );
+    assert_eq!(load_output(printed).await, None);
 }
 
 #[tokio::test]
