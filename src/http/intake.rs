@@ -463,15 +463,7 @@ pub async fn start_trial(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use axum::http::HeaderValue;
-
-    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
-        let mut map = HeaderMap::new();
-        for (k, v) in pairs {
-            map.append(*k, HeaderValue::from_static(v));
-        }
-        map
-    }
+    use crate::http::session::tests::headers;
 
     #[test]
     fn trials_from_other_sites_are_refused() {
@@ -498,11 +490,7 @@ mod tests {
             "http://x.sandbox.localhost:8080",
             "",
         ] {
-            let map = {
-                let mut m = HeaderMap::new();
-                m.insert("origin", HeaderValue::from_str(origin).unwrap());
-                m
-            };
+            let map = headers(&[("origin", origin)]);
             assert!(refuse_other_sites(&map, ours).is_err(), "{origin}");
         }
         // Default ports and a path in the public URL.

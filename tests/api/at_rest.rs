@@ -4,22 +4,18 @@
 //! the prospect (never in events, the vendor's or operators' views, reports, webhooks or
 //! the service's log); the signed receipt is handed out behind the trial page's key.
 
-use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::http::HeaderMap;
-use hmac::{Hmac, Mac};
 use reqwest::StatusCode;
 use reqwest::header::SET_COOKIE;
 use reqwest::multipart::{Form, Part};
 use serde_json::{Value, json};
-use sha2::Sha256;
 
-use crate::helpers::{Api, TestApp, require_images};
+use crate::helpers::{
+    Api, Hooked, Recorded, TestApp, poll, recording_receiver, require_images, signed, webhook_app,
+};
 use crate::process::ChildService;
 
 /// Every path under `dir` (itself included) with its permission bits, links not followed.
@@ -48,64 +44,13 @@ fn loose_paths(dir: &Path) -> Vec<String> {
         .collect()
 }
 
-/// A receiver on 127.0.0.1 recording every request: (signature header, body).
-async fn receiver() -> (SocketAddr, Arc<Mutex<Vec<(String, String)>>>) {
-    let received = Arc::new(Mutex::new(Vec::new()));
-    let record = received.clone();
-    let app = axum::Router::new().route(
-        "/hook",
-        axum::routing::post(move |headers: HeaderMap, body: Bytes| {
-            let record = record.clone();
-            async move {
-                let signature = headers
-                    .get("testdrive-signature")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or_default()
-                    .to_string();
-                let body = String::from_utf8_lossy(&body).to_string();
-                record.lock().unwrap().push((signature, body));
-                axum::http::StatusCode::NO_CONTENT
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (addr, received)
-}
-
-async fn set_webhook(api: &Api, vendor: &str, key: &str, url: &str) -> Value {
-    let res = api
-        .http
-        .patch(api.url(&format!("/v1/vendors/{vendor}")))
-        .bearer_auth(key)
-        .json(&json!({ "webhook_url": url }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::OK);
-    res.json().await.unwrap()
-}
-
-/// The vendor id of a key's demos.
-async fn vendor_of(api: &Api, key: &str) -> String {
-    let demos: Value = api.get("/v1/demos", Some(key)).await.json().await.unwrap();
-    demos["items"][0]["vendor_id"].as_str().unwrap().to_string()
-}
-
 /// Waits until `done` holds for what the receiver got, up to a minute.
 async fn received_when(
-    received: &Mutex<Vec<(String, String)>>,
+    received: &Recorded,
     done: impl Fn(&[(String, String)]) -> bool,
 ) -> Vec<(String, String)> {
-    for _ in 0..600 {
-        let got = received.lock().unwrap().clone();
-        if done(&got) {
-            return got;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("the deliveries never arrived");
+    let fetch = async || received.lock().unwrap().clone();
+    poll(Duration::from_millis(100), fetch, |got| done(got)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -117,9 +62,7 @@ async fn the_data_directory_is_private_whatever_the_umask() {
         libc::umask(0o022);
     }
     let mut svc = ChildService::start().await;
-    let (key, demo) = svc.static_demo(json!({})).await;
-    let vendor = vendor_of(&svc, &key).await;
-    set_webhook(&svc, &vendor, &key, "https://1.1.1.1/hook").await;
+    let Hooked { demo, .. } = svc.hooked_demo(json!({}), "https://1.1.1.1/hook").await;
     let created = svc
         .ready_sandbox(&demo, &[("a.csv", b"x\n1\n".to_vec())])
         .await;
@@ -187,24 +130,16 @@ async fn stored_secrets(data_dir: &Path) -> Vec<String> {
     secrets
 }
 
-fn signed(secret: &str, body: &str) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
-    mac.update(body.as_bytes());
-    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhook_secrets_never_reach_the_database_in_plain_text() {
     require_images();
-    let mut app = TestApp::spawn_with(|c| {
-        c.webhook_allow_private = true;
-        c.webhook_first_retry_ms = 100;
-    })
-    .await;
-    let (addr, received) = receiver().await;
-    let (key, demo) = app.static_demo(json!({})).await;
-    let vendor = vendor_of(&app, &key).await;
-    let set = set_webhook(&app, &vendor, &key, &format!("http://{addr}/hook")).await;
+    let mut app = webhook_app().await;
+    let (addr, received) = recording_receiver().await;
+    let Hooked {
+        demo, answer: set, ..
+    } = app
+        .hooked_demo(json!({}), &format!("http://{addr}/hook"))
+        .await;
     let secret = set["webhook_secret"].as_str().unwrap().to_string();
 
     let stored = stored_secrets(&app.data_dir).await;
@@ -332,13 +267,16 @@ async fn what_the_load_command_prints_stays_with_the_prospect() {
         ("TESTDRIVE_WEBHOOK_FIRST_RETRY_MS", "100"),
     ])
     .await;
-    let (addr, received) = receiver().await;
+    let (addr, received) = recording_receiver().await;
     // The load command prints the prospect's file, then fails.
-    let (key, demo) = svc
-        .static_demo(json!({"load_command": ["sh", "-c", "cat /data/*; exit 3"]}))
+    let Hooked {
+        key, demo, vendor, ..
+    } = svc
+        .hooked_demo(
+            json!({"load_command": ["sh", "-c", "cat /data/*; exit 3"]}),
+            &format!("http://{addr}/hook"),
+        )
         .await;
-    let vendor = vendor_of(&svc, &key).await;
-    set_webhook(&svc, &vendor, &key, &format!("http://{addr}/hook")).await;
     let marker = format!("prospect-secret-{}", uuid::Uuid::new_v4().simple());
     let data = format!("name,salary\n{marker},100\n").into_bytes();
 

@@ -499,6 +499,17 @@ impl Session {
             .await;
     }
 
+    /// Logs in to the operators' console and waits until its live feed is connected.
+    pub async fn log_in_live(&self, base: &str, admin: &str) {
+        self.log_in(base, "/ops", admin).await;
+        self.wait_until(
+            "#live",
+            |l| l.attr("data-connected") == Some("true"),
+            PATIENCE,
+        )
+        .await;
+    }
+
     /// Marks the page, so that `assert_nothing_sent` can tell it neither navigated nor sent a
     /// request since.
     pub async fn mark_unsent(&self) {
@@ -978,13 +989,7 @@ async fn dashboard_updates_without_reload() {
     let (_, demo) = app.static_demo(json!({})).await;
 
     let s = browser.session().await;
-    s.log_in(&app.base, "/ops", &app.admin).await;
-    s.wait_until(
-        "#live",
-        |l| l.attr("data-connected") == Some("true"),
-        PATIENCE,
-    )
-    .await;
+    s.log_in_live(&app.base, &app.admin).await;
     s.execute("window.__marker = 42;", vec![]).await.unwrap();
 
     // A sandbox appears, becomes ready and shows its memory, with no reload.

@@ -203,13 +203,7 @@ async fn a_demo_tries_the_console(mode: Mode) {
         s.click("form[action=\"/ops/logout\"] button").await;
         s.wait_visible("form#login").await;
     }
-    s.log_in(&app.base, "/ops", &app.admin).await;
-    s.wait_until(
-        "#live",
-        |l| l.attr("data-connected") == Some("true"),
-        PATIENCE,
-    )
-    .await;
+    s.log_in_live(&app.base, &app.admin).await;
     s.wait_until(
         &format!("tr[data-sandbox-id=\"{id}\"]"),
         |r| r.found,

@@ -12,11 +12,15 @@
 mod sample;
 pub use sample::csv_of_size;
 
+use std::net::SocketAddr;
 use std::ops::Deref;
 use std::process::Command;
-use std::sync::Once;
+use std::sync::{Arc, Mutex, Once};
 use std::time::Duration;
 
+use axum::body::Bytes;
+use axum::http::HeaderMap;
+use hmac::{Hmac, Mac};
 use reqwest::multipart::{Form, Part};
 use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
@@ -124,6 +128,44 @@ pub fn exec_in(sandbox_id: &str, cmd: &[&str]) -> std::process::Output {
         .expect("the docker CLI runs")
 }
 
+/// Runs `sh -c script` in the sandbox: (exit status success, stdout + stderr).
+pub fn sh_in(sandbox_id: &str, script: &str) -> (bool, String) {
+    let out = exec_in(sandbox_id, &["sh", "-c", script]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// `docker inspect -f <format>` of the sandbox's container, trimmed.
+pub fn inspect_container(sandbox_id: &str, format: &str) -> String {
+    let out = Command::new("docker")
+        .args(["inspect", "-f", format, &container_of(sandbox_id)])
+        .output()
+        .expect("the docker CLI runs");
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// The sandbox's address on the sandbox network.
+pub fn container_ip(sandbox_id: &str) -> String {
+    inspect_container(
+        sandbox_id,
+        "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+    )
+}
+
+/// `docker network inspect -f <format>` of the app's sandbox network, trimmed.
+pub fn inspect_network(app: &TestApp, format: &str) -> String {
+    let out = Command::new("docker")
+        .args(["network", "inspect", "-f", format, &app.network])
+        .output()
+        .expect("the docker CLI runs");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
 /// A sandbox network for one test app (in-process or a child process), on a /24 of
 /// 10.214.0.0/16 no other network uses: the Engine refuses overlapping subnets, so trying
 /// them in turn finds a free one. Returns (name, bridge, subnet).
@@ -220,6 +262,8 @@ impl TestApp {
         config.rate_limit.burst = 10_000;
         config.rate_limit.max_share_percent = 100;
         config.intake.max_uploads_per_client = 1000;
+        // Every test client is 127.0.0.1.
+        config.server.max_connections_per_client = 100_000;
         configure(&mut config);
         let running = boot(config.clone()).await;
         let instance = running
@@ -439,6 +483,71 @@ impl Api {
         body
     }
 
+    /// A ready sandbox of a new static-files demo (`overrides` merged into its manifest),
+    /// holding one small CSV: (id, token).
+    pub async fn static_sandbox(&self, overrides: Value) -> (String, String) {
+        let (_, demo) = self.static_demo(overrides).await;
+        let body = self
+            .ready_sandbox(&demo, &[("a.csv", b"x,y\n1,2\n".to_vec())])
+            .await;
+        (
+            body["id"].as_str().unwrap().to_string(),
+            body["token"].as_str().unwrap().to_string(),
+        )
+    }
+
+    /// Ends the sandbox as its prospect and checks nothing of it is left on the Engine.
+    pub async fn end_sandbox(&self, id: &str, token: &str) {
+        let res = self
+            .delete(&format!("/v1/sandboxes/{id}"), Some(token))
+            .await;
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_no_objects(id);
+    }
+
+    /// `PATCH /v1/vendors/{vendor}` with `body`, as `key`.
+    pub async fn patch_vendor(&self, vendor: &str, key: &str, body: Value) -> Response {
+        self.http
+            .patch(self.url(&format!("/v1/vendors/{vendor}")))
+            .bearer_auth(key)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// A vendor with one demo of the static-files image (`overrides` merged into its
+    /// manifest) whose webhooks go to `url`.
+    pub async fn hooked_demo(&self, overrides: Value, url: &str) -> Hooked {
+        let (key, demo) = self.static_demo(overrides).await;
+        let vendor = self.vendor_of(&key).await;
+        let res = self
+            .patch_vendor(&vendor, &key, json!({ "webhook_url": url }))
+            .await;
+        assert_eq!(res.status(), StatusCode::OK);
+        Hooked {
+            key,
+            demo,
+            vendor,
+            answer: res.json().await.unwrap(),
+        }
+    }
+
+    /// The vendor as `key` sees it (`GET /v1/vendors/{vendor}`).
+    pub async fn vendor_record(&self, vendor: &str, key: &str) -> Value {
+        self.get(&format!("/v1/vendors/{vendor}"), Some(key))
+            .await
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// The id of the vendor whose key this is (read from its first demo).
+    pub async fn vendor_of(&self, key: &str) -> String {
+        let demos: Value = self.get("/v1/demos", Some(key)).await.json().await.unwrap();
+        demos["items"][0]["vendor_id"].as_str().unwrap().to_string()
+    }
+
     /// Polls the sandbox (as `token`) until `done` holds, up to a minute.
     pub async fn wait_for(&self, id: &str, token: &str, done: impl Fn(&Value) -> bool) -> Value {
         let path = format!("/v1/sandboxes/{id}");
@@ -486,24 +595,90 @@ impl Api {
     }
 }
 
-/// Fetches a sandbox record every `every` until `done` holds, up to a minute.
-async fn poll(
+/// What `Api::hooked_demo` made.
+pub struct Hooked {
+    pub key: String,
+    pub demo: String,
+    pub vendor: String,
+    /// The answer to setting the URL (the only one that shows the secret).
+    pub answer: Value,
+}
+
+/// Fetches something (a sandbox record, what a receiver got) every `every` until `done`
+/// holds, up to a minute.
+pub async fn poll<T: std::fmt::Debug>(
     every: Duration,
-    mut fetch: impl AsyncFnMut() -> Value,
-    done: impl Fn(&Value) -> bool,
-) -> Value {
+    mut fetch: impl AsyncFnMut() -> T,
+    done: impl Fn(&T) -> bool,
+) -> T {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
-        let body = fetch().await;
-        if done(&body) {
-            return body;
+        let got = fetch().await;
+        if done(&got) {
+            return got;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "gave up waiting; last: {body}"
+            "gave up waiting; last: {got:?}"
         );
         tokio::time::sleep(every).await;
     }
+}
+
+/// An app whose webhooks may go to a receiver on 127.0.0.1, retried after 100 ms.
+pub async fn webhook_app() -> TestApp {
+    TestApp::spawn_with(|c| {
+        c.webhook_allow_private = true;
+        c.webhook_first_retry_ms = 100;
+    })
+    .await
+}
+
+/// A webhook receiver on 127.0.0.1 at `http://<addr>/hook`: `answer` is given each request
+/// as (its `testdrive-signature` header, its body) and says the status to answer with.
+pub async fn webhook_receiver<F, A>(answer: F) -> SocketAddr
+where
+    F: Fn(String, Bytes) -> A + Clone + Send + Sync + 'static,
+    A: Future<Output = axum::http::StatusCode> + Send + 'static,
+{
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: HeaderMap, body: Bytes| {
+            let signature = headers
+                .get("testdrive-signature")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string();
+            answer(signature, body)
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
+/// What a `recording_receiver` got: (signature header, body), in arrival order.
+pub type Recorded = Arc<Mutex<Vec<(String, String)>>>;
+
+/// A webhook receiver that records every request and answers 204.
+pub async fn recording_receiver() -> (SocketAddr, Recorded) {
+    let received = Recorded::default();
+    let record = received.clone();
+    let addr = webhook_receiver(move |signature, body| {
+        let body = String::from_utf8_lossy(&body).to_string();
+        record.lock().unwrap().push((signature, body));
+        async { axum::http::StatusCode::NO_CONTENT }
+    })
+    .await;
+    (addr, received)
+}
+
+/// The `testdrive-signature` value of `body` signed with `secret`.
+pub fn signed(secret: &str, body: &str) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(body.as_bytes());
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
 
 /// The kinds of a sandbox's events, in order.

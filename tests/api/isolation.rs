@@ -9,55 +9,15 @@ use serde_json::{Value, json};
 
 use crate::helpers::*;
 
-/// Runs `sh -c script` in the sandbox: (exit status success, stdout + stderr).
-fn sh(id: &str, script: &str) -> (bool, String) {
-    let out = exec_in(id, &["sh", "-c", script]);
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
-
 /// Tries a TCP connection from inside the sandbox; true if it was accepted.
 fn connects(id: &str, host: &str, port: u16) -> bool {
     // busybox nc: -w bounds the connect; the echo is what reaches the peer.
-    sh(id, &format!("echo hello | nc -w 2 {host} {port}")).0
+    sh_in(id, &format!("echo hello | nc -w 2 {host} {port}")).0
 }
 
 /// The host's address on the app's sandbox network (the bridge's gateway).
 fn gateway(app: &TestApp) -> String {
-    let out = std::process::Command::new("docker")
-        .args([
-            "network",
-            "inspect",
-            "-f",
-            "{{range .IPAM.Config}}{{.Gateway}}{{end}}",
-            &app.network,
-        ])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-async fn sandbox(app: &TestApp, overrides: Value) -> (String, String) {
-    let (_, demo) = app.static_demo(overrides).await;
-    let body = app
-        .ready_sandbox(&demo, &[("a.csv", b"x,y\n1,2\n".to_vec())])
-        .await;
-    (
-        body["id"].as_str().unwrap().to_string(),
-        body["token"].as_str().unwrap().to_string(),
-    )
-}
-
-async fn end(app: &TestApp, id: &str, token: &str) {
-    let res = app
-        .delete(&format!("/v1/sandboxes/{id}"), Some(token))
-        .await;
-    assert_eq!(res.status(), StatusCode::OK);
-    assert_no_objects(id);
+    inspect_network(app, "{{range .IPAM.Config}}{{.Gateway}}{{end}}")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -81,7 +41,7 @@ async fn a_sandbox_cannot_open_connections_to_the_host() {
     assert!(std::net::TcpStream::connect((gateway.as_str(), host_port)).is_ok());
     let _ = host_service.accept();
 
-    let (id, token) = sandbox(&app, json!({})).await;
+    let (id, token) = app.static_sandbox(json!({})).await;
     assert!(
         !connects(&id, &gateway, host_port),
         "reached the host's service"
@@ -97,27 +57,27 @@ async fn a_sandbox_cannot_open_connections_to_the_host() {
     // …while testdrive still reaches the sandbox.
     let res = app.get(&format!("/s/{id}/a.csv"), Some(&token)).await;
     assert_eq!(res.status(), StatusCode::OK);
-    end(&app, &id, &token).await;
+    app.end_sandbox(&id, &token).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sandbox_has_no_route_out() {
     let app = TestApp::spawn().await;
-    let (id, token) = sandbox(&app, json!({})).await;
+    let (id, token) = app.static_sandbox(json!({})).await;
     for (host, port) in [("1.1.1.1", 80), ("8.8.8.8", 53), ("192.0.2.1", 443)] {
         assert!(!connects(&id, host, port), "reached {host}:{port}");
     }
-    let (_, routes) = sh(&id, "ip route 2>/dev/null || route -n");
+    let (_, routes) = sh_in(&id, "ip route 2>/dev/null || route -n");
     assert!(!routes.contains("eth1"), "a second interface: {routes}");
-    end(&app, &id, &token).await;
+    app.end_sandbox(&id, &token).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn even_as_root_a_sandbox_has_no_capabilities_and_cannot_gain_privileges() {
     let app = TestApp::spawn().await;
     // The demo asks to run as root: the capabilities are dropped all the same.
-    let (id, token) = sandbox(&app, json!({"user": "0:0"})).await;
-    let (_, status) = sh(&id, "cat /proc/self/status");
+    let (id, token) = app.static_sandbox(json!({"user": "0:0"})).await;
+    let (_, status) = sh_in(&id, "cat /proc/self/status");
     let field = |name: &str| {
         status
             .lines()
@@ -133,32 +93,32 @@ async fn even_as_root_a_sandbox_has_no_capabilities_and_cannot_gain_privileges()
     assert_eq!(field("NoNewPrivs:"), "1");
     // What the capabilities would allow: owning others' files, binding a low port, raw
     // sockets, mounting.
-    let (chowned, _) = sh(&id, "touch /tmp/f && chown 1234 /tmp/f");
+    let (chowned, _) = sh_in(&id, "touch /tmp/f && chown 1234 /tmp/f");
     assert!(!chowned, "chown worked without CAP_CHOWN");
-    let (bound, _) = sh(&id, "timeout 1 nc -l -p 80");
+    let (bound, _) = sh_in(&id, "timeout 1 nc -l -p 80");
     assert!(!bound, "bound port 80 without CAP_NET_BIND_SERVICE");
-    let (mounted, _) = sh(&id, "mount -t tmpfs none /tmp");
+    let (mounted, _) = sh_in(&id, "mount -t tmpfs none /tmp");
     assert!(!mounted, "mounted without CAP_SYS_ADMIN");
-    let (pinged, _) = sh(&id, "ping -c 1 -W 1 127.0.0.1");
+    let (pinged, _) = sh_in(&id, "ping -c 1 -W 1 127.0.0.1");
     assert!(!pinged, "raw socket without CAP_NET_RAW");
-    end(&app, &id, &token).await;
+    app.end_sandbox(&id, &token).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_root_is_read_only_and_the_engine_socket_absent() {
     let app = TestApp::spawn().await;
-    let (id, token) = sandbox(&app, json!({})).await;
+    let (id, token) = app.static_sandbox(json!({})).await;
     for path in ["/probe", "/bin/probe", "/etc/probe"] {
-        let (wrote, out) = sh(&id, &format!("echo x > {path}"));
+        let (wrote, out) = sh_in(&id, &format!("echo x > {path}"));
         assert!(!wrote, "wrote {path}");
         assert!(
             out.contains("Read-only") || out.contains("Permission denied"),
             "{out}"
         );
     }
-    let (tmp, _) = sh(&id, "echo x > /tmp/probe && cat /tmp/probe");
+    let (tmp, _) = sh_in(&id, "echo x > /tmp/probe && cat /tmp/probe");
     assert!(tmp, "/tmp is writable");
-    let (_, mounts) = sh(&id, "cat /proc/mounts");
+    let (_, mounts) = sh_in(&id, "cat /proc/mounts");
     assert!(
         mounts
             .lines()
@@ -167,9 +127,12 @@ async fn the_root_is_read_only_and_the_engine_socket_absent() {
     );
     assert!(!mounts.contains("docker.sock"), "{mounts}");
     for socket in ["/var/run/docker.sock", "/run/docker.sock", "/docker.sock"] {
-        assert!(!sh(&id, &format!("test -e {socket}")).0, "{socket} exists");
+        assert!(
+            !sh_in(&id, &format!("test -e {socket}")).0,
+            "{socket} exists"
+        );
     }
-    end(&app, &id, &token).await;
+    app.end_sandbox(&id, &token).await;
 }
 
 /// The number of processes in the sandbox's pids cgroup, read on the host (at the limit,
@@ -194,7 +157,7 @@ fn pids_in(id: &str) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fork_bomb_stays_within_the_pids_limit_and_the_service_stays_healthy() {
     let app = TestApp::spawn().await;
-    let (id, token) = sandbox(&app, json!({"limits": {"pids": 32}})).await;
+    let (id, token) = app.static_sandbox(json!({"limits": {"pids": 32}})).await;
     // Detached: it never ends by itself.
     let bomb = std::process::Command::new("docker")
         .args(["exec", "-d", &container_of(&id)])
@@ -225,27 +188,29 @@ async fn a_fork_bomb_stays_within_the_pids_limit_and_the_service_stays_healthy()
     assert_eq!(res.status(), StatusCode::OK);
     let res = app.get(&format!("/v1/sandboxes/{id}"), Some(&token)).await;
     assert_eq!(res.status(), StatusCode::OK);
-    end(&app, &id, &token).await;
+    app.end_sandbox(&id, &token).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_memory_hog_is_killed_at_the_limit_and_the_sandbox_keeps_serving() {
     let app = TestApp::spawn().await;
-    let (id, token) = sandbox(&app, json!({"limits": {"memory_mb": 64}})).await;
+    let (id, token) = app
+        .static_sandbox(json!({"limits": {"memory_mb": 64}}))
+        .await;
     // `sort` holds its whole input: one 300 MB line against a 64 MB limit.
-    let (survived, out) = sh(
+    let (survived, out) = sh_in(
         &id,
         "head -c 300000000 /dev/zero | tr '\\0' a | sort >/dev/null",
     );
     assert!(!survived, "the hog finished: {out}");
-    let (_, peak) = sh(
+    let (_, peak) = sh_in(
         &id,
         "cat /sys/fs/cgroup/memory/memory.max_usage_in_bytes 2>/dev/null \
          || cat /sys/fs/cgroup/memory.peak",
     );
     let peak: u64 = peak.trim().parse().unwrap();
     assert!(peak <= 64 << 20, "peak memory {peak} over the 64 MB limit");
-    let (_, events) = sh(
+    let (_, events) = sh_in(
         &id,
         "cat /sys/fs/cgroup/memory/memory.oom_control 2>/dev/null \
          || cat /sys/fs/cgroup/memory.events",
@@ -261,19 +226,19 @@ async fn a_memory_hog_is_killed_at_the_limit_and_the_sandbox_keeps_serving() {
     assert_eq!(res.status(), StatusCode::OK);
     let res = app.get("/healthz", None).await;
     assert_eq!(res.status(), StatusCode::OK);
-    end(&app, &id, &token).await;
+    app.end_sandbox(&id, &token).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_demo_asking_for_a_user_runs_as_that_user() {
     let app = TestApp::spawn().await;
-    let (id, token) = sandbox(&app, json!({"user": "4242:4242"})).await;
-    let (_, ids) = sh(&id, "id -u; id -g");
+    let (id, token) = app.static_sandbox(json!({"user": "4242:4242"})).await;
+    let (_, ids) = sh_in(&id, "id -u; id -g");
     assert_eq!(ids.split_whitespace().collect::<Vec<_>>(), ["4242", "4242"]);
     // The prospect's files are readable to any user.
-    let (read, _) = sh(&id, "cat /data/a.csv");
+    let (read, _) = sh_in(&id, "cat /data/a.csv");
     assert!(read);
-    end(&app, &id, &token).await;
+    app.end_sandbox(&id, &token).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -281,7 +246,7 @@ async fn the_sandbox_address_is_not_the_hosts() {
     // The proxy connects to the sandbox's own address on the sandbox network, never to a
     // published port on the host.
     let app = TestApp::spawn().await;
-    let (id, token) = sandbox(&app, json!({})).await;
+    let (id, token) = app.static_sandbox(json!({})).await;
     let out = std::process::Command::new("docker")
         .args([
             "inspect",
@@ -304,19 +269,17 @@ async fn the_sandbox_address_is_not_the_hosts() {
         record.get("container_addr").is_none(),
         "internal address leaked"
     );
-    end(&app, &id, &token).await;
+    app.end_sandbox(&id, &token).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sandbox_that_fills_its_disk_allowance_is_ended() {
     let app = TestApp::spawn_with(|c| c.disk_check_seconds = 1).await;
-    let (id, token) = sandbox(
-        &app,
-        json!({"limits": {"disk_mb": 16}, "upload": {"max_bytes": 1048576}}),
-    )
-    .await;
+    let (id, token) = app
+        .static_sandbox(json!({"limits": {"disk_mb": 16}, "upload": {"max_bytes": 1048576}}))
+        .await;
     // Under the allowance: nothing happens.
-    assert!(sh(&id, "head -c 4000000 /dev/urandom > /data/small").0);
+    assert!(sh_in(&id, "head -c 4000000 /dev/urandom > /data/small").0);
     tokio::time::sleep(Duration::from_secs(3)).await;
     let record: Value = app
         .get(&format!("/v1/sandboxes/{id}"), Some(&token))
@@ -326,9 +289,9 @@ async fn a_sandbox_that_fills_its_disk_allowance_is_ended() {
         .unwrap();
     assert_eq!(record["status"], "ready", "{record}");
     // Over it (a sparse file does not count: only what is really written does).
-    assert!(sh(&id, "truncate -s 10G /data/sparse 2>/dev/null; true").0);
+    assert!(sh_in(&id, "truncate -s 10G /data/sparse 2>/dev/null; true").0);
     // The watch may end the sandbox while this still writes: its outcome does not matter.
-    let _ = sh(&id, "head -c 40000000 /dev/urandom > /data/big");
+    let _ = sh_in(&id, "head -c 40000000 /dev/urandom > /data/big");
     let done = app
         .wait_for(&id, &token, |s| s["data_deleted_at"].is_string())
         .await;

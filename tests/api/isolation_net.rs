@@ -11,37 +11,9 @@ use serde_json::{Value, json};
 
 use crate::helpers::*;
 
-/// Runs `sh -c script` in the sandbox: (exit status success, stdout + stderr).
-fn sh(id: &str, script: &str) -> (bool, String) {
-    let out = exec_in(id, &["sh", "-c", script]);
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
-
-fn docker_inspect(id: &str, format: &str) -> String {
-    let out = Command::new("docker")
-        .args(["inspect", "-f", format, &container_of(id)])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-/// The sandbox's address on the sandbox network.
-fn container_ip(id: &str) -> String {
-    docker_inspect(
-        id,
-        "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
-    )
-}
-
 /// Where the volume mounted at `path` in the sandbox is on the host.
 fn volume_of(id: &str, path: &str) -> String {
-    docker_inspect(
+    inspect_container(
         id,
         &format!(
             "{{{{range .Mounts}}}}{{{{if eq .Destination \"{path}\"}}}}{{{{.Source}}}}{{{{end}}}}{{{{end}}}}"
@@ -51,28 +23,7 @@ fn volume_of(id: &str, path: &str) -> String {
 
 /// The host-side bridge of the app's sandbox network.
 fn bridge(app: &TestApp) -> String {
-    let out = Command::new("docker")
-        .args([
-            "network",
-            "inspect",
-            "-f",
-            "{{index .Options \"com.docker.network.bridge.name\"}}",
-            &app.network,
-        ])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-async fn sandbox(app: &TestApp, overrides: Value) -> (String, String) {
-    let (_, demo) = app.static_demo(overrides).await;
-    let body = app
-        .ready_sandbox(&demo, &[("a.csv", b"x,y\n1,2\n".to_vec())])
-        .await;
-    (
-        body["id"].as_str().unwrap().to_string(),
-        body["token"].as_str().unwrap().to_string(),
-    )
+    inspect_network(app, "{{index .Options \"com.docker.network.bridge.name\"}}")
 }
 
 async fn status(app: &TestApp, id: &str, token: &str) -> Value {
@@ -84,14 +35,6 @@ async fn status(app: &TestApp, id: &str, token: &str) -> Value {
         .clone()
 }
 
-async fn end(app: &TestApp, id: &str, token: &str) {
-    let res = app
-        .delete(&format!("/v1/sandboxes/{id}"), Some(token))
-        .await;
-    assert_eq!(res.status(), StatusCode::OK);
-    assert_no_objects(id);
-}
-
 /// Both spellings of a sandbox id: hyphenated and 32 hex digits.
 fn spellings(id: &str) -> [String; 2] {
     [id.to_string(), id.replace('-', "")]
@@ -100,13 +43,13 @@ fn spellings(id: &str) -> [String; 2] {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_engines_dns_tells_a_sandbox_nothing_of_the_others() {
     let app = TestApp::spawn().await;
-    let (a, a_token) = sandbox(&app, json!({})).await;
-    let (b, b_token) = sandbox(&app, json!({})).await;
+    let (a, a_token) = app.static_sandbox(json!({})).await;
+    let (b, b_token) = app.static_sandbox(json!({})).await;
     let b_ip = container_ip(&b);
     assert!(!b_ip.is_empty());
 
     // Reverse: who is at the other sandbox's address (what a scan of the subnet asks).
-    let (_, reverse) = sh(&a, &format!("nslookup {b_ip} 2>&1"));
+    let (_, reverse) = sh_in(&a, &format!("nslookup {b_ip} 2>&1"));
     // Forward: the names a container is known by — the name it had, its id, the hostname
     // sandboxes shared — and whatever name the reverse answer gave.
     let mut names = vec![format!("testdrive-{b}"), b.clone(), "sandbox".to_string()];
@@ -119,7 +62,7 @@ async fn the_engines_dns_tells_a_sandbox_nothing_of_the_others() {
     );
     let mut forward = String::new();
     for name in &names {
-        let (_, out) = sh(&a, &format!("nslookup {name} 2>&1"));
+        let (_, out) = sh_in(&a, &format!("nslookup {name} 2>&1"));
         forward.push_str(&format!("== {name}\n{out}\n"));
     }
     for id in [&a, &b] {
@@ -138,8 +81,8 @@ async fn the_engines_dns_tells_a_sandbox_nothing_of_the_others() {
             .unwrap();
         assert!(!out.contains(&b_ip), "{name} resolves to {b_ip}: {out}");
     }
-    end(&app, &a, &a_token).await;
-    end(&app, &b, &b_token).await;
+    app.end_sandbox(&a, &a_token).await;
+    app.end_sandbox(&b, &b_token).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -153,14 +96,14 @@ async fn a_sandbox_has_no_ipv6_to_reach_the_host_or_another_sandbox() {
     let bridge = bridge(&app);
     assert!(!bridge.is_empty());
 
-    let (a, a_token) = sandbox(&app, json!({})).await;
-    let (b, b_token) = sandbox(&app, json!({})).await;
+    let (a, a_token) = app.static_sandbox(json!({})).await;
+    let (b, b_token) = app.static_sandbox(json!({})).await;
 
     // No IPv6 address at all inside, link-local included, and no way to turn it on.
     for id in [&a, &b] {
-        let (_, addresses) = sh(id, "cat /proc/net/if_inet6");
+        let (_, addresses) = sh_in(id, "cat /proc/net/if_inet6");
         assert!(addresses.trim().is_empty(), "IPv6 in {id}: {addresses}");
-        let (_, off) = sh(id, "cat /proc/sys/net/ipv6/conf/all/disable_ipv6");
+        let (_, off) = sh_in(id, "cat /proc/sys/net/ipv6/conf/all/disable_ipv6");
         assert_eq!(off.trim(), "1");
     }
     // The host's link-local address on the bridge (the bridge has one once a sandbox is
@@ -176,7 +119,7 @@ async fn a_sandbox_has_no_ipv6_to_reach_the_host_or_another_sandbox() {
         .map(|a| a.split('/').next().unwrap().to_string());
     if let Some(host) = &host_link_local {
         for port in [host_port, service_port] {
-            let (reached, out) = sh(&a, &format!("echo hello | nc -w 2 {host}%eth0 {port}"));
+            let (reached, out) = sh_in(&a, &format!("echo hello | nc -w 2 {host}%eth0 {port}"));
             assert!(!reached, "reached [{host}]:{port} over IPv6: {out}");
         }
         assert!(
@@ -197,8 +140,8 @@ async fn a_sandbox_has_no_ipv6_to_reach_the_host_or_another_sandbox() {
             String::from_utf8_lossy(&rule.stderr)
         );
     }
-    end(&app, &a, &a_token).await;
-    end(&app, &b, &b_token).await;
+    app.end_sandbox(&a, &a_token).await;
+    app.end_sandbox(&b, &b_token).await;
 }
 
 /// The demo command of a sandbox that tries to make the disk watch read what is not its
@@ -219,21 +162,19 @@ exec httpd -f -p 8080 -h /data
 async fn the_disk_watch_follows_no_link_out_of_a_volume() {
     let app = TestApp::spawn_with(|c| c.disk_check_seconds = 1).await;
     // Another sandbox holding 20 MB, well within its own allowance.
-    let (victim, victim_token) = sandbox(&app, json!({})).await;
-    assert!(sh(&victim, "head -c 20000000 /dev/urandom > /data/mine").0);
+    let (victim, victim_token) = app.static_sandbox(json!({})).await;
+    assert!(sh_in(&victim, "head -c 20000000 /dev/urandom > /data/mine").0);
     let target = volume_of(&victim, "/data");
     assert!(target.starts_with('/'), "{target}");
 
     // 16 MB allowed, links to the host's root and to the 20 MB of the other.
-    let (linker, linker_token) = sandbox(
-        &app,
-        json!({
+    let (linker, linker_token) = app
+        .static_sandbox(json!({
             "limits": {"disk_mb": 16}, "upload": {"max_bytes": 1048576},
             "command": ["sh", "-c", SWAPPING], "env": {"TARGET": target},
-        }),
-    )
-    .await;
-    assert!(sh(&linker, "test -L /data/root && test -L /data/other").0);
+        }))
+        .await;
+    assert!(sh_in(&linker, "test -L /data/root && test -L /data/other").0);
 
     // Rounds go by (one a second): neither is ended, the other's data is not counted.
     tokio::time::sleep(Duration::from_secs(12)).await;
@@ -241,8 +182,8 @@ async fn the_disk_watch_follows_no_link_out_of_a_volume() {
     assert_eq!(status(&app, &victim, &victim_token).await, "ready");
     let events = app.events(&linker, &linker_token).await;
     assert!(!events.iter().any(|e| e["kind"] == "failed"), "{events:?}");
-    end(&app, &linker, &linker_token).await;
-    end(&app, &victim, &victim_token).await;
+    app.end_sandbox(&linker, &linker_token).await;
+    app.end_sandbox(&victim, &victim_token).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -250,15 +191,15 @@ async fn a_sandbox_over_its_allowance_is_ended_while_another_cannot_be_measured(
     let app = TestApp::spawn_with(|c| c.disk_check_seconds = 1).await;
     let allowance = json!({"limits": {"disk_mb": 16}, "upload": {"max_bytes": 1048576}});
     // One whose volume cannot be read: on the host, its directory is a file now.
-    let (broken, broken_token) = sandbox(&app, allowance.clone()).await;
+    let (broken, broken_token) = app.static_sandbox(allowance.clone()).await;
     let volume = volume_of(&broken, "/data");
     let moved = format!("{volume}.moved");
     std::fs::rename(&volume, &moved).unwrap();
     std::fs::write(&volume, b"not a directory").unwrap();
 
-    let (over, over_token) = sandbox(&app, allowance).await;
+    let (over, over_token) = app.static_sandbox(allowance).await;
     // The watch may end it while this still writes: the outcome does not matter.
-    let _ = sh(&over, "head -c 40000000 /dev/urandom > /data/big");
+    let _ = sh_in(&over, "head -c 40000000 /dev/urandom > /data/big");
     let done = app
         .wait_for(&over, &over_token, |s| s["data_deleted_at"].is_string())
         .await;
@@ -276,13 +217,15 @@ async fn a_sandbox_over_its_allowance_is_ended_while_another_cannot_be_measured(
 
     std::fs::remove_file(&volume).unwrap();
     std::fs::rename(&moved, &volume).unwrap();
-    end(&app, &broken, &broken_token).await;
+    app.end_sandbox(&broken, &broken_token).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_container_named_before_names_were_keyed_is_still_reached_and_removed() {
     let app = TestApp::spawn().await;
-    let (id, token) = sandbox(&app, json!({"trial": {"idle_seconds": 60}})).await;
+    let (id, token) = app
+        .static_sandbox(json!({"trial": {"idle_seconds": 60}}))
+        .await;
     // As a testdrive before this one named it.
     let renamed = Command::new("docker")
         .args(["rename", &container_of(&id), &format!("testdrive-{id}")])
@@ -293,5 +236,5 @@ async fn a_container_named_before_names_were_keyed_is_still_reached_and_removed(
     let res = app.get(&format!("/s/{id}/a.csv"), Some(&token)).await;
     assert_eq!(res.status(), StatusCode::OK);
     // Ending it removes it.
-    end(&app, &id, &token).await;
+    app.end_sandbox(&id, &token).await;
 }

@@ -9,15 +9,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::http::{HeaderMap, StatusCode as AxStatus};
+use axum::http::StatusCode as AxStatus;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use hmac::{Hmac, Mac};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use sha2::Sha256;
 
-use crate::helpers::{TestApp, assert_no_objects, require_images};
+use crate::helpers::{
+    Hooked, TestApp, assert_no_objects, poll, require_images, signed, webhook_app, webhook_receiver,
+};
 
 /// What the receiver does with the next requests.
 #[derive(Clone, Copy)]
@@ -63,84 +63,38 @@ impl Received {
 async fn receiver() -> (SocketAddr, Received) {
     let received = Received::default();
     let state = received.clone();
-    let app = axum::Router::new().route(
-        "/hook",
-        axum::routing::post(move |headers: HeaderMap, body: Bytes| {
-            let state = state.clone();
-            async move {
-                let signature = headers
-                    .get("testdrive-signature")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or_default()
-                    .to_string();
-                let body = String::from_utf8(body.to_vec()).unwrap();
-                state
-                    .all
-                    .lock()
-                    .unwrap()
-                    .push((signature.clone(), body.clone()));
-                match state.next_mode() {
-                    Mode::Fail => AxStatus::INTERNAL_SERVER_ERROR,
-                    // If the sender hangs up meanwhile, this future is dropped: not received.
-                    Mode::Hang(d) => {
-                        tokio::time::sleep(d).await;
-                        state.accepted.lock().unwrap().push((signature, body));
-                        AxStatus::OK
-                    }
-                    Mode::Accept => {
-                        state.accepted.lock().unwrap().push((signature, body));
-                        AxStatus::NO_CONTENT
-                    }
+    let addr = webhook_receiver(move |signature, body: Bytes| {
+        let state = state.clone();
+        async move {
+            let body = String::from_utf8(body.to_vec()).unwrap();
+            state
+                .all
+                .lock()
+                .unwrap()
+                .push((signature.clone(), body.clone()));
+            match state.next_mode() {
+                Mode::Fail => AxStatus::INTERNAL_SERVER_ERROR,
+                // If the sender hangs up meanwhile, this future is dropped: not received.
+                Mode::Hang(d) => {
+                    tokio::time::sleep(d).await;
+                    state.accepted.lock().unwrap().push((signature, body));
+                    AxStatus::OK
+                }
+                Mode::Accept => {
+                    state.accepted.lock().unwrap().push((signature, body));
+                    AxStatus::NO_CONTENT
                 }
             }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (addr, received)
-}
-
-fn signed(secret: &str, body: &str) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
-    mac.update(body.as_bytes());
-    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
-}
-
-async fn patch_vendor(app: &TestApp, vendor: &str, key: &str, body: Value) -> reqwest::Response {
-    app.http
-        .patch(app.url(&format!("/v1/vendors/{vendor}")))
-        .bearer_auth(key)
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-}
-
-/// The id of the vendor whose key this is.
-async fn vendor_of(app: &TestApp, key: &str) -> String {
-    let demos: Value = app.get("/v1/demos", Some(key)).await.json().await.unwrap();
-    demos["items"][0]["vendor_id"].as_str().unwrap().to_string()
-}
-
-async fn webhook_app() -> TestApp {
-    TestApp::spawn_with(|c| {
-        c.webhook_allow_private = true;
-        c.webhook_first_retry_ms = 100;
+        }
     })
-    .await
+    .await;
+    (addr, received)
 }
 
 /// Waits until `done` holds for the accepted deliveries, up to a minute.
 async fn wait_accepted(received: &Received, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
-    for _ in 0..600 {
-        let accepted = received.accepted();
-        if done(&accepted) {
-            return accepted;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("deliveries never arrived: {:?}", received.accepted());
+    let fetch = async || received.accepted();
+    poll(Duration::from_millis(100), fetch, |accepted| done(accepted)).await
 }
 
 /// The types delivered for one sandbox, first delivery of each id only, in arrival order.
@@ -166,17 +120,18 @@ async fn webhooks_are_signed_retried_and_in_order() {
     require_images();
     let app = webhook_app().await;
     let (addr, received) = receiver().await;
-    let (key, demo) = app.static_demo(json!({})).await;
-    let vendor = vendor_of(&app, &key).await;
-
     let url = format!("http://{addr}/hook");
-    let res = patch_vendor(&app, &vendor, &key, json!({"webhook_url": url})).await;
-    assert_eq!(res.status(), StatusCode::OK);
-    let body: Value = res.json().await.unwrap();
+    let Hooked {
+        key,
+        demo,
+        vendor,
+        answer: body,
+    } = app.hooked_demo(json!({}), &url).await;
     assert_eq!(body["webhook_url"], url.as_str());
     let secret = body["webhook_secret"].as_str().unwrap().to_string();
     // Shown once.
-    let again: Value = patch_vendor(&app, &vendor, &key, json!({"webhook_url": url}))
+    let again: Value = app
+        .patch_vendor(&vendor, &key, json!({"webhook_url": url}))
         .await
         .json()
         .await
@@ -246,7 +201,9 @@ async fn webhooks_are_signed_retried_and_in_order() {
     let _ = other;
 
     // Removing the URL stops deliveries.
-    let res = patch_vendor(&app, &vendor, &key, json!({"webhook_url": null})).await;
+    let res = app
+        .patch_vendor(&vendor, &key, json!({"webhook_url": null}))
+        .await;
     let body: Value = res.json().await.unwrap();
     assert!(body.get("webhook_url").is_none(), "{body}");
 }
@@ -262,7 +219,9 @@ async fn webhook_urls_are_checked() {
         ("http://169.254.169.254/latest", "private"),
         ("https://user:pw@example.com/", "credentials"),
     ] {
-        let res = patch_vendor(&app, &vendor, &key, json!({"webhook_url": url})).await;
+        let res = app
+            .patch_vendor(&vendor, &key, json!({"webhook_url": url}))
+            .await;
         let problem = crate::helpers::problem(res, StatusCode::UNPROCESSABLE_ENTITY).await;
         assert_eq!(problem["field"], "webhook_url", "{url}");
         assert!(
@@ -271,7 +230,9 @@ async fn webhook_urls_are_checked() {
         );
     }
     // A prospect's token may not touch a vendor.
-    let res = patch_vendor(&app, &vendor, "tds_nope", json!({"webhook_url": null})).await;
+    let res = app
+        .patch_vendor(&vendor, "tds_nope", json!({"webhook_url": null}))
+        .await;
     assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
 }
 
@@ -280,16 +241,9 @@ async fn no_delivery_is_lost_across_a_restart_mid_delivery() {
     require_images();
     let mut app = webhook_app().await;
     let (addr, received) = receiver().await;
-    let (key, demo) = app.static_demo(json!({})).await;
-    let vendor = vendor_of(&app, &key).await;
-    let res = patch_vendor(
-        &app,
-        &vendor,
-        &key,
-        json!({"webhook_url": format!("http://{addr}/hook")}),
-    )
-    .await;
-    assert_eq!(res.status(), StatusCode::OK);
+    let Hooked { demo, .. } = app
+        .hooked_demo(json!({}), &format!("http://{addr}/hook"))
+        .await;
 
     // The receiver holds the first request while the service stops and starts again.
     received

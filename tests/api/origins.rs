@@ -561,16 +561,7 @@ pub fn main_origin(app: &Api, id: &str) -> Door {
 
 /// The sandbox container's own address, `ip:8080`, as testdrive reaches it.
 fn upstream_of(id: &str) -> String {
-    let out = Command::new("docker")
-        .args([
-            "inspect",
-            "-f",
-            "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
-            &container_of(id),
-        ])
-        .output()
-        .expect("the docker CLI runs");
-    format!("{}:8080", lossy(&out.stdout).trim())
+    format!("{}:8080", container_ip(id))
 }
 
 /// `?token=` on `door` (at `path`, which may carry a query): checks the `303` and its
@@ -657,6 +648,18 @@ struct Secrets<'a> {
     token: &'a str,
 }
 
+/// None of `HOSTILE_HEADERS` is in `answer`; `suffix` says where, after "reached the client".
+fn check_no_hostile_headers(findings: &mut Findings, context: &str, answer: &Answer, suffix: &str) {
+    for name in HOSTILE_HEADERS {
+        findings.check(answer.header(name).is_none(), || {
+            format!(
+                "{context}: the demo's {name}: {:?} reached the client{suffix}",
+                answer.header(name).unwrap_or_default()
+            )
+        });
+    }
+}
+
 /// Every attack of the hostile demo through `door` (which carries a working credential).
 /// `own_cookie` is the name of the cookie the door's exchange set, if any.
 async fn attack_through(
@@ -677,14 +680,7 @@ async fn attack_through(
             answer.summary()
         )
     }) {
-        for name in HOSTILE_HEADERS {
-            findings.check(answer.header(name).is_none(), || {
-                format!(
-                    "{context}: the demo's {name}: {:?} reached the client",
-                    answer.header(name).unwrap_or_default()
-                )
-            });
-        }
+        check_no_hostile_headers(findings, &context, &answer, "");
         for (name, value) in HARMLESS_HEADERS {
             findings.check(answer.header(name).as_deref() == Some(*value), || {
                 format!(
@@ -782,14 +778,7 @@ async fn attack_through(
             answer.summary()
         )
     }) {
-        for name in HOSTILE_HEADERS {
-            findings.check(answer.header(name).is_none(), || {
-                format!(
-                    "{context}: the demo's {name}: {:?} reached the client in the 101",
-                    answer.header(name).unwrap_or_default()
-                )
-            });
-        }
+        check_no_hostile_headers(findings, &context, &answer, " in the 101");
         check_cookies(findings, door, own_cookie, "/ws", &answer, &context);
         let mut stream = stream.unwrap();
         stream.write_all(b"ping-hostile").await.unwrap();
@@ -926,6 +915,44 @@ fn check_echo(
     });
 }
 
+/// What the echo must never show, for a sandbox of the vendor `key`.
+fn secrets<'a>(app: &'a TestApp, key: &'a str, token: &'a str) -> Secrets<'a> {
+    Secrets {
+        admin: &app.admin,
+        vendor_key: key,
+        token,
+    }
+}
+
+/// `path` behind `door` (which carries no credential) is refused with 401.
+async fn check_needs_token(findings: &mut Findings, door: &Door, path: &str) {
+    let answer = door.get(path).await;
+    findings.check(answer.status == 401, || {
+        format!(
+            "GET {}{}{path} without a token: expected 401, got {}",
+            door.origin(),
+            door.prefix,
+            answer.summary()
+        )
+    });
+}
+
+/// `/` behind `door` is the demo's page; `how` says what credential the door carries.
+async fn check_demo_page(findings: &mut Findings, door: &Door, how: &str) {
+    let answer = door.get("/").await;
+    findings.check(
+        answer.status == 200 && answer.text().contains("<h1>hostile-demo</h1>"),
+        || {
+            format!(
+                "GET {}{}/ {how}: not the demo's page: {}",
+                door.origin(),
+                door.prefix,
+                answer.summary()
+            )
+        },
+    );
+}
+
 /// A vendor with the hostile demo and a ready sandbox of it.
 struct Hostile {
     key: String,
@@ -964,43 +991,17 @@ async fn a_sandbox_is_served_on_its_own_origin() {
 
     let door = own_origin(&app, &id);
     // Without a token: 401, on any path.
-    let answer = door.get("/").await;
-    findings.check(answer.status == 401, || {
-        format!(
-            "GET {}/ without a token: expected 401, got {}",
-            door.origin(),
-            answer.summary()
-        )
-    });
+    check_needs_token(&mut findings, &door, "/").await;
     // The token, once, becomes a cookie for this host; the same path without it.
     exchange_token(&mut findings, &door, "/echo/deep?a=1", &token, "/").await;
     let exchanged = exchange_token(&mut findings, &door, "/", &token, "/").await;
     if let Some((_, pair)) = exchanged {
         let door = door.with(Credential::Cookie(pair));
-        let answer = door.get("/").await;
-        findings.check(
-            answer.status == 200 && answer.text().contains("<h1>hostile-demo</h1>"),
-            || {
-                format!(
-                    "GET {}/ with the cookie: not the demo's page: {}",
-                    door.origin(),
-                    answer.summary()
-                )
-            },
-        );
+        check_demo_page(&mut findings, &door, "with the cookie").await;
     }
     // The bearer token works there too.
-    let answer = door.with(Credential::Bearer(token.clone())).get("/").await;
-    findings.check(
-        answer.status == 200 && answer.text().contains("<h1>hostile-demo</h1>"),
-        || {
-            format!(
-                "GET {}/ with the bearer token: not the demo's page: {}",
-                door.origin(),
-                answer.summary()
-            )
-        },
-    );
+    let with_token = door.with(Credential::Bearer(token.clone()));
+    check_demo_page(&mut findings, &with_token, "with the bearer token").await;
     findings.finish();
 }
 
@@ -1040,14 +1041,7 @@ async fn nothing_of_testdrives_is_served_on_a_sandbox_host() {
                 answer.summary()
             )
         });
-        let answer = door.get(path).await;
-        findings.check(answer.status == 401, || {
-            format!(
-                "GET {}{path} without a token: expected 401, got {}",
-                door.origin(),
-                answer.summary()
-            )
-        });
+        check_needs_token(&mut findings, &door, path).await;
     }
     // A login or a trial form posted to a sandbox host is the demo's too.
     let answer = with_token
@@ -1179,13 +1173,7 @@ async fn the_main_origin_serves_scripts_and_sends_browsers_on() {
             )
         });
     }
-    let answer = door.get("/").await;
-    findings.check(answer.status == 401, || {
-        format!(
-            "/s/{id}/ without a token: expected 401, got {}",
-            answer.summary()
-        )
-    });
+    check_needs_token(&mut findings, &door, "/").await;
     findings.finish();
 }
 
@@ -1197,11 +1185,7 @@ async fn a_demo_on_its_own_origin_acts_only_there() {
     let door = own_origin(&app, &id);
     if let Some((name, pair)) = exchange_token(&mut findings, &door, "/", &token, "/").await {
         let door = door.with(Credential::Cookie(pair));
-        let secrets = Secrets {
-            admin: &app.admin,
-            vendor_key: &key,
-            token: &token,
-        };
+        let secrets = secrets(&app, &key, &token);
         attack_through(&mut findings, &door, &id, Some(&name), &secrets).await;
     }
     findings.finish();
@@ -1213,11 +1197,7 @@ async fn a_demo_opened_by_a_script_on_the_main_origin_acts_only_in_its_path() {
     let Hostile { key, id, token, .. } = hostile(&app).await;
     let mut findings = Findings::new("the hostile demo for a script on /s/{id}/");
     let door = main_origin(&app, &id).with(Credential::Bearer(token.clone()));
-    let secrets = Secrets {
-        admin: &app.admin,
-        vendor_key: &key,
-        token: &token,
-    };
+    let secrets = secrets(&app, &key, &token);
     attack_through(&mut findings, &door, &id, None, &secrets).await;
     findings.finish();
 }
@@ -1243,31 +1223,12 @@ async fn a_demo_in_off_mode_acts_only_in_its_path() {
         format!("the sandbox's url is {url:?}, not {expected:?}")
     });
     let door = main_origin(&app, &id);
-    let answer = door.get("/").await;
-    findings.check(answer.status == 401, || {
-        format!(
-            "GET /s/{id}/ without a token: expected 401, got {}",
-            answer.summary()
-        )
-    });
-    let secrets = Secrets {
-        admin: &app.admin,
-        vendor_key: &key,
-        token: &token,
-    };
+    check_needs_token(&mut findings, &door, "/").await;
+    let secrets = secrets(&app, &key, &token);
     let prefix = format!("/s/{id}/");
     if let Some((name, pair)) = exchange_token(&mut findings, &door, "/", &token, &prefix).await {
         let door = door.with(Credential::Cookie(pair));
-        let answer = door.get("/").await;
-        findings.check(
-            answer.status == 200 && answer.text().contains("<h1>hostile-demo</h1>"),
-            || {
-                format!(
-                    "GET {prefix} with the cookie: not the demo's page: {}",
-                    answer.summary()
-                )
-            },
-        );
+        check_demo_page(&mut findings, &door, "with the cookie").await;
         attack_through(&mut findings, &door, &id, Some(&name), &secrets).await;
     }
     let door = door.with(Credential::Bearer(token.clone()));

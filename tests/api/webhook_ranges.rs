@@ -2,25 +2,14 @@
 //! is refused with the one answer an unknown name gets, and a URL saved while private
 //! destinations were allowed reaches nothing once the deployment stops allowing them.
 
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::body::Bytes;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, problem, require_images};
-
-async fn patch_vendor(app: &TestApp, vendor: &str, key: &str, body: Value) -> reqwest::Response {
-    app.http
-        .patch(app.url(&format!("/v1/vendors/{vendor}")))
-        .bearer_auth(key)
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-}
+use crate::helpers::{
+    Hooked, Recorded, TestApp, poll, problem, recording_receiver, require_images, webhook_app,
+};
 
 /// Webhook URLs whose host is, or resolves to, an address deliveries may not reach.
 const REFUSED: &[&str] = &[
@@ -91,7 +80,9 @@ async fn literal_ips_in_every_spelling_and_special_ranges_get_one_answer() {
     let mut accepted = Vec::new();
     let mut details = std::collections::BTreeMap::new();
     for url in REFUSED {
-        let res = patch_vendor(&app, &vendor, &key, json!({"webhook_url": url})).await;
+        let res = app
+            .patch_vendor(&vendor, &key, json!({"webhook_url": url}))
+            .await;
         if res.status() != StatusCode::UNPROCESSABLE_ENTITY {
             accepted.push(format!("{url} ({})", res.status()));
             continue;
@@ -110,48 +101,22 @@ async fn literal_ips_in_every_spelling_and_special_ranges_get_one_answer() {
         "one answer for every refusal, so nothing can be learnt from it: {details:#?}"
     );
     // Unset again, for what follows.
-    let res = patch_vendor(&app, &vendor, &key, json!({"webhook_url": null})).await;
+    let res = app
+        .patch_vendor(&vendor, &key, json!({"webhook_url": null}))
+        .await;
     assert_eq!(res.status(), StatusCode::OK);
-    let shown: Value = app
-        .get(&format!("/v1/vendors/{vendor}"), Some(&key))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let shown = app.vendor_record(&vendor, &key).await;
     assert!(shown.get("webhook_url").is_none(), "{shown}");
 
     // A public address is accepted (the check does not connect).
-    let res = patch_vendor(
-        &app,
-        &vendor,
-        &key,
-        json!({"webhook_url": "https://1.1.1.1/hook"}),
-    )
-    .await;
+    let res = app
+        .patch_vendor(
+            &vendor,
+            &key,
+            json!({"webhook_url": "https://1.1.1.1/hook"}),
+        )
+        .await;
     assert_eq!(res.status(), StatusCode::OK);
-}
-
-/// A receiver on 127.0.0.1 that records every body it is sent.
-async fn receiver() -> (SocketAddr, Arc<Mutex<Vec<Value>>>) {
-    let received = Arc::new(Mutex::new(Vec::new()));
-    let bodies = received.clone();
-    let app = axum::Router::new().route(
-        "/hook",
-        axum::routing::post(move |body: Bytes| {
-            let bodies = bodies.clone();
-            async move {
-                bodies
-                    .lock()
-                    .unwrap()
-                    .push(serde_json::from_slice::<Value>(&body).unwrap());
-                axum::http::StatusCode::NO_CONTENT
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (addr, received)
 }
 
 /// The vendor's deliveries once `done` holds for them, up to a minute.
@@ -161,37 +126,33 @@ async fn deliveries_when(
     key: &str,
     done: impl Fn(&[Value]) -> bool,
 ) -> Vec<Value> {
-    for _ in 0..600 {
-        let body: Value = app
-            .get(&format!("/v1/vendors/{vendor}/deliveries"), Some(key))
-            .await
-            .json()
-            .await
-            .unwrap();
-        let items = body["items"].as_array().unwrap().clone();
-        if done(&items) {
-            return items;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("the deliveries never got there");
+    let path = format!("/v1/vendors/{vendor}/deliveries");
+    let fetch = async || {
+        let body: Value = app.get(&path, Some(key)).await.json().await.unwrap();
+        body["items"].as_array().unwrap().clone()
+    };
+    poll(Duration::from_millis(100), fetch, |items| done(items)).await
+}
+
+/// The bodies the receiver got, parsed.
+fn bodies(received: &Recorded) -> Vec<Value> {
+    received
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, body)| serde_json::from_str(body).unwrap())
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_url_saved_while_private_was_allowed_gets_nothing_once_it_is_not() {
     require_images();
-    let mut app = TestApp::spawn_with(|c| {
-        c.webhook_allow_private = true;
-        c.webhook_first_retry_ms = 100;
-    })
-    .await;
-    let (addr, received) = receiver().await;
-    let (key, demo) = app.static_demo(json!({})).await;
-    let demos: Value = app.get("/v1/demos", Some(&key)).await.json().await.unwrap();
-    let vendor = demos["items"][0]["vendor_id"].as_str().unwrap().to_string();
+    let mut app = webhook_app().await;
+    let (addr, received) = recording_receiver().await;
     let url = format!("http://{addr}/hook");
-    let res = patch_vendor(&app, &vendor, &key, json!({"webhook_url": url})).await;
-    assert_eq!(res.status(), StatusCode::OK);
+    let Hooked {
+        key, demo, vendor, ..
+    } = app.hooked_demo(json!({}), &url).await;
 
     // Allowed: the receiver hears of a sandbox.
     let first = app
@@ -203,21 +164,14 @@ async fn a_url_saved_while_private_was_allowed_gets_nothing_once_it_is_not() {
     })
     .await;
     assert!(
-        received
-            .lock()
-            .unwrap()
+        bodies(&received)
             .iter()
             .any(|b| b["sandbox"]["id"] == first.as_str())
     );
 
     // The operator stops allowing private destinations; the saved URL stays as it was.
     app.reconfigure(|c| c.webhook_allow_private = false).await;
-    let shown: Value = app
-        .get(&format!("/v1/vendors/{vendor}"), Some(&key))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let shown = app.vendor_record(&vendor, &key).await;
     assert_eq!(shown["webhook_url"], url.as_str());
     let heard_before = received.lock().unwrap().len();
 
@@ -242,7 +196,7 @@ async fn a_url_saved_while_private_was_allowed_gets_nothing_once_it_is_not() {
             assert!(error.contains("public addresses"), "{d}");
         }
     }
-    let heard = received.lock().unwrap().clone();
+    let heard = bodies(&received);
     assert_eq!(heard.len(), heard_before, "nothing more arrived: {heard:?}");
     assert!(heard.iter().all(|b| b["sandbox"]["id"] != second.as_str()));
 }

@@ -492,25 +492,26 @@ mod tests {
         }
     }
 
+    /// `pairs` as a request's headers, prepared for the demo as `forwarded` says (tokens
+    /// that start with `tds_` are testdrive's).
+    fn prepared(pairs: &[(&'static str, &'static str)], forwarded: &Forwarded<'_>) -> HeaderMap {
+        let mut headers = crate::http::session::tests::headers(pairs);
+        prepare_request(&mut headers, |t| t.starts_with("tds_"), forwarded);
+        headers
+    }
+
     #[test]
     fn nothing_of_testdrives_reaches_the_demo() {
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            header::AUTHORIZATION,
-            HeaderValue::from_static("Bearer tds_x"),
-        );
-        headers.insert(
-            header::COOKIE,
-            HeaderValue::from_static("a=1; testdrive_sandbox=t; testdrive_admin=a; b=2"),
-        );
-        headers.insert("x-testdrive-page", HeaderValue::from_static("key"));
-        headers.insert("x-forwarded-for", HeaderValue::from_static("6.6.6.6"));
-        headers.insert("forwarded", HeaderValue::from_static("for=6.6.6.6"));
-        headers.insert("x-real-ip", HeaderValue::from_static("6.6.6.6"));
         let host = HeaderValue::from_static("id.sandbox.localhost:8080");
-        prepare_request(
-            &mut headers,
-            |t| t.starts_with("tds_"),
+        let headers = prepared(
+            &[
+                ("authorization", "Bearer tds_x"),
+                ("cookie", "a=1; testdrive_sandbox=t; testdrive_admin=a; b=2"),
+                ("x-testdrive-page", "key"),
+                ("x-forwarded-for", "6.6.6.6"),
+                ("forwarded", "for=6.6.6.6"),
+                ("x-real-ip", "6.6.6.6"),
+            ],
             &Forwarded {
                 client: Some("127.0.0.1".parse().unwrap()),
                 host: Some(&host),
@@ -529,18 +530,11 @@ mod tests {
             "for=127.0.0.1;host=\"id.sandbox.localhost:8080\";proto=http"
         );
 
-        let mut two = HeaderMap::new();
-        two.append(
-            header::AUTHORIZATION,
-            HeaderValue::from_static("Basic dTpw"),
-        );
-        two.append(
-            header::AUTHORIZATION,
-            HeaderValue::from_static("Bearer tds_x"),
-        );
-        prepare_request(
-            &mut two,
-            |t| t.starts_with("tds_"),
+        let two = prepared(
+            &[
+                ("authorization", "Basic dTpw"),
+                ("authorization", "Bearer tds_x"),
+            ],
             &Forwarded {
                 client: None,
                 host: None,
@@ -550,18 +544,11 @@ mod tests {
         );
         assert!(!two.contains_key(header::AUTHORIZATION));
 
-        let mut basic = HeaderMap::new();
-        basic.insert(
-            header::AUTHORIZATION,
-            HeaderValue::from_static("Basic dTpw"),
-        );
-        basic.insert(
-            header::COOKIE,
-            HeaderValue::from_static("testdrive_trial=t"),
-        );
-        prepare_request(
-            &mut basic,
-            |t| t.starts_with("tds_"),
+        let basic = prepared(
+            &[
+                ("authorization", "Basic dTpw"),
+                ("cookie", "testdrive_trial=t"),
+            ],
             &Forwarded {
                 client: None,
                 host: None,

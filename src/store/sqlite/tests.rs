@@ -76,6 +76,17 @@ fn new_sandbox(demo: &Demo, expires_at: Timestamp) -> NewSandbox {
     }
 }
 
+/// `n` sandboxes of `demo`, far from expiry: their ids, in order.
+async fn insert_live(store: &SqliteStore, demo: &Demo, n: usize) -> Vec<SandboxId> {
+    let mut ids = Vec::new();
+    for _ in 0..n {
+        let s = new_sandbox(demo, Timestamp::from_millis(i64::MAX / 2));
+        store.insert_sandbox(&s, cap(10)).await.unwrap();
+        ids.push(s.id);
+    }
+    ids
+}
+
 #[tokio::test]
 async fn names_and_slugs_are_unique() {
     let (store, vendor, demo) = store_with_demo().await;
@@ -189,12 +200,7 @@ async fn a_sandbox_ends_once_and_deadlines_are_claimed_once() {
 async fn address_slots_are_held_until_the_data_is_deleted() {
     let (store, _, demo) = store_with_demo().await;
     let far = Timestamp::from_millis(i64::MAX / 2);
-    let mut ids = Vec::new();
-    for _ in 0..3 {
-        let s = new_sandbox(&demo, far);
-        store.insert_sandbox(&s, cap(10)).await.unwrap();
-        ids.push(s.id);
-    }
+    let ids = insert_live(&store, &demo, 3).await;
     let slot = |id| {
         let store = store.clone();
         async move { store.sandbox(id).await.unwrap().unwrap().addr_slot }
@@ -450,10 +456,9 @@ async fn events_read_back_as_they_were_written() {
     assert_eq!(recent[0].1.event, events[1]);
 }
 
-/// A history written before events were structured (kind and a sentence) reads back as
-/// the same events, with the numbers the receipt and the report need.
-#[tokio::test]
-async fn an_older_history_is_migrated_into_events() {
+/// An in-memory database migrated only as far as `version`, holding the vendor `v` and
+/// its demo `d`: what an earlier version left, for a migration to find.
+async fn pool_at(version: i64) -> SqlitePool {
     let options = sqlx::sqlite::SqliteConnectOptions::from_str("sqlite::memory:")
         .unwrap()
         .foreign_keys(true);
@@ -462,8 +467,7 @@ async fn an_older_history_is_migrated_into_events() {
         .connect_with(options)
         .await
         .unwrap();
-    MIGRATOR.run_to(4, &pool).await.unwrap();
-    let id = SandboxId::new();
+    MIGRATOR.run_to(version, &pool).await.unwrap();
     sqlx::query(
         "INSERT INTO vendors (id, name, key_hash, created_at) VALUES ('v', 'V', 'k', 0);
          INSERT INTO demos (id, vendor_id, slug, spec, enabled, created_at, updated_at)
@@ -472,6 +476,15 @@ async fn an_older_history_is_migrated_into_events() {
     .execute(&pool)
     .await
     .unwrap();
+    pool
+}
+
+/// A history written before events were structured (kind and a sentence) reads back as
+/// the same events, with the numbers the receipt and the report need.
+#[tokio::test]
+async fn an_older_history_is_migrated_into_events() {
+    let pool = pool_at(4).await;
+    let id = SandboxId::new();
     sqlx::query(
         "INSERT INTO sandboxes (id, demo_id, vendor_id, token_hash, status, spec, created_at,
                                 expires_at, files, prospect)
@@ -556,24 +569,8 @@ async fn an_older_history_is_migrated_into_events() {
 /// moves to the sandbox (the prospect's), the event keeps the sentence before it.
 #[tokio::test]
 async fn an_older_failure_gives_its_load_output_to_the_sandbox() {
-    let options = sqlx::sqlite::SqliteConnectOptions::from_str("sqlite::memory:")
-        .unwrap()
-        .foreign_keys(true);
-    let pool = SqlitePoolOptions::new()
-        .max_connections(1)
-        .connect_with(options)
-        .await
-        .unwrap();
-    MIGRATOR.run_to(5, &pool).await.unwrap();
+    let pool = pool_at(5).await;
     let (printed, other) = (SandboxId::new(), SandboxId::new());
-    sqlx::query(
-        "INSERT INTO vendors (id, name, key_hash, created_at) VALUES ('v', 'V', 'k', 0);
-         INSERT INTO demos (id, vendor_id, slug, spec, enabled, created_at, updated_at)
-             VALUES ('d', 'v', 's', '{}', 1, 0, 0);",
-    )
-    .execute(&pool)
-    .await
-    .unwrap();
     for (id, failure) in [
         (
             printed,
@@ -664,13 +661,7 @@ async fn a_webhook_secret_is_replaced_only_while_it_is_the_one_read() {
 #[tokio::test]
 async fn live_sandboxes_are_counted_per_client_until_their_data_is_gone() {
     let (store, _, demo) = store_with_demo().await;
-    let far = Timestamp::from_millis(i64::MAX / 2);
-    let mut ids = Vec::new();
-    for _ in 0..3 {
-        let s = new_sandbox(&demo, far);
-        store.insert_sandbox(&s, cap(10)).await.unwrap();
-        ids.push(s.id);
-    }
+    let ids = insert_live(&store, &demo, 3).await;
     store.set_client_key(ids[0], "192.0.2.1").await.unwrap();
     store.set_client_key(ids[1], "192.0.2.1").await.unwrap();
     store.set_client_key(ids[2], "2001:db8::/64").await.unwrap();
