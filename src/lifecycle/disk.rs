@@ -117,6 +117,13 @@ impl Walk {
                 // Removed, or swapped for a link or a file since the stat: counted as
                 // what it was.
                 Err(Errno::NOENT | Errno::LOOP | Errno::NOTDIR) => continue,
+                // A sandbox that hides a directory from the watch (possible when testdrive
+                // is not root) would never be measured again: it counts as over.
+                Err(Errno::ACCESS | Errno::PERM) => {
+                    return Ok(Some(Measured::Unmeasurable(
+                        "its volumes hold a directory the disk watch may not read".to_string(),
+                    )));
+                }
                 Err(e) => return Err(at(root, e)),
             };
             // Whatever directory is there now, it is entered only on the same filesystem.
