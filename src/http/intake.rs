@@ -15,13 +15,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::{ConnectInfo, Request};
-use axum::http::{HeaderMap, Uri, header};
+use axum::http::{HeaderMap, header};
 use bytes::Bytes;
 use futures_util::{Stream, stream};
 use tokio::sync::Semaphore;
 
 use super::client::{ClientAddress, ClientKey};
 use super::multipart::{self, Limits, MultipartError, MultipartReader};
+use super::origins::url_parts;
 use super::{ApiError, AppState};
 use crate::domain::token::IssuedToken;
 use crate::domain::{Demo, DemoId, Prospect, Sandbox, SandboxId, TrialWindow, UploadName};
@@ -319,16 +320,9 @@ where
 
 /// Scheme, host and port of a URL or an `Origin` (the port spelled out when it is the
 /// scheme's default).
-fn origin_of(url: &str) -> Option<(String, String, u16)> {
-    let uri: Uri = url.parse().ok()?;
-    let scheme = uri.scheme_str()?.to_ascii_lowercase();
-    let host = uri.host()?.to_ascii_lowercase();
-    let port = match (uri.port_u16(), scheme.as_str()) {
-        (Some(port), _) => port,
-        (None, "http") => 80,
-        (None, "https") => 443,
-        (None, _) => return None,
-    };
+fn origin_of(url: &str) -> Option<(&'static str, String, u16)> {
+    let (scheme, host, port) = url_parts(url)?;
+    let port = port.unwrap_or(if scheme == "https" { 443 } else { 80 });
     Some((scheme, host, port))
 }
 

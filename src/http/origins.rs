@@ -78,30 +78,15 @@ impl fmt::Display for SandboxDomain {
 /// `*.localhost` name to loopback without DNS, so a one-box set-up is isolated as it is.
 pub const LOOPBACK_DOMAIN: &str = "sandbox.localhost";
 
-/// The scheme, host and explicit port of an `http(s)://` URL.
-fn split_url(url: &str) -> Option<(&'static str, String, Option<u16>)> {
-    let (scheme, rest) = url.split_once("://")?;
-    let scheme = match scheme.to_ascii_lowercase().as_str() {
+/// The scheme, lower-cased host and explicit port of an `http(s)` URL or an `Origin`.
+pub(super) fn url_parts(url: &str) -> Option<(&'static str, String, Option<u16>)> {
+    let uri: axum::http::Uri = url.parse().ok()?;
+    let scheme = match uri.scheme_str()?.to_ascii_lowercase().as_str() {
         "http" => "http",
         "https" => "https",
         _ => return None,
     };
-    let authority = rest.split(['/', '?', '#']).next()?;
-    let authority = authority.rsplit_once('@').map_or(authority, |(_, a)| a);
-    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-        let (host, after) = v6.split_once(']')?;
-        (format!("[{host}]"), after.strip_prefix(':'))
-    } else {
-        match authority.rsplit_once(':') {
-            Some((host, port)) => (host.to_string(), Some(port)),
-            None => (authority.to_string(), None),
-        }
-    };
-    let port = match port {
-        Some(p) if !p.is_empty() => Some(p.parse().ok()?),
-        _ => None,
-    };
-    Some((scheme, host.to_ascii_lowercase(), port))
+    Some((scheme, uri.host()?.to_ascii_lowercase(), uri.port_u16()))
 }
 
 /// A public URL only this machine's browsers can use: loopback, or the unspecified address
@@ -122,7 +107,7 @@ impl SandboxOrigins {
     /// public deployment must choose a domain, with wildcard DNS and certificate, or `off`.
     pub fn resolve(setting: Option<&str>, public_url: &str) -> Result<SandboxOrigins, String> {
         let public_url = public_url.trim_end_matches('/').to_string();
-        let (scheme, host, port) = split_url(&public_url)
+        let (scheme, host, port) = url_parts(&public_url)
             .ok_or_else(|| format!("public_url {public_url:?} is not an http(s) URL"))?;
         let domain = match setting.map(str::trim) {
             Some(off) if off.eq_ignore_ascii_case("off") => {

@@ -8,6 +8,7 @@
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 
+use super::super::auth::bearer_of;
 use super::cookie::SetCookie;
 
 /// Where a demo's answer may act.
@@ -214,11 +215,10 @@ pub fn prepare_request(
     forwarded: &Forwarded<'_>,
 ) {
     // Every `Authorization` value, not only the first one `bearer` reads.
-    let carries_ours = headers.get_all(header::AUTHORIZATION).iter().any(|value| {
-        let mut one = HeaderMap::new();
-        one.insert(header::AUTHORIZATION, value.clone());
-        super::super::auth::bearer(&one).is_some_and(&is_ours_token)
-    });
+    let carries_ours = headers
+        .get_all(header::AUTHORIZATION)
+        .iter()
+        .any(|value| bearer_of(value).is_some_and(&is_ours_token));
     if carries_ours {
         headers.remove(header::AUTHORIZATION);
     }
