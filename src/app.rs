@@ -16,7 +16,8 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::domain::token::{IssuedToken, TokenHash};
 use crate::engine::{
-    DockerEngine, Engine, EngineError, EngineSettings, HostFirewall, NetworkSettings, isolate_host,
+    DockerEngine, Engine, EngineError, EngineSettings, HostFirewall, NetworkSettings, Subnet,
+    WantedNetwork, isolate_host, plan_network,
 };
 use crate::http::origins::SandboxOrigins;
 use crate::http::server::ServerSettings;
@@ -117,6 +118,90 @@ fn admin_token(
     }
 }
 
+/// Where the parts of the sandbox network a start left open ("auto") are kept.
+const NETWORK_SETTING: &str = "sandbox_network";
+
+/// The network testdrive used before it picked its own: a deployment that still has
+/// sandboxes on it keeps it.
+const EARLIER_NETWORK: (&str, &str, &str) =
+    ("testdrive-sandboxes", "td-sandboxes", "10.213.0.0/16");
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct FixedNetwork {
+    name: String,
+    bridge: String,
+    subnet: String,
+}
+
+/// The sandbox network: the parts the configuration gives, the others as the first start
+/// fixed them (in the database, so sandboxes keep their addresses across restarts), or
+/// picked now for this deployment alone (`engine::plan_network`).
+async fn sandbox_network(
+    config: &Config,
+    store: &dyn Store,
+    instance: &str,
+) -> Result<NetworkSettings, StartError> {
+    let given = config.wanted_network();
+    let open = given.name.is_none() || given.bridge.is_none() || given.subnet.is_none();
+    let stored = store.setting(NETWORK_SETTING).await?;
+    let fixed =
+        match &stored {
+            Some(raw) => Some(serde_json::from_str::<FixedNetwork>(raw).map_err(|e| {
+                StartError::Config(format!("the stored sandbox network {raw:?}: {e}"))
+            })?),
+            None if store.count_live_by_state(None).await?.total() > 0
+                || !store.warm_members(None).await?.is_empty() =>
+            {
+                let (name, bridge, subnet) = EARLIER_NETWORK;
+                let (name, bridge, subnet) = (name.into(), bridge.into(), subnet.into());
+                Some(FixedNetwork {
+                    name,
+                    bridge,
+                    subnet,
+                })
+            }
+            None => None,
+        };
+    let wanted = match &fixed {
+        Some(fixed) => WantedNetwork {
+            name: given.name.or_else(|| Some(fixed.name.clone())),
+            bridge: given.bridge.or_else(|| Some(fixed.bridge.clone())),
+            subnet: match given.subnet {
+                Some(subnet) => Some(subnet),
+                None => Some(Subnet::parse(&fixed.subnet).map_err(StartError::Config)?),
+            },
+        },
+        None => given,
+    };
+    let planned = plan_network(config.docker_host.as_deref(), &wanted, instance)
+        .await
+        .map_err(|e| match e {
+            EngineError::Unavailable(why) => StartError::Config(format!(
+                "cannot pick a sandbox network: the Docker Engine does not answer ({why}); \
+                 start it first, or set sandbox.network, sandbox.bridge and sandbox.subnet"
+            )),
+            other => other.into(),
+        })?;
+    if stored.is_some() || !open {
+        return Ok(planned);
+    }
+    let planned = FixedNetwork {
+        name: planned.name,
+        bridge: planned.bridge,
+        subnet: planned.subnet.to_string(),
+    };
+    let planned = serde_json::to_string(&planned).expect("plain strings serialise");
+    // Several processes on one database agree on the first one fixed.
+    let kept = store.fix_setting(NETWORK_SETTING, &planned).await?;
+    let kept: FixedNetwork = serde_json::from_str(&kept)
+        .map_err(|e| StartError::Config(format!("the stored sandbox network: {e}")))?;
+    Ok(NetworkSettings {
+        name: kept.name,
+        bridge: kept.bridge,
+        subnet: Subnet::parse(&kept.subnet).map_err(StartError::Config)?,
+    })
+}
+
 pub async fn start(config: Config) -> Result<Running, StartError> {
     let trusted_proxies =
         TrustedProxies::parse(&config.trusted_proxies).map_err(StartError::TrustedProxies)?;
@@ -139,28 +224,34 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         SecretBox::load_or_create(config.secret_key.as_deref(), &data_dir.join("secret-key"))
             .map_err(|e| StartError::SecretKey(e.to_string()))?;
 
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::connect(&config.database_url()).await?);
+    let instance = store.instance_id().await?;
+    let network = sandbox_network(&config, store.as_ref(), &instance).await?;
     if config.sandbox.host_firewall == HostFirewall::Iptables {
-        isolate_host(&config.sandbox.bridge)
+        isolate_host(&network.bridge)
             .await
             .map_err(StartError::Firewall)?;
     }
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::connect(&config.database_url()).await?);
-    let instance = store.instance_id().await?;
+    tracing::info!(network = %network.name, bridge = %network.bridge, subnet = %network.subnet, "the sandbox network");
     let engine: Arc<dyn Engine> = Arc::new(
         DockerEngine::connect(
             EngineSettings {
                 host: config.docker_host.clone(),
-                network: NetworkSettings {
-                    name: config.sandbox.network.clone(),
-                    bridge: config.sandbox.bridge.clone(),
-                    subnet: config.subnet(),
-                },
+                network,
+                host_firewall: config.sandbox.host_firewall,
                 tmpfs_mb: config.sandbox.tmpfs_mb,
             },
             instance,
         )
         .await?,
     );
+    // A network that is another deployment's is refused now, not at the first trial; an
+    // Engine that does not answer yet is not (the service starts and waits for it).
+    match engine.ensure_network().await {
+        Err(clash @ EngineError::NetworkClash(_)) => return Err(clash.into()),
+        Err(err) => tracing::warn!(%err, "cannot check the sandbox network yet; will retry"),
+        Ok(_) => {}
+    }
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let webhooks = Webhooks::new(
         store.clone(),

@@ -9,9 +9,12 @@ use figment::providers::{Env, Format, Toml};
 use serde::Deserialize;
 
 use crate::domain::Policy;
-use crate::engine::{HostFirewall, Subnet};
+use crate::engine::{HostFirewall, Subnet, WantedNetwork};
 
 pub const DEFAULTS: &str = include_str!("../config/default.toml");
+
+/// A sandbox network setting testdrive picks itself.
+const AUTO: &str = "auto";
 
 #[derive(Clone, Debug, Deserialize)]
 pub struct Config {
@@ -122,11 +125,18 @@ impl Config {
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         if config.sandbox.bridge.is_empty() || config.sandbox.bridge.len() > 15 {
             return Err(ConfigError::Invalid(
-                "sandbox.bridge must be 1 to 15 characters".into(),
+                "sandbox.bridge must be 1 to 15 characters, or \"auto\"".into(),
             ));
         }
-        Subnet::parse(&config.sandbox.subnet)
-            .map_err(|e| ConfigError::Invalid(format!("sandbox.subnet: {e}")))?;
+        if config.sandbox.network.is_empty() {
+            return Err(ConfigError::Invalid(
+                "sandbox.network must be a name, or \"auto\"".into(),
+            ));
+        }
+        if config.sandbox.subnet != AUTO {
+            Subnet::parse(&config.sandbox.subnet)
+                .map_err(|e| ConfigError::Invalid(format!("sandbox.subnet: {e}")))?;
+        }
         if config.rate_limit.trust_forwarded_for.is_some() {
             return Err(ConfigError::Invalid(
                 "rate_limit.trust_forwarded_for is gone: list the reverse proxies in front in \
@@ -186,8 +196,15 @@ impl Config {
         (!path.is_empty() && !path.contains(":memory:")).then(|| PathBuf::from(path))
     }
 
-    pub fn subnet(&self) -> Subnet {
-        Subnet::parse(&self.sandbox.subnet).expect("checked when the configuration was read")
+    /// The sandbox network as configured: each part given, or left to testdrive ("auto").
+    pub fn wanted_network(&self) -> WantedNetwork {
+        let given = |value: &str| (value != AUTO).then(|| value.to_string());
+        WantedNetwork {
+            name: given(&self.sandbox.network),
+            bridge: given(&self.sandbox.bridge),
+            subnet: given(&self.sandbox.subnet)
+                .map(|s| Subnet::parse(&s).expect("checked when the configuration was read")),
+        }
     }
 
     pub fn spool_dir(&self) -> PathBuf {
@@ -228,7 +245,8 @@ mod tests {
             let config = Config::load(Some(Path::new("site.toml"))).unwrap();
             assert_eq!(config.max_sandboxes, 7);
             assert_eq!(config.sandbox.tmpfs_mb, 8);
-            assert_eq!(config.sandbox.network, "testdrive-sandboxes");
+            assert_eq!(config.sandbox.network, "auto");
+            assert_eq!(config.wanted_network(), WantedNetwork::default());
 
             jail.set_env("TESTDRIVE_MAX_SANDBOXES", "9");
             jail.set_env("TESTDRIVE_PUBLIC_URL", "https://try.example.com/");

@@ -123,7 +123,10 @@
       var t = document.createElement("time");
       t.dateTime = e.at; t.textContent = clock(e.at);
       li.appendChild(t);
-      li.appendChild(document.createTextNode(e.sandbox_id.slice(-8) + " " + e.kind.replace(/_/g, " ") + (e.detail ? ": " + e.detail : "")));
+      // A deployment's event (no sandbox) is marked as such, so healing stands out.
+      if (!e.sandbox_id) li.className = "service-event";
+      var who = e.sandbox_id ? e.sandbox_id.slice(-8) : "service";
+      li.appendChild(document.createTextNode(who + " " + e.kind.replace(/_/g, " ") + (e.detail ? ": " + e.detail : "")));
       eventsList.appendChild(li);
     });
   }

@@ -33,9 +33,9 @@ use bollard::models::{
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, InspectContainerOptions, ListContainersOptionsBuilder,
-    ListVolumesOptionsBuilder, RemoveContainerOptionsBuilder, RemoveVolumeOptionsBuilder,
-    StartContainerOptions, StatsOptionsBuilder, StopContainerOptionsBuilder,
-    UploadToContainerOptionsBuilder,
+    ListNetworksOptionsBuilder, ListVolumesOptionsBuilder, RemoveContainerOptionsBuilder,
+    RemoveVolumeOptionsBuilder, StartContainerOptions, StatsOptionsBuilder,
+    StopContainerOptionsBuilder, UploadToContainerOptionsBuilder,
 };
 use futures_util::StreamExt;
 use hmac::{Hmac, Mac};
@@ -43,13 +43,17 @@ use sha2::Sha256;
 use tokio::sync::RwLock;
 
 use super::{
-    ContainerState, DEMO_LABEL, Engine, EngineError, EngineSettings, ExecOutcome, INSTANCE_LABEL,
-    Labelled, NewContainer, Result, SANDBOX_LABEL, StatsReading, archive, network, probe,
+    ContainerState, DEMO_LABEL, Engine, EngineError, EngineSettings, ExecOutcome, Found,
+    HostFirewall, INSTANCE_LABEL, Labelled, NetworkRepair, NewContainer, Removed, Result,
+    SANDBOX_LABEL, StatsReading, archive, isolate_host, network, probe,
 };
 use crate::domain::{DemoId, SandboxId, StagedFile};
 
 /// Retries of an idempotent call while the Engine is unreachable.
 const RETRIES: u32 = 4;
+
+/// How often `ensure_network` checks the host firewall rules when nothing else prompts it.
+const RULES_EVERY: Duration = Duration::from_secs(60);
 
 impl EngineError {
     pub(super) fn from_bollard(err: bollard::errors::Error, what: &str) -> Self {
@@ -67,16 +71,29 @@ impl EngineError {
             other => EngineError::Unavailable(other.to_string()),
         }
     }
+
+    /// As `from_bollard`, but a 404 that names a network — starting (or, on newer Engines,
+    /// creating) a container whose network is gone — is `NetworkMissing`, not the
+    /// container's absence.
+    fn naming_network(err: bollard::errors::Error, what: &str) -> Self {
+        match err {
+            bollard::errors::Error::DockerResponseServerError {
+                status_code: 404,
+                ref message,
+            } if message.contains("network") => EngineError::NetworkMissing,
+            other => EngineError::from_bollard(other, what),
+        }
+    }
 }
 
-/// A list filter for objects carrying `label` (`key=value`).
-fn label_filter(label: String) -> HashMap<String, Vec<String>> {
-    HashMap::from([("label".to_string(), vec![label])])
+/// A list filter for objects carrying every one of `labels` (`key=value`).
+fn label_filter(labels: Vec<String>) -> HashMap<String, Vec<String>> {
+    HashMap::from([("label".to_string(), labels)])
 }
 
-/// The volumes carrying `label` (`key=value`).
-async fn volumes(docker: &Docker, label: String) -> Result<Vec<Volume>> {
-    let filter = label_filter(label);
+/// The volumes carrying every one of `labels` (`key=value`).
+async fn volumes(docker: &Docker, labels: Vec<String>) -> Result<Vec<Volume>> {
+    let filter = label_filter(labels);
     let options = ListVolumesOptionsBuilder::default()
         .filters(&filter)
         .build();
@@ -203,6 +220,8 @@ struct Inner {
     instance: String,
     /// What the last ping said; creation is refused at once while it says down.
     healthy: AtomicBool,
+    /// When the host firewall rules were last checked (`ensure_network`).
+    rules_checked: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl DockerEngine {
@@ -221,6 +240,8 @@ impl DockerEngine {
                 settings,
                 instance,
                 healthy: AtomicBool::new(false),
+                // The service installed them as it started.
+                rules_checked: std::sync::Mutex::new(Some(std::time::Instant::now())),
             }),
         };
         if let Err(err) = engine.ping().await {
@@ -250,7 +271,12 @@ impl DockerEngine {
                 api_version = %negotiated.client_version(),
                 "negotiated the Docker Engine API version"
             );
-            network::ensure(&negotiated, &self.inner.settings.network).await?;
+            network::ensure(
+                &negotiated,
+                &self.inner.settings.network,
+                &self.inner.instance,
+            )
+            .await?;
             *guard = (negotiated, true);
         }
         Ok(guard.0.clone())
@@ -282,15 +308,17 @@ impl DockerEngine {
         container_name(&self.inner.instance, sandbox)
     }
 
+    /// The labels that mark the sandbox's objects as this deployment's.
+    fn sandbox_labels(&self, sandbox: SandboxId) -> Vec<String> {
+        vec![
+            format!("{SANDBOX_LABEL}={sandbox}"),
+            format!("{INSTANCE_LABEL}={}", self.inner.instance),
+        ]
+    }
+
     /// The Engine's id of the container labelled for the sandbox, if there is one.
     async fn labelled_container(&self, sandbox: SandboxId) -> Result<Option<String>> {
-        let filter = HashMap::from([(
-            "label".to_string(),
-            vec![
-                format!("{SANDBOX_LABEL}={sandbox}"),
-                format!("{INSTANCE_LABEL}={}", self.inner.instance),
-            ],
-        )]);
+        let filter = label_filter(self.sandbox_labels(sandbox));
         let options = ListContainersOptionsBuilder::default()
             .all(true)
             .filters(&filter)
@@ -362,8 +390,7 @@ impl DockerEngine {
     async fn remove_volumes_once(&self, sandbox: SandboxId) -> Result<usize> {
         let docker = self.client().await?;
         let mut removed = 0;
-        let label = format!("{SANDBOX_LABEL}={sandbox}");
-        for volume in volumes(&docker, label).await? {
+        for volume in volumes(&docker, self.sandbox_labels(sandbox)).await? {
             match docker
                 .remove_volume(
                     &volume.name,
@@ -381,7 +408,8 @@ impl DockerEngine {
 
     async fn labelled_once(&self) -> Result<Labelled> {
         let docker = self.client().await?;
-        let filter = label_filter(format!("{INSTANCE_LABEL}={}", self.inner.instance));
+        let mine = || label_filter(vec![format!("{INSTANCE_LABEL}={}", self.inner.instance)]);
+        let filter = mine();
         let containers = docker
             .list_containers(Some(
                 ListContainersOptionsBuilder::default()
@@ -391,30 +419,99 @@ impl DockerEngine {
             ))
             .await
             .map_err(|e| EngineError::from_bollard(e, "container"))?;
-        let instance = format!("{INSTANCE_LABEL}={}", self.inner.instance);
-        let volumes = volumes(&docker, instance).await?;
+        let volumes = volumes(
+            &docker,
+            vec![format!("{INSTANCE_LABEL}={}", self.inner.instance)],
+        )
+        .await?;
+        let filter = mine();
+        let networks = docker
+            .list_networks(Some(
+                ListNetworksOptionsBuilder::default()
+                    .filters(&filter)
+                    .build(),
+            ))
+            .await
+            .map_err(|e| EngineError::from_bollard(e, "network"))?;
         let sandbox_of = |labels: &HashMap<String, String>| {
             labels
                 .get(SANDBOX_LABEL)
                 .and_then(|id| SandboxId::parse(id).ok())
         };
-        Ok(Labelled {
-            containers: containers
-                .iter()
-                .filter_map(|c| {
-                    let running = c.state == Some(ContainerSummaryStateEnum::RUNNING);
-                    Some((sandbox_of(c.labels.as_ref()?)?, running))
-                })
-                .collect(),
-            volumes: volumes.iter().fold(HashMap::new(), |mut by_sandbox, v| {
-                if let Some(id) = sandbox_of(&v.labels) {
-                    by_sandbox
-                        .entry(id)
-                        .or_insert_with(Vec::new)
-                        .push(PathBuf::from(&v.mountpoint));
-                }
-                by_sandbox
-            }),
+        let mut by_sandbox: HashMap<SandboxId, Found> = HashMap::new();
+        for c in containers {
+            if let (Some(sandbox), Some(id)) = (c.labels.as_ref().and_then(sandbox_of), c.id) {
+                let running = c.state == Some(ContainerSummaryStateEnum::RUNNING);
+                let found = by_sandbox.entry(sandbox).or_default();
+                found.containers.push((id, running));
+            }
+        }
+        for v in volumes {
+            if let Some(sandbox) = sandbox_of(&v.labels) {
+                let found = by_sandbox.entry(sandbox).or_default();
+                found.volumes.push((v.name, PathBuf::from(v.mountpoint)));
+            }
+        }
+        for n in networks {
+            if let (Some(sandbox), Some(id)) = (n.labels.as_ref().and_then(sandbox_of), n.id) {
+                by_sandbox.entry(sandbox).or_default().networks.push(id);
+            }
+        }
+        Ok(Labelled { by_sandbox })
+    }
+
+    async fn remove_found_once(&self, found: &Found) -> Result<Removed> {
+        let docker = self.client().await?;
+        let mut removed = Removed::default();
+        let gone = |result: std::result::Result<(), bollard::errors::Error>, what| match result
+            .map_err(|e| EngineError::from_bollard(e, what))
+        {
+            Ok(()) | Err(EngineError::NotFound(_)) => Ok(1),
+            Err(other) => Err(other),
+        };
+        let options = RemoveContainerOptionsBuilder::default()
+            .force(true)
+            .v(true)
+            .build();
+        for (id, _) in &found.containers {
+            let result = docker.remove_container(id, Some(options.clone())).await;
+            removed.containers += gone(result, "container")?;
+        }
+        for (name, _) in &found.volumes {
+            let options = RemoveVolumeOptionsBuilder::default().force(true).build();
+            let result = docker.remove_volume(name, Some(options)).await;
+            removed.volumes += gone(result, "volume")?;
+        }
+        for id in &found.networks {
+            let result = docker.remove_network(id).await;
+            removed.networks += gone(result, "network")?;
+        }
+        Ok(removed)
+    }
+
+    async fn ensure_network_once(&self) -> Result<NetworkRepair> {
+        let docker = self.client().await?;
+        let settings = &self.inner.settings;
+        let recreated = network::ensure(&docker, &settings.network, &self.inner.instance).await?;
+        // A rule check runs three programs: once a minute is enough, unless the network
+        // was just made again (whoever removed it may have cleaned the firewall too).
+        let due = {
+            let mut last = self.inner.rules_checked.lock().expect("never poisoned");
+            let due = recreated || last.is_none_or(|at| at.elapsed() >= RULES_EVERY);
+            if due {
+                *last = Some(std::time::Instant::now());
+            }
+            due
+        };
+        let rules_restored = match settings.host_firewall {
+            HostFirewall::Iptables if due => isolate_host(&settings.network.bridge)
+                .await
+                .map_err(EngineError::Firewall)?,
+            _ => Vec::new(),
+        };
+        Ok(NetworkRepair {
+            recreated,
+            rules_restored,
         })
     }
 }
@@ -455,6 +552,10 @@ impl Engine for DockerEngine {
         .await
     }
 
+    fn network_name(&self) -> String {
+        self.inner.settings.network.name.clone()
+    }
+
     fn address(&self, slot: u32) -> Option<Ipv4Addr> {
         self.inner.settings.network.subnet.address(slot)
     }
@@ -472,7 +573,7 @@ impl Engine for DockerEngine {
                 .await?
                 .create_container(Some(options.clone()), body.clone())
                 .await
-                .map_err(|e| EngineError::from_bollard(e, "image"))
+                .map_err(|e| EngineError::naming_network(e, "image"))
             {
                 Ok(_) => Ok(()),
                 Err(EngineError::Rejected { status: 409, .. }) => self
@@ -531,7 +632,7 @@ impl Engine for DockerEngine {
                     .await?
                     .start_container(&container, None::<StartContainerOptions>)
                     .await
-                    .map_err(|e| EngineError::from_bollard(e, "container"))
+                    .map_err(|e| EngineError::naming_network(e, "container"))
                 {
                     Err(EngineError::Rejected { status: 304, .. }) => Ok(()),
                     other => other,
@@ -690,6 +791,16 @@ impl Engine for DockerEngine {
         self.retrying("list", || self.labelled_once()).await
     }
 
+    async fn remove_found(&self, found: &Found) -> Result<Removed> {
+        self.retrying("remove found objects", || self.remove_found_once(found))
+            .await
+    }
+
+    async fn ensure_network(&self) -> Result<NetworkRepair> {
+        self.retrying("ensure network", || self.ensure_network_once())
+            .await
+    }
+
     async fn probe(&self, addr: SocketAddr, path: &str) -> std::result::Result<u16, String> {
         probe::get(addr, path).await
     }
@@ -739,6 +850,7 @@ mod tests {
                 bridge: "br".into(),
                 subnet: Subnet::parse("10.9.0.0/24").unwrap(),
             },
+            host_firewall: HostFirewall::None,
             tmpfs_mb: 16,
         };
         let sandbox = SandboxId::new();

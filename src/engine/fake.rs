@@ -15,8 +15,8 @@ use async_trait::async_trait;
 use tokio::sync::watch;
 
 use super::{
-    ContainerState, Engine, EngineError, ExecOutcome, Labelled, NewContainer, Result, StatsReading,
-    Subnet,
+    ContainerState, Engine, EngineError, ExecOutcome, Found, Labelled, NetworkRepair, NewContainer,
+    Removed, Result, StatsReading, Subnet,
 };
 use crate::domain::{DemoId, SandboxId, StagedFile};
 
@@ -31,6 +31,8 @@ pub enum Op {
     Exec,
     RemoveContainer,
     RemoveVolumes,
+    RemoveFound,
+    EnsureNetwork,
     List,
     Stats,
     Probe,
@@ -58,6 +60,8 @@ struct State {
     calls: Vec<(Op, Option<SandboxId>)>,
     failures: HashMap<Op, VecDeque<EngineError>>,
     unreachable: bool,
+    /// The sandbox network is gone: starts fail with `NetworkMissing` until it is ensured.
+    network_missing: bool,
     /// Whether new containers' demos answer their probe.
     silent_demos: bool,
     exec: Option<ExecOutcome>,
@@ -187,6 +191,11 @@ impl FakeEngine {
         }
     }
 
+    /// The sandbox network vanishes (someone ran `docker network prune`).
+    pub fn remove_network(&self) {
+        self.state().network_missing = true;
+    }
+
     /// The container and its volumes vanish (someone ran `docker rm -fv`).
     pub fn vanish(&self, sandbox: SandboxId) {
         let mut state = self.state();
@@ -288,6 +297,10 @@ impl Engine for FakeEngine {
         Ok(true)
     }
 
+    fn network_name(&self) -> String {
+        "testdrive-fake".to_string()
+    }
+
     fn address(&self, slot: u32) -> Option<Ipv4Addr> {
         self.subnet.address(slot)
     }
@@ -337,6 +350,9 @@ impl Engine for FakeEngine {
 
     async fn start(&self, sandbox: SandboxId) -> Result<()> {
         let result = self.enter(Op::Start, Some(sandbox)).and_then(|()| {
+            if self.state().network_missing {
+                return Err(EngineError::NetworkMissing);
+            }
             self.with_container(sandbox, |c| {
                 c.running = true;
                 c.exit_code = None;
@@ -410,23 +426,66 @@ impl Engine for FakeEngine {
         self.leave(Op::RemoveVolumes, result).await
     }
 
+    /// Containers are listed under their sandbox's id, volumes as `<sandbox id>/<n>`.
     async fn labelled(&self) -> Result<Labelled> {
         let result = self.enter(Op::List, None).map(|()| {
             let state = self.state();
-            Labelled {
-                containers: state
-                    .containers
-                    .iter()
-                    .map(|(id, c)| (*id, c.running))
-                    .collect(),
-                volumes: state
-                    .volumes
-                    .keys()
-                    .map(|id| (*id, state.volume_paths.get(id).cloned().unwrap_or_default()))
-                    .collect(),
+            let mut labelled = Labelled::default();
+            for (id, c) in &state.containers {
+                let found = labelled.by_sandbox.entry(*id).or_default();
+                found.containers.push((id.to_string(), c.running));
             }
+            for (id, count) in &state.volumes {
+                let paths = state.volume_paths.get(id).cloned().unwrap_or_default();
+                let found = labelled.by_sandbox.entry(*id).or_default();
+                found.volumes = (0..(*count).max(paths.len()))
+                    .map(|n| {
+                        (
+                            format!("{id}/{n}"),
+                            paths.get(n).cloned().unwrap_or_default(),
+                        )
+                    })
+                    .collect();
+            }
+            labelled
         });
         self.leave(Op::List, result).await
+    }
+
+    async fn remove_found(&self, found: &Found) -> Result<Removed> {
+        let result = self.enter(Op::RemoveFound, None).map(|()| {
+            let mut state = self.state();
+            let sandbox_of = |raw: &str| SandboxId::parse(raw.split('/').next()?).ok();
+            let mut removed = Removed::default();
+            for (id, _) in &found.containers {
+                if let Some(sandbox) = sandbox_of(id) {
+                    state.containers.remove(&sandbox);
+                    state.volumes.remove(&sandbox);
+                }
+                removed.containers += 1;
+            }
+            for (name, _) in &found.volumes {
+                if let Some(sandbox) = sandbox_of(name) {
+                    state.volumes.remove(&sandbox);
+                }
+                removed.volumes += 1;
+            }
+            removed.networks = found.networks.len() as u32;
+            removed
+        });
+        self.leave(Op::RemoveFound, result).await
+    }
+
+    async fn ensure_network(&self) -> Result<NetworkRepair> {
+        let result = self.enter(Op::EnsureNetwork, None).map(|()| {
+            let mut state = self.state();
+            let recreated = std::mem::take(&mut state.network_missing);
+            NetworkRepair {
+                recreated,
+                rules_restored: Vec::new(),
+            }
+        });
+        self.leave(Op::EnsureNetwork, result).await
     }
 
     async fn stats(&self, sandbox: SandboxId) -> Result<StatsReading> {

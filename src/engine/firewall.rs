@@ -96,25 +96,34 @@ fn host_has_ipv6() -> bool {
     Path::new("/proc/net/if_inet6").exists()
 }
 
-/// Installs the rules for `bridge`, each unless it is there already. The interface need
-/// not exist yet: rules match interface names.
-pub async fn isolate_host(bridge: &str) -> Result<(), String> {
+/// Installs the rules for `bridge`, each unless it is there already; the command lines of
+/// those it installed (none when all were in place). The interface need not exist yet:
+/// rules match interface names. Cheap to repeat (a check per rule), so the reconciler puts
+/// back a rule someone flushed.
+pub async fn isolate_host(bridge: &str) -> Result<Vec<String>, String> {
     let with_ipv6 = host_has_ipv6();
+    let mut installed = Vec::new();
     for rule in rules(bridge) {
         if rule.ipv6() && !with_ipv6 {
             continue;
         }
-        install(&rule).await?;
+        if install(&rule).await? {
+            installed.push(rule.command_line("-I"));
+        }
     }
-    tracing::info!(
-        bridge,
-        ipv6 = with_ipv6,
-        "sandboxes may not open connections to the host"
-    );
-    Ok(())
+    if !installed.is_empty() {
+        tracing::info!(
+            bridge,
+            ipv6 = with_ipv6,
+            rules = ?installed,
+            "host firewall rules installed: sandboxes may not open connections to the host"
+        );
+    }
+    Ok(installed)
 }
 
-async fn install(rule: &FirewallRule) -> Result<(), String> {
+/// Installs `rule` unless it is in place; true if it installed it.
+async fn install(rule: &FirewallRule) -> Result<bool, String> {
     let cannot = |why: String| {
         format!(
             "cannot install the host firewall rule `{}`: {why}. Run testdrive as root (or \
@@ -125,7 +134,7 @@ async fn install(rule: &FirewallRule) -> Result<(), String> {
     };
     let present = rule.run("-C").await.map_err(|e| cannot(e.to_string()))?;
     if present.status.success() {
-        return Ok(());
+        return Ok(false);
     }
     let added = rule.run("-I").await.map_err(|e| cannot(e.to_string()))?;
     if !added.status.success() {
@@ -133,7 +142,7 @@ async fn install(rule: &FirewallRule) -> Result<(), String> {
             String::from_utf8_lossy(&added.stderr).trim().to_string(),
         ));
     }
-    Ok(())
+    Ok(true)
 }
 
 #[cfg(test)]

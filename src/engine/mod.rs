@@ -29,7 +29,7 @@ pub use docker::DockerEngine;
 pub use firewall::{
     FirewallRule, HostFirewall, isolate_host, rule as firewall_rule, rules as firewall_rules,
 };
-pub use network::{NetworkSettings, Subnet};
+pub use network::{NetworkSettings, Subnet, WantedNetwork, plan as plan_network};
 
 pub const SANDBOX_LABEL: &str = "testdrive.sandbox";
 pub const INSTANCE_LABEL: &str = "testdrive.instance";
@@ -39,10 +39,19 @@ pub const DEMO_LABEL: &str = "testdrive.demo";
 pub enum EngineError {
     #[error("the Docker Engine has no such {0}")]
     NotFound(String),
+    /// The sandbox network is gone (`docker network rm`/`prune` while no sandbox ran):
+    /// `Engine::ensure_network` makes it again.
+    #[error("the sandbox network is missing on the Docker Engine")]
+    NetworkMissing,
+    /// The configured sandbox network is another deployment's, or clashes with it.
+    #[error("{0}")]
+    NetworkClash(String),
     #[error("the Docker Engine refused the request ({status}): {message}")]
     Rejected { status: u16, message: String },
     #[error("the Docker Engine is unavailable: {0}")]
     Unavailable(String),
+    #[error("{0}")]
+    Firewall(String),
     #[error("reading the spooled upload failed: {0}")]
     Spool(#[from] std::io::Error),
 }
@@ -55,6 +64,8 @@ pub struct EngineSettings {
     /// `unix:///var/run/docker.sock`, `tcp://host:2375`; `None` for the local default.
     pub host: Option<String>,
     pub network: NetworkSettings,
+    /// Who installs the host firewall rules of the sandbox bridge.
+    pub host_firewall: HostFirewall,
     /// Size of the `/tmp` tmpfs in every sandbox.
     pub tmpfs_mb: u32,
 }
@@ -105,29 +116,65 @@ pub struct NewContainer<'a> {
     pub ip: Ipv4Addr,
 }
 
-/// This deployment's objects on the Engine.
+/// One sandbox's objects as the Engine listed them, by the Engine's own ids and names: what
+/// the reaper removes is exactly what it found, whatever the objects are called.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Found {
+    /// Container ids, and whether each runs.
+    pub containers: Vec<(String, bool)>,
+    /// Volume names, and where each one's data is on the host.
+    pub volumes: Vec<(String, PathBuf)>,
+    /// Network ids.
+    pub networks: Vec<String>,
+}
+
+/// What `Engine::remove_found` removed (an object gone already counts).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Removed {
+    pub containers: u32,
+    pub volumes: u32,
+    pub networks: u32,
+}
+
+/// This deployment's objects on the Engine, by sandbox.
 #[derive(Debug, Default, Clone)]
 pub struct Labelled {
-    /// Sandboxes with a container, and whether it runs.
-    pub containers: HashMap<SandboxId, bool>,
-    /// Sandboxes with volumes, and where each volume's data is on the host.
-    pub volumes: HashMap<SandboxId, Vec<PathBuf>>,
+    pub by_sandbox: HashMap<SandboxId, Found>,
 }
 
 impl Labelled {
     /// Every sandbox with any object.
     pub fn sandboxes(&self) -> HashSet<SandboxId> {
-        self.containers
-            .keys()
-            .chain(self.volumes.keys())
-            .copied()
-            .collect()
+        self.by_sandbox.keys().copied().collect()
+    }
+
+    /// Whether the sandbox has a container (`None`: none), and whether it runs.
+    pub fn container(&self, sandbox: SandboxId) -> Option<bool> {
+        let found = self.by_sandbox.get(&sandbox)?;
+        (!found.containers.is_empty()).then(|| found.containers.iter().any(|(_, runs)| *runs))
     }
 
     /// Whether the sandbox has a running container.
     pub fn runs(&self, sandbox: SandboxId) -> bool {
-        self.containers.get(&sandbox) == Some(&true)
+        self.container(sandbox) == Some(true)
     }
+
+    /// Where each sandbox's volumes keep their data on the host.
+    pub fn volume_paths(&self) -> impl Iterator<Item = (SandboxId, Vec<PathBuf>)> + '_ {
+        self.by_sandbox
+            .iter()
+            .filter(|(_, found)| !found.volumes.is_empty())
+            .map(|(id, found)| (*id, found.volumes.iter().map(|(_, p)| p.clone()).collect()))
+    }
+}
+
+/// What `Engine::ensure_network` had to do.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct NetworkRepair {
+    /// The network was missing and is made again.
+    pub recreated: bool,
+    /// Host firewall rules that were missing and are installed again, as command lines.
+    pub rules_restored: Vec<String>,
 }
 
 /// What the lifecycle asks of the runtime. Calls that change something are idempotent
@@ -142,6 +189,8 @@ pub trait Engine: Send + Sync + 'static {
     async fn ping(&self) -> Result<()>;
     async fn image_exists(&self, image: &str) -> Result<bool>;
 
+    /// The sandbox network's name, as operators know it.
+    fn network_name(&self) -> String;
     /// The address of a sandbox slot on the sandbox network, if the network has it.
     fn address(&self, slot: u32) -> Option<Ipv4Addr>;
 
@@ -171,6 +220,12 @@ pub trait Engine: Send + Sync + 'static {
     async fn remove_volumes(&self, sandbox: SandboxId) -> Result<usize>;
     /// What this deployment has on the Engine, by label.
     async fn labelled(&self) -> Result<Labelled>;
+    /// Removes exactly the objects listed, by their ids: containers (with their anonymous
+    /// volumes), then volumes, then networks.
+    async fn remove_found(&self, found: &Found) -> Result<Removed>;
+    /// Makes sure the sandbox network exists as configured, with its host firewall rules:
+    /// made again if it went missing. Cheap when all is in place.
+    async fn ensure_network(&self) -> Result<NetworkRepair>;
     /// One reading of a running container's memory and CPU counters.
     async fn stats(&self, sandbox: SandboxId) -> Result<StatsReading>;
     /// One readiness attempt: the status of `GET path` at the demo's address, or why

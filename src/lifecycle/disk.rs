@@ -171,7 +171,7 @@ fn visible(paths: &[PathBuf]) -> bool {
 /// from here; an error only when the Engine cannot list them.
 pub(super) async fn check(lifecycle: &Lifecycle) -> Result<bool, LifecycleError> {
     let on_engine = lifecycle.engine().labelled().await?;
-    for (id, paths) in on_engine.volumes {
+    for (id, paths) in on_engine.volume_paths() {
         if !visible(&paths) {
             return Ok(false);
         }

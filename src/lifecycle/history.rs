@@ -1,10 +1,11 @@
 //! Writing a sandbox's history. An event a vendor's webhook announces is written with its
 //! delivery in one transaction, so no announced change is lost to a crash; the webhook
-//! sender is then told there is work.
+//! sender is then told there is work. Events of the deployment itself (`ServiceEvent`) are
+//! written here too, and logged.
 
 use std::sync::Arc;
 
-use crate::domain::{SandboxEvent, SandboxId, Timestamp};
+use crate::domain::{SandboxEvent, SandboxId, ServiceEvent, ServiceEventRecord, Timestamp};
 use crate::store::{NewEvent, Store};
 use crate::webhooks::{self, Webhooks};
 
@@ -43,6 +44,23 @@ impl History {
         };
         if let Err(err) = written {
             tracing::warn!(sandbox_id = %id, kind = event.kind(), %err, "could not record an event");
+        }
+    }
+
+    /// Records an event of the deployment, for the operators (and, when it is about a
+    /// demo, for its vendor), and logs it. Not fatal if the database is down: the log has it.
+    pub(super) async fn service(&self, at: Timestamp, event: ServiceEvent) {
+        tracing::warn!(kind = event.kind(), "{}", event.detail());
+        let vendor = match event.demo() {
+            Some(demo) => match self.store.demo(demo).await {
+                Ok(found) => found.map(|d| d.vendor_id),
+                Err(_) => None,
+            },
+            None => None,
+        };
+        let record = ServiceEventRecord { at, vendor, event };
+        if let Err(err) = self.store.append_service_event(&record).await {
+            tracing::warn!(kind = record.event.kind(), %err, "could not record a service event");
         }
     }
 }

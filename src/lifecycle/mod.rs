@@ -23,6 +23,7 @@ mod disk;
 mod end;
 mod health;
 mod history;
+mod network;
 mod pool;
 mod probe;
 mod provision;
@@ -49,7 +50,7 @@ pub use scheduler::{Scheduler, Timetable, TrialDeadlines};
 pub use usage::ResourceUse;
 
 use crate::clock::Clock;
-use crate::domain::{Sandbox, SandboxId, Timestamp};
+use crate::domain::{Sandbox, SandboxId, ServiceEvent, Timestamp};
 use crate::engine::{Engine, EngineError};
 use crate::store::{Store, StoreError};
 use crate::webhooks::Webhooks;
@@ -182,6 +183,11 @@ impl Lifecycle {
 
     fn history(&self) -> &history::History {
         &self.inner.history
+    }
+
+    /// Records what happened to the deployment (an outage, a healing) for the consoles.
+    pub async fn note(&self, event: ServiceEvent) {
+        self.history().service(self.now(), event).await;
     }
 
     async fn record(&self, id: SandboxId) -> Result<Sandbox> {

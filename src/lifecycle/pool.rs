@@ -195,7 +195,8 @@ impl Lifecycle {
             ip,
         };
         engine.create(&container).await?;
-        engine.start(id).await?;
+        self.start_container(id, "while starting a warm pool member")
+            .await?;
         let addr = SocketAddr::new(ip.into(), spec.port);
         probe::wait_ready(engine.as_ref(), id, addr, &spec.ready)
             .await

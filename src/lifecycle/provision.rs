@@ -248,8 +248,8 @@ impl Provision {
         checkpoint(cancel)?;
 
         if self.origin == Origin::Cold {
-            engine
-                .start(id)
+            lifecycle
+                .start_container(id, "while starting a new sandbox")
                 .await
                 .map_err(failed("starting the container"))?;
             let state = engine

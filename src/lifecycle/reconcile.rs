@@ -3,7 +3,8 @@
 //! requests); ended sandboxes whose teardown did not finish are torn down; sandboxes whose
 //! container vanished end, those whose container stopped sleep; Engine objects labelled for
 //! this deployment whose sandbox is unknown or ended are removed; warm pool members whose
-//! container stopped are replaced.
+//! container stopped are replaced. Each pass first makes the sandbox network and its
+//! firewall rules whole again if someone removed them.
 //!
 //! A pass compares an Engine listing with database reads made after it, so what it saw may
 //! be stale by the time it acts: every repair re-reads the database on the sandbox's turn
@@ -13,8 +14,8 @@ use futures_util::{StreamExt, stream};
 use tokio_util::sync::CancellationToken;
 
 use super::{Lifecycle, LifecycleError};
-use crate::domain::{Ending, SandboxEvent, SandboxId, SandboxStatus};
-use crate::engine::EngineError;
+use crate::domain::{Ending, SandboxEvent, SandboxId, SandboxStatus, ServiceEvent};
+use crate::engine::{EngineError, Found};
 
 /// Before the service takes requests: every spool directory is left over from the previous
 /// run, and every `provisioning` sandbox was cut short by it (nothing is provisioning yet,
@@ -101,17 +102,37 @@ impl Lifecycle {
     /// Removes the objects of a sandbox the database does not know, or knows as ended.
     /// Asked in this order because a warm member becomes a sandbox in one transaction: a
     /// member read as gone is then found as the sandbox it became.
-    async fn clean_up(&self, id: SandboxId) -> Result<(), LifecycleError> {
+    async fn clean_up(&self, id: SandboxId, found: &Found) -> Result<(), LifecycleError> {
         let store = self.store();
         if store.warm_member(id).await?.is_some() {
             return Ok(()); // the keeper looks after it
         }
         match store.sandbox(id).await? {
             Some(sandbox) if sandbox.status.is_live() => Ok(()),
-            Some(_) => self.teardown(id).await,
+            Some(_) => {
+                self.teardown(id).await?;
+                // The teardown removes what a sandbox is made with; a network labelled for
+                // it (made by hand, or by an older testdrive) goes too.
+                if !found.networks.is_empty() {
+                    let networks = Found {
+                        networks: found.networks.clone(),
+                        ..Found::default()
+                    };
+                    self.engine().remove_found(&networks).await?;
+                }
+                Ok(())
+            }
+            // Exactly what was found, by the Engine's ids: whatever the objects are named,
+            // containers go first so that their volumes and networks are free to go.
             None => {
-                let removed = self.engine().remove_sandbox(id).await?;
-                tracing::warn!(sandbox_id = %id, removed, "removed objects of an unknown sandbox");
+                let removed = self.engine().remove_found(found).await?;
+                self.note(ServiceEvent::OrphansRemoved {
+                    sandbox: id,
+                    containers: removed.containers,
+                    volumes: removed.volumes,
+                    networks: removed.networks,
+                })
+                .await;
                 Ok(())
             }
         }
@@ -121,6 +142,9 @@ impl Lifecycle {
 /// One pass. Only failing to read the database or list the Engine ends it early.
 pub(super) async fn once(lifecycle: &Lifecycle) -> Result<(), LifecycleError> {
     let store = lifecycle.store();
+    // The sandbox network and its firewall rules, made again if someone removed them, before
+    // anything needs them.
+    lifecycle.heal_network("by the reconciler").await?;
     // A failed load command's output may hold the prospect's data: it lasts no longer
     // than the trial window the prospect asked for.
     store.forget_load_outputs(lifecycle.now()).await?;
@@ -145,7 +169,7 @@ pub(super) async fn once(lifecycle: &Lifecycle) -> Result<(), LifecycleError> {
     .await;
     let asleep = store.ids_with_status(SandboxStatus::Sleeping).await?;
     each(asleep, "repair", |id| {
-        let container = on_engine.containers.get(&id).copied();
+        let container = on_engine.container(id);
         async move {
             match container {
                 None => lifecycle.repair(id, SandboxStatus::Sleeping).await,
@@ -164,7 +188,11 @@ pub(super) async fn once(lifecycle: &Lifecycle) -> Result<(), LifecycleError> {
 
     // Engine → database: objects of unknown or ended sandboxes go.
     let listed = on_engine.sandboxes().into_iter().collect();
-    each(listed, "cleanup", |id| lifecycle.clean_up(id)).await;
+    each(listed, "cleanup", |id| {
+        let found = on_engine.by_sandbox.get(&id).cloned().unwrap_or_default();
+        async move { lifecycle.clean_up(id, &found).await }
+    })
+    .await;
     Ok(())
 }
 

@@ -139,7 +139,10 @@ impl Lifecycle {
             .as_deref()
             .and_then(|a| a.parse().ok())
             .ok_or_else(|| WakeError::Failed("the sleeping sandbox has no address".into()))?;
-        match self.engine().start(sandbox.id).await {
+        match self
+            .start_container(sandbox.id, "while waking a sandbox")
+            .await
+        {
             Ok(()) => {}
             Err(err @ EngineError::Unavailable(_)) => return Err(WakeError::Unreachable(err)),
             Err(err) => {

@@ -19,7 +19,7 @@ use crate::domain::token::TokenHash;
 use crate::domain::webhook::{Attempt, Delivery, DeliveryRecord, NewDelivery};
 use crate::domain::{
     Demo, DemoId, EndReason, EventRecord, NewSandbox, Sandbox, SandboxEvent, SandboxId,
-    SandboxStatus, Timestamp, Usage, Vendor, VendorId,
+    SandboxStatus, ServiceEventRecord, Timestamp, Usage, Vendor, VendorId,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -199,6 +199,15 @@ pub trait HistoryStore: Send + Sync {
     /// Ended sandboxes whose history lacks the event of their end (the process stopped
     /// between recording the end and its event).
     async fn ends_without_event(&self) -> Result<Vec<SandboxId>>;
+    /// Appends an event of the deployment (not of one sandbox).
+    async fn append_service_event(&self, record: &ServiceEventRecord) -> Result<()>;
+    /// The newest events of the deployment, newest first: all of them, or those one vendor
+    /// sees (about its demos).
+    async fn recent_service_events(
+        &self,
+        vendor: Option<VendorId>,
+        limit: u32,
+    ) -> Result<Vec<ServiceEventRecord>>;
 }
 
 #[async_trait]
@@ -252,4 +261,9 @@ pub trait Store:
     /// This deployment's id, made once: it labels every Engine object so that several
     /// deployments (or test runs) can share one Engine without touching each other's objects.
     async fn instance_id(&self) -> Result<String>;
+    /// A setting this deployment fixed once (`key`): the stored value, storing `value` first
+    /// if there was none. Several processes on one database agree on the first one stored.
+    async fn fix_setting(&self, key: &str, value: &str) -> Result<String>;
+    /// A setting fixed before, if any.
+    async fn setting(&self, key: &str) -> Result<Option<String>>;
 }

@@ -1,4 +1,5 @@
-//! Operations: liveness, readiness (database and Engine), Prometheus metrics.
+//! Operations: liveness, readiness (database and Engine), Prometheus metrics, and what
+//! happened to the deployment (`/v1/service-events`).
 
 use std::time::Duration;
 
@@ -10,13 +11,15 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{ApiError, AppState, Caller};
+use super::{ApiError, AppState, Caller, Items};
+use crate::domain::{ServiceEventRecord, Timestamp};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(healthz))
         .routes(routes!(readyz))
         .routes(routes!(metrics))
+        .routes(routes!(service_events))
 }
 
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
@@ -93,4 +96,40 @@ async fn metrics(
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(),
     ))
+}
+
+/// One event of the deployment.
+#[derive(Serialize, ToSchema)]
+pub struct ServiceEventView {
+    #[schema(value_type = String, format = DateTime)]
+    at: Timestamp,
+    /// `network_recreated`, `engine_back`, `image_missing`, …
+    kind: &'static str,
+    detail: String,
+}
+
+impl From<ServiceEventRecord> for ServiceEventView {
+    fn from(record: ServiceEventRecord) -> Self {
+        ServiceEventView {
+            at: record.at,
+            kind: record.event.kind(),
+            detail: record.event.detail(),
+        }
+    }
+}
+
+/// What happened to the deployment rather than to one sandbox, newest first (the last
+/// 100): the Engine's outages, the sandbox network or firewall rule made again, objects
+/// nobody knows removed, demos' images gone or back. Operators see all; a vendor those
+/// about its demos.
+#[utoipa::path(get, path = "/v1/service-events", tag = "operations",
+    responses((status = 200, body = Items<ServiceEventView>)),
+    security(("bearer" = [])))]
+async fn service_events(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<axum::Json<Items<ServiceEventView>>, ApiError> {
+    let scope = caller.vendor_scope()?;
+    let events = state.store.recent_service_events(scope, 100).await?;
+    Ok(axum::Json(Items::of(events)))
 }

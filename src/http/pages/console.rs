@@ -260,10 +260,11 @@ struct Row {
     cpu_percent: Option<f64>,
 }
 
+/// One line of the event list: a sandbox's event, or the deployment's (no sandbox).
 #[derive(Serialize)]
 struct EventRow {
     at: Timestamp,
-    sandbox_id: SandboxId,
+    sandbox_id: Option<SandboxId>,
     kind: &'static str,
     detail: Option<String>,
 }
@@ -345,18 +346,34 @@ async fn snapshot(state: &AppState, scope: Option<VendorId>) -> Result<Snapshot,
             }
         })
         .collect();
-    let events = state
+    let mut events: Vec<EventRow> = state
         .store
         .recent_events(scope, EVENTS_SHOWN)
         .await?
         .into_iter()
         .map(|(sandbox_id, e)| EventRow {
             at: e.at,
-            sandbox_id,
+            sandbox_id: Some(sandbox_id),
             kind: e.event.kind(),
             detail: e.event.detail(),
         })
+        .chain(
+            state
+                .store
+                .recent_service_events(scope, EVENTS_SHOWN)
+                .await?
+                .into_iter()
+                .map(|e| EventRow {
+                    at: e.at,
+                    sandbox_id: None,
+                    kind: e.event.kind(),
+                    detail: Some(e.event.detail()),
+                }),
+        )
         .collect();
+    // Newest first; a stable sort keeps each list's own order for events of one moment.
+    events.sort_by(|a, b| b.at.cmp(&a.at));
+    events.truncate(EVENTS_SHOWN as usize);
     let (capacity, demos) = match scope {
         None => {
             let counts = state.store.count_live_by_state(None).await?;

@@ -1,11 +1,15 @@
-//! A sandbox's history: events as JSON beside their kind, and with each one a vendor's webhook announces, its delivery, in the same transaction.
+//! A sandbox's history: events as JSON beside their kind, and with each one a vendor's webhook
+//! announces, its delivery, in the same transaction. The deployment's own events
+//! (`service_events`) beside them.
 
 use async_trait::async_trait;
 use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
 
 use super::{SqliteStore, corrupt, id_of, json};
-use crate::domain::{EventRecord, SandboxEvent, SandboxId, Timestamp, VendorId};
+use crate::domain::{
+    EventRecord, SandboxEvent, SandboxId, ServiceEventRecord, Timestamp, VendorId,
+};
 use crate::store::{HistoryStore, NewEvent, Result};
 
 fn record_from(row: &SqliteRow) -> Result<EventRecord> {
@@ -93,5 +97,43 @@ impl HistoryStore for SqliteStore {
         .bind(d)
         .bind(e);
         self.all(query, id_of).await
+    }
+
+    async fn append_service_event(&self, record: &ServiceEventRecord) -> Result<()> {
+        sqlx::query("INSERT INTO service_events (at, kind, vendor_id, data) VALUES (?, ?, ?, ?)")
+            .bind(record.at.millis())
+            .bind(record.event.kind())
+            .bind(record.vendor.map(|v| v.to_string()))
+            .bind(json(&record.event)?)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn recent_service_events(
+        &self,
+        vendor: Option<VendorId>,
+        limit: u32,
+    ) -> Result<Vec<ServiceEventRecord>> {
+        let query = sqlx::query(
+            "SELECT at, vendor_id, data FROM service_events
+             WHERE ?1 IS NULL OR vendor_id = ?1
+             ORDER BY seq DESC LIMIT ?2",
+        )
+        .bind(vendor.map(|v| v.to_string()))
+        .bind(i64::from(limit));
+        self.all(query, |row| {
+            let data: String = row.try_get("data")?;
+            let vendor: Option<String> = row.try_get("vendor_id")?;
+            Ok(ServiceEventRecord {
+                at: Timestamp::from_millis(row.try_get("at")?),
+                vendor: vendor
+                    .map(|v| VendorId::parse(&v).map_err(corrupt))
+                    .transpose()?,
+                event: serde_json::from_str(&data)
+                    .map_err(|e| corrupt(format!("a service event {data:?}: {e}")))?,
+            })
+        })
+        .await
     }
 }

@@ -84,6 +84,25 @@ impl Store for SqliteStore {
                 .await?,
         )
     }
+
+    async fn fix_setting(&self, key: &str, value: &str) -> Result<String> {
+        sqlx::query("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)")
+            .bind(key)
+            .bind(value)
+            .execute(&self.pool)
+            .await?;
+        Ok(sqlx::query_scalar("SELECT value FROM meta WHERE key = ?")
+            .bind(key)
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    async fn setting(&self, key: &str) -> Result<Option<String>> {
+        Ok(sqlx::query_scalar("SELECT value FROM meta WHERE key = ?")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
 }
 
 /// The lowest free address slot is 0 or one past a held slot: these candidates, minus the
