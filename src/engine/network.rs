@@ -204,7 +204,7 @@ fn host_routes() -> Vec<Subnet> {
             let dest = u32::from_str_radix(fields.get(1)?, 16).ok()?.swap_bytes();
             let mask = u32::from_str_radix(fields.get(7)?, 16).ok()?.swap_bytes();
             let prefix = mask.count_ones() as u8;
-            (prefix > 0).then(|| Subnet {
+            (prefix > 0).then_some(Subnet {
                 base: dest & mask,
                 prefix,
             })

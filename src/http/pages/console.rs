@@ -372,7 +372,7 @@ async fn snapshot(state: &AppState, scope: Option<VendorId>) -> Result<Snapshot,
         )
         .collect();
     // Newest first; a stable sort keeps each list's own order for events of one moment.
-    events.sort_by(|a, b| b.at.cmp(&a.at));
+    events.sort_by_key(|e| std::cmp::Reverse(e.at));
     events.truncate(EVENTS_SHOWN as usize);
     let (capacity, demos) = match scope {
         None => {
