@@ -2,8 +2,8 @@
 //!
 //! The bench runs its service on a sandbox network of its own (`testdrive-bench-<run>`, a
 //! /22 of 10.215.0.0/16), so it never competes for addresses with another deployment on
-//! this host (the default `testdrive-sandboxes` network may be in use by someone's
-//! `scripts/demo`). Everything the bench makes carries a label it can be found by:
+//! this host (someone's `scripts/demo`, say). Everything the bench makes carries a label it
+//! can be found by:
 //!
 //! - the service's containers and volumes: `testdrive.instance=<this run's service>`;
 //! - raw containers and their volumes: `testdrive.sandbox=bench-raw-<run>-<n>`,

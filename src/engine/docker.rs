@@ -29,7 +29,7 @@ use bollard::exec::{StartExecOptions, StartExecResults};
 use bollard::models::{
     ContainerCreateBody, ContainerSummaryStateEnum, EndpointIpamConfig, EndpointSettings,
     ExecConfig, HostConfig, HostConfigLogConfig, Mount, MountType, MountVolumeOptions,
-    NetworkingConfig, Volume,
+    NetworkConnectRequest, NetworkDisconnectRequest, NetworkingConfig, Volume,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, InspectContainerOptions, ListContainersOptionsBuilder,
@@ -799,6 +799,48 @@ impl Engine for DockerEngine {
     async fn ensure_network(&self) -> Result<NetworkRepair> {
         self.retrying("ensure network", || self.ensure_network_once())
             .await
+    }
+
+    /// A container remembers its network by id, so once the network is made again it will
+    /// not start ("network <old id> not found"): take its endpoint off (by the network's
+    /// name, forced) and put it on again at the address it had.
+    async fn reattach(&self, sandbox: SandboxId) -> Result<()> {
+        let docker = self.client().await?;
+        let network = self.inner.settings.network.name.clone();
+        self.on_container(sandbox, |container| {
+            let (docker, network) = (&docker, &network);
+            async move {
+                let info = docker
+                    .inspect_container(&container, None::<InspectContainerOptions>)
+                    .await
+                    .map_err(|e| EngineError::from_bollard(e, "container"))?;
+                let ip = info
+                    .network_settings
+                    .and_then(|n| n.networks?.remove(network.as_str()))
+                    .and_then(|endpoint| endpoint.ipam_config?.ipv4_address);
+                let leave = NetworkDisconnectRequest {
+                    container: container.clone(),
+                    force: Some(true),
+                };
+                // Not attached (a container made while the network was missing) is fine.
+                let _ = docker.disconnect_network(network, leave).await;
+                let join = NetworkConnectRequest {
+                    container: container.clone(),
+                    endpoint_config: Some(EndpointSettings {
+                        ipam_config: Some(EndpointIpamConfig {
+                            ipv4_address: ip,
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }),
+                };
+                docker
+                    .connect_network(network, join)
+                    .await
+                    .map_err(|e| EngineError::from_bollard(e, "network"))
+            }
+        })
+        .await
     }
 
     async fn probe(&self, addr: SocketAddr, path: &str) -> std::result::Result<u16, String> {

@@ -33,6 +33,7 @@ pub enum Op {
     RemoveVolumes,
     RemoveFound,
     EnsureNetwork,
+    Reattach,
     List,
     Stats,
     Probe,
@@ -474,6 +475,13 @@ impl Engine for FakeEngine {
             removed
         });
         self.leave(Op::RemoveFound, result).await
+    }
+
+    async fn reattach(&self, sandbox: SandboxId) -> Result<()> {
+        let result = self
+            .enter(Op::Reattach, Some(sandbox))
+            .and_then(|()| self.with_container(sandbox, |_| Ok(())));
+        self.leave(Op::Reattach, result).await
     }
 
     async fn ensure_network(&self) -> Result<NetworkRepair> {

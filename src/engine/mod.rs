@@ -226,6 +226,9 @@ pub trait Engine: Send + Sync + 'static {
     /// Makes sure the sandbox network exists as configured, with its host firewall rules:
     /// made again if it went missing. Cheap when all is in place.
     async fn ensure_network(&self) -> Result<NetworkRepair>;
+    /// Puts the sandbox's container on the sandbox network again, at its address: after the
+    /// network was made again, a container made before does not start until then.
+    async fn reattach(&self, sandbox: SandboxId) -> Result<()>;
     /// One reading of a running container's memory and CPU counters.
     async fn stats(&self, sandbox: SandboxId) -> Result<StatsReading>;
     /// One readiness attempt: the status of `GET path` at the demo's address, or why

@@ -403,4 +403,36 @@ mod tests {
             assert!(Subnet::parse(bad).is_err(), "{bad}");
         }
     }
+
+    #[test]
+    fn a_picked_subnet_overlaps_nothing_taken_and_stays_in_the_pool() {
+        let taken: Vec<Subnet> = ["172.17.0.0/16", "10.208.0.0/13", "10.216.0.0/20"]
+            .iter()
+            .map(|raw| covering(raw).unwrap())
+            .collect();
+        for instance in ["a", "b", "0123456789abcdef"] {
+            let picked = free_subnet(&taken, instance).unwrap();
+            assert_eq!(picked.prefix, AUTO_PREFIX);
+            assert!(AUTO_POOL.overlaps(&picked) && picked.base >= AUTO_POOL.base);
+            assert!(picked.last() <= AUTO_POOL.last());
+            assert!(taken.iter().all(|t| !t.overlaps(&picked)), "{picked}");
+            assert_eq!(Subnet::parse(&picked.to_string()), Ok(picked));
+        }
+        // The instance id spreads the first choice; the same id always picks the same one.
+        assert_eq!(free_subnet(&[], "a"), free_subnet(&[], "a"));
+        assert_ne!(free_subnet(&[], "a"), free_subnet(&[], "b"));
+        // Nothing left.
+        assert_eq!(free_subnet(&[covering("10.0.0.0/8").unwrap()], "a"), None);
+    }
+
+    #[test]
+    fn overlaps_are_judged_on_whole_ranges_and_host_bits_are_ignored() {
+        let wide = covering("10.213.7.9/16").unwrap();
+        assert_eq!(wide.to_string(), "10.213.0.0/16");
+        assert!(wide.overlaps(&covering("10.213.255.0/24").unwrap()));
+        assert!(!wide.overlaps(&covering("10.214.0.0/24").unwrap()));
+        assert!(covering("0.0.0.0/0").unwrap().overlaps(&wide));
+        assert_eq!(covering("10.0.0.0/33"), None);
+        assert_eq!(covering("fd00::/8"), None);
+    }
 }

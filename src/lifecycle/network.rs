@@ -30,11 +30,13 @@ impl Lifecycle {
     }
 
     /// Starts the sandbox's container; if its network went missing, makes the network
-    /// again and starts once more.
+    /// again (unless the reconciler did already), puts the container on it at its address,
+    /// and starts once more.
     pub(super) async fn start_container(&self, id: SandboxId, noticed_by: &str) -> Result<()> {
         match self.engine().start(id).await {
             Err(EngineError::NetworkMissing) => {
                 self.heal_network(noticed_by).await?;
+                self.engine().reattach(id).await?;
                 self.engine().start(id).await
             }
             other => other,

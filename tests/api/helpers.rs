@@ -45,6 +45,8 @@ pub struct TestApp {
     api: Api,
     /// The app's own sandbox network (a deployment's addresses are its own to hand out).
     pub network: String,
+    /// The network's interface on the host.
+    pub bridge: String,
     pub instance: String,
     pub data_dir: std::path::PathBuf,
     config: Config,
@@ -224,7 +226,10 @@ fn remove_stale_test_networks() {
                 .output()
                 .expect("the docker CLI runs");
             let _ = Command::new("docker").args(["network", "rm", id]).output();
-            remove_firewall_rule(String::from_utf8_lossy(&name.stdout).trim());
+            let name = String::from_utf8_lossy(&name.stdout);
+            if let Some(tag) = name.trim().strip_prefix("testdrive-test-") {
+                remove_firewall_rules(&format!("tdt{tag}"));
+            }
         }
     }
 }
@@ -254,6 +259,17 @@ impl TestApp {
         app
     }
 
+    /// A service left to pick its own sandbox network, as a deployment with default
+    /// settings does.
+    pub async fn spawn_with_own_network(configure: impl FnOnce(&mut Config)) -> TestApp {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let mut config = Config::defaults();
+        config.data_dir = dir.path().to_path_buf();
+        let mut app = Self::start(config, configure).await;
+        app._dir = Some(dir);
+        app
+    }
+
     async fn start(mut config: Config, configure: impl FnOnce(&mut Config)) -> TestApp {
         config.listen = "127.0.0.1:0".parse().unwrap();
         config.admin_token = Some(format!("test-admin-{}", uuid::Uuid::new_v4().simple()));
@@ -266,18 +282,25 @@ impl TestApp {
         config.server.max_connections_per_client = 100_000;
         configure(&mut config);
         let running = boot(config.clone()).await;
-        let instance = running
-            .state
-            .store
-            .instance_id()
-            .await
-            .expect("an instance id");
+        let store = &running.state.store;
+        let instance = store.instance_id().await.expect("an instance id");
+        // The network as the service resolved it: what it picked for the parts left "auto".
+        let picked: Value = match store.setting("sandbox_network").await.unwrap() {
+            Some(raw) => serde_json::from_str(&raw).unwrap(),
+            None => json!({}),
+        };
+        let resolved = |given: &str, key: &str| match given {
+            "auto" => picked[key].as_str().expect("a picked network").to_string(),
+            given => given.to_string(),
+        };
+        let bridge = resolved(&config.sandbox.bridge, "bridge");
         TestApp {
             api: Api::new(
                 format!("http://{}", running.addr),
                 config.admin_token.clone().unwrap(),
             ),
-            network: config.sandbox.network.clone(),
+            network: resolved(&config.sandbox.network, "name"),
+            bridge,
             instance,
             data_dir: config.data_dir.clone(),
             config,
@@ -720,9 +743,10 @@ pub async fn problem(res: Response, status: StatusCode) -> Value {
 }
 
 /// Removes what a deployment leaves on the Engine: every container (with its anonymous
-/// volumes) and volume labelled `testdrive.instance=<instance>` (none if `instance` is empty,
-/// i.e. not known yet), then its sandbox network. Errors are ignored: this is cleanup.
-pub fn remove_deployment(instance: &str, network: &str) {
+/// volumes), volume and network labelled `testdrive.instance=<instance>` (none if `instance`
+/// is empty, i.e. not known yet), then its sandbox network and its bridge's firewall rules.
+/// Errors are ignored: this is cleanup.
+pub fn remove_deployment(instance: &str, network: &str, bridge: &str) {
     if !instance.is_empty() {
         let label = format!("testdrive.instance={instance}");
         let containers = docker_ids("container", &label);
@@ -739,28 +763,31 @@ pub fn remove_deployment(instance: &str, network: &str) {
                 .args(&volumes)
                 .output();
         }
+        for network in docker_ids("network", &label) {
+            let _ = Command::new("docker")
+                .args(["network", "rm", &network])
+                .output();
+        }
     }
     let _ = Command::new("docker")
         .args(["network", "rm", network])
         .output();
-    remove_firewall_rule(network);
+    remove_firewall_rules(bridge);
 }
 
-/// The host firewall rules the service installed for a test network's bridge.
-fn remove_firewall_rule(network: &str) {
-    if let Some(tag) = network.strip_prefix("testdrive-test-") {
-        for rule in testdrive::engine::firewall_rules(&format!("tdt{tag}")) {
-            let _ = Command::new(rule.program)
-                .args(["-w", "-D"])
-                .args(&rule.args)
-                .output();
-        }
+/// The host firewall rules a service installed for its bridge.
+pub fn remove_firewall_rules(bridge: &str) {
+    for rule in testdrive::engine::firewall_rules(bridge) {
+        let _ = Command::new(rule.program)
+            .args(["-w", "-D"])
+            .args(&rule.args)
+            .output();
     }
 }
 
 impl Drop for TestApp {
     fn drop(&mut self) {
         // Whatever the test did, nothing of this app stays on the Engine.
-        remove_deployment(&self.instance, &self.network);
+        remove_deployment(&self.instance, &self.network, &self.bridge);
     }
 }

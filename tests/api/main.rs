@@ -7,6 +7,7 @@ mod browser_origins;
 mod contract;
 mod crash;
 mod flow;
+mod healing;
 mod helpers;
 mod intake;
 mod isolation;

@@ -352,6 +352,6 @@ impl Drop for ChildService {
                 self.log_tail(60)
             );
         }
-        remove_deployment(&self.instance, &self.network);
+        remove_deployment(&self.instance, &self.network, &self.bridge);
     }
 }

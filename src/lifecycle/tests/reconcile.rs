@@ -1,12 +1,13 @@
 //! The reconciler: what it repairs, what it removes, what it must leave alone, and the
-//! restart that comes before it.
+//! restart that comes before it; the sandbox network made again when it goes missing.
 
 use serde_json::json;
 
 use super::harness::{Harness, eventually};
 use crate::domain::token::TokenHash;
 use crate::domain::{
-    EndReason, Ending, NewSandbox, Prospect, SandboxEvent, SandboxId, SandboxStatus, Timestamp,
+    EndReason, Ending, NewSandbox, Prospect, SandboxEvent, SandboxId, SandboxStatus, ServiceEvent,
+    ServiceEventRecord, Timestamp,
 };
 use crate::engine::fake::Op;
 use crate::lifecycle::reconcile;
@@ -143,4 +144,67 @@ async fn a_restart_fails_cut_short_trials_and_announces_ends_it_missed() {
     })
     .await;
     assert!(h.engine.sandboxes().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_start_that_meets_a_missing_network_makes_it_again_and_says_so() {
+    let (h, demo) = Harness::with_demo(json!({})).await;
+    h.engine.remove_network();
+    let id = h.ready(&demo).await;
+
+    assert!(h.engine.container(id).unwrap().running);
+    assert_eq!(h.engine.calls(Op::EnsureNetwork, None), 1);
+    assert_eq!(h.engine.calls(Op::Reattach, Some(id)), 1);
+    let events = h.store.recent_service_events(None, 10).await.unwrap();
+    assert!(
+        matches!(
+            &events[..],
+            [ServiceEventRecord { event: ServiceEvent::NetworkRecreated { noticed_by, .. }, .. }]
+                if noticed_by == "while starting a new sandbox"
+        ),
+        "{events:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_reconciler_makes_a_missing_network_again_before_anything_needs_it() {
+    let h = Harness::new().await;
+    h.engine.remove_network();
+    reconcile::once(&h.lifecycle).await.unwrap();
+    let events = h.store.recent_service_events(None, 10).await.unwrap();
+    assert!(
+        matches!(
+            &events[..],
+            [ServiceEventRecord { event: ServiceEvent::NetworkRecreated { noticed_by, .. }, .. }]
+                if noticed_by == "by the reconciler"
+        ),
+        "{events:?}"
+    );
+    // Whole again: the next pass has nothing to say.
+    reconcile::once(&h.lifecycle).await.unwrap();
+    assert_eq!(
+        h.store.recent_service_events(None, 10).await.unwrap().len(),
+        1
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn objects_nobody_knows_are_removed_as_found_and_named() {
+    let h = Harness::new().await;
+    let stray = SandboxId::new();
+    h.engine.leftover(stray);
+    reconcile::once(&h.lifecycle).await.unwrap();
+    assert!(h.engine.sandboxes().is_empty());
+    assert_eq!(h.engine.calls(Op::RemoveFound, None), 1);
+    let events = h.store.recent_service_events(None, 10).await.unwrap();
+    assert!(
+        matches!(
+            &events[..],
+            [ServiceEventRecord {
+                event: ServiceEvent::OrphansRemoved { sandbox, containers: 1, volumes: 1, networks: 0 },
+                ..
+            }] if *sandbox == stray
+        ),
+        "{events:?}"
+    );
 }
