@@ -251,7 +251,7 @@ async fn objects_of_an_unknown_sandbox_are_removed_by_id_whatever_their_names() 
         "the reaper removed a stray container, volume and network in {:?}",
         started.elapsed()
     );
-    assert_eq!(left, [theirs.clone()], "only the other deployment's volume");
+    assert_eq!(left, [theirs.as_str()], "only the other deployment's volume");
     // Named once the objects are gone.
     poll(
         Duration::from_millis(100),
