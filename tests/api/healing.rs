@@ -11,6 +11,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::helpers::{Api, STATIC_FILES, TestApp, docker_ids, inspect_network, poll};
+use crate::pages::{cookie_value, first_snapshot, login, page_key, set_cookies};
 
 /// The deployment's events, newest first: (kind, detail).
 async fn service_events(api: &Api) -> Vec<(String, String)> {
@@ -105,6 +106,19 @@ async fn a_trial_that_meets_a_removed_network_makes_it_again_and_becomes_ready()
     assert!(
         events.iter().any(|(kind, _)| kind == "firewall_restored"),
         "{events:?}"
+    );
+    // The operators' console names the healing among the events, as the deployment's own.
+    let signed_in = login(&app, "/ops", &app.admin, "same-origin").await;
+    let cookie = cookie_value(&set_cookies(&signed_in)[0]);
+    let key = page_key(&app, "/ops", &cookie).await;
+    let snapshot = first_snapshot(&app, "/ops", &cookie, &key).await;
+    assert!(
+        snapshot["events"].as_array().unwrap().iter().any(|e| {
+            e["kind"] == "network_recreated"
+                && e["sandbox_id"].is_null()
+                && e["detail"].as_str().unwrap().contains(&app.network)
+        }),
+        "{snapshot}"
     );
     app.end_sandbox(id, token).await;
 }
@@ -251,7 +265,11 @@ async fn objects_of_an_unknown_sandbox_are_removed_by_id_whatever_their_names() 
         "the reaper removed a stray container, volume and network in {:?}",
         started.elapsed()
     );
-    assert_eq!(left, [theirs.as_str()], "only the other deployment's volume");
+    assert_eq!(
+        left,
+        [theirs.as_str()],
+        "only the other deployment's volume"
+    );
     // Named once the objects are gone.
     poll(
         Duration::from_millis(100),
