@@ -143,8 +143,10 @@ impl Lifecycle {
 pub(super) async fn once(lifecycle: &Lifecycle) -> Result<(), LifecycleError> {
     let store = lifecycle.store();
     // The sandbox network and its firewall rules, made again if someone removed them, before
-    // anything needs them.
-    lifecycle.heal_network("by the reconciler").await?;
+    // anything needs them. Not a reason to skip the rest: teardowns and deadlines come first.
+    if let Err(err) = lifecycle.heal_network("by the reconciler").await {
+        tracing::warn!(%err, "cannot make the sandbox network whole; will retry");
+    }
     // A failed load command's output may hold the prospect's data: it lasts no longer
     // than the trial window the prospect asked for.
     store.forget_load_outputs(lifecycle.now()).await?;
