@@ -1,7 +1,8 @@
 //! The reconciler: at start and then periodically, make the Engine and the spool agree with
 //! the database. Provisionings cut short by a restart are failed (before the service takes
 //! requests); ended sandboxes whose teardown did not finish are torn down; sandboxes whose
-//! container vanished end, those whose container stopped sleep; Engine objects labelled for
+//! container vanished end, those whose container stopped sleep (an Engine restart stops them
+//! all: one `containers_stopped` event of the deployment per pass); Engine objects labelled for
 //! this deployment whose sandbox is unknown or ended are removed; warm pool members whose
 //! container stopped are replaced. Each pass first makes the sandbox network and its
 //! firewall rules whole again if someone removed them.
@@ -9,6 +10,8 @@
 //! A pass compares an Engine listing with database reads made after it, so what it saw may
 //! be stale by the time it acts: every repair re-reads the database on the sandbox's turn
 //! and asks the Engine again before it changes anything.
+
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use futures_util::{StreamExt, stream};
 use tokio_util::sync::CancellationToken;
@@ -74,10 +77,11 @@ impl Lifecycle {
     /// meanwhile). A container that vanished ends the sandbox (`failed`); one that stopped
     /// while it should run (a crash, the memory limit, a host restart) puts it to sleep, so
     /// the next request restarts it — and fails it if the demo does not come up again.
-    async fn repair(&self, id: SandboxId, seen: SandboxStatus) -> Result<(), LifecycleError> {
+    /// Whether it put a sandbox to sleep so.
+    async fn repair(&self, id: SandboxId, seen: SandboxStatus) -> Result<bool, LifecycleError> {
         let turn = self.inner.turns.take(id).await;
         if self.record(id).await?.status != seen {
-            return Ok(());
+            return Ok(false);
         }
         match self.engine().state(id).await {
             Ok(state) if state.running || seen == SandboxStatus::Sleeping => {}
@@ -88,6 +92,7 @@ impl Lifecycle {
                         oom_killed: state.oom_killed,
                     };
                     self.history().record(id, self.now(), stopped).await;
+                    return Ok(true);
                 }
             }
             Err(EngineError::NotFound(_)) => {
@@ -96,7 +101,7 @@ impl Lifecycle {
             }
             Err(err) => return Err(err.into()),
         }
-        Ok(())
+        Ok(false)
     }
 
     /// Removes the objects of a sandbox the database does not know, or knows as ended.
@@ -165,16 +170,31 @@ pub(super) async fn once(lifecycle: &Lifecycle) -> Result<(), LifecycleError> {
         .into_iter()
         .filter(|id| !on_engine.runs(*id))
         .collect();
-    each(ready, "repair", |id| {
-        lifecycle.repair(id, SandboxStatus::Ready)
+    let stopped = AtomicU32::new(0);
+    let counted = &stopped;
+    each(ready, "repair", |id| async move {
+        if lifecycle.repair(id, SandboxStatus::Ready).await? {
+            counted.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
     })
     .await;
+    // One event for them all: an Engine restart stops every container at once.
+    let sandboxes = stopped.into_inner();
+    if sandboxes > 0 {
+        lifecycle
+            .note(ServiceEvent::ContainersStopped { sandboxes })
+            .await;
+    }
     let asleep = store.ids_with_status(SandboxStatus::Sleeping).await?;
     each(asleep, "repair", |id| {
         let container = on_engine.container(id);
         async move {
             match container {
-                None => lifecycle.repair(id, SandboxStatus::Sleeping).await,
+                None => lifecycle
+                    .repair(id, SandboxStatus::Sleeping)
+                    .await
+                    .map(drop),
                 Some(true) => {
                     lifecycle.put_to_sleep(id).await;
                     Ok(())

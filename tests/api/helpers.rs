@@ -49,6 +49,8 @@ pub struct TestApp {
     pub bridge: String,
     pub instance: String,
     pub data_dir: std::path::PathBuf,
+    /// The Engine it runs on when not the machine's (`spawn_on`), for `docker -H`.
+    pub engine_host: Option<String>,
     config: Config,
     running: Option<Running>,
     _dir: Option<TempDir>,
@@ -72,13 +74,27 @@ pub fn require_images() {
 }
 
 pub fn docker_ids(kind: &str, label: &str) -> Vec<String> {
+    docker_ids_on(None, kind, label)
+}
+
+/// The `docker` CLI, talking to `host` (`None`: the machine's Engine).
+pub fn docker_cli(host: Option<&str>) -> Command {
+    let mut command = Command::new("docker");
+    if let Some(host) = host {
+        command.args(["-H", host]);
+    }
+    command
+}
+
+/// As `docker_ids`, on the Engine at `host` (`None`: the machine's).
+pub fn docker_ids_on(host: Option<&str>, kind: &str, label: &str) -> Vec<String> {
     let args: Vec<&str> = match kind {
         "container" => vec!["ps", "-aq", "--filter"],
         "volume" => vec!["volume", "ls", "-q", "--filter"],
         "network" => vec!["network", "ls", "-q", "--filter"],
         _ => unreachable!(),
     };
-    let out = Command::new("docker")
+    let out = docker_cli(host)
         .args(args)
         .arg(format!("label={label}"))
         .output()
@@ -270,6 +286,29 @@ impl TestApp {
         app
     }
 
+    /// An app whose Engine is `engine` (see `private_engine`), with a sandbox network of its
+    /// own that the service makes there at start. Drop the app before the Engine (declare
+    /// it after): its cleanup talks to the Engine.
+    pub async fn spawn_on(
+        engine: &crate::private_engine::PrivateEngine,
+        configure: impl FnOnce(&mut Config),
+    ) -> TestApp {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let mut config = Config::defaults();
+        config.data_dir = dir.path().to_path_buf();
+        config.docker_host = Some(engine.host());
+        // Named as `test_network` names them, so that the cleanup removes its firewall
+        // rules; a subnet no route of the host uses, as the Engine cannot know the others.
+        let tag = &uuid::Uuid::new_v4().simple().to_string()[..8];
+        config.sandbox.network = format!("testdrive-test-{tag}");
+        config.sandbox.bridge = format!("tdt{tag}");
+        config.sandbox.subnet = crate::private_engine::unused_subnet(230);
+        let mut app = Self::start(config, configure).await;
+        app.engine_host = Some(engine.host());
+        app._dir = Some(dir);
+        app
+    }
+
     async fn start(mut config: Config, configure: impl FnOnce(&mut Config)) -> TestApp {
         config.listen = "127.0.0.1:0".parse().unwrap();
         config.admin_token = Some(format!("test-admin-{}", uuid::Uuid::new_v4().simple()));
@@ -303,6 +342,7 @@ impl TestApp {
             bridge,
             instance,
             data_dir: config.data_dir.clone(),
+            engine_host: None,
             config,
             running: Some(running),
             _dir: None,
@@ -340,8 +380,9 @@ impl TestApp {
     /// Containers and volumes this app's service made that still exist.
     pub fn instance_objects(&self) -> Vec<String> {
         let label = format!("testdrive.instance={}", self.instance);
-        let mut all = docker_ids("container", &label);
-        all.extend(docker_ids("volume", &label));
+        let host = self.engine_host.as_deref();
+        let mut all = docker_ids_on(host, "container", &label);
+        all.extend(docker_ids_on(host, "volume", &label));
         all
     }
 }
@@ -747,31 +788,32 @@ pub async fn problem(res: Response, status: StatusCode) -> Value {
 /// is empty, i.e. not known yet), then its sandbox network and its bridge's firewall rules.
 /// Errors are ignored: this is cleanup.
 pub fn remove_deployment(instance: &str, network: &str, bridge: &str) {
+    remove_deployment_on(None, instance, network, bridge)
+}
+
+/// As `remove_deployment`, on the Engine at `host` (`None`: the machine's).
+pub fn remove_deployment_on(host: Option<&str>, instance: &str, network: &str, bridge: &str) {
     if !instance.is_empty() {
         let label = format!("testdrive.instance={instance}");
-        let containers = docker_ids("container", &label);
+        let containers = docker_ids_on(host, "container", &label);
         if !containers.is_empty() {
-            let _ = Command::new("docker")
+            let _ = docker_cli(host)
                 .args(["rm", "-fv"])
                 .args(&containers)
                 .output();
         }
-        let volumes = docker_ids("volume", &label);
+        let volumes = docker_ids_on(host, "volume", &label);
         if !volumes.is_empty() {
-            let _ = Command::new("docker")
+            let _ = docker_cli(host)
                 .args(["volume", "rm", "-f"])
                 .args(&volumes)
                 .output();
         }
-        for network in docker_ids("network", &label) {
-            let _ = Command::new("docker")
-                .args(["network", "rm", &network])
-                .output();
+        for network in docker_ids_on(host, "network", &label) {
+            let _ = docker_cli(host).args(["network", "rm", &network]).output();
         }
     }
-    let _ = Command::new("docker")
-        .args(["network", "rm", network])
-        .output();
+    let _ = docker_cli(host).args(["network", "rm", network]).output();
     remove_firewall_rules(bridge);
 }
 
@@ -788,6 +830,11 @@ pub fn remove_firewall_rules(bridge: &str) {
 impl Drop for TestApp {
     fn drop(&mut self) {
         // Whatever the test did, nothing of this app stays on the Engine.
-        remove_deployment(&self.instance, &self.network, &self.bridge);
+        remove_deployment_on(
+            self.engine_host.as_deref(),
+            &self.instance,
+            &self.network,
+            &self.bridge,
+        );
     }
 }

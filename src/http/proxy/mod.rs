@@ -298,6 +298,33 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// Why the demo of a ready sandbox did not answer, as the client should hear it. An Engine
+/// that does not answer (its daemon restarting) took the containers with it, and one that
+/// just came back left them stopped, which the reconciler turns into sleep: either way the
+/// sandbox is kept and answers again soon, so the client is told to retry.
+async fn not_answering(
+    state: &AppState,
+    id: SandboxId,
+    err: hyper_util::client::legacy::Error,
+) -> ApiError {
+    if !state.lifecycle.engine().is_healthy() {
+        return ApiError::Unavailable {
+            detail: "the Docker Engine does not answer: the sandbox is kept and comes back \
+                     with it"
+                .to_string(),
+            retry_after: 10,
+        };
+    }
+    match state.store.sandbox(id).await {
+        Ok(Some(now)) if now.status == SandboxStatus::Sleeping => ApiError::Unavailable {
+            detail: "the sandbox's container had stopped: it starts again on the next request"
+                .to_string(),
+            retry_after: 1,
+        },
+        _ => ApiError::BadGateway(format!("the demo did not answer: {err}")),
+    }
+}
+
 async fn forward(
     state: &AppState,
     sandbox: &Sandbox,
@@ -355,11 +382,10 @@ async fn forward(
         .record(sandbox.id, Timestamp::now());
     metrics::counter!("testdrive_proxy_requests_total").increment(1);
 
-    let mut response = state
-        .upstream
-        .request(req)
-        .await
-        .map_err(|e| ApiError::BadGateway(format!("the demo did not answer: {e}")))?;
+    let mut response = match state.upstream.request(req).await {
+        Ok(response) => response,
+        Err(err) => return Err(not_answering(state, sandbox.id, err).await),
+    };
 
     let client_host = original_host
         .as_ref()

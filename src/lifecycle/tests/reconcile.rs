@@ -1,9 +1,11 @@
 //! The reconciler: what it repairs, what it removes, what it must leave alone, and the
 //! restart that comes before it; the sandbox network made again when it goes missing.
 
+use std::time::Duration;
+
 use serde_json::json;
 
-use super::harness::{Harness, eventually};
+use super::harness::{Harness, advance, advance_until, eventually};
 use crate::domain::token::TokenHash;
 use crate::domain::{
     EndReason, Ending, NewSandbox, Prospect, SandboxEvent, SandboxId, SandboxStatus, ServiceEvent,
@@ -46,6 +48,69 @@ async fn a_crashed_container_sleeps_until_a_request_restarts_it() {
         1,
         "data intact"
     );
+}
+
+impl Harness {
+    /// The deployment's events, oldest first.
+    async fn service_events(&self) -> Vec<ServiceEvent> {
+        let mut newest_first = self
+            .store
+            .recent_service_events(None, 100)
+            .await
+            .expect("the store answers");
+        newest_first.reverse();
+        newest_first.into_iter().map(|r| r.event).collect()
+    }
+}
+
+/// An Engine restart stops every container at once: each sandbox sleeps with its own
+/// `stopped` event, and the deployment gets one event for them all.
+#[tokio::test(start_paused = true)]
+async fn containers_an_engine_restart_stopped_are_one_event_of_the_deployment() {
+    let (h, demo) = Harness::with_demo(json!({})).await;
+    let (a, b) = (h.ready(&demo).await, h.ready(&demo).await);
+    let running = h.ready(&demo).await;
+    h.engine.crash(a, 137, false);
+    h.engine.crash(b, 0, false);
+
+    reconcile::once(&h.lifecycle).await.unwrap();
+    for id in [a, b] {
+        assert_eq!(h.sandbox(id).await.status, SandboxStatus::Sleeping);
+        assert_eq!(h.kinds(id).await.last(), Some(&"stopped"));
+    }
+    assert_eq!(h.sandbox(running).await.status, SandboxStatus::Ready);
+    let stopped = ServiceEvent::ContainersStopped { sandboxes: 2 };
+    assert_eq!(h.service_events().await, vec![stopped.clone()]);
+
+    // Nothing new on the next pass.
+    reconcile::once(&h.lifecycle).await.unwrap();
+    assert_eq!(h.service_events().await, vec![stopped]);
+}
+
+/// The health watch (it sets off the reconciler): an outage is an event when the pings
+/// stop being answered and another, with its length, when they are answered again.
+#[tokio::test(start_paused = true)]
+async fn an_engine_outage_is_noted_as_it_starts_and_as_it_ends() {
+    let mut h = Harness::new().await;
+    h.run_background();
+    h.engine.set_reachable(false);
+    advance_until("the outage is noted", Duration::from_secs(10), async || {
+        h.service_events().await == vec![ServiceEvent::EngineUnreachable]
+    })
+    .await;
+    advance(Duration::from_secs(6)).await;
+    h.engine.set_reachable(true);
+    advance_until("the return is noted", Duration::from_secs(10), async || {
+        h.service_events().await.len() == 2
+    })
+    .await;
+    match h.service_events().await.as_slice() {
+        [
+            ServiceEvent::EngineUnreachable,
+            ServiceEvent::EngineBack { after_ms },
+        ] => assert!((6000..=10_000).contains(after_ms), "{after_ms}"),
+        other => panic!("{other:?}"),
+    }
 }
 
 #[tokio::test(start_paused = true)]
