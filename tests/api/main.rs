@@ -8,6 +8,7 @@ mod contract;
 mod crash;
 mod flow;
 mod helpers;
+mod images;
 mod intake;
 mod isolation;
 mod isolation_net;

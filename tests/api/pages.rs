@@ -34,7 +34,7 @@ async fn post_form(
 }
 
 /// `name=value` of each `Set-Cookie`, with its attributes.
-fn set_cookies(res: &reqwest::Response) -> Vec<String> {
+pub(crate) fn set_cookies(res: &reqwest::Response) -> Vec<String> {
     res.headers()
         .get_all(SET_COOKIE)
         .iter()
@@ -42,7 +42,7 @@ fn set_cookies(res: &reqwest::Response) -> Vec<String> {
         .collect()
 }
 
-fn cookie_value(set_cookie: &str) -> String {
+pub(crate) fn cookie_value(set_cookie: &str) -> String {
     set_cookie.split(';').next().unwrap().to_string()
 }
 
@@ -75,7 +75,7 @@ async fn post_with_cookie(
 }
 
 /// The page key a page shows its script (`data-key`), fetched as a browser navigates.
-async fn page_key(app: &TestApp, path: &str, cookie: &str) -> String {
+pub(crate) async fn page_key(app: &TestApp, path: &str, cookie: &str) -> String {
     let html = app
         .http
         .get(app.url(path))
@@ -303,7 +303,7 @@ async fn the_form_works_without_scripts_and_refusals_leave_nothing() {
 }
 
 /// Reads the first `snapshot` event of a console's stream.
-async fn first_snapshot(app: &TestApp, console: &str, cookie: &str, key: &str) -> Value {
+pub(crate) async fn first_snapshot(app: &TestApp, console: &str, cookie: &str, key: &str) -> Value {
     let mut res = get_with_cookie(app, &format!("{console}/stream?key={key}"), cookie).await;
     assert_eq!(res.status(), StatusCode::OK);
     assert!(
@@ -325,7 +325,12 @@ async fn first_snapshot(app: &TestApp, console: &str, cookie: &str, key: &str) -
     panic!("the stream ended without a snapshot: {text}");
 }
 
-async fn login(app: &TestApp, console: &str, token: &str, site: &str) -> reqwest::Response {
+pub(crate) async fn login(
+    app: &TestApp,
+    console: &str,
+    token: &str,
+    site: &str,
+) -> reqwest::Response {
     app.http
         .post(app.url(&format!("{console}/login")))
         .header("sec-fetch-site", site)
