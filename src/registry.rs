@@ -7,7 +7,8 @@ use serde_json::Value;
 
 use crate::domain::token::IssuedToken;
 use crate::domain::{
-    Demo, DemoId, DemoManifest, DemoSpec, Invalid, Policy, Timestamp, Vendor, VendorId, VendorName,
+    Demo, DemoId, DemoManifest, DemoSpec, ImageStatus, Invalid, Policy, Timestamp, Vendor,
+    VendorId, VendorName,
 };
 use crate::engine::{Engine, EngineError};
 use crate::store::{Store, StoreError};
@@ -71,6 +72,8 @@ impl Registry {
             vendor_id: vendor,
             spec,
             enabled: true,
+            // Just checked: it is on the Engine.
+            image_status: ImageStatus::Ready,
             created_at: now,
             updated_at: now,
         };

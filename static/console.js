@@ -15,6 +15,8 @@
   var eventsList = document.getElementById("events");
   var capacity = document.getElementById("capacity");
   var demos = document.getElementById("demos");
+  var imagesMissing = document.getElementById("images-missing");
+  var imagesMissingList = document.getElementById("images-missing-list");
   var skew = 0;
   var rows = {};
 
@@ -113,9 +115,22 @@
       snap.demos.forEach(function (d) {
         var li = document.createElement("li");
         li.dataset.demoId = d.id;
-        li.textContent = d.title + " (" + d.slug + ")" + (d.enabled ? "" : " · disabled") + " · " + d.live + " live";
+        li.dataset.imageStatus = d.image_status;
+        li.textContent = d.title + " (" + d.slug + ")" + (d.enabled ? "" : " · disabled") +
+          (d.image_status === "missing" ? " · image missing: out of the catalog until it is back" : "") +
+          " · " + d.live + " live";
         demos.appendChild(li);
       });
+    }
+    if (imagesMissing && snap.images_missing) {
+      imagesMissingList.textContent = "";
+      snap.images_missing.forEach(function (d) {
+        var li = document.createElement("li");
+        li.dataset.demoId = d.id;
+        li.textContent = d.title + " by " + d.vendor + " · image " + d.image;
+        imagesMissingList.appendChild(li);
+      });
+      imagesMissing.hidden = snap.images_missing.length === 0;
     }
     eventsList.textContent = "";
     snap.events.forEach(function (e) {

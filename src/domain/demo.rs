@@ -1,4 +1,8 @@
-//! A demo: a vendor's image plus how to run it for one prospect (`DemoSpec`), as registered.
+//! A demo: a vendor's image plus how to run it for one prospect (`DemoSpec`), as registered,
+//! and whether that image is there to run (`ImageStatus`).
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::{DemoId, DemoSpec, Timestamp, VendorId};
 
@@ -9,6 +13,89 @@ pub struct Demo {
     pub spec: DemoSpec,
     /// A disabled demo is out of the catalog and takes no new trials.
     pub enabled: bool,
+    /// Whether the demo's image is on the Engine: only a `Ready` demo is in the catalog
+    /// and takes trials.
+    pub image_status: ImageStatus,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
+}
+
+impl Demo {
+    /// Whether prospects may find it and start trials of it.
+    pub fn on_offer(&self) -> bool {
+        self.enabled && self.image_status.takes_trials()
+    }
+}
+
+/// Where a demo's image stands. Kept as its snake_case name (the API's `image_status`).
+/// Registry images will add `pulling` and `failed` (with the registry's reason) beside
+/// these; whatever is not `Ready` keeps the demo out of the catalog.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ImageStatus {
+    /// On the Engine: trials run it.
+    Ready,
+    /// It was on the Engine and is not any more (`docker image prune -a`, `docker rmi`):
+    /// no trial can start until it is back.
+    Missing,
+}
+
+impl ImageStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ImageStatus::Ready => "ready",
+            ImageStatus::Missing => "missing",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<ImageStatus> {
+        match raw {
+            "ready" => Some(ImageStatus::Ready),
+            "missing" => Some(ImageStatus::Missing),
+            _ => None,
+        }
+    }
+
+    pub fn takes_trials(self) -> bool {
+        self == ImageStatus::Ready
+    }
+
+    /// Why a demo in this state takes no trial, in words a prospect reads (the trial
+    /// form's answer, the demo page, a trial that met the gap); `None` when it takes them.
+    /// Never the Engine's own message.
+    pub fn unavailable_because(self) -> Option<&'static str> {
+        match self {
+            ImageStatus::Ready => None,
+            ImageStatus::Missing => {
+                Some("its product image is missing on the server; the vendor has been told")
+            }
+        }
+    }
+
+    /// The sentence a prospect gets for a demo in this state, if it takes no trial.
+    pub fn not_available(self) -> Option<String> {
+        self.unavailable_because()
+            .map(|why| format!("this demo is not available right now: {why}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_read_back_and_only_ready_takes_trials() {
+        for status in [ImageStatus::Ready, ImageStatus::Missing] {
+            assert_eq!(ImageStatus::parse(status.as_str()), Some(status));
+            assert_eq!(
+                serde_json::to_value(status).unwrap(),
+                serde_json::Value::from(status.as_str())
+            );
+            assert_eq!(status.takes_trials(), status.not_available().is_none());
+        }
+        assert_eq!(ImageStatus::parse("pulling"), None);
+        let words = ImageStatus::Missing.not_available().unwrap();
+        assert!(words.starts_with("this demo is not available right now"));
+        assert!(!words.contains("Docker"), "{words}");
+    }
 }

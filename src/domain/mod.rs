@@ -21,7 +21,7 @@ pub mod upload;
 pub mod vendor;
 pub mod webhook;
 
-pub use demo::Demo;
+pub use demo::{Demo, ImageStatus};
 pub use event::{Ending, EventRecord, Failure, SandboxEvent};
 pub use ids::{DemoId, SandboxId, VendorId};
 pub use manifest::{DemoManifest, DemoSlug, DemoSpec, Policy, TrialWindow};

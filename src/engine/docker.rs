@@ -77,10 +77,13 @@ impl EngineError {
     /// container's absence.
     fn naming_network(err: bollard::errors::Error, what: &str) -> Self {
         match err {
+            // "network <name or id> not found"; not "No such image: …network…".
             bollard::errors::Error::DockerResponseServerError {
                 status_code: 404,
                 ref message,
-            } if message.contains("network") => EngineError::NetworkMissing,
+            } if message.starts_with("network ") && message.ends_with("not found") => {
+                EngineError::NetworkMissing
+            }
             other => EngineError::from_bollard(other, what),
         }
     }

@@ -5,7 +5,7 @@
 //! hold any call at a gate — after it took effect, before it returns — to interleave races
 //! exactly: a listing that is already stale, a start that has not returned yet.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -37,6 +37,7 @@ pub enum Op {
     List,
     Stats,
     Probe,
+    ImageExists,
 }
 
 /// A container as the fake keeps it.
@@ -65,6 +66,8 @@ struct State {
     network_missing: bool,
     /// Whether new containers' demos answer their probe.
     silent_demos: bool,
+    /// Images removed from the Engine (every other image is there).
+    removed_images: HashSet<String>,
     exec: Option<ExecOutcome>,
     /// Where a sandbox's volumes are on the host, as the listing reports them (none unless
     /// a test says: the disk watch's tests point them at temporary directories).
@@ -192,6 +195,16 @@ impl FakeEngine {
         }
     }
 
+    /// The image vanishes (someone ran `docker image prune -a`): creates of it fail with
+    /// `NotFound("image")` until it is put back.
+    pub fn remove_image(&self, image: &str) {
+        self.state().removed_images.insert(image.to_string());
+    }
+
+    pub fn put_image_back(&self, image: &str) {
+        self.state().removed_images.remove(image);
+    }
+
     /// The sandbox network vanishes (someone ran `docker network prune`).
     pub fn remove_network(&self) {
         self.state().network_missing = true;
@@ -294,8 +307,11 @@ impl Engine for FakeEngine {
         }
     }
 
-    async fn image_exists(&self, _image: &str) -> Result<bool> {
-        Ok(true)
+    async fn image_exists(&self, image: &str) -> Result<bool> {
+        let result = self
+            .enter(Op::ImageExists, None)
+            .map(|()| !self.state().removed_images.contains(image));
+        self.leave(Op::ImageExists, result).await
     }
 
     fn network_name(&self) -> String {
@@ -308,8 +324,11 @@ impl Engine for FakeEngine {
 
     async fn create(&self, new: &NewContainer<'_>) -> Result<()> {
         let (sandbox, demo, spec, ip) = (new.sandbox, new.demo, new.spec, new.ip);
-        let result = self.enter(Op::Create, Some(sandbox)).map(|()| {
+        let result = self.enter(Op::Create, Some(sandbox)).and_then(|()| {
             let mut state = self.state();
+            if state.removed_images.contains(&spec.image) {
+                return Err(EngineError::NotFound("image".into()));
+            }
             let answers = !state.silent_demos;
             // Made already (a retried create): the Engine's name conflict, recovered.
             state
@@ -325,6 +344,7 @@ impl Engine for FakeEngine {
                     answers,
                 });
             state.volumes.insert(sandbox, 1 + spec.writable_paths.len());
+            Ok(())
         });
         self.leave(Op::Create, result).await
     }

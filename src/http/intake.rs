@@ -252,6 +252,9 @@ where
                     .await?
                     .filter(|d| d.enabled)
                     .ok_or(ApiError::NotFound("no such demo"))?;
+                if let Some(why) = demo.image_status.not_available() {
+                    return Err(ApiError::Conflict(why));
+                }
                 state.lifecycle.check_room(Some(&demo)).await?;
                 let intake = &state.intake;
                 let spool = Spool::create_within(

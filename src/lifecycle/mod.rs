@@ -14,6 +14,8 @@
 //!   pool members; `reconcile` makes the Engine agree with the database; `scheduler` runs
 //!   the deadlines and idle moments; `health`, `activity`, `disk` and `usage` watch the
 //!   Engine, the proxy's traffic, the volumes and the containers' resources.
+//! - `images` keeps each demo's `image_status` true to the Engine: a demo whose image
+//!   vanished leaves the catalog until it is back.
 //! - `history` writes a sandbox's events (and the webhook deliveries announcing them);
 //!   `turns` gives each sandbox one Engine operation at a time.
 
@@ -23,6 +25,7 @@ mod disk;
 mod end;
 mod health;
 mod history;
+mod images;
 mod network;
 mod pool;
 mod probe;

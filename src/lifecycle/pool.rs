@@ -6,9 +6,10 @@
 //!
 //! The keeper tends the pools: at start, every `reconcile_every`, and whenever a demo
 //! changes or a member is claimed. It drains members nobody may claim (their demo changed,
-//! was disabled or removed, or its pool shrank) and fills the rest. Members take running
-//! places: the keeper fills only into places no prospect uses, and a prospect's sandbox
-//! that needs a place a member holds gets it — the oldest member is drained.
+//! was disabled or removed, its image went missing, or its pool shrank) and fills the
+//! rest. Members take running places: the keeper fills only into places no prospect uses,
+//! and a prospect's sandbox that needs a place a member holds gets it — the oldest member
+//! is drained.
 //!
 //! A member never serves two prospects: claiming removes it from the pool for good, and
 //! once claimed it is an ordinary sandbox, torn down with its data like any other.
@@ -24,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use super::{Lifecycle, LifecycleError, Result, probe};
 use crate::domain::pool::{NewWarmMember, WarmState};
 use crate::domain::{Demo, DemoId, SandboxId};
-use crate::engine::NewContainer;
+use crate::engine::{EngineError, NewContainer};
 
 /// After a member of a demo fails to come up, that demo's pool waits this long.
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(30);
@@ -44,6 +45,14 @@ impl PoolHealth {
             .lock()
             .expect("pool health lock")
             .insert(demo, Instant::now());
+    }
+
+    /// Forgets the demo's last failure: its cause is gone (the demo's image is back).
+    pub(super) fn forgive(&self, demo: DemoId) {
+        self.failures
+            .lock()
+            .expect("pool health lock")
+            .remove(&demo);
     }
 
     fn failed_recently(&self, demo: DemoId) -> bool {
@@ -86,7 +95,7 @@ impl Lifecycle {
             .demos(None)
             .await?
             .into_iter()
-            .filter(|d| d.enabled)
+            .filter(|d| d.on_offer())
             .map(|d| (d.id, d))
             .collect();
         let mut kept: HashMap<DemoId, usize> = HashMap::new();
@@ -194,7 +203,13 @@ impl Lifecycle {
             spec,
             ip,
         };
-        engine.create(&container).await?;
+        if let Err(err) = engine.create(&container).await {
+            // The image vanished: the demo is marked missing, and its pool waits for it.
+            if matches!(&err, EngineError::NotFound(what) if what == "image") {
+                self.image_vanished(demo.id, &spec.image).await;
+            }
+            return Err(err.into());
+        }
         self.start_container(id, "while starting a warm pool member")
             .await?;
         let addr = SocketAddr::new(ip.into(), spec.port);

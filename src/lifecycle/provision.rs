@@ -20,7 +20,7 @@ use tracing::Instrument;
 
 use super::Lifecycle;
 use super::probe;
-use crate::domain::{DemoId, DemoSpec, Ending, SandboxEvent, SandboxId};
+use crate::domain::{DemoId, DemoSpec, Ending, ImageStatus, SandboxEvent, SandboxId};
 use crate::engine::{EngineError, NewContainer};
 use crate::spool::Spool;
 
@@ -216,15 +216,25 @@ impl Provision {
             .ok_or_else(|| Stop::Failed("the sandbox network has no free address left".into()))?;
         checkpoint(cancel)?;
         if self.origin == Origin::Cold {
-            engine
+            let made = engine
                 .create(&NewContainer {
                     sandbox: id,
                     demo: self.demo,
                     spec,
                     ip,
                 })
-                .await
-                .map_err(failed("creating the container"))?;
+                .await;
+            if let Err(err) = made {
+                // The image vanished before the reconciler noticed: the demo is marked now,
+                // and the prospect is told so in words, not in the Engine's.
+                let image_gone = matches!(&err, EngineError::NotFound(what) if what == "image")
+                    && lifecycle.image_vanished(self.demo, &spec.image).await;
+                return Err(if image_gone {
+                    Stop::Failed(ImageStatus::Missing.not_available().unwrap_or_default())
+                } else {
+                    failed("creating the container")(err)
+                });
+            }
         }
         checkpoint(cancel)?;
 

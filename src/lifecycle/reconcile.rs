@@ -215,6 +215,9 @@ pub(super) async fn once(lifecycle: &Lifecycle) -> Result<(), LifecycleError> {
         async move { lifecycle.clean_up(id, &found).await }
     })
     .await;
+
+    // Demos whose image vanished from the Engine leave the catalog; back when it is.
+    lifecycle.check_images().await?;
     Ok(())
 }
 

@@ -18,8 +18,8 @@ use crate::domain::pool::{NewWarmMember, WarmMember, WarmState};
 use crate::domain::token::TokenHash;
 use crate::domain::webhook::{Attempt, Delivery, DeliveryRecord, NewDelivery};
 use crate::domain::{
-    Demo, DemoId, EndReason, EventRecord, NewSandbox, Sandbox, SandboxEvent, SandboxId,
-    SandboxStatus, ServiceEventRecord, Timestamp, Usage, Vendor, VendorId,
+    Demo, DemoId, EndReason, EventRecord, ImageStatus, NewSandbox, Sandbox, SandboxEvent,
+    SandboxId, SandboxStatus, ServiceEventRecord, Timestamp, Usage, Vendor, VendorId,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -112,9 +112,19 @@ pub trait DemoStore: Send + Sync {
     /// A demo that was not deleted.
     async fn demo(&self, id: DemoId) -> Result<Option<Demo>>;
     async fn demos(&self, vendor: Option<VendorId>) -> Result<Vec<Demo>>;
+    /// Changes what the demo has: its spec and `enabled`, never its `image_status` (only
+    /// `set_image_status` moves that, so an edit cannot undo what a check found).
     async fn update_demo(&self, demo: &Demo) -> Result<bool>;
+    /// Moves the demo's image status from `from` to `to`; false if it was not `from` (or
+    /// the demo is deleted), so of two callers seeing the same change only one records it.
+    async fn set_image_status(
+        &self,
+        id: DemoId,
+        from: ImageStatus,
+        to: ImageStatus,
+    ) -> Result<bool>;
     async fn delete_demo(&self, id: DemoId, at: Timestamp) -> Result<bool>;
-    /// Enabled demos with their vendor's name.
+    /// Demos on offer (enabled, their image ready) with their vendor's name.
     async fn catalog(&self) -> Result<Vec<(Demo, String)>>;
 }
 

@@ -10,6 +10,7 @@ mod engine_restart;
 mod flow;
 mod healing;
 mod helpers;
+mod images;
 mod intake;
 mod isolation;
 mod isolation_net;

@@ -13,7 +13,7 @@ use utoipa_axum::routes;
 
 use super::auth::demo_id;
 use super::{ApiError, ApiJson, ApiQuery, AppState, Caller, Items, Problem};
-use crate::domain::Demo;
+use crate::domain::{Demo, ImageStatus};
 use crate::domain::{DemoId, DemoManifest, DemoSpec, Timestamp, VendorId};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -29,6 +29,9 @@ pub struct DemoView {
     #[schema(value_type = String, format = Uuid)]
     vendor_id: VendorId,
     enabled: bool,
+    /// `ready`, or `missing`: the image vanished from the Docker Engine, so the demo is out
+    /// of the catalog and takes no trial until it is back.
+    image_status: ImageStatus,
     #[schema(value_type = String, format = DateTime)]
     created_at: Timestamp,
     #[schema(value_type = String, format = DateTime)]
@@ -45,6 +48,7 @@ impl DemoView {
             id: d.id,
             vendor_id: d.vendor_id,
             enabled: d.enabled,
+            image_status: d.image_status,
             created_at: d.created_at,
             updated_at: d.updated_at,
             warm_ready: pools.get(&d.id).copied().unwrap_or(0),
@@ -152,6 +156,8 @@ async fn patch_demo(
 ) -> Result<axum::Json<DemoView>, ApiError> {
     let demo = caller.may_see_demo(state.store.demo(demo_id(&id)?).await?)?;
     let demo = state.registry.update_demo(demo, patch).await?;
+    // A new image, or the old one put back: the demo answers with what the Engine has now.
+    let demo = state.lifecycle.recheck_image(demo).await;
     // A changed demo's warm members are drained (they run the old spec) and made anew.
     state.lifecycle.pools_changed();
     Ok(axum::Json(DemoView::new(

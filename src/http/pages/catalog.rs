@@ -1,4 +1,5 @@
-//! `/`: the demos a prospect can try, and `/demos/{id}`: one demo with its trial form.
+//! `/`: the demos a prospect can try, and `/demos/{id}`: one demo with its trial form (or,
+//! while its image is missing, a word that it is not available right now).
 
 use askama::Template;
 use axum::Router;
@@ -122,6 +123,8 @@ async fn catalog(State(state): State<AppState>) -> Result<Response, PageError> {
 #[template(path = "demo.html")]
 struct DemoPage {
     demo: DemoCard,
+    /// Why no trial can start now (the demo's image is missing), instead of the form.
+    unavailable: Option<&'static str>,
 }
 
 async fn demo_page(
@@ -135,7 +138,9 @@ async fn demo_page(
         .filter(|d| d.enabled)
         .ok_or(ApiError::NotFound("no such demo"))?;
     let vendor = vendor_name(&state, demo.vendor_id).await?;
+    let unavailable = demo.image_status.unavailable_because();
     Ok(render(&DemoPage {
         demo: DemoCard::new(demo, vendor),
+        unavailable,
     }))
 }

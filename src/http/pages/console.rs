@@ -20,7 +20,9 @@ use serde::{Deserialize, Serialize};
 use super::auth::{self, resolve};
 use super::session::{self, CONSOLE_COOKIE_SECONDS};
 use super::{ApiError, AppState, Caller, PageError, render};
-use crate::domain::{DemoId, EndReason, SandboxId, SandboxStatus, Timestamp, VendorId};
+use crate::domain::{
+    DemoId, EndReason, ImageStatus, SandboxId, SandboxStatus, Timestamp, VendorId,
+};
 use crate::store::SandboxFilter;
 
 /// How long an ended sandbox stays on the console.
@@ -275,7 +277,18 @@ struct DemoRow {
     title: String,
     slug: String,
     enabled: bool,
+    image_status: ImageStatus,
     live: usize,
+}
+
+/// A demo whose image is not on the Engine (for operators: it takes no trial until the
+/// image is back).
+#[derive(Serialize)]
+struct MissingImage {
+    id: DemoId,
+    title: String,
+    vendor: String,
+    image: String,
 }
 
 #[derive(Serialize)]
@@ -294,6 +307,8 @@ struct Snapshot {
     now: Timestamp,
     capacity: Option<CapacityView>,
     demos: Option<Vec<DemoRow>>,
+    /// Operators only.
+    images_missing: Option<Vec<MissingImage>>,
     sandboxes: Vec<Row>,
     events: Vec<EventRow>,
 }
@@ -374,7 +389,7 @@ async fn snapshot(state: &AppState, scope: Option<VendorId>) -> Result<Snapshot,
     // Newest first; a stable sort keeps each list's own order for events of one moment.
     events.sort_by_key(|e| std::cmp::Reverse(e.at));
     events.truncate(EVENTS_SHOWN as usize);
-    let (capacity, demos) = match scope {
+    let (capacity, demos, images_missing) = match scope {
         None => {
             let counts = state.store.count_live_by_state(None).await?;
             let settings = state.lifecycle.settings();
@@ -385,7 +400,20 @@ async fn snapshot(state: &AppState, scope: Option<VendorId>) -> Result<Snapshot,
                 sleeping: counts.sleeping,
                 max_sleeping: settings.max_sleeping,
             };
-            (Some(capacity), None)
+            let missing = state
+                .store
+                .demos(None)
+                .await?
+                .into_iter()
+                .filter(|d| d.image_status == ImageStatus::Missing)
+                .map(|d| MissingImage {
+                    id: d.id,
+                    vendor: vendors.get(&d.vendor_id).cloned().unwrap_or_default(),
+                    title: d.spec.title,
+                    image: d.spec.image,
+                })
+                .collect();
+            (Some(capacity), None, Some(missing))
         }
         Some(vendor) => {
             let demos = state
@@ -402,15 +430,17 @@ async fn snapshot(state: &AppState, scope: Option<VendorId>) -> Result<Snapshot,
                     title: d.spec.title,
                     slug: d.spec.slug.as_str().to_string(),
                     enabled: d.enabled,
+                    image_status: d.image_status,
                 })
                 .collect();
-            (None, Some(demos))
+            (None, Some(demos), None)
         }
     };
     Ok(Snapshot {
         now,
         capacity,
         demos,
+        images_missing,
         sandboxes: rows,
         events,
     })

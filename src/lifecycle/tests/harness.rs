@@ -18,8 +18,9 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::TokioClock;
 use crate::domain::token::TokenHash;
 use crate::domain::{
-    Demo, DemoId, DemoManifest, DemoSpec, Ending, Policy, Prospect, Sandbox, SandboxEvent,
-    SandboxId, SandboxStatus, Timestamp, TrialWindow, UploadName, Vendor, VendorId, VendorName,
+    Demo, DemoId, DemoManifest, DemoSpec, Ending, ImageStatus, Policy, Prospect, Sandbox,
+    SandboxEvent, SandboxId, SandboxStatus, Timestamp, TrialWindow, UploadName, Vendor, VendorId,
+    VendorName,
 };
 use crate::engine::Engine;
 use crate::engine::fake::{FakeEngine, Gate, Op};
@@ -136,6 +137,7 @@ impl Harness {
             spec: DemoSpec::parse(manifest(slug, overrides), &Policy::default())
                 .expect("a valid demo"),
             enabled: true,
+            image_status: ImageStatus::Ready,
             created_at: Timestamp::from_millis(0),
             updated_at: Timestamp::from_millis(0),
         };

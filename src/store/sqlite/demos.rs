@@ -5,7 +5,7 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::{QueryBuilder, Row};
 
 use super::{SqliteStore, conflict_on_unique, corrupt, json};
-use crate::domain::{Demo, DemoId, Timestamp, VendorId};
+use crate::domain::{Demo, DemoId, ImageStatus, Timestamp, VendorId};
 use crate::store::{DemoStore, Result};
 
 fn demo_from(row: &SqliteRow) -> Result<Demo> {
@@ -14,6 +14,10 @@ fn demo_from(row: &SqliteRow) -> Result<Demo> {
         vendor_id: VendorId::parse(row.try_get("vendor_id")?).map_err(corrupt)?,
         spec: serde_json::from_str(row.try_get("spec")?).map_err(corrupt)?,
         enabled: row.try_get("enabled")?,
+        image_status: {
+            let raw: &str = row.try_get("image_status")?;
+            ImageStatus::parse(raw).ok_or_else(|| corrupt(format!("image status {raw:?}")))?
+        },
         created_at: Timestamp::from_millis(row.try_get("created_at")?),
         updated_at: Timestamp::from_millis(row.try_get("updated_at")?),
     })
@@ -23,14 +27,16 @@ fn demo_from(row: &SqliteRow) -> Result<Demo> {
 impl DemoStore for SqliteStore {
     async fn insert_demo(&self, demo: &Demo) -> Result<()> {
         sqlx::query(
-            "INSERT INTO demos (id, vendor_id, slug, spec, enabled, created_at, updated_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO demos (id, vendor_id, slug, spec, enabled, image_status, created_at,
+                                updated_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(demo.id.to_string())
         .bind(demo.vendor_id.to_string())
         .bind(demo.spec.slug.as_str())
         .bind(json(&demo.spec)?)
         .bind(demo.enabled)
+        .bind(demo.image_status.as_str())
         .bind(demo.created_at.millis())
         .bind(demo.updated_at.millis())
         .execute(&self.pool)
@@ -66,6 +72,22 @@ impl DemoStore for SqliteStore {
         self.changed(query).await
     }
 
+    async fn set_image_status(
+        &self,
+        id: DemoId,
+        from: ImageStatus,
+        to: ImageStatus,
+    ) -> Result<bool> {
+        let query = sqlx::query(
+            "UPDATE demos SET image_status = ?
+             WHERE id = ? AND image_status = ? AND deleted_at IS NULL",
+        )
+        .bind(to.as_str())
+        .bind(id.to_string())
+        .bind(from.as_str());
+        self.changed(query).await
+    }
+
     async fn delete_demo(&self, id: DemoId, at: Timestamp) -> Result<bool> {
         let query = sqlx::query(
             "UPDATE demos SET deleted_at = ?, enabled = 0 WHERE id = ? AND deleted_at IS NULL",
@@ -80,6 +102,7 @@ impl DemoStore for SqliteStore {
             "SELECT demos.*, vendors.name AS vendor_name FROM demos
              JOIN vendors ON vendors.id = demos.vendor_id
              WHERE demos.deleted_at IS NULL AND demos.enabled = 1
+               AND demos.image_status = 'ready'
              ORDER BY vendors.name, demos.slug",
         )
         .fetch_all(&self.pool)

@@ -4,8 +4,8 @@
 use super::*;
 use crate::domain::token::{IssuedToken, TokenHash};
 use crate::domain::{
-    Demo, DemoId, DemoManifest, DemoSpec, EndReason, Ending, NewSandbox, Policy, Prospect,
-    SandboxEvent, SandboxStatus, Timestamp, Usage, Vendor, VendorId, VendorName,
+    Demo, DemoId, DemoManifest, DemoSpec, EndReason, Ending, ImageStatus, NewSandbox, Policy,
+    Prospect, SandboxEvent, SandboxStatus, Timestamp, Usage, Vendor, VendorId, VendorName,
 };
 use crate::store::{
     Capacity, DemoStore, HistoryStore, NewEvent, SandboxStore, StoreError, VendorStore, Wake,
@@ -53,6 +53,7 @@ async fn vendor_and_demo(store: &SqliteStore) -> (Vendor, Demo) {
         vendor_id: vendor.id,
         spec: spec("one"),
         enabled: true,
+        image_status: ImageStatus::Ready,
         created_at: Timestamp::now(),
         updated_at: Timestamp::now(),
     };
@@ -110,6 +111,50 @@ async fn names_and_slugs_are_unique() {
     assert!(store.delete_demo(demo.id, Timestamp::now()).await.unwrap());
     store.insert_demo(&twin).await.unwrap();
     assert!(store.demo(demo.id).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn an_image_status_moves_once_and_keeps_the_demo_out_of_the_catalog() {
+    let (store, _, demo) = store_with_demo().await;
+    let (missing, ready) = (ImageStatus::Missing, ImageStatus::Ready);
+    assert_eq!(store.catalog().await.unwrap().len(), 1);
+    // Two callers seeing the image gone: one moves it.
+    assert!(
+        store
+            .set_image_status(demo.id, ready, missing)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .set_image_status(demo.id, ready, missing)
+            .await
+            .unwrap()
+    );
+    let read = store.demo(demo.id).await.unwrap().unwrap();
+    assert_eq!(read.image_status, missing);
+    assert!(store.catalog().await.unwrap().is_empty());
+    // An edit of the demo does not undo it.
+    store.update_demo(&demo).await.unwrap();
+    assert_eq!(
+        store.demo(demo.id).await.unwrap().unwrap().image_status,
+        missing
+    );
+    assert!(
+        store
+            .set_image_status(demo.id, missing, ready)
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.catalog().await.unwrap().len(), 1);
+    // A deleted demo's status stays as it was.
+    assert!(store.delete_demo(demo.id, Timestamp::now()).await.unwrap());
+    assert!(
+        !store
+            .set_image_status(demo.id, ready, missing)
+            .await
+            .unwrap()
+    );
 }
 
 #[tokio::test]
