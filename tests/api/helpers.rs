@@ -243,15 +243,23 @@ impl TestApp {
 
     pub async fn spawn_with(configure: impl FnOnce(&mut Config)) -> TestApp {
         let dir = tempfile::tempdir().expect("a temporary directory");
+        let mut app = Self::spawn_in(dir.path(), configure).await;
+        app._dir = Some(dir);
+        app
+    }
+
+    /// Like `spawn_with`, on a data directory the test prepared (and removes) itself.
+    pub async fn spawn_in(
+        data_dir: &std::path::Path,
+        configure: impl FnOnce(&mut Config),
+    ) -> TestApp {
         let mut config = Config::defaults();
-        config.data_dir = dir.path().to_path_buf();
+        config.data_dir = data_dir.to_path_buf();
         let (network, bridge, subnet) = test_network();
         config.sandbox.network = network;
         config.sandbox.bridge = bridge;
         config.sandbox.subnet = subnet;
-        let mut app = Self::start(config, configure).await;
-        app._dir = Some(dir);
-        app
+        Self::start(config, configure).await
     }
 
     async fn start(mut config: Config, configure: impl FnOnce(&mut Config)) -> TestApp {
