@@ -326,6 +326,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             max_uploads_per_client: u64::from(config.intake.max_uploads_per_client),
             idle: Duration::from_secs(config.intake.idle_seconds),
             spool_budget_bytes: config.intake.spool_budget_bytes,
+            spool_root: config.spool_dir(),
+            min_free_bytes: config.intake.min_free_bytes,
             max_upload_bytes: config.policy.max_upload_bytes,
             max_sandboxes: config.max_sandboxes,
             max_share_percent: config.rate_limit.max_share_percent,

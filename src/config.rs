@@ -74,6 +74,8 @@ pub struct IntakeConfig {
     pub max_uploads_per_client: u32,
     pub idle_seconds: u64,
     pub spool_budget_bytes: u64,
+    /// Free space kept on the spool's filesystem for everything else on it.
+    pub min_free_bytes: u64,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
@@ -279,6 +281,9 @@ mod tests {
             let config = Config::load(None).unwrap();
             assert_eq!(config.trusted_proxies, "10.0.0.1,10.1.0.0/16, fd00::/8");
             assert_eq!(config.intake.idle_seconds, 3);
+            assert_eq!(config.intake.min_free_bytes, 1 << 30);
+            jail.set_env("TESTDRIVE_INTAKE__MIN_FREE_BYTES", "0");
+            assert_eq!(Config::load(None).unwrap().intake.min_free_bytes, 0);
             jail.set_env("TESTDRIVE_TRUSTED_PROXIES", "::1");
             assert_eq!(Config::load(None).unwrap().trusted_proxies, "::1");
             // The old switch is refused, not ignored.

@@ -9,6 +9,15 @@
 //! together overflow it are refused up front rather than failing halfway with the disk
 //! full. A spool gives its room back when its files are deleted. Directories are `0700` and
 //! files `0600`, whatever the umask: they hold a prospect's data.
+//!
+//! The budget is a figure; the disk is what it is, and others write to it too (the database
+//! usually sits beside the spool, Docker's volumes often on the same filesystem). A
+//! `SpoolDisk` keeps a floor of free space on it for them: an upload is refused before a
+//! byte is written when the free space, less what the uploads in progress said they would
+//! still write, would fall under the floor with what it says it will write (`DiskClaim`);
+//! while it streams, the free space is looked at every `CHECK_EVERY` bytes and the upload
+//! stops under the floor. The disk running out anyway (ENOSPC, EDQUOT) is the same refusal,
+//! `DiskFull`.
 
 use std::io;
 use std::os::unix::fs::PermissionsExt;
@@ -46,6 +55,151 @@ pub enum SpoolError {
          ({free} of {budget} bytes free)"
     )]
     Full { wanted: u64, free: u64, budget: u64 },
+    /// The spool's filesystem has no room for the upload above its floor (or none at all).
+    #[error("the spool's disk has {free} bytes free, too few for this upload")]
+    DiskFull { free: u64 },
+}
+
+/// Written bytes between two looks at the free space while an upload streams: a look is
+/// one `statvfs` (about a microsecond), a MiB of upload takes milliseconds to arrive, and
+/// the floor is meant to be far larger than this.
+pub const CHECK_EVERY: u64 = 1 << 20;
+
+/// Bytes free on the filesystem holding `path`, for an unprivileged writer (root's
+/// reserved blocks are not counted: they are not the spool's to use).
+pub fn free_space(path: &Path) -> io::Result<u64> {
+    let stat = rustix::fs::statvfs(path)?;
+    Ok(stat.f_bavail.saturating_mul(stat.f_frsize))
+}
+
+/// ENOSPC and EDQUOT: the disk (or the service's quota on it) is full.
+fn is_no_space(err: &io::Error) -> bool {
+    matches!(
+        err.kind(),
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+    )
+}
+
+/// An I/O error of the spool at `at`, with a full disk told apart (and its free space
+/// measured, for the operators).
+fn io_error(err: io::Error, at: &Path) -> SpoolError {
+    if is_no_space(&err) {
+        SpoolError::DiskFull {
+            free: free_space(at).unwrap_or(0),
+        }
+    } else {
+        SpoolError::Io(err)
+    }
+}
+
+/// The filesystem under the spool, with a floor of free space kept for everything else on
+/// it. Cheap to clone.
+#[derive(Clone)]
+pub struct SpoolDisk(Arc<Disk>);
+
+struct Disk {
+    root: PathBuf,
+    floor: u64,
+    /// What the uploads in progress said they would write and have not written yet.
+    promised: Mutex<u64>,
+}
+
+impl Disk {
+    /// A spool directory someone removed is made again by the next upload: until then, its
+    /// parent's filesystem is the one it will be on.
+    fn free(&self) -> io::Result<u64> {
+        let mut at = self.root.as_path();
+        loop {
+            match free_space(at) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => match at.parent() {
+                    Some(parent) => at = parent,
+                    None => return Err(e),
+                },
+                measured => return measured,
+            }
+        }
+    }
+}
+
+/// An upload's room on the disk: what it may still write (counted against the others'
+/// claims), and the free space looked at as it writes. Given back when dropped.
+pub struct DiskClaim {
+    disk: Arc<Disk>,
+    promised: u64,
+    unchecked: u64,
+}
+
+impl SpoolDisk {
+    pub fn new(root: PathBuf, floor: u64) -> SpoolDisk {
+        SpoolDisk(Arc::new(Disk {
+            root,
+            floor,
+            promised: Mutex::new(0),
+        }))
+    }
+
+    /// Bytes free on the spool's filesystem now.
+    pub fn free(&self) -> io::Result<u64> {
+        self.0.free()
+    }
+
+    /// Room for an upload that says it will write at most `bytes` (0 when it does not say:
+    /// it is then only measured as it streams). `DiskFull` when the free space, less what
+    /// the uploads in progress may still write, would fall under the floor.
+    pub fn claim(&self, bytes: u64) -> Result<DiskClaim, SpoolError> {
+        let free = self.free().map_err(|e| io_error(e, &self.0.root))?;
+        let mut promised = self.0.promised.lock().expect("spool disk lock");
+        if free.saturating_sub(*promised) < self.0.floor.saturating_add(bytes) {
+            return Err(SpoolError::DiskFull { free });
+        }
+        *promised += bytes;
+        Ok(DiskClaim {
+            disk: self.0.clone(),
+            promised: bytes,
+            unchecked: 0,
+        })
+    }
+}
+
+impl DiskClaim {
+    /// At most `bytes` will be written after all (the demo's limit, once known, is under
+    /// what the request said).
+    pub fn limit_to(&mut self, bytes: u64) {
+        self.give_back(self.promised.saturating_sub(bytes));
+    }
+
+    fn give_back(&mut self, bytes: u64) {
+        let bytes = bytes.min(self.promised);
+        if bytes > 0 {
+            let mut promised = self.disk.promised.lock().expect("spool disk lock");
+            *promised = promised.saturating_sub(bytes);
+            self.promised -= bytes;
+        }
+    }
+
+    /// `bytes` more were written (they are in the free space now, no longer a promise);
+    /// every `CHECK_EVERY` bytes, `DiskFull` once the free space is under the floor.
+    fn wrote(&mut self, bytes: u64) -> Result<(), SpoolError> {
+        self.give_back(bytes);
+        self.unchecked += bytes;
+        if self.unchecked < CHECK_EVERY {
+            return Ok(());
+        }
+        self.unchecked = 0;
+        let free = self.disk.free().map_err(|e| io_error(e, &self.disk.root))?;
+        if free < self.disk.floor {
+            return Err(SpoolError::DiskFull { free });
+        }
+        Ok(())
+    }
+}
+
+impl Drop for DiskClaim {
+    fn drop(&mut self) {
+        if let Ok(mut promised) = self.disk.promised.lock() {
+            *promised = promised.saturating_sub(self.promised);
+        }
+    }
 }
 
 /// The bytes the spool may hold at once, for uploads being received and uploads waiting to
@@ -143,6 +297,8 @@ pub struct Spool {
     total: u64,
     /// The room this upload holds in the spool's budget, if it was made within one.
     room: Option<Reservation>,
+    /// Its room on the disk, while files are still coming.
+    disk: Option<DiskClaim>,
 }
 
 impl Spool {
@@ -159,20 +315,26 @@ impl Spool {
             profiles: Vec::new(),
             total: 0,
             room: None,
+            disk: None,
         })
     }
 
     /// A spool holding room for the demo's whole upload limit in `budget` (taken before
-    /// anything is made on disk): `Full` when there is not that much room.
+    /// anything is made on disk): `Full` when there is not that much room. With `disk`, its
+    /// files stop under the disk's floor.
     pub async fn create_within(
         budget: &SpoolBudget,
+        disk: Option<DiskClaim>,
         root: &Path,
         id: SandboxId,
         rules: UploadRules,
     ) -> Result<Spool, SpoolError> {
         let room = budget.reserve(rules.max_bytes)?;
-        let mut spool = Spool::create(root, id, rules).await?;
+        let mut spool = Spool::create(root, id, rules)
+            .await
+            .map_err(|e| io_error(e, root))?;
         spool.room = Some(room);
+        spool.disk = disk;
         Ok(spool)
     }
 
@@ -182,6 +344,7 @@ impl Spool {
         if let Some(room) = self.room.as_mut() {
             room.shrink_to(total);
         }
+        self.disk = None;
     }
 
     /// Refuses a file before any of its bytes are read: wrong type, a name used twice, one
@@ -218,10 +381,12 @@ impl Spool {
             .create_new(true)
             .mode(PRIVATE_FILE)
             .open(&path)
-            .await?;
+            .await
+            .map_err(|e| io_error(e, &self.dir))?;
         // The mode given at creation is masked by the umask, which can only take bits away.
         let out = tokio::io::BufWriter::with_capacity(64 * 1024, file);
         let rules = &self.rules;
+        let mut disk = self.disk.as_mut();
         let before = self.total;
         let streamed = async move {
             let mut out = out;
@@ -239,6 +404,9 @@ impl Spool {
                 profiler.feed(&chunk);
                 out.write_all(&chunk).await?;
                 bytes += chunk.len() as u64;
+                if let Some(disk) = disk.as_mut() {
+                    disk.wrote(chunk.len() as u64)?;
+                }
             }
             out.flush().await?;
             if bytes == 0 {
@@ -249,6 +417,11 @@ impl Spool {
         let (name, bytes, hasher, profiler) = match streamed.await {
             Ok(done) => done,
             Err(e) => {
+                // Measured before the file goes, for the operators' record of a full disk.
+                let e = match e {
+                    SpoolError::Io(e) => io_error(e, &self.dir),
+                    other => other,
+                };
                 // A refused file leaves nothing, and its number is free for the next.
                 let _ = tokio::fs::remove_file(&path).await;
                 return Err(e);
@@ -408,18 +581,29 @@ mod tests {
     async fn uploads_take_room_from_the_budget_and_give_it_back() {
         let root = tempfile::tempdir().unwrap();
         let budget = SpoolBudget::new(250);
-        let mut first =
-            Spool::create_within(&budget, root.path(), SandboxId::new(), rules(100, 2, &[]))
-                .await
-                .unwrap();
-        let second =
-            Spool::create_within(&budget, root.path(), SandboxId::new(), rules(100, 2, &[]))
-                .await
-                .unwrap();
+        let mut first = Spool::create_within(
+            &budget,
+            None,
+            root.path(),
+            SandboxId::new(),
+            rules(100, 2, &[]),
+        )
+        .await
+        .unwrap();
+        let second = Spool::create_within(
+            &budget,
+            None,
+            root.path(),
+            SandboxId::new(),
+            rules(100, 2, &[]),
+        )
+        .await
+        .unwrap();
         assert_eq!(budget.in_use(), 200);
         // No room for a third, and nothing made on disk for it.
         let third = SandboxId::new();
-        let refused = Spool::create_within(&budget, root.path(), third, rules(100, 2, &[])).await;
+        let refused =
+            Spool::create_within(&budget, None, root.path(), third, rules(100, 2, &[])).await;
         assert!(
             matches!(
                 refused,
@@ -443,6 +627,47 @@ mod tests {
         assert_eq!(budget.in_use(), 0);
         // A demo whose limit is over the whole budget never fits.
         assert!(matches!(budget.reserve(251), Err(SpoolError::Full { .. })));
+    }
+
+    #[test]
+    fn a_full_disk_is_told_apart_from_other_io_errors() {
+        let root = tempfile::tempdir().unwrap();
+        for errno in [libc::ENOSPC, libc::EDQUOT] {
+            let err = io_error(io::Error::from_raw_os_error(errno), root.path());
+            assert!(matches!(err, SpoolError::DiskFull { .. }), "{err:?}");
+        }
+        let err = io_error(io::Error::from_raw_os_error(libc::EACCES), root.path());
+        assert!(matches!(err, SpoolError::Io(_)), "{err:?}");
+    }
+
+    #[test]
+    fn uploads_claim_room_on_the_disk_above_its_floor() {
+        let root = tempfile::tempdir().unwrap();
+        let free = free_space(root.path()).unwrap();
+        assert!(free > 0);
+        // No disk has room above an impossible floor, not even for an upload of nothing.
+        let full = SpoolDisk::new(root.path().to_path_buf(), u64::MAX);
+        assert!(matches!(full.claim(0), Err(SpoolError::DiskFull { .. })));
+        // A spool directory not there (yet, or again) is measured where it will be.
+        let gone = SpoolDisk::new(root.path().join("spool"), 0);
+        assert!(gone.free().unwrap() > 0);
+        // Each claim counts what the others may still write (with room to spare for what
+        // others on this disk write meanwhile).
+        let disk = SpoolDisk::new(root.path().to_path_buf(), 0);
+        // Six tenths, a multiple of 4 so that halves and quarters add up.
+        let share = free / 40 * 24;
+        let mut first = disk.claim(share).unwrap();
+        assert!(matches!(
+            disk.claim(share),
+            Err(SpoolError::DiskFull { .. })
+        ));
+        // What it writes, or will not write after all, is no longer its to hold.
+        first.limit_to(share / 2);
+        first.wrote(share / 4).unwrap();
+        let second = disk.claim(share).unwrap();
+        assert_eq!(*disk.0.promised.lock().unwrap(), share / 4 + share);
+        drop((first, second));
+        assert_eq!(*disk.0.promised.lock().unwrap(), 0);
     }
 
     #[tokio::test]

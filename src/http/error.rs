@@ -43,6 +43,12 @@ pub enum ApiError {
     /// An upload this deployment can never hold (it would not fit even an empty spool).
     #[error("{0}")]
     InsufficientStorage(String),
+    /// The spool's disk has no room for this upload now. How much it has is for the
+    /// operators (`ServiceEvent::DiskFull`), not for the client.
+    #[error(
+        "the server has no room for this upload right now; try again later or with smaller files"
+    )]
+    NoRoom { free_bytes: u64 },
     #[error("{0}")]
     BadGateway(String),
     #[error("{0}")]
@@ -85,7 +91,9 @@ impl ApiError {
             Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid"),
             TooMany { .. } => (StatusCode::TOO_MANY_REQUESTS, "capacity"),
             Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
-            InsufficientStorage(_) => (StatusCode::INSUFFICIENT_STORAGE, "insufficient-storage"),
+            InsufficientStorage(_) | NoRoom { .. } => {
+                (StatusCode::INSUFFICIENT_STORAGE, "insufficient-storage")
+            }
             BadGateway(_) => (StatusCode::BAD_GATEWAY, "demo-not-answering"),
             Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
@@ -120,6 +128,9 @@ impl IntoResponse for ApiError {
         {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
         }
+        if let ApiError::NoRoom { .. } = self {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(NO_ROOM_RETRY_AFTER));
+        }
         // RFC 9110 §15.5.2: a 401 carries the challenge the server accepts.
         if let ApiError::Unauthorized = self {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
@@ -127,6 +138,11 @@ impl IntoResponse for ApiError {
         response
     }
 }
+
+/// Seconds a client refused for want of disk is told to wait: uploads in progress leave
+/// the spool within moments of their sandbox starting, but a disk others filled waits for
+/// an operator.
+const NO_ROOM_RETRY_AFTER: u32 = 60;
 
 impl From<Invalid> for ApiError {
     fn from(invalid: Invalid) -> Self {
@@ -210,11 +226,21 @@ impl From<SpoolError> for ApiError {
             SpoolError::Full { wanted, budget, .. } if wanted > budget => {
                 ApiError::InsufficientStorage(err.to_string())
             }
-            // The disk, or the spool's budget, cannot hold the upload now.
-            SpoolError::Io(_) | SpoolError::Full { .. } => ApiError::Unavailable {
+            SpoolError::DiskFull { free } => ApiError::NoRoom { free_bytes: free },
+            // The spool's budget cannot hold the upload now.
+            SpoolError::Full { .. } => ApiError::Unavailable {
                 detail: err.to_string(),
                 retry_after: 30,
             },
+            // The OS's words are for the operators' log, not the client.
+            SpoolError::Io(e) => {
+                tracing::error!(error = %e, "the upload spool cannot be written");
+                ApiError::Unavailable {
+                    detail: "the server cannot store uploads right now; try again later"
+                        .to_string(),
+                    retry_after: 30,
+                }
+            }
         }
     }
 }

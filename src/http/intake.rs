@@ -7,9 +7,15 @@
 //! the demo reserves its whole upload limit in the spool's budget, and each file streams
 //! into the spool under the demo's rules; a client that stops sending is cut off. Then the
 //! spool goes to the lifecycle.
+//!
+//! The spool's disk keeps a floor of free space (`SpoolDisk`): a request whose
+//! Content-Length would take the disk under it is refused before its body is read, and any
+//! upload stops as soon as the disk goes under it — `507` with `Retry-After`, in plain words,
+//! noted among the deployment's events at most once a minute.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::pin::pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -19,15 +25,18 @@ use axum::http::{HeaderMap, header};
 use bytes::Bytes;
 use futures_util::{Stream, stream};
 use tokio::sync::Semaphore;
+use tokio::time::Instant;
 
 use super::client::{ClientAddress, ClientKey};
 use super::multipart::{self, Limits, MultipartError, MultipartReader};
 use super::origins::url_parts;
 use super::{ApiError, AppState};
 use crate::domain::token::IssuedToken;
-use crate::domain::{Demo, DemoId, Prospect, Sandbox, SandboxId, TrialWindow, UploadName};
+use crate::domain::{
+    Demo, DemoId, Prospect, Sandbox, SandboxId, ServiceEvent, TrialWindow, UploadName,
+};
 use crate::lifecycle::Lifecycle;
-use crate::spool::{Spool, SpoolBudget, SpoolError};
+use crate::spool::{DiskClaim, Spool, SpoolBudget, SpoolDisk, SpoolError};
 use crate::store::Store;
 
 /// What a form may send before it names its demo (which is the first field of the demo
@@ -50,8 +59,12 @@ pub fn body_limit(max_upload_bytes: u64) -> usize {
     usize::try_from(max_upload_bytes.saturating_add(FORM_SLACK)).unwrap_or(usize::MAX)
 }
 
+/// A full disk is noted among the deployment's events at most this often, so that a burst
+/// of refusals does not bury the rest.
+const DISK_FULL_NOTED_EVERY: Duration = Duration::from_secs(60);
+
 /// Intake's limits, from the configuration.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct IntakeSettings {
     /// Uploads read at once, all clients together.
     pub max_uploads: usize,
@@ -62,6 +75,9 @@ pub struct IntakeSettings {
     pub idle: Duration,
     /// Bytes the spool may hold at once (see `SpoolBudget`).
     pub spool_budget_bytes: u64,
+    /// The spool's directory, and the free space kept on its filesystem (see `SpoolDisk`).
+    pub spool_root: PathBuf,
+    pub min_free_bytes: u64,
     /// The policy's largest upload.
     pub max_upload_bytes: u64,
     /// Running places, all demos together.
@@ -74,6 +90,9 @@ pub struct IntakeSettings {
 pub struct Intake {
     uploads: Arc<Semaphore>,
     budget: SpoolBudget,
+    disk: SpoolDisk,
+    /// When a full disk was last noted among the deployment's events.
+    disk_full_noted: Mutex<Option<Instant>>,
     idle: Duration,
     max_upload_bytes: u64,
     /// Live sandboxes one client may hold, if limited.
@@ -91,6 +110,8 @@ impl Intake {
         Intake {
             uploads: Arc::new(Semaphore::new(settings.max_uploads.max(1))),
             budget: SpoolBudget::new(settings.spool_budget_bytes),
+            disk: SpoolDisk::new(settings.spool_root, settings.min_free_bytes),
+            disk_full_noted: Mutex::new(None),
             idle: settings.idle,
             max_upload_bytes: settings.max_upload_bytes,
             share,
@@ -101,6 +122,25 @@ impl Intake {
 
     pub fn spool_budget(&self) -> &SpoolBudget {
         &self.budget
+    }
+
+    pub fn spool_disk(&self) -> &SpoolDisk {
+        &self.disk
+    }
+
+    /// An upload refused for want of disk: counted each time, and noted among the
+    /// deployment's events (which logs it) at most once a minute.
+    async fn disk_full(&self, lifecycle: &Lifecycle, free_bytes: u64) {
+        metrics::counter!("testdrive_uploads_refused_disk_full_total").increment(1);
+        {
+            let mut noted = self.disk_full_noted.lock().expect("intake lock");
+            let now = Instant::now();
+            if noted.is_some_and(|at| now.duration_since(at) < DISK_FULL_NOTED_EVERY) {
+                return;
+            }
+            *noted = Some(now);
+        }
+        lifecycle.note(ServiceEvent::DiskFull { free_bytes }).await;
     }
 
     /// Holds one of `client`'s places while its sandbox is made; refused (`429`) when the
@@ -220,11 +260,13 @@ async fn read_form<S, E>(
     state: &AppState,
     id: SandboxId,
     mut form: MultipartReader<S>,
+    disk: DiskClaim,
 ) -> Result<Form, ApiError>
 where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
     E: std::fmt::Display,
 {
+    let mut disk = Some(disk);
     let mut chosen: Option<(Demo, Spool)> = None;
     let mut seconds = None;
     let mut prospect = Prospect::default();
@@ -257,14 +299,21 @@ where
                 }
                 state.lifecycle.check_room(Some(&demo)).await?;
                 let intake = &state.intake;
+                let files = demo.spec.upload.max_bytes.min(intake.max_upload_bytes);
+                // The files are all that is written: the request's other bytes and anything
+                // over the demo's limit are no claim on the disk.
+                let mut disk = disk.take();
+                if let Some(disk) = disk.as_mut() {
+                    disk.limit_to(files);
+                }
                 let spool = Spool::create_within(
                     &intake.budget,
+                    disk,
                     &state.lifecycle.settings().spool_root,
                     id,
                     demo.spec.upload.clone(),
                 )
                 .await?;
-                let files = demo.spec.upload.max_bytes.min(intake.max_upload_bytes);
                 form.allow_body_bytes(files.saturating_add(FORM_SLACK));
                 chosen = Some((demo, spool));
             }
@@ -355,6 +404,18 @@ pub async fn start_trial(
     request: Request,
     wait: Option<u32>,
 ) -> Result<(Sandbox, IssuedToken), ApiError> {
+    let started = trial(state, request, wait).await;
+    if let Err(ApiError::NoRoom { free_bytes }) = &started {
+        state.intake.disk_full(&state.lifecycle, *free_bytes).await;
+    }
+    started
+}
+
+async fn trial(
+    state: &AppState,
+    request: Request,
+    wait: Option<u32>,
+) -> Result<(Sandbox, IssuedToken), ApiError> {
     let (parts, body) = request.into_parts();
     refuse_other_sites(&parts.headers, &state.public_url)?;
     let content_type = parts
@@ -401,6 +462,11 @@ pub async fn start_trial(
             "the request is over the service's limit of {ceiling} bytes"
         )));
     }
+    // The disk's floor, before a byte of the body is read: a request that says how long it
+    // is claims that much (its files cannot be more); one that does not is only measured as
+    // it streams, since assuming the demo's whole limit would refuse its small uploads
+    // whenever the disk is not nearly empty.
+    let disk = intake.disk.claim(declared.unwrap_or(0))?;
     let upload = intake
         .uploads
         .clone()
@@ -425,7 +491,7 @@ pub async fn start_trial(
     };
     let reader = MultipartReader::new(body.into_data_stream(), &boundary, limits);
     let id = SandboxId::new();
-    let form = read_form(state, id, reader).await?;
+    let form = read_form(state, id, reader, disk).await?;
     drop(upload);
     let created = state
         .lifecycle
@@ -508,6 +574,8 @@ mod tests {
             max_uploads_per_client: 2,
             idle: Duration::from_secs(5),
             spool_budget_bytes: 1 << 20,
+            spool_root: std::env::temp_dir(),
+            min_free_bytes: 0,
             max_upload_bytes: 1 << 20,
             max_sandboxes: 10,
             max_share_percent: 100,
@@ -545,6 +613,8 @@ mod tests {
             max_uploads_per_client: 10,
             idle: Duration::from_secs(5),
             spool_budget_bytes: 1 << 20,
+            spool_root: std::env::temp_dir(),
+            min_free_bytes: 0,
             max_upload_bytes: 1 << 20,
             max_sandboxes: 10,
             max_share_percent: 20,
@@ -593,6 +663,8 @@ mod tests {
             max_uploads_per_client: 1,
             idle: Duration::from_secs(1),
             spool_budget_bytes: 1,
+            spool_root: std::env::temp_dir(),
+            min_free_bytes: 0,
             max_upload_bytes: 1,
         };
         assert_eq!(Intake::new(settings(100, 10)).share, None);

@@ -264,15 +264,23 @@ impl TestApp {
 
     pub async fn spawn_with(configure: impl FnOnce(&mut Config)) -> TestApp {
         let dir = tempfile::tempdir().expect("a temporary directory");
+        let mut app = Self::spawn_in(dir.path(), configure).await;
+        app._dir = Some(dir);
+        app
+    }
+
+    /// Like `spawn_with`, on a data directory the test prepared (and removes) itself.
+    pub async fn spawn_in(
+        data_dir: &std::path::Path,
+        configure: impl FnOnce(&mut Config),
+    ) -> TestApp {
         let mut config = Config::defaults();
-        config.data_dir = dir.path().to_path_buf();
+        config.data_dir = data_dir.to_path_buf();
         let (network, bridge, subnet) = test_network();
         config.sandbox.network = network;
         config.sandbox.bridge = bridge;
         config.sandbox.subnet = subnet;
-        let mut app = Self::start(config, configure).await;
-        app._dir = Some(dir);
-        app
+        Self::start(config, configure).await
     }
 
     /// A service left to pick its own sandbox network, as a deployment with default
@@ -317,6 +325,8 @@ impl TestApp {
         config.rate_limit.burst = 10_000;
         config.rate_limit.max_share_percent = 100;
         config.intake.max_uploads_per_client = 1000;
+        // Test machines may have little disk to spare; the floor has its own tests.
+        config.intake.min_free_bytes = 64 << 20;
         // Every test client is 127.0.0.1.
         config.server.max_connections_per_client = 100_000;
         configure(&mut config);

@@ -21,7 +21,7 @@ use tokio::net::TcpStream;
 use crate::helpers::{Api, TestApp, assert_no_objects, problem};
 use crate::process::ChildService;
 
-const BOUNDARY: &str = "intake-test-boundary-5d8a1c";
+pub(crate) const BOUNDARY: &str = "intake-test-boundary-5d8a1c";
 const MIB: u64 = 1 << 20;
 /// The most any one request shape may add to the service's peak memory.
 const MEMORY_BOUND: u64 = 8 * MIB;
@@ -155,19 +155,19 @@ fn repeated(unit: &[u8], size: u64) -> (u64, impl Iterator<Item = Bytes> + Send 
     )
 }
 
-fn field(name: &str, value: &str) -> Vec<u8> {
+pub(crate) fn field(name: &str, value: &str) -> Vec<u8> {
     format!("--{BOUNDARY}\r\ncontent-disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n")
         .into_bytes()
 }
 
-fn file_head(name: &str) -> Vec<u8> {
+pub(crate) fn file_head(name: &str) -> Vec<u8> {
     format!(
         "--{BOUNDARY}\r\ncontent-disposition: form-data; name=\"file\"; filename=\"{name}\"\r\n\r\n"
     )
     .into_bytes()
 }
 
-fn closing() -> Vec<u8> {
+pub(crate) fn closing() -> Vec<u8> {
     format!("\r\n--{BOUNDARY}--\r\n").into_bytes()
 }
 

@@ -6,6 +6,7 @@ mod browser;
 mod browser_origins;
 mod contract;
 mod crash;
+mod disk_full;
 mod engine_restart;
 mod flow;
 mod healing;

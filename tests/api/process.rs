@@ -145,6 +145,7 @@ impl ChildService {
             .env("TESTDRIVE_RATE_LIMIT__BURST", "10000")
             .env("TESTDRIVE_RATE_LIMIT__MAX_SHARE_PERCENT", "100")
             .env("TESTDRIVE_INTAKE__MAX_UPLOADS_PER_CLIENT", "1000")
+            .env("TESTDRIVE_INTAKE__MIN_FREE_BYTES", "67108864")
             .env("TESTDRIVE_SERVER__MAX_CONNECTIONS_PER_CLIENT", "100000")
             .env("TESTDRIVE_SANDBOX__NETWORK", &self.network)
             .env("TESTDRIVE_SANDBOX__BRIDGE", &self.bridge)

@@ -92,6 +92,9 @@ async fn metrics(
     let settings = state.lifecycle.settings();
     metrics::gauge!("testdrive_sandboxes_running_capacity").set(f64::from(settings.max_running));
     metrics::gauge!("testdrive_sandboxes_sleeping_capacity").set(f64::from(settings.max_sleeping));
+    if let Ok(free) = state.intake.spool_disk().free() {
+        metrics::gauge!("testdrive_spool_free_bytes").set(free as f64);
+    }
     Ok((
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(),

@@ -136,7 +136,7 @@ pub struct SandboxForm {
 /// Start a trial: upload files (multipart) and get a sandbox of the demo loaded with them.
 #[utoipa::path(post, path = "/v1/sandboxes", tag = "sandboxes", params(CreateParams),
     request_body(content = SandboxForm, content_type = "multipart/form-data"),
-    responses((status = 201, body = CreatedSandbox), (status = 403, description = "sent from another site's page", body = Problem), (status = 404, description = "unknown demo", body = Problem), (status = 413, body = Problem), (status = 415, body = Problem), (status = 422, body = Problem), (status = 429, body = Problem), (status = 503, body = Problem)))]
+    responses((status = 201, body = CreatedSandbox), (status = 403, description = "sent from another site's page", body = Problem), (status = 404, description = "unknown demo", body = Problem), (status = 413, body = Problem), (status = 415, body = Problem), (status = 422, body = Problem), (status = 429, body = Problem), (status = 503, body = Problem), (status = 507, description = "the spool's disk has no room for the upload now (Retry-After)", body = Problem)))]
 async fn create_sandbox(
     State(state): State<AppState>,
     ApiQuery(params): ApiQuery<CreateParams>,
