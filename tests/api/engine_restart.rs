@@ -20,12 +20,7 @@ const HELLO: &[u8] = b"the prospect's own file, kept across an Engine restart\n"
 
 /// `GET <the sandbox's own origin>/hello.txt` with the sandbox token.
 async fn open_hello(app: &TestApp, id: &str, token: &str) -> Response {
-    app.http
-        .get(app.sandbox_url(id, "/hello.txt"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
+    app.open(id, token, "/hello.txt").await
 }
 
 async fn assert_serves_hello(app: &TestApp, id: &str, token: &str) {
@@ -36,19 +31,11 @@ async fn assert_serves_hello(app: &TestApp, id: &str, token: &str) {
     assert_eq!(&body[..], HELLO);
 }
 
-/// The deployment's events, newest first, as operators see them.
-async fn service_events(app: &TestApp) -> Vec<Value> {
-    let res = app.get("/v1/service-events", Some(&app.admin)).await;
-    assert_eq!(res.status(), StatusCode::OK);
-    let body: Value = res.json().await.unwrap();
-    body["items"].as_array().unwrap().clone()
-}
-
 /// Polls the deployment's events until one of `kind` is there; returns it.
 async fn wait_service_event(app: &TestApp, kind: &str) -> Value {
     let events = poll(
         Duration::from_millis(50),
-        async || service_events(app).await,
+        async || app.service_events(&app.admin).await,
         |events| events.iter().any(|e| e["kind"] == kind),
     )
     .await;

@@ -15,17 +15,11 @@ use crate::pages::{cookie_value, first_snapshot, login, page_key, set_cookies};
 
 /// The deployment's events, newest first: (kind, detail).
 async fn service_events(api: &Api) -> Vec<(String, String)> {
-    let res = api.get("/v1/service-events", Some(&api.admin)).await;
-    assert_eq!(res.status(), StatusCode::OK);
-    let body: Value = res.json().await.unwrap();
-    body["items"]
-        .as_array()
-        .unwrap()
+    let text = |e: &Value, k: &str| e[k].as_str().unwrap().to_string();
+    api.service_events(&api.admin)
+        .await
         .iter()
-        .map(|e| {
-            let text = |k: &str| e[k].as_str().unwrap().to_string();
-            (text("kind"), text("detail"))
-        })
+        .map(|e| (text(e, "kind"), text(e, "detail")))
         .collect()
 }
 
@@ -71,13 +65,7 @@ async fn a_trial_that_meets_a_removed_network_makes_it_again_and_becomes_ready()
     eprintln!("a trial across a removed network was ready in {healed_in:?}");
     let id = body["id"].as_str().unwrap();
     let token = body["token"].as_str().unwrap();
-    let page = app
-        .http
-        .get(app.sandbox_url(id, "/a.csv"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
+    let page = app.open(id, token, "/a.csv").await;
     assert_eq!(page.status(), StatusCode::OK);
     assert_eq!(page.text().await.unwrap(), "x,y\n1,2\n");
 
@@ -161,13 +149,7 @@ async fn the_reconciler_makes_a_removed_network_again_and_a_sleeping_sandbox_wak
     assert_eq!(inspect_network(&app, "{{.Name}}"), app.network);
 
     // The next request wakes the sandbox on the network made again, its data intact.
-    let page = app
-        .http
-        .get(app.sandbox_url(&id, "/a.csv"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let page = app.open(&id, &token, "/a.csv").await;
     assert_eq!(page.status(), StatusCode::OK);
     assert_eq!(page.text().await.unwrap(), "x,y\n1,2\n");
     assert_eq!(app.sandbox(&id).await["status"], "ready");
@@ -325,13 +307,7 @@ async fn deployments_with_default_settings_get_networks_of_their_own() {
         second.static_sandbox(json!({}))
     );
     for (app, id, token) in [(&first, &id1, &token1), (&second, &id2, &token2)] {
-        let page = app
-            .http
-            .get(app.sandbox_url(id, "/a.csv"))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap();
+        let page = app.open(id, token, "/a.csv").await;
         assert_eq!(page.status(), StatusCode::OK);
     }
 
@@ -341,13 +317,7 @@ async fn deployments_with_default_settings_get_networks_of_their_own() {
     first.restart(|_| {}).await;
     assert_eq!(first.network, network);
     assert_eq!(subnet(&first), before);
-    let page = first
-        .http
-        .get(first.sandbox_url(&id1, "/a.csv"))
-        .bearer_auth(&token1)
-        .send()
-        .await
-        .unwrap();
+    let page = first.open(&id1, &token1, "/a.csv").await;
     assert_eq!(page.status(), StatusCode::OK);
     first.end_sandbox(&id1, &token1).await;
     second.end_sandbox(&id2, &token2).await;
@@ -395,13 +365,7 @@ async fn a_deployment_refuses_a_network_that_is_another_deployments() {
     assert!(why.contains("another deployment"), "{why}");
     assert!(why.contains("sandbox.network"), "{why}");
     // The other deployment's sandbox was not disturbed.
-    let page = other
-        .http
-        .get(other.sandbox_url(&id, "/a.csv"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let page = other.open(&id, &token, "/a.csv").await;
     assert_eq!(page.status(), StatusCode::OK);
     other.end_sandbox(&id, &token).await;
 }

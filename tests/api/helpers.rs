@@ -457,6 +457,24 @@ impl Api {
         format!("{}{path}", self.base)
     }
 
+    /// `GET path` of the sandbox, through its own origin, with its token.
+    pub async fn open(&self, id: &str, token: &str, path: &str) -> Response {
+        self.http
+            .get(self.sandbox_url(id, path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// The deployment's events (`GET /v1/service-events`) as `token` sees them, newest first.
+    pub async fn service_events(&self, token: &str) -> Vec<Value> {
+        let res = self.get("/v1/service-events", Some(token)).await;
+        assert_eq!(res.status(), StatusCode::OK);
+        let body: Value = res.json().await.unwrap();
+        body["items"].as_array().unwrap().clone()
+    }
+
     pub async fn get(&self, path: &str, token: Option<&str>) -> Response {
         let mut req = self.http.get(self.url(path));
         if let Some(token) = token {

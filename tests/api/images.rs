@@ -102,12 +102,9 @@ async fn in_catalog(app: &TestApp, demo: &str) -> bool {
 
 /// The deployment's events (as `token` sees them) about `image`: their kinds, oldest first.
 async fn image_events(app: &TestApp, token: &str, image: &str) -> Vec<String> {
-    let res = app.get("/v1/service-events", Some(token)).await;
-    assert_eq!(res.status(), StatusCode::OK);
-    let body: Value = res.json().await.unwrap();
-    let mut kinds: Vec<String> = body["items"]
-        .as_array()
-        .unwrap()
+    let mut kinds: Vec<String> = app
+        .service_events(token)
+        .await
         .iter()
         .filter(|e| e["detail"].as_str().unwrap().contains(image))
         .map(|e| e["kind"].as_str().unwrap().to_string())
