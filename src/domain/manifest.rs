@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::upload::UploadRules;
-use super::{Invalid, parse_text};
+use super::{ImageRef, Invalid, parse_text};
 
 /// Ceilings the operator sets for all demos (the service configuration's `[policy]`).
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -281,21 +281,9 @@ fn parse_env(raw: BTreeMap<String, String>) -> Result<BTreeMap<String, String>, 
     Ok(raw)
 }
 
-/// An image reference as the Engine takes it: `name[:tag][@digest]`, printable ASCII.
+/// An image reference as the Engine takes it: `[server/]name[:tag][@digest]`.
 fn parse_image(raw: &str) -> Result<String, Invalid> {
-    let valid = !raw.is_empty()
-        && raw.len() <= 255
-        && !raw.starts_with(['-', '.', ':', '/', '@'])
-        && raw
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._:/@+-".contains(&b));
-    if !valid {
-        return Err(Invalid::new(
-            "image",
-            format!("{raw:?} is not an image reference"),
-        ));
-    }
-    Ok(raw.to_string())
+    ImageRef::parse(raw).map(|_| raw.to_string())
 }
 
 impl DemoSpec {

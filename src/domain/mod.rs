@@ -8,6 +8,7 @@
 pub mod demo;
 pub mod event;
 pub mod ids;
+pub mod image;
 pub mod manifest;
 pub mod pool;
 pub mod profile;
@@ -24,6 +25,7 @@ pub mod webhook;
 pub use demo::{Demo, ImageStatus};
 pub use event::{Ending, EventRecord, Failure, SandboxEvent};
 pub use ids::{DemoId, SandboxId, VendorId};
+pub use image::{ImageRef, RegistryServer};
 pub use manifest::{DemoManifest, DemoSlug, DemoSpec, Policy, TrialWindow};
 pub use sandbox::{EndReason, FileRecord, NewSandbox, Prospect, Sandbox, SandboxStatus, Usage};
 pub use service_event::{ServiceEvent, ServiceEventRecord};

@@ -168,6 +168,34 @@ impl Labelled {
     }
 }
 
+/// A vendor's credentials for one registry, in clear for the length of one pull (they are
+/// kept sealed in the database).
+#[derive(Clone)]
+pub struct PullCredentials {
+    /// `host[:port]`, as the Engine names the registry.
+    pub server: String,
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for PullCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PullCredentials")
+            .field("server", &self.server)
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How far a pull is: layers and bytes, as the Engine reports them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct PullProgress {
+    pub layers: u32,
+    pub layers_done: u32,
+    pub bytes: u64,
+    pub bytes_done: u64,
+}
+
 /// What `Engine::ensure_network` had to do.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct NetworkRepair {
