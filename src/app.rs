@@ -263,11 +263,13 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             secrets,
         },
     );
+    let registry = Registry::new(store.clone(), engine.clone(), config.policy());
     let lifecycle = Lifecycle::new(
         store.clone(),
         engine.clone(),
         clock,
         webhooks.clone(),
+        Arc::new(registry.clone()),
         LifecycleSettings {
             max_running: config.max_sandboxes,
             max_sleeping: config.max_sleeping,
@@ -307,7 +309,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
 
     let state = AppState {
         store: store.clone(),
-        registry: Registry::new(store, engine, config.policy()),
+        registry,
         lifecycle: lifecycle.clone(),
         webhooks: webhooks.clone(),
         admin: AdminToken(admin_hash),

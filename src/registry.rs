@@ -7,10 +7,10 @@ use serde_json::Value;
 
 use crate::domain::token::IssuedToken;
 use crate::domain::{
-    Demo, DemoId, DemoManifest, DemoSpec, ImageStatus, Invalid, Policy, Timestamp, Vendor,
-    VendorId, VendorName,
+    Demo, DemoId, DemoManifest, DemoSpec, ImageRef, ImageStatus, Invalid, Policy, RegistryServer,
+    Timestamp, Vendor, VendorId, VendorName,
 };
-use crate::engine::{Engine, EngineError};
+use crate::engine::{Credentials, Engine, EngineError, PullCredentials};
 use crate::store::{Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -63,17 +63,28 @@ impl Registry {
         Ok(())
     }
 
+    /// A new demo. A registry image is `pulling` (the caller starts the pull); an
+    /// Engine-only one must be on the Engine.
     pub async fn register_demo(&self, vendor: VendorId, manifest: DemoManifest) -> Result<Demo> {
         let spec = DemoSpec::parse(manifest, &self.policy)?;
-        self.require_image(&spec.image).await?;
+        let pulls = ImageRef::parse(&spec.image)?.server().is_some();
+        if !pulls {
+            self.require_image(&spec.image).await?;
+        }
         let now = Timestamp::now();
         let demo = Demo {
             id: DemoId::new(),
             vendor_id: vendor,
             spec,
             enabled: true,
-            // Just checked: it is on the Engine.
-            image_status: ImageStatus::Ready,
+            // Just checked (an Engine-only image), or about to be pulled.
+            image_status: if pulls {
+                ImageStatus::Pulling
+            } else {
+                ImageStatus::Ready
+            },
+            image_error: None,
+            image_digest: None,
             created_at: now,
             updated_at: now,
         };
@@ -94,7 +105,8 @@ impl Registry {
                 .ok_or_else(|| Invalid::new("enabled", "must be true or false"))?;
         }
         let spec = demo.spec.patch(&patch, &self.policy)?;
-        if spec.image != demo.spec.image {
+        // A registry image is pulled by the caller once the change is saved.
+        if spec.image != demo.spec.image && ImageRef::parse(&spec.image)?.server().is_none() {
             self.require_image(&spec.image).await?;
         }
         demo.spec = spec;
@@ -105,5 +117,18 @@ impl Registry {
 
     pub async fn delete_demo(&self, id: DemoId) -> Result<bool> {
         Ok(self.store.delete_demo(id, Timestamp::now()).await?)
+    }
+}
+
+/// The vendor's credentials for a registry, for the lifecycle's pulls.
+#[async_trait::async_trait]
+impl Credentials for Registry {
+    async fn pull_credentials(
+        &self,
+        _vendor: VendorId,
+        _server: &RegistryServer,
+    ) -> std::result::Result<Option<PullCredentials>, String> {
+        // Stored credentials arrive with the vendors' registries API.
+        Ok(None)
     }
 }

@@ -117,8 +117,7 @@
         li.dataset.demoId = d.id;
         li.dataset.imageStatus = d.image_status;
         li.textContent = d.title + " (" + d.slug + ")" + (d.enabled ? "" : " · disabled") +
-          (d.image_status === "missing" ? " · image missing: out of the catalog until it is back" : "") +
-          " · " + d.live + " live";
+          imageNote(d) + " · " + d.live + " live";
         demos.appendChild(li);
       });
     }
@@ -144,6 +143,20 @@
       li.appendChild(document.createTextNode(who + " " + e.kind.replace(/_/g, " ") + (e.detail ? ": " + e.detail : "")));
       eventsList.appendChild(li);
     });
+  }
+
+  // What a vendor needs to know of its demo's image: a pull under way (with how far it
+  // is), a failed one (with why), or an image gone from the server.
+  function imageNote(d) {
+    if (d.image_status === "pulling") {
+      var p = d.pull;
+      var how = p && p.bytes ? " " + Math.floor(100 * p.bytes_done / p.bytes) + "% (" +
+        p.layers_done + " of " + p.layers + " layers)" : "";
+      return " · pulling the image" + how;
+    }
+    if (d.image_status === "failed") return " · image pull failed: " + (d.image_error || "");
+    if (d.image_status === "missing") return " · image missing: out of the catalog until it is back";
+    return "";
   }
 
   function connect() {

@@ -45,6 +45,20 @@ pub enum ServiceEvent {
         title: String,
         image: String,
     },
+    /// A demo's registry image was pulled: its sandboxes run `digest` from now on.
+    ImagePulled {
+        demo: DemoId,
+        title: String,
+        image: String,
+        digest: String,
+    },
+    /// A pull of a demo's registry image failed; `why` is what its vendor reads.
+    ImagePullFailed {
+        demo: DemoId,
+        title: String,
+        image: String,
+        why: String,
+    },
     /// An upload was refused because the spool's disk could not hold it.
     DiskFull { free_bytes: u64 },
 }
@@ -60,6 +74,8 @@ impl ServiceEvent {
             ServiceEvent::OrphansRemoved { .. } => "orphans_removed",
             ServiceEvent::ImageMissing { .. } => "image_missing",
             ServiceEvent::ImageBack { .. } => "image_back",
+            ServiceEvent::ImagePulled { .. } => "image_pulled",
+            ServiceEvent::ImagePullFailed { .. } => "image_pull_failed",
             ServiceEvent::DiskFull { .. } => "disk_full",
         }
     }
@@ -104,6 +120,15 @@ impl ServiceEvent {
                 "image {image} of demo \"{title}\" is on the Docker Engine again: the demo is \
                  back in the catalog"
             ),
+            ServiceEvent::ImagePulled {
+                title,
+                image,
+                digest,
+                ..
+            } => format!("pulled {image} of demo \"{title}\": its trials run {digest}"),
+            ServiceEvent::ImagePullFailed {
+                title, image, why, ..
+            } => format!("pulling {image} of demo \"{title}\" failed: {why}"),
             ServiceEvent::DiskFull { free_bytes } => format!(
                 "an upload was refused: the spool's disk has {:.1} MB free",
                 *free_bytes as f64 / 1e6
@@ -114,9 +139,10 @@ impl ServiceEvent {
     /// The demo the event is about, if any (its vendor sees the event too).
     pub fn demo(&self) -> Option<DemoId> {
         match self {
-            ServiceEvent::ImageMissing { demo, .. } | ServiceEvent::ImageBack { demo, .. } => {
-                Some(*demo)
-            }
+            ServiceEvent::ImageMissing { demo, .. }
+            | ServiceEvent::ImageBack { demo, .. }
+            | ServiceEvent::ImagePulled { demo, .. }
+            | ServiceEvent::ImagePullFailed { demo, .. } => Some(*demo),
             _ => None,
         }
     }

@@ -25,6 +25,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bollard::Docker;
+use bollard::auth::DockerCredentials;
 use bollard::exec::{StartExecOptions, StartExecResults};
 use bollard::models::{
     ContainerCreateBody, ContainerSummaryStateEnum, EndpointIpamConfig, EndpointSettings,
@@ -32,10 +33,10 @@ use bollard::models::{
     NetworkConnectRequest, NetworkDisconnectRequest, NetworkingConfig, Volume,
 };
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, InspectContainerOptions, ListContainersOptionsBuilder,
-    ListNetworksOptionsBuilder, ListVolumesOptionsBuilder, RemoveContainerOptionsBuilder,
-    RemoveVolumeOptionsBuilder, StartContainerOptions, StatsOptionsBuilder,
-    StopContainerOptionsBuilder, UploadToContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, InspectContainerOptions,
+    ListContainersOptionsBuilder, ListNetworksOptionsBuilder, ListVolumesOptionsBuilder,
+    RemoveContainerOptionsBuilder, RemoveVolumeOptionsBuilder, StartContainerOptions,
+    StatsOptionsBuilder, StopContainerOptionsBuilder, UploadToContainerOptionsBuilder,
 };
 use futures_util::StreamExt;
 use hmac::{Hmac, Mac};
@@ -44,10 +45,11 @@ use tokio::sync::RwLock;
 
 use super::{
     ContainerState, DEMO_LABEL, Engine, EngineError, EngineSettings, ExecOutcome, Found,
-    HostFirewall, INSTANCE_LABEL, Labelled, NetworkRepair, NewContainer, Removed, Result,
-    SANDBOX_LABEL, StatsReading, archive, isolate_host, network, probe,
+    HostFirewall, INSTANCE_LABEL, Labelled, NetworkRepair, NewContainer, PullCredentials,
+    PullFailure, PullProgress, Removed, Result, SANDBOX_LABEL, StatsReading, archive, isolate_host,
+    network, probe,
 };
-use crate::domain::{DemoId, SandboxId, StagedFile};
+use crate::domain::{DemoId, ImageRef, SandboxId, StagedFile};
 
 /// Retries of an idempotent call while the Engine is unreachable.
 const RETRIES: u32 = 4;
@@ -557,6 +559,80 @@ impl Engine for DockerEngine {
 
     fn network_name(&self) -> String {
         self.inner.settings.network.name.clone()
+    }
+
+    async fn pull(
+        &self,
+        reference: &str,
+        credentials: Option<&PullCredentials>,
+        progress: &(dyn Fn(PullProgress) + Send + Sync),
+    ) -> Result<String> {
+        let failed = |message: String| EngineError::Pull {
+            failure: PullFailure::of(&message),
+            message,
+        };
+        // A pull of a large image outlasts the client's default timeout.
+        let docker = self.client().await?.with_timeout(Duration::from_secs(3600));
+        let options = CreateImageOptionsBuilder::default()
+            .from_image(reference)
+            .build();
+        let credentials = credentials.map(|c| DockerCredentials {
+            username: Some(c.username.clone()),
+            password: Some(c.password.clone()),
+            serveraddress: Some(c.server.clone()),
+            ..Default::default()
+        });
+        let mut stream = docker.create_image(Some(options), None, credentials);
+        // Layer id → (bytes done, bytes in all, done).
+        let mut layers: HashMap<String, (u64, u64, bool)> = HashMap::new();
+        while let Some(item) = stream.next().await {
+            let info = match item {
+                Ok(info) => info,
+                Err(bollard::errors::Error::DockerStreamError { error }) => {
+                    return Err(failed(error));
+                }
+                Err(bollard::errors::Error::DockerResponseServerError { message, .. }) => {
+                    return Err(failed(message));
+                }
+                Err(other) => return Err(EngineError::Unavailable(other.to_string())),
+            };
+            if let Some(detail) = info.error_detail.and_then(|d| d.message) {
+                return Err(failed(detail));
+            }
+            let (Some(id), Some(status)) = (info.id, info.status) else {
+                continue;
+            };
+            let layer = layers.entry(id).or_default();
+            if let Some(detail) = info.progress_detail
+                && status == "Downloading"
+            {
+                layer.0 = detail.current.unwrap_or(0).max(0) as u64;
+                layer.1 = detail.total.unwrap_or(0).max(0) as u64;
+            }
+            if matches!(status.as_str(), "Pull complete" | "Already exists") {
+                layer.2 = true;
+                layer.0 = layer.1;
+            }
+            progress(PullProgress {
+                layers: layers.len() as u32,
+                layers_done: layers.values().filter(|l| l.2).count() as u32,
+                bytes: layers.values().map(|l| l.1).sum(),
+                bytes_done: layers.values().map(|l| l.0).sum(),
+            });
+        }
+        // The digest the registry resolved: the repository's entry among the image's.
+        let info = docker
+            .inspect_image(reference)
+            .await
+            .map_err(|e| EngineError::from_bollard(e, "image"))?;
+        let name = ImageRef::parse(reference)
+            .map(|r| r.name())
+            .unwrap_or_else(|_| reference.to_string());
+        info.repo_digests
+            .unwrap_or_default()
+            .into_iter()
+            .find_map(|entry| Some(entry.strip_prefix(&name)?.strip_prefix('@')?.to_string()))
+            .ok_or_else(|| failed(format!("the registry gave {reference} no digest")))
     }
 
     fn address(&self, slot: u32) -> Option<Ipv4Addr> {

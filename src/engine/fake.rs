@@ -16,7 +16,7 @@ use tokio::sync::watch;
 
 use super::{
     ContainerState, Engine, EngineError, ExecOutcome, Found, Labelled, NetworkRepair, NewContainer,
-    Removed, Result, StatsReading, Subnet,
+    PullCredentials, PullProgress, Removed, Result, StatsReading, Subnet,
 };
 use crate::domain::{DemoId, SandboxId, StagedFile};
 
@@ -33,6 +33,7 @@ pub enum Op {
     RemoveVolumes,
     RemoveFound,
     EnsureNetwork,
+    Pull,
     Reattach,
     List,
     Stats,
@@ -312,6 +313,25 @@ impl Engine for FakeEngine {
             .enter(Op::ImageExists, None)
             .map(|()| !self.state().removed_images.contains(image));
         self.leave(Op::ImageExists, result).await
+    }
+
+    /// Pulls succeed, as `sha256:` and the reference's length in hex, unless a failure is due.
+    async fn pull(
+        &self,
+        reference: &str,
+        _credentials: Option<&PullCredentials>,
+        progress: &(dyn Fn(PullProgress) + Send + Sync),
+    ) -> Result<String> {
+        let result = self.enter(Op::Pull, None).map(|()| {
+            progress(PullProgress {
+                layers: 1,
+                layers_done: 1,
+                bytes: 1,
+                bytes_done: 1,
+            });
+            format!("sha256:{:064x}", reference.len())
+        });
+        self.leave(Op::Pull, result).await
     }
 
     fn network_name(&self) -> String {

@@ -23,7 +23,7 @@ use std::path::PathBuf;
 
 use async_trait::async_trait;
 
-use crate::domain::{DemoId, DemoSpec, SandboxId, StagedFile};
+use crate::domain::{DemoId, DemoSpec, RegistryServer, SandboxId, StagedFile, VendorId};
 
 pub use docker::DockerEngine;
 pub use firewall::{
@@ -52,6 +52,12 @@ pub enum EngineError {
     Unavailable(String),
     #[error("{0}")]
     Firewall(String),
+    /// A pull the registry (or the way to it) refused; `message` is the Engine's.
+    #[error("pulling the image failed: {message}")]
+    Pull {
+        failure: PullFailure,
+        message: String,
+    },
     #[error("reading the spooled upload failed: {0}")]
     Spool(#[from] std::io::Error),
 }
@@ -187,6 +193,58 @@ impl std::fmt::Debug for PullCredentials {
     }
 }
 
+/// Where a vendor's registry credentials come from (the registry of vendors, which keeps
+/// them sealed), for the lifecycle's pulls.
+#[async_trait]
+pub trait Credentials: Send + Sync {
+    async fn pull_credentials(
+        &self,
+        vendor: VendorId,
+        server: &RegistryServer,
+    ) -> std::result::Result<Option<PullCredentials>, String>;
+}
+
+/// Why a pull failed, as far as the Engine's message tells.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PullFailure {
+    /// The registry refused the credentials (or wanted some).
+    Credentials,
+    /// The registry has no such repository or tag.
+    NotFound,
+    /// The registry could not be reached.
+    Unreachable,
+    Other,
+}
+
+impl PullFailure {
+    /// Reads the Engine's message of a failed pull.
+    pub fn of(message: &str) -> PullFailure {
+        let m = message.to_ascii_lowercase();
+        if m.contains("unauthorized")
+            || m.contains("authentication required")
+            || m.contains("no basic auth credentials")
+            || m.contains("denied")
+        {
+            PullFailure::Credentials
+        } else if m.contains("manifest unknown")
+            || m.contains("not found")
+            || m.contains("name unknown")
+        {
+            PullFailure::NotFound
+        } else if m.contains("connection refused")
+            || m.contains("dial tcp")
+            || m.contains("no such host")
+            || m.contains("i/o timeout")
+            || m.contains("no route to host")
+            || m.contains("timeout")
+        {
+            PullFailure::Unreachable
+        } else {
+            PullFailure::Other
+        }
+    }
+}
+
 /// How far a pull is: layers and bytes, as the Engine reports them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct PullProgress {
@@ -216,6 +274,14 @@ pub trait Engine: Send + Sync + 'static {
     /// Asks the Engine whether it answers, and remembers the answer (`is_healthy`).
     async fn ping(&self) -> Result<()>;
     async fn image_exists(&self, image: &str) -> Result<bool>;
+    /// Pulls `reference` (`[server/]name:tag` or `…@sha256:…`) with `credentials`, telling
+    /// `progress` as layers come; the digest (`sha256:…`) the registry resolved it to.
+    async fn pull(
+        &self,
+        reference: &str,
+        credentials: Option<&PullCredentials>,
+        progress: &(dyn Fn(PullProgress) + Send + Sync),
+    ) -> Result<String>;
 
     /// The sandbox network's name, as operators know it.
     fn network_name(&self) -> String;

@@ -83,7 +83,7 @@ impl Lifecycle {
                 demo_id: demo.id,
                 vendor_id: demo.vendor_id,
                 token_hash: token.hash(),
-                spec: demo.spec.clone(),
+                spec: demo.run_spec(),
                 created_at: now,
                 expires_at: now.plus_seconds(window.seconds()),
                 files: spool.records().to_vec(),
@@ -124,7 +124,7 @@ impl Lifecycle {
         let job = Provision {
             id,
             demo: demo.id,
-            spec: demo.spec.clone(),
+            spec: demo.run_spec(),
             slot: sandbox.addr_slot,
             origin,
             cancel,
@@ -152,7 +152,7 @@ impl Lifecycle {
         let members = store.warm_members(Some(demo.id)).await?;
         let ready = members
             .iter()
-            .filter(|m| m.state == WarmState::Warm && m.spec == demo.spec);
+            .filter(|m| m.state == WarmState::Warm && m.spec == demo.run_spec());
         for member in ready.take(CLAIM_TRIES) {
             let (new, token) = new_sandbox(member.id);
             if store.claim_warm(&new, self.capacity(demo)).await? {

@@ -15,6 +15,17 @@ use std::collections::HashMap;
 use super::{Lifecycle, Result};
 use crate::domain::{Demo, DemoId, ImageStatus, ServiceEvent};
 
+/// What a create that met "no such image" found when it asked again.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Vanished {
+    /// The image is there: the create failed for another reason.
+    No,
+    /// A registry image, pulled again just now: create again.
+    PulledAgain,
+    /// Gone; what the prospect is told.
+    Gone(String),
+}
+
 impl Lifecycle {
     /// Asks the Engine about every demo's image and moves each demo `ready → missing` or
     /// back. Deleted demos are not asked about; disabled ones are (their vendor sees it).
@@ -22,14 +33,33 @@ impl Lifecycle {
         let demos = self.store().demos(None).await?;
         let mut on_engine: HashMap<String, bool> = HashMap::new();
         for demo in demos {
-            let there = match on_engine.get(&demo.spec.image) {
+            // A pull under way or failed is the vendor's to retry, not this check's.
+            if matches!(
+                demo.image_status,
+                ImageStatus::Pulling | ImageStatus::Failed
+            ) {
+                continue;
+            }
+            let image = demo.run_image();
+            let there = match on_engine.get(&image) {
                 Some(there) => *there,
                 None => {
-                    let there = self.engine().image_exists(&demo.spec.image).await?;
-                    on_engine.insert(demo.spec.image.clone(), there);
+                    let there = self.engine().image_exists(&image).await?;
+                    on_engine.insert(image, there);
                     there
                 }
             };
+            // A registry image is fetched again, in the background; only an Engine-only
+            // one goes missing.
+            if !there && demo.pulls() {
+                let lifecycle = self.clone();
+                tokio::spawn(async move {
+                    if let Err(err) = lifecycle.pull_again(&demo).await {
+                        tracing::warn!(demo_id = %demo.id, %err, "could not pull an image again");
+                    }
+                });
+                continue;
+            }
             self.image_seen(&demo, there).await?;
         }
         Ok(())
@@ -39,7 +69,7 @@ impl Lifecycle {
     /// is saved already: if the Engine does not answer, the reconciler asks later.
     pub async fn recheck_image(&self, mut demo: Demo) -> Demo {
         let seen = async {
-            let there = self.engine().image_exists(&demo.spec.image).await?;
+            let there = self.engine().image_exists(&demo.run_image()).await?;
             self.image_seen(&demo, there).await
         };
         match seen.await {
@@ -55,22 +85,29 @@ impl Lifecycle {
     /// came back); if it is indeed gone, the demo is marked missing at once rather than at
     /// the reconciler's next check — unless the demo runs another image by now (the
     /// sandbox was made with an older spec). Whether the image is gone.
-    pub(super) async fn image_vanished(&self, demo: DemoId, image: &str) -> bool {
+    pub(super) async fn image_vanished(&self, demo: DemoId, image: &str) -> Vanished {
         match self.engine().image_exists(image).await {
-            Ok(true) => return false,
+            Ok(true) => return Vanished::No,
             Ok(false) => {}
             // The create just said so; the Engine's silence now does not unsay it.
             Err(err) => tracing::warn!(%err, "could not ask the Engine about an image again"),
         }
         let marked = match self.store().demo(demo).await {
-            Ok(Some(demo)) if demo.spec.image == image => self.image_seen(&demo, false).await,
+            // A registry image is pulled again, now, while the trial waits.
+            Ok(Some(demo)) if demo.pulls() && demo.run_image() == image => {
+                return match self.pull_again(&demo).await {
+                    Ok(true) => Vanished::PulledAgain,
+                    _ => Vanished::Gone(ImageStatus::Failed.not_available().unwrap_or_default()),
+                };
+            }
+            Ok(Some(demo)) if demo.run_image() == image => self.image_seen(&demo, false).await,
             Ok(_) => Ok(None),
             Err(err) => Err(err.into()),
         };
         if let Err(err) = marked {
             tracing::warn!(demo_id = %demo, %err, "could not mark a demo's image missing");
         }
-        true
+        Vanished::Gone(ImageStatus::Missing.not_available().unwrap_or_default())
     }
 
     /// Moves `demo`'s image status as `there` (whether the Engine has its image) says, if
@@ -86,17 +123,18 @@ impl Lifecycle {
             return Ok(None); // someone else saw it first, and recorded it
         }
         let (demo_id, title, image) = (demo.id, demo.spec.title.clone(), demo.spec.image.clone());
-        let event = match to {
-            ImageStatus::Missing => ServiceEvent::ImageMissing {
+        let event = if to == ImageStatus::Missing {
+            ServiceEvent::ImageMissing {
                 demo: demo_id,
                 title,
                 image,
-            },
-            ImageStatus::Ready => ServiceEvent::ImageBack {
+            }
+        } else {
+            ServiceEvent::ImageBack {
                 demo: demo_id,
                 title,
                 image,
-            },
+            }
         };
         metrics::counter!("testdrive_image_status_changes_total", "to" => to.as_str()).increment(1);
         self.note(event).await;

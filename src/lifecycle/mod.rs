@@ -30,6 +30,7 @@ mod network;
 mod pool;
 mod probe;
 mod provision;
+mod pulls;
 mod reconcile;
 mod scheduler;
 mod sleep;
@@ -54,7 +55,7 @@ pub use usage::ResourceUse;
 
 use crate::clock::Clock;
 use crate::domain::{Sandbox, SandboxId, ServiceEvent, Timestamp};
-use crate::engine::{Engine, EngineError};
+use crate::engine::{Credentials, Engine, EngineError};
 use crate::store::{Store, StoreError};
 use crate::webhooks::Webhooks;
 
@@ -137,6 +138,8 @@ struct Core {
     activity: Activity,
     readings: usage::Gauges,
     pools: pool::PoolHealth,
+    pulls: pulls::Pulls,
+    credentials: Arc<dyn Credentials>,
 }
 
 impl Lifecycle {
@@ -145,6 +148,7 @@ impl Lifecycle {
         engine: Arc<dyn Engine>,
         clock: Arc<dyn Clock>,
         webhooks: Webhooks,
+        credentials: Arc<dyn Credentials>,
         settings: LifecycleSettings,
     ) -> Self {
         Lifecycle {
@@ -160,6 +164,8 @@ impl Lifecycle {
                 activity: Activity::default(),
                 readings: usage::Gauges::default(),
                 pools: pool::PoolHealth::default(),
+                pulls: pulls::Pulls::default(),
+                credentials,
             }),
         }
     }

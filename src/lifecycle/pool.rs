@@ -106,7 +106,7 @@ impl Lifecycle {
             }
             let target = demos
                 .get(&member.demo_id)
-                .filter(|d| d.spec == member.spec)
+                .filter(|d| d.run_spec() == member.spec)
                 .map_or(0, |d| d.spec.warm_pool as usize);
             let count = kept.entry(member.demo_id).or_default();
             if *count < target {
@@ -155,7 +155,7 @@ impl Lifecycle {
             .insert_warm(&NewWarmMember {
                 id,
                 demo_id: demo.id,
-                spec: demo.spec.clone(),
+                spec: demo.run_spec(),
                 created_at: self.now(),
             })
             .await?;
@@ -186,7 +186,7 @@ impl Lifecycle {
 
     async fn start_member(&self, id: SandboxId, demo: &Demo) -> Result<()> {
         let engine = self.engine();
-        let spec = &demo.spec;
+        let spec = &demo.run_spec();
         let slot = self
             .inner
             .store
@@ -206,7 +206,7 @@ impl Lifecycle {
         if let Err(err) = engine.create(&container).await {
             // The image vanished: the demo is marked missing, and its pool waits for it.
             if matches!(&err, EngineError::NotFound(what) if what == "image") {
-                self.image_vanished(demo.id, &spec.image).await;
+                let _ = self.image_vanished(demo.id, &spec.image).await;
             }
             return Err(err.into());
         }

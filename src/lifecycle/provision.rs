@@ -19,8 +19,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::Lifecycle;
+use super::images::Vanished;
 use super::probe;
-use crate::domain::{DemoId, DemoSpec, Ending, ImageStatus, SandboxEvent, SandboxId};
+use crate::domain::{DemoId, DemoSpec, Ending, SandboxEvent, SandboxId};
 use crate::engine::{EngineError, NewContainer};
 use crate::spool::Spool;
 
@@ -216,25 +217,26 @@ impl Provision {
             .ok_or_else(|| Stop::Failed("the sandbox network has no free address left".into()))?;
         checkpoint(cancel)?;
         if self.origin == Origin::Cold {
-            let made = engine
-                .create(&NewContainer {
-                    sandbox: id,
-                    demo: self.demo,
-                    spec,
-                    ip,
-                })
-                .await;
-            if let Err(err) = made {
-                // The image vanished before the reconciler noticed: the demo is marked now,
+            let container = NewContainer {
+                sandbox: id,
+                demo: self.demo,
+                spec,
+                ip,
+            };
+            let mut made = engine.create(&container).await;
+            if let Err(EngineError::NotFound(what)) = &made
+                && what == "image"
+            {
+                // The image vanished before the reconciler noticed: a registry image is
+                // pulled again while the trial waits; an Engine-only one marks the demo,
                 // and the prospect is told so in words, not in the Engine's.
-                let image_gone = matches!(&err, EngineError::NotFound(what) if what == "image")
-                    && lifecycle.image_vanished(self.demo, &spec.image).await;
-                return Err(if image_gone {
-                    Stop::Failed(ImageStatus::Missing.not_available().unwrap_or_default())
-                } else {
-                    failed("creating the container")(err)
-                });
+                match lifecycle.image_vanished(self.demo, &spec.image).await {
+                    Vanished::No => {}
+                    Vanished::PulledAgain => made = engine.create(&container).await,
+                    Vanished::Gone(why) => return Err(Stop::Failed(why)),
+                }
             }
+            made.map_err(failed("creating the container"))?;
         }
         checkpoint(cancel)?;
 

@@ -123,6 +123,16 @@ pub trait DemoStore: Send + Sync {
         from: ImageStatus,
         to: ImageStatus,
     ) -> Result<bool>;
+    /// Marks the demo's image `pulling`; false if a pull of it is under way already (one at
+    /// a time, whichever process asks).
+    async fn start_pull(&self, id: DemoId) -> Result<bool>;
+    /// Ends the pull under way: `ready` with the digest it resolved, or `failed` with why.
+    /// False if the demo was not pulling (deleted meanwhile).
+    async fn finish_pull(
+        &self,
+        id: DemoId,
+        outcome: std::result::Result<&str, &str>,
+    ) -> Result<bool>;
     async fn delete_demo(&self, id: DemoId, at: Timestamp) -> Result<bool>;
     /// Demos on offer (enabled, their image ready) with their vendor's name.
     async fn catalog(&self) -> Result<Vec<(Demo, String)>>;

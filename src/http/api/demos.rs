@@ -15,11 +15,13 @@ use super::auth::demo_id;
 use super::{ApiError, ApiJson, ApiQuery, AppState, Caller, Items, Problem};
 use crate::domain::{Demo, ImageStatus};
 use crate::domain::{DemoId, DemoManifest, DemoSpec, Timestamp, VendorId};
+use crate::engine::PullProgress;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(create_demo, list_demos))
         .routes(routes!(get_demo, patch_demo, delete_demo))
+        .routes(routes!(pull_demo))
 }
 
 #[derive(Serialize, ToSchema)]
@@ -29,9 +31,17 @@ pub struct DemoView {
     #[schema(value_type = String, format = Uuid)]
     vendor_id: VendorId,
     enabled: bool,
-    /// `ready`, or `missing`: the image vanished from the Docker Engine, so the demo is out
-    /// of the catalog and takes no trial until it is back.
+    /// `pulling` (a registry image being fetched), `ready`, `failed` (the pull failed:
+    /// `image_error` says why), or `missing` (an Engine-only image vanished). Only a `ready`
+    /// demo is in the catalog and takes trials.
     image_status: ImageStatus,
+    /// Why the last pull failed, in words.
+    image_error: Option<String>,
+    /// The digest the last pull resolved (`sha256:…`): every sandbox runs exactly it.
+    image_digest: Option<String>,
+    /// How far the pull under way is, if one is.
+    #[schema(value_type = Option<Object>)]
+    pull_progress: Option<PullProgress>,
     #[schema(value_type = String, format = DateTime)]
     created_at: Timestamp,
     #[schema(value_type = String, format = DateTime)]
@@ -49,6 +59,9 @@ impl DemoView {
             vendor_id: d.vendor_id,
             enabled: d.enabled,
             image_status: d.image_status,
+            image_error: d.image_error,
+            image_digest: d.image_digest,
+            pull_progress: None,
             created_at: d.created_at,
             updated_at: d.updated_at,
             warm_ready: pools.get(&d.id).copied().unwrap_or(0),
@@ -103,6 +116,9 @@ async fn create_demo(
         }
     };
     let demo = state.registry.register_demo(vendor, manifest).await?;
+    if demo.image_status == ImageStatus::Pulling {
+        state.lifecycle.pull_in_background(demo.clone());
+    }
     state.lifecycle.pools_changed();
     Ok((
         StatusCode::CREATED,
@@ -137,10 +153,9 @@ async fn get_demo(
     Path(id): Path<String>,
 ) -> Result<axum::Json<DemoView>, ApiError> {
     let demo = caller.may_see_demo(state.store.demo(demo_id(&id)?).await?)?;
-    Ok(axum::Json(DemoView::new(
-        demo,
-        &state.lifecycle.pool_levels().await?,
-    )))
+    let mut view = DemoView::new(demo, &state.lifecycle.pool_levels().await?);
+    view.pull_progress = state.lifecycle.pull_progress(view.id);
+    Ok(axum::Json(view))
 }
 
 /// Change a demo: a JSON merge patch of any field but `slug`, plus `enabled`
@@ -155,15 +170,39 @@ async fn patch_demo(
     ApiJson(patch): ApiJson<Value>,
 ) -> Result<axum::Json<DemoView>, ApiError> {
     let demo = caller.may_see_demo(state.store.demo(demo_id(&id)?).await?)?;
+    let image_before = demo.spec.image.clone();
     let demo = state.registry.update_demo(demo, patch).await?;
-    // A new image, or the old one put back: the demo answers with what the Engine has now.
-    let demo = state.lifecycle.recheck_image(demo).await;
+    // A new registry image is pulled; a new Engine-only image, or the old one put back:
+    // the demo answers with what the Engine has now.
+    let demo = if demo.pulls() && demo.spec.image != image_before {
+        state.lifecycle.pull(demo).await?
+    } else {
+        state.lifecycle.recheck_image(demo).await
+    };
     // A changed demo's warm members are drained (they run the old spec) and made anew.
     state.lifecycle.pools_changed();
     Ok(axum::Json(DemoView::new(
         demo,
         &state.lifecycle.pool_levels().await?,
     )))
+}
+
+/// Pull the demo's image again (a new version pushed under the same tag): `202`, the demo
+/// `pulling` until the pull ends (`ready` with the new `image_digest`, or `failed`). A pull
+/// under way is not started twice. An Engine-only image is only looked for.
+#[utoipa::path(post, path = "/v1/demos/{id}/pull", tag = "demos",
+    responses((status = 202, body = DemoView), (status = 404, body = Problem)),
+    security(("bearer" = [])))]
+async fn pull_demo(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let demo = caller.may_see_demo(state.store.demo(demo_id(&id)?).await?)?;
+    let demo = state.lifecycle.pull(demo).await?;
+    let mut view = DemoView::new(demo, &state.lifecycle.pool_levels().await?);
+    view.pull_progress = state.lifecycle.pull_progress(view.id);
+    Ok((StatusCode::ACCEPTED, axum::Json(view)))
 }
 
 /// Retire a demo: no new sandboxes; running ones keep their deadline.

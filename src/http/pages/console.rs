@@ -23,6 +23,7 @@ use super::{ApiError, AppState, Caller, PageError, render};
 use crate::domain::{
     DemoId, EndReason, ImageStatus, SandboxId, SandboxStatus, Timestamp, VendorId,
 };
+use crate::engine::PullProgress;
 use crate::store::SandboxFilter;
 
 /// How long an ended sandbox stays on the console.
@@ -278,6 +279,10 @@ struct DemoRow {
     slug: String,
     enabled: bool,
     image_status: ImageStatus,
+    /// Why the last pull failed.
+    image_error: Option<String>,
+    /// How far the pull under way is.
+    pull: Option<PullProgress>,
     live: usize,
 }
 
@@ -405,7 +410,7 @@ async fn snapshot(state: &AppState, scope: Option<VendorId>) -> Result<Snapshot,
                 .demos(None)
                 .await?
                 .into_iter()
-                .filter(|d| d.image_status == ImageStatus::Missing)
+                .filter(|d| matches!(d.image_status, ImageStatus::Missing | ImageStatus::Failed))
                 .map(|d| MissingImage {
                     id: d.id,
                     vendor: vendors.get(&d.vendor_id).cloned().unwrap_or_default(),
@@ -431,6 +436,8 @@ async fn snapshot(state: &AppState, scope: Option<VendorId>) -> Result<Snapshot,
                     slug: d.spec.slug.as_str().to_string(),
                     enabled: d.enabled,
                     image_status: d.image_status,
+                    pull: state.lifecycle.pull_progress(d.id),
+                    image_error: d.image_error,
                 })
                 .collect();
             (None, Some(demos), None)

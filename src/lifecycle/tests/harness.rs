@@ -101,7 +101,14 @@ impl Harness {
         };
         configure(&mut settings);
         let webhooks = Webhooks::new(store.clone(), clock.clone(), WebhookSettings::default());
-        let lifecycle = Lifecycle::new(store.clone(), engine.clone(), clock, webhooks, settings);
+        let lifecycle = Lifecycle::new(
+            store.clone(),
+            engine.clone(),
+            clock,
+            webhooks,
+            Arc::new(NoCredentials),
+            settings,
+        );
         let vendor = Vendor {
             id: VendorId::new(),
             name: VendorName::parse("Acme").expect("a name"),
@@ -138,6 +145,8 @@ impl Harness {
                 .expect("a valid demo"),
             enabled: true,
             image_status: ImageStatus::Ready,
+            image_error: None,
+            image_digest: None,
             created_at: Timestamp::from_millis(0),
             updated_at: Timestamp::from_millis(0),
         };
@@ -343,5 +352,19 @@ pub async fn eventually(what: &str, mut done: impl AsyncFnMut() -> bool) {
             "gave up waiting: {what}"
         );
         real_pause().await;
+    }
+}
+
+/// No vendor has stored registry credentials.
+pub struct NoCredentials;
+
+#[async_trait::async_trait]
+impl crate::engine::Credentials for NoCredentials {
+    async fn pull_credentials(
+        &self,
+        _vendor: crate::domain::VendorId,
+        _server: &crate::domain::RegistryServer,
+    ) -> std::result::Result<Option<crate::engine::PullCredentials>, String> {
+        Ok(None)
     }
 }

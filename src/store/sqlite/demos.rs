@@ -18,6 +18,8 @@ fn demo_from(row: &SqliteRow) -> Result<Demo> {
             let raw: &str = row.try_get("image_status")?;
             ImageStatus::parse(raw).ok_or_else(|| corrupt(format!("image status {raw:?}")))?
         },
+        image_error: row.try_get("image_error")?,
+        image_digest: row.try_get("image_digest")?,
         created_at: Timestamp::from_millis(row.try_get("created_at")?),
         updated_at: Timestamp::from_millis(row.try_get("updated_at")?),
     })
@@ -27,9 +29,9 @@ fn demo_from(row: &SqliteRow) -> Result<Demo> {
 impl DemoStore for SqliteStore {
     async fn insert_demo(&self, demo: &Demo) -> Result<()> {
         sqlx::query(
-            "INSERT INTO demos (id, vendor_id, slug, spec, enabled, image_status, created_at,
-                                updated_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO demos (id, vendor_id, slug, spec, enabled, image_status, image_error,
+                                image_digest, created_at, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(demo.id.to_string())
         .bind(demo.vendor_id.to_string())
@@ -37,6 +39,8 @@ impl DemoStore for SqliteStore {
         .bind(json(&demo.spec)?)
         .bind(demo.enabled)
         .bind(demo.image_status.as_str())
+        .bind(&demo.image_error)
+        .bind(&demo.image_digest)
         .bind(demo.created_at.millis())
         .bind(demo.updated_at.millis())
         .execute(&self.pool)
@@ -85,6 +89,38 @@ impl DemoStore for SqliteStore {
         .bind(to.as_str())
         .bind(id.to_string())
         .bind(from.as_str());
+        self.changed(query).await
+    }
+
+    async fn start_pull(&self, id: DemoId) -> Result<bool> {
+        let query = sqlx::query(
+            "UPDATE demos SET image_status = 'pulling'
+             WHERE id = ? AND image_status != 'pulling' AND deleted_at IS NULL",
+        )
+        .bind(id.to_string());
+        self.changed(query).await
+    }
+
+    async fn finish_pull(
+        &self,
+        id: DemoId,
+        outcome: std::result::Result<&str, &str>,
+    ) -> Result<bool> {
+        let (status, digest, error) = match outcome {
+            Ok(digest) => (ImageStatus::Ready, Some(digest), None),
+            Err(error) => (ImageStatus::Failed, None, Some(error)),
+        };
+        // A failed pull keeps the digest of the last one that worked (for the record; the
+        // demo takes no trial until a pull works again).
+        let query = sqlx::query(
+            "UPDATE demos SET image_status = ?, image_error = ?,
+                              image_digest = COALESCE(?, image_digest)
+             WHERE id = ? AND image_status = 'pulling' AND deleted_at IS NULL",
+        )
+        .bind(status.as_str())
+        .bind(error)
+        .bind(digest)
+        .bind(id.to_string());
         self.changed(query).await
     }
 

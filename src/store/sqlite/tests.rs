@@ -54,6 +54,8 @@ async fn vendor_and_demo(store: &SqliteStore) -> (Vendor, Demo) {
         spec: spec("one"),
         enabled: true,
         image_status: ImageStatus::Ready,
+        image_error: None,
+        image_digest: None,
         created_at: Timestamp::now(),
         updated_at: Timestamp::now(),
     };
