@@ -124,7 +124,7 @@ impl Browser {
                 panic!(
                     "the browser tests need {missing}: install Debian's chromium and \
                      chromium-driver (apt-get install chromium chromium-driver) or run \
-                     scripts/install-browser; CHROMIUM and CHROMEDRIVER name other binaries, and \
+                     scripts/install-test-tools; CHROMIUM and CHROMEDRIVER name other binaries, and \
                      TESTDRIVE_SKIP_BROWSER=1 skips these tests"
                 );
             }

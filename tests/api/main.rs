@@ -22,5 +22,7 @@ mod pages;
 mod pool;
 mod private_engine;
 mod process;
+mod pulls;
 mod tenancy;
+mod test_registry;
 mod webhook_ranges;
