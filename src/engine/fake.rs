@@ -315,7 +315,8 @@ impl Engine for FakeEngine {
         self.leave(Op::ImageExists, result).await
     }
 
-    /// Pulls succeed, as `sha256:` and the reference's length in hex, unless a failure is due.
+    /// Pulls succeed unless a failure is due: a pinned reference resolves to its own digest,
+    /// any other to `sha256:` and the reference's length in hex. The image is then there.
     async fn pull(
         &self,
         reference: &str,
@@ -329,7 +330,11 @@ impl Engine for FakeEngine {
                 bytes: 1,
                 bytes_done: 1,
             });
-            format!("sha256:{:064x}", reference.len())
+            self.state().removed_images.remove(reference);
+            match reference.split_once('@') {
+                Some((_, digest)) => digest.to_string(),
+                None => format!("sha256:{:064x}", reference.len()),
+            }
         });
         self.leave(Op::Pull, result).await
     }

@@ -9,5 +9,6 @@ mod harness;
 mod images;
 mod pools;
 mod provisioning;
+mod pulls;
 mod reconcile;
 mod sleep;
