@@ -276,6 +276,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             spool_root: config.spool_dir(),
             reconcile_every: Duration::from_secs(config.reconcile_seconds.max(1)),
             flush_every: Duration::from_secs(5),
+            remove_unused_images: config.images.remove_unused,
             disk_check_every: (config.disk_check_seconds > 0)
                 .then(|| Duration::from_secs(config.disk_check_seconds)),
         },

@@ -47,6 +47,14 @@ pub struct Config {
     pub trusted_proxies: String,
     pub server: ServerConfig,
     pub intake: IntakeConfig,
+    pub images: ImagesConfig,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct ImagesConfig {
+    /// Remove from the Engine the images pulls brought that no demo, sandbox or warm pool
+    /// member uses any more.
+    pub remove_unused: bool,
 }
 
 #[derive(Clone, Debug, Deserialize)]

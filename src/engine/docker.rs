@@ -35,8 +35,9 @@ use bollard::models::{
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, InspectContainerOptions,
     ListContainersOptionsBuilder, ListNetworksOptionsBuilder, ListVolumesOptionsBuilder,
-    RemoveContainerOptionsBuilder, RemoveVolumeOptionsBuilder, StartContainerOptions,
-    StatsOptionsBuilder, StopContainerOptionsBuilder, UploadToContainerOptionsBuilder,
+    RemoveContainerOptionsBuilder, RemoveImageOptions, RemoveVolumeOptionsBuilder,
+    StartContainerOptions, StatsOptionsBuilder, StopContainerOptionsBuilder,
+    UploadToContainerOptionsBuilder,
 };
 use futures_util::StreamExt;
 use hmac::{Hmac, Mac};
@@ -559,6 +560,19 @@ impl Engine for DockerEngine {
 
     fn network_name(&self) -> String {
         self.inner.settings.network.name.clone()
+    }
+
+    async fn remove_image(&self, image: &str) -> Result<bool> {
+        let docker = self.client().await?;
+        match docker
+            .remove_image(image, None::<RemoveImageOptions>, None)
+            .await
+            .map_err(|e| EngineError::from_bollard(e, "image"))
+        {
+            Ok(_) => Ok(true),
+            Err(EngineError::NotFound(_)) => Ok(false),
+            Err(other) => Err(other),
+        }
     }
 
     async fn pull(

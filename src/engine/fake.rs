@@ -202,6 +202,11 @@ impl FakeEngine {
         self.state().removed_images.insert(image.to_string());
     }
 
+    /// Whether the image is on the fake Engine (not removed).
+    pub fn image_there(&self, image: &str) -> bool {
+        !self.state().removed_images.contains(image)
+    }
+
     pub fn put_image_back(&self, image: &str) {
         self.state().removed_images.remove(image);
     }
@@ -313,6 +318,10 @@ impl Engine for FakeEngine {
             .enter(Op::ImageExists, None)
             .map(|()| !self.state().removed_images.contains(image));
         self.leave(Op::ImageExists, result).await
+    }
+
+    async fn remove_image(&self, image: &str) -> Result<bool> {
+        Ok(self.state().removed_images.insert(image.to_string()))
     }
 
     /// Pulls succeed unless a failure is due: a pinned reference resolves to its own digest,

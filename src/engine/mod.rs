@@ -274,6 +274,9 @@ pub trait Engine: Send + Sync + 'static {
     /// Asks the Engine whether it answers, and remembers the answer (`is_healthy`).
     async fn ping(&self) -> Result<()>;
     async fn image_exists(&self, image: &str) -> Result<bool>;
+    /// Removes an image (a reference to it: the image goes with its last one); false if it
+    /// was gone, `Rejected` if a container still uses it.
+    async fn remove_image(&self, image: &str) -> Result<bool>;
     /// Pulls `reference` (`[server/]name:tag` or `…@sha256:…`) with `credentials`, telling
     /// `progress` as layers come; the digest (`sha256:…`) the registry resolved it to.
     async fn pull(

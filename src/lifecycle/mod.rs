@@ -105,6 +105,8 @@ pub struct LifecycleSettings {
     pub flush_every: Duration,
     /// How often sandboxes' volumes are measured against their disk limit (`None`: never).
     pub disk_check_every: Option<Duration>,
+    /// Whether images pulls brought that nothing uses any more are removed from the Engine.
+    pub remove_unused_images: bool,
 }
 
 /// What wakes the background loops before their time.

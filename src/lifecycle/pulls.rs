@@ -6,13 +6,14 @@
 //! the vendor's console. An image that vanished from the Engine is pulled again: by the
 //! reconciler's check, or at once by the trial that meets the gap.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::Instant;
 
 use super::{Lifecycle, LifecycleError, Result};
-use crate::domain::{Demo, DemoId, ImageRef, ServiceEvent};
+use crate::domain::{Demo, DemoId, ImageRef, ServiceEvent, Timestamp};
 use crate::engine::{EngineError, PullFailure, PullProgress};
+use crate::store::SandboxFilter;
 
 /// Pulls under way, and how far each is.
 #[derive(Default)]
@@ -141,6 +142,12 @@ impl Lifecycle {
                 outcome.as_ref().map(String::as_str).map_err(String::as_str),
             )
             .await?;
+        if let (true, Ok(digest)) = (recorded, &outcome) {
+            let pinned = image.pinned(digest);
+            self.store()
+                .record_pulled_image(&pinned, self.now())
+                .await?;
+        }
         let (title, reference) = (demo.spec.title.clone(), image.to_string());
         let event = match &outcome {
             Ok(digest) => {
@@ -168,6 +175,51 @@ impl Lifecycle {
             self.pools_changed();
         }
         Ok(recorded && outcome.is_ok())
+    }
+
+    /// Removes the images pulls brought that no demo runs and no live sandbox or warm pool
+    /// member uses (`images.remove_unused`). One a container still holds (a sandbox ended
+    /// but not yet torn down) stays for a later pass.
+    pub(super) async fn remove_unused_images(&self) -> Result<()> {
+        let store = self.store();
+        let mut used: HashSet<String> = store
+            .demos(None)
+            .await?
+            .iter()
+            .map(Demo::run_image)
+            .collect();
+        let live = SandboxFilter {
+            ended_since: Some(Timestamp::from_millis(i64::MAX)),
+            ..SandboxFilter::default()
+        };
+        used.extend(
+            store
+                .sandboxes(&live)
+                .await?
+                .into_iter()
+                .map(|s| s.spec.image),
+        );
+        used.extend(
+            store
+                .warm_members(None)
+                .await?
+                .into_iter()
+                .map(|m| m.spec.image),
+        );
+        for reference in store.pulled_images().await? {
+            if used.contains(&reference) {
+                continue;
+            }
+            match self.engine().remove_image(&reference).await {
+                Ok(_) => {
+                    tracing::info!(image = %reference, "removed an image nothing uses any more");
+                    store.forget_pulled_image(&reference).await?;
+                }
+                Err(EngineError::Rejected { .. }) => {} // a container still holds it
+                Err(err) => return Err(err.into()),
+            }
+        }
+        Ok(())
     }
 
     /// A registry image of a `ready` demo is not on the Engine any more: pull it again now,

@@ -218,6 +218,9 @@ pub(super) async fn once(lifecycle: &Lifecycle) -> Result<(), LifecycleError> {
 
     // Demos whose image vanished from the Engine leave the catalog; back when it is.
     lifecycle.check_images().await?;
+    if lifecycle.settings().remove_unused_images {
+        lifecycle.remove_unused_images().await?;
+    }
     Ok(())
 }
 

@@ -134,6 +134,11 @@ pub trait DemoStore: Send + Sync {
         outcome: std::result::Result<&str, &str>,
     ) -> Result<bool>;
     async fn delete_demo(&self, id: DemoId, at: Timestamp) -> Result<bool>;
+    /// Remembers an image a pull brought onto the Engine (pinned: `name@sha256:…`).
+    async fn record_pulled_image(&self, reference: &str, at: Timestamp) -> Result<()>;
+    /// Every image pulls brought, as recorded.
+    async fn pulled_images(&self) -> Result<Vec<String>>;
+    async fn forget_pulled_image(&self, reference: &str) -> Result<()>;
     /// Demos on offer (enabled, their image ready) with their vendor's name.
     async fn catalog(&self) -> Result<Vec<(Demo, String)>>;
 }

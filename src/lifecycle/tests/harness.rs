@@ -98,6 +98,7 @@ impl Harness {
             reconcile_every: Duration::from_secs(3600),
             flush_every: Duration::from_secs(5),
             disk_check_every: None,
+            remove_unused_images: true,
         };
         configure(&mut settings);
         let webhooks = Webhooks::new(store.clone(), clock.clone(), WebhookSettings::default());

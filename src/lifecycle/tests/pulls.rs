@@ -63,3 +63,26 @@ async fn a_vanished_registry_image_is_pulled_again_by_its_digest_while_the_trial
     let demo = h.store.demo(demo.id).await.unwrap().unwrap();
     assert_eq!(demo.image_status, ImageStatus::Ready);
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_image_nothing_uses_any_more_is_removed_and_one_in_use_is_kept() {
+    let h = Harness::new().await;
+    let demo = pulled(&h).await;
+    let id = h.ready(&demo).await;
+    h.store
+        .delete_demo(demo.id, crate::domain::Timestamp::from_millis(1))
+        .await
+        .unwrap();
+    h.lifecycle.remove_unused_images().await.unwrap();
+    assert!(
+        h.engine.image_there(&demo.run_image()),
+        "its live sandbox still runs it"
+    );
+    h.lifecycle
+        .end(id, crate::domain::Ending::EndedByVendor)
+        .await
+        .unwrap();
+    h.lifecycle.remove_unused_images().await.unwrap();
+    assert!(!h.engine.image_there(&demo.run_image()));
+    assert!(h.store.pulled_images().await.unwrap().is_empty());
+}

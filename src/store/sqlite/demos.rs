@@ -124,6 +124,29 @@ impl DemoStore for SqliteStore {
         self.changed(query).await
     }
 
+    async fn record_pulled_image(&self, reference: &str, at: Timestamp) -> Result<()> {
+        let query = sqlx::query(
+            "INSERT INTO pulled_images (reference, pulled_at) VALUES (?, ?)
+             ON CONFLICT (reference) DO UPDATE SET pulled_at = excluded.pulled_at",
+        )
+        .bind(reference)
+        .bind(at.millis());
+        self.run(query).await
+    }
+
+    async fn pulled_images(&self) -> Result<Vec<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT reference FROM pulled_images ORDER BY pulled_at")
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn forget_pulled_image(&self, reference: &str) -> Result<()> {
+        let query = sqlx::query("DELETE FROM pulled_images WHERE reference = ?").bind(reference);
+        self.run(query).await
+    }
+
     async fn delete_demo(&self, id: DemoId, at: Timestamp) -> Result<bool> {
         let query = sqlx::query(
             "UPDATE demos SET deleted_at = ?, enabled = 0 WHERE id = ? AND deleted_at IS NULL",
