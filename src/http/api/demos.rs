@@ -78,8 +78,9 @@ pub struct CreateParams {
     vendor_id: Option<String>,
 }
 
-/// Register a demo. Only `slug`, `title`, `image`, `port` and `data_path` are required; the
-/// image must already be on the Docker Engine.
+/// Register a demo. Only `slug`, `title`, `image`, `port` and `data_path` are required. A
+/// registry image is pulled with the vendor's credentials (`image_status: "pulling"`, then
+/// `ready` or `failed`); an Engine-only image must be on the Engine and given to the vendor.
 #[utoipa::path(post, path = "/v1/demos", tag = "demos", params(CreateParams),
     request_body = DemoManifest,
     responses((status = 201, body = DemoView), (status = 409, body = Problem), (status = 422, body = Problem)),
