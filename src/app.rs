@@ -260,7 +260,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             allow_private: config.webhook_allow_private,
             first_retry: Duration::from_millis(config.webhook_first_retry_ms.max(1)),
             give_up_after: Duration::from_secs(config.webhook_give_up_hours.max(24) * 3600),
-            secrets,
+            secrets: secrets.clone(),
         },
     );
     let lifecycle = Lifecycle::new(
@@ -307,7 +307,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
 
     let state = AppState {
         store: store.clone(),
-        registry: Registry::new(store, engine, config.policy()),
+        registry: Registry::new(store, engine, config.policy(), secrets),
         lifecycle: lifecycle.clone(),
         webhooks: webhooks.clone(),
         admin: AdminToken(admin_hash),

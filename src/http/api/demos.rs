@@ -15,6 +15,7 @@ use super::auth::demo_id;
 use super::{ApiError, ApiJson, ApiQuery, AppState, Caller, Items, Problem};
 use crate::domain::{Demo, ImageStatus};
 use crate::domain::{DemoId, DemoManifest, DemoSpec, Timestamp, VendorId};
+use crate::registry::Acting;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -65,8 +66,10 @@ pub struct CreateParams {
     vendor_id: Option<String>,
 }
 
-/// Register a demo. Only `slug`, `title`, `image`, `port` and `data_path` are required; the
-/// image must already be on the Docker Engine.
+/// Register a demo. Only `slug`, `title`, `image`, `port` and `data_path` are required. An
+/// image only on the Docker Engine must be there and, for a vendor, given to it by the
+/// operators (`POST /v1/vendors/{id}/images`); an image of a registry is pulled with the
+/// vendor's credentials for it.
 #[utoipa::path(post, path = "/v1/demos", tag = "demos", params(CreateParams),
     request_body = DemoManifest,
     responses((status = 201, body = DemoView), (status = 409, body = Problem), (status = 422, body = Problem)),
@@ -77,8 +80,8 @@ async fn create_demo(
     ApiQuery(params): ApiQuery<CreateParams>,
     ApiJson(manifest): ApiJson<DemoManifest>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let vendor = match (caller.vendor_scope()?, params.vendor_id) {
-        (Some(own), None) => own,
+    let (vendor, by) = match (caller.vendor_scope()?, params.vendor_id) {
+        (Some(own), None) => (own, Acting::Vendor),
         (Some(_), Some(_)) => {
             return Err(ApiError::invalid(
                 "vendor_id",
@@ -88,12 +91,12 @@ async fn create_demo(
         (None, Some(raw)) => {
             let id = VendorId::parse(&raw)
                 .map_err(|_| ApiError::invalid("vendor_id", "is not a valid vendor id"))?;
-            state
+            let vendor = state
                 .store
                 .vendor(id)
                 .await?
-                .ok_or_else(|| ApiError::invalid("vendor_id", "no such vendor"))?
-                .id
+                .ok_or_else(|| ApiError::invalid("vendor_id", "no such vendor"))?;
+            (vendor.id, Acting::Operator)
         }
         (None, None) => {
             return Err(ApiError::invalid(
@@ -102,7 +105,7 @@ async fn create_demo(
             ));
         }
     };
-    let demo = state.registry.register_demo(vendor, manifest).await?;
+    let demo = state.registry.register_demo(vendor, manifest, by).await?;
     state.lifecycle.pools_changed();
     Ok((
         StatusCode::CREATED,
@@ -155,7 +158,11 @@ async fn patch_demo(
     ApiJson(patch): ApiJson<Value>,
 ) -> Result<axum::Json<DemoView>, ApiError> {
     let demo = caller.may_see_demo(state.store.demo(demo_id(&id)?).await?)?;
-    let demo = state.registry.update_demo(demo, patch).await?;
+    let by = match caller {
+        Caller::Admin => Acting::Operator,
+        _ => Acting::Vendor,
+    };
+    let demo = state.registry.update_demo(demo, patch, by).await?;
     // A new image, or the old one put back: the demo answers with what the Engine has now.
     let demo = state.lifecycle.recheck_image(demo).await;
     // A changed demo's warm members are drained (they run the old spec) and made anew.
