@@ -260,10 +260,15 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             allow_private: config.webhook_allow_private,
             first_retry: Duration::from_millis(config.webhook_first_retry_ms.max(1)),
             give_up_after: Duration::from_secs(config.webhook_give_up_hours.max(24) * 3600),
-            secrets,
+            secrets: secrets.clone(),
         },
     );
-    let registry = Registry::new(store.clone(), engine.clone(), config.policy());
+    let registry = Registry::new(
+        store.clone(),
+        engine.clone(),
+        config.policy(),
+        secrets.clone(),
+    );
     let lifecycle = Lifecycle::new(
         store.clone(),
         engine.clone(),

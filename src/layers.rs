@@ -16,7 +16,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("engine", &["domain"]),
     ("spool", &["domain"]),
     ("webhooks", &["domain", "store", "clock", "secrets"]),
-    ("registry", &["domain", "store", "engine"]),
+    ("registry", &["domain", "store", "engine", "secrets"]),
     (
         "lifecycle",
         &["domain", "store", "engine", "spool", "clock", "webhooks"],

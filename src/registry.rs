@@ -1,5 +1,8 @@
 //! Vendors and their demos: registering and changing them, with the rules that need more
-//! than parsing — the image must be on the Engine, a slug is unique per vendor.
+//! than parsing — an Engine-only image must be on the Engine and, when a vendor names it,
+//! given to that vendor; a slug is unique per vendor. Also what a vendor may use: the
+//! images operators give it, and its registry credentials (the password sealed by the
+//! deployment's `SecretBox`, opened only for a pull).
 
 use std::sync::Arc;
 
@@ -7,10 +10,12 @@ use serde_json::Value;
 
 use crate::domain::token::IssuedToken;
 use crate::domain::{
-    Demo, DemoId, DemoManifest, DemoSpec, ImageRef, ImageStatus, Invalid, Policy, RegistryServer,
-    Timestamp, Vendor, VendorId, VendorName,
+    Demo, DemoId, DemoManifest, DemoSpec, ImageGrant, ImageRef, ImageStatus, Invalid, Policy,
+    RegistryLogin, RegistryServer, StoredLogin, Timestamp, Vendor, VendorId, VendorName,
+    given_image,
 };
 use crate::engine::{Credentials, Engine, EngineError, PullCredentials};
+use crate::secrets::{SecretBox, SecretError};
 use crate::store::{Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -19,6 +24,18 @@ pub enum RegistryError {
     Invalid(#[from] Invalid),
     #[error("the Docker Engine has no image {0} (nothing is pulled: build or load it first)")]
     ImageMissing(String),
+    /// A vendor named an Engine-only image not given to it: worded the same whether or not
+    /// the image exists, so that no vendor learns what others run.
+    #[error(
+        "{0} is not an image you may use: name an image in your registry, or ask the \
+         operators to give you this one"
+    )]
+    NotYourImage(String),
+    #[error("no such vendor")]
+    NoSuchVendor,
+    /// Stored credentials that this deployment's key cannot open (another key, or altered).
+    #[error("the stored credentials for {server} cannot be opened: {source}")]
+    Sealed { server: String, source: SecretError },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -27,19 +44,34 @@ pub enum RegistryError {
 
 pub type Result<T> = std::result::Result<T, RegistryError>;
 
+/// Who registers or changes a demo: operators may name any image (it must be there); a
+/// vendor only an image of a registry or one given to it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Acting {
+    Operator,
+    Vendor,
+}
+
 #[derive(Clone)]
 pub struct Registry {
     store: Arc<dyn Store>,
     engine: Arc<dyn Engine>,
     policy: Policy,
+    secrets: SecretBox,
 }
 
 impl Registry {
-    pub fn new(store: Arc<dyn Store>, engine: Arc<dyn Engine>, policy: Policy) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        engine: Arc<dyn Engine>,
+        policy: Policy,
+        secrets: SecretBox,
+    ) -> Self {
         Registry {
             store,
             engine,
             policy,
+            secrets,
         }
     }
 
@@ -56,7 +88,23 @@ impl Registry {
         Ok((vendor, key))
     }
 
-    async fn require_image(&self, image: &str) -> Result<()> {
+    /// Whether `vendor` may name `image` in a demo, acting as `by`. A registry image is
+    /// pulled with the vendor's own credentials: its registry decides. An Engine-only image
+    /// must be given to a vendor (checked first, so a vendor cannot tell another's image
+    /// from none), and be on the Engine.
+    async fn require_image(&self, vendor: VendorId, image: &str, by: Acting) -> Result<()> {
+        let parsed = ImageRef::parse(image)?;
+        if parsed.server().is_some() {
+            return Ok(());
+        }
+        if by == Acting::Vendor
+            && !self
+                .store
+                .is_given(vendor, &parsed.pull_reference())
+                .await?
+        {
+            return Err(RegistryError::NotYourImage(image.to_string()));
+        }
         if !self.engine.image_exists(image).await? {
             return Err(RegistryError::ImageMissing(image.to_string()));
         }
@@ -64,13 +112,16 @@ impl Registry {
     }
 
     /// A new demo. A registry image is `pulling` (the caller starts the pull); an
-    /// Engine-only one must be on the Engine.
-    pub async fn register_demo(&self, vendor: VendorId, manifest: DemoManifest) -> Result<Demo> {
+    /// Engine-only one must be on the Engine and, for a vendor, given to it.
+    pub async fn register_demo(
+        &self,
+        vendor: VendorId,
+        manifest: DemoManifest,
+        by: Acting,
+    ) -> Result<Demo> {
         let spec = DemoSpec::parse(manifest, &self.policy)?;
+        self.require_image(vendor, &spec.image, by).await?;
         let pulls = ImageRef::parse(&spec.image)?.server().is_some();
-        if !pulls {
-            self.require_image(&spec.image).await?;
-        }
         let now = Timestamp::now();
         let demo = Demo {
             id: DemoId::new(),
@@ -95,7 +146,7 @@ impl Registry {
 
     /// Applies a merge patch: any manifest field but `slug`, plus `enabled`. Running sandboxes
     /// keep the spec they were made with.
-    pub async fn update_demo(&self, mut demo: Demo, patch: Value) -> Result<Demo> {
+    pub async fn update_demo(&self, mut demo: Demo, patch: Value, by: Acting) -> Result<Demo> {
         let mut patch = patch;
         if let Some(fields) = patch.as_object_mut()
             && let Some(enabled) = fields.remove("enabled")
@@ -106,8 +157,8 @@ impl Registry {
         }
         let spec = demo.spec.patch(&patch, &self.policy)?;
         // A registry image is pulled by the caller once the change is saved.
-        if spec.image != demo.spec.image && ImageRef::parse(&spec.image)?.server().is_none() {
-            self.require_image(&spec.image).await?;
+        if spec.image != demo.spec.image {
+            self.require_image(demo.vendor_id, &spec.image, by).await?;
         }
         demo.spec = spec;
         demo.updated_at = Timestamp::now();
@@ -118,6 +169,68 @@ impl Registry {
     pub async fn delete_demo(&self, id: DemoId) -> Result<bool> {
         Ok(self.store.delete_demo(id, Timestamp::now()).await?)
     }
+
+    /// Gives an Engine-only image to a vendor (operators' act): the grant, and whether it is
+    /// new. The image need not be on the Engine yet.
+    pub async fn give_image(&self, vendor: VendorId, image: &str) -> Result<(ImageGrant, bool)> {
+        let image = given_image(image)?;
+        if self.store.vendor(vendor).await?.is_none() {
+            return Err(RegistryError::NoSuchVendor);
+        }
+        let (grant, new) = self
+            .store
+            .give_image(&ImageGrant {
+                image,
+                vendor_id: vendor,
+                given_at: Timestamp::now(),
+            })
+            .await?;
+        if new {
+            tracing::info!(vendor_id = %vendor, image = grant.image.as_str(), "image given");
+        }
+        Ok((grant, new))
+    }
+
+    /// Keeps the vendor's login to `server`, the password sealed, replacing any earlier one.
+    pub async fn put_login(
+        &self,
+        vendor: VendorId,
+        server: RegistryServer,
+        login: RegistryLogin,
+    ) -> Result<()> {
+        let stored = StoredLogin {
+            sealed_password: self.secrets.seal(&login.password),
+            server,
+            username: login.username,
+            updated_at: Timestamp::now(),
+        };
+        self.store.put_login(vendor, &stored).await?;
+        tracing::info!(vendor_id = %vendor, server = %stored.server, "registry credentials stored");
+        Ok(())
+    }
+
+    /// The vendor's credentials for `server`, opened for one pull; `None` if it stored none.
+    pub async fn pull_credentials(
+        &self,
+        vendor: VendorId,
+        server: &RegistryServer,
+    ) -> Result<Option<PullCredentials>> {
+        let Some(stored) = self.store.login(vendor, server).await? else {
+            return Ok(None);
+        };
+        let password = self
+            .secrets
+            .open(&stored.sealed_password)
+            .map_err(|source| RegistryError::Sealed {
+                server: server.to_string(),
+                source,
+            })?;
+        Ok(Some(PullCredentials {
+            server: stored.server.to_string(),
+            username: stored.username,
+            password,
+        }))
+    }
 }
 
 /// The vendor's credentials for a registry, for the lifecycle's pulls.
@@ -125,10 +238,11 @@ impl Registry {
 impl Credentials for Registry {
     async fn pull_credentials(
         &self,
-        _vendor: VendorId,
-        _server: &RegistryServer,
+        vendor: VendorId,
+        server: &RegistryServer,
     ) -> std::result::Result<Option<PullCredentials>, String> {
-        // Stored credentials arrive with the vendors' registries API.
-        Ok(None)
+        Registry::pull_credentials(self, vendor, server)
+            .await
+            .map_err(|e| e.to_string())
     }
 }

@@ -1,12 +1,13 @@
 //! First-start seeding: a demo vendor and its demos from manifest files, so a fresh
-//! installation has something to try at once. Idempotent: an existing vendor or slug is left
-//! as it is.
+//! installation has something to try at once. The demos' Engine-only images are given to the
+//! demo vendor, so its key can change them as any vendor's can. Idempotent: an existing
+//! vendor or slug is left as it is.
 
 use std::path::{Path, PathBuf};
 
 use crate::domain::token::IssuedToken;
-use crate::domain::{DemoManifest, VendorName};
-use crate::registry::{Registry, RegistryError};
+use crate::domain::{DemoManifest, ImageRef, VendorName};
+use crate::registry::{Acting, Registry, RegistryError};
 use crate::store::Store;
 
 pub const VENDOR_NAME: &str = "Testdrive Demo Co";
@@ -75,6 +76,17 @@ pub async fn apply(
                 path: path.clone(),
                 source,
             })?;
+        if let Some(image) = &manifest.image
+            && ImageRef::parse(image).is_ok_and(|image| image.server().is_none())
+        {
+            registry
+                .give_image(vendor.id, image)
+                .await
+                .map_err(|source| SeedError::Register {
+                    path: path.clone(),
+                    source,
+                })?;
+        }
         if manifest
             .slug
             .as_ref()
@@ -83,7 +95,7 @@ pub async fn apply(
             continue;
         }
         let demo = registry
-            .register_demo(vendor.id, manifest)
+            .register_demo(vendor.id, manifest, Acting::Operator)
             .await
             .map_err(|source| SeedError::Register {
                 path: path.clone(),

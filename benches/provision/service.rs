@@ -52,7 +52,7 @@ impl Service {
         Ok(serde_json::from_str(&body)?)
     }
 
-    /// Creates a vendor as the operator; its API key.
+    /// Creates a vendor as the operator, and gives it `IMAGE`; its API key.
     pub async fn new_vendor(
         http: &reqwest::Client,
         addr: SocketAddr,
@@ -65,6 +65,14 @@ impl Service {
             .send()
             .await?;
         let body = Self::json(res, StatusCode::CREATED, "creating the vendor").await?;
+        let id = body["id"].as_str().ok_or("the vendor has no id")?;
+        let res = http
+            .post(format!("http://{addr}/v1/vendors/{id}/images"))
+            .bearer_auth(admin)
+            .json(&json!({"image": IMAGE}))
+            .send()
+            .await?;
+        Self::json(res, StatusCode::CREATED, "giving the vendor its image").await?;
         Ok(body["api_key"]
             .as_str()
             .ok_or("the vendor has no api_key")?

@@ -5,6 +5,7 @@
 //! functions over them (the deletion receipt, the trial report): no layer above has to be
 //! asked what a sandbox is.
 
+pub mod access;
 pub mod demo;
 pub mod event;
 pub mod ids;
@@ -22,6 +23,7 @@ pub mod upload;
 pub mod vendor;
 pub mod webhook;
 
+pub use access::{ImageGrant, RegistryLogin, StoredLogin, given_image};
 pub use demo::{Demo, ImageStatus};
 pub use event::{Ending, EventRecord, Failure, SandboxEvent};
 pub use ids::{DemoId, SandboxId, VendorId};

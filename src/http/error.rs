@@ -204,7 +204,11 @@ impl From<RegistryError> for ApiError {
     fn from(err: RegistryError) -> Self {
         match err {
             RegistryError::Invalid(invalid) => invalid.into(),
-            RegistryError::ImageMissing(_) => ApiError::invalid("image", err.to_string()),
+            RegistryError::ImageMissing(_) | RegistryError::NotYourImage(_) => {
+                ApiError::invalid("image", err.to_string())
+            }
+            RegistryError::NoSuchVendor => ApiError::NotFound("no such vendor"),
+            RegistryError::Sealed { .. } => ApiError::Internal(err.to_string()),
             RegistryError::Store(e) => e.into(),
             RegistryError::Engine(e) => e.into(),
         }

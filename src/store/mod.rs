@@ -1,5 +1,6 @@
 //! Persistence, one small trait per aggregate: vendors, demos, sandboxes, their history,
-//! warm pools and the webhook outbox (`Timetable` in `lifecycle::scheduler` is the model).
+//! warm pools, the webhook outbox, and what vendors may use (registry credentials, given
+//! images) (`Timetable` in `lifecycle::scheduler` is the model).
 //! Everything above speaks in domain records (`crate::domain`); the SQL lives in the
 //! implementations (SQLite now; Postgres can follow with the same traits). Every state
 //! change of a sandbox is one conditional statement, so two callers racing to end the same
@@ -18,8 +19,9 @@ use crate::domain::pool::{NewWarmMember, WarmMember, WarmState};
 use crate::domain::token::TokenHash;
 use crate::domain::webhook::{Attempt, Delivery, DeliveryRecord, NewDelivery};
 use crate::domain::{
-    Demo, DemoId, EndReason, EventRecord, ImageStatus, NewSandbox, Sandbox, SandboxEvent,
-    SandboxId, SandboxStatus, ServiceEventRecord, Timestamp, Usage, Vendor, VendorId,
+    Demo, DemoId, EndReason, EventRecord, ImageGrant, ImageStatus, NewSandbox, RegistryServer,
+    Sandbox, SandboxEvent, SandboxId, SandboxStatus, ServiceEventRecord, StoredLogin, Timestamp,
+    Usage, Vendor, VendorId,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -277,10 +279,37 @@ pub trait OutboxStore: Send + Sync {
     async fn deliveries(&self, vendor: VendorId, limit: u32) -> Result<Vec<DeliveryRecord>>;
 }
 
+/// What a vendor may use: its registry credentials (passwords as sealed by the caller) and
+/// the Engine-only images operators gave it.
+#[async_trait]
+pub trait AccessStore: Send + Sync {
+    /// Keeps the vendor's login to `login.server`, replacing any earlier one.
+    async fn put_login(&self, vendor: VendorId, login: &StoredLogin) -> Result<()>;
+    /// The vendor's logins, by server.
+    async fn logins(&self, vendor: VendorId) -> Result<Vec<StoredLogin>>;
+    async fn login(&self, vendor: VendorId, server: &RegistryServer)
+    -> Result<Option<StoredLogin>>;
+    /// Forgets the vendor's login to `server`; false if it had none.
+    async fn delete_login(&self, vendor: VendorId, server: &RegistryServer) -> Result<bool>;
+    /// Gives the image to the vendor unless it has it: the grant as kept (the first one's
+    /// time), and whether it is new.
+    async fn give_image(&self, grant: &ImageGrant) -> Result<(ImageGrant, bool)>;
+    /// The images given to the vendor, by name.
+    async fn images_given(&self, vendor: VendorId) -> Result<Vec<ImageGrant>>;
+    async fn is_given(&self, vendor: VendorId, image: &str) -> Result<bool>;
+}
+
 /// The whole database.
 #[async_trait]
 pub trait Store:
-    VendorStore + DemoStore + SandboxStore + HistoryStore + PoolStore + OutboxStore + 'static
+    VendorStore
+    + DemoStore
+    + SandboxStore
+    + HistoryStore
+    + PoolStore
+    + OutboxStore
+    + AccessStore
+    + 'static
 {
     async fn ping(&self) -> Result<()>;
     /// This deployment's id, made once: it labels every Engine object so that several

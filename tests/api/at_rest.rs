@@ -99,14 +99,14 @@ async fn the_data_directory_is_private_whatever_the_umask() {
 }
 
 /// The bytes of the database's files (the file, its WAL and shared memory).
-fn database_bytes(data_dir: &Path) -> Vec<u8> {
+pub fn database_bytes(data_dir: &Path) -> Vec<u8> {
     ["testdrive.db", "testdrive.db-wal", "testdrive.db-shm"]
         .iter()
         .flat_map(|name| std::fs::read(data_dir.join(name)).unwrap_or_default())
         .collect()
 }
 
-fn contains(haystack: &[u8], needle: &str) -> bool {
+pub fn contains(haystack: &[u8], needle: &str) -> bool {
     haystack
         .windows(needle.len())
         .any(|w| w == needle.as_bytes())

@@ -1789,6 +1789,9 @@ async fn the_openapi_document_lists_the_paths() {
     let paths = doc["paths"].as_object().expect("paths");
     let expected = [
         ("/v1/vendors", &["get", "post"][..]),
+        ("/v1/vendors/{id}/registries", &["get"]),
+        ("/v1/vendors/{id}/registries/{server}", &["delete", "put"]),
+        ("/v1/vendors/{id}/images", &["get", "post"]),
         ("/v1/demos", &["get", "post"]),
         ("/v1/demos/{id}", &["delete", "get", "patch"]),
         ("/v1/catalog", &["get"]),

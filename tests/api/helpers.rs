@@ -32,6 +32,8 @@ use testdrive::config::Config;
 
 pub const CSV_EXPLORER: &str = "testdrive/csv-explorer:1";
 pub const STATIC_FILES: &str = "testdrive/static-files:1";
+/// The demo images every vendor `Api::vendor` creates is given.
+pub const GIVEN_IMAGES: [&str; 3] = [CSV_EXPLORER, STATIC_FILES, crate::origins::HOSTILE_DEMO];
 
 /// The HTTP side of a running service: where it listens, its admin token, and a client
 /// that does not follow redirects.
@@ -359,6 +361,11 @@ impl TestApp {
         }
     }
 
+    /// The running service's parts, for what no route does (seeding, opening credentials).
+    pub fn state(&self) -> &testdrive::http::AppState {
+        &self.running.as_ref().expect("the service runs").state
+    }
+
     /// Stops the service, keeping its data directory, and starts it again on it. `between`
     /// runs while it is down.
     pub async fn restart(&mut self, between: impl FnOnce(&TestApp)) {
@@ -500,16 +507,36 @@ impl Api {
     }
 
     /// A new vendor: (id, API key).
+    /// A new vendor, given the demo images (`GIVEN_IMAGES`) as operators give a vendor its
+    /// Engine-only images: (vendor id, API key).
     pub async fn vendor(&self, name: &str) -> (String, String) {
         let res = self
             .post_json("/v1/vendors", Some(&self.admin), &json!({ "name": name }))
             .await;
         assert_eq!(res.status(), StatusCode::CREATED);
         let body: Value = res.json().await.unwrap();
-        (
-            body["id"].as_str().unwrap().to_string(),
-            body["api_key"].as_str().unwrap().to_string(),
-        )
+        let id = body["id"].as_str().unwrap().to_string();
+        for image in GIVEN_IMAGES {
+            self.give(&id, image).await;
+        }
+        (id, body["api_key"].as_str().unwrap().to_string())
+    }
+
+    /// Gives an Engine-only image to the vendor (as operators do).
+    pub async fn give(&self, vendor: &str, image: &str) {
+        let res = self
+            .post_json(
+                &format!("/v1/vendors/{vendor}/images"),
+                Some(&self.admin),
+                &json!({ "image": image }),
+            )
+            .await;
+        let status = res.status();
+        let body: Value = res.json().await.unwrap();
+        assert!(
+            status == StatusCode::CREATED || status == StatusCode::OK,
+            "giving {image}: {status} {body}"
+        );
     }
 
     /// Registers a demo and returns its id.
@@ -524,11 +551,20 @@ impl Api {
     /// A vendor with one demo of the static-files image; `overrides` are merged into its
     /// manifest. Returns (vendor key, demo id).
     pub async fn static_demo(&self, overrides: Value) -> (String, String) {
-        let (_, key) = self
+        self.static_demo_of(STATIC_FILES, overrides).await
+    }
+
+    /// Like `static_demo`, of `image` (a copy of the static-files image under another
+    /// name), which the new vendor is given first.
+    pub async fn static_demo_of(&self, image: &str, overrides: Value) -> (String, String) {
+        let (vendor, key) = self
             .vendor(&format!("Vendor {}", uuid::Uuid::new_v4().simple()))
             .await;
+        if !GIVEN_IMAGES.contains(&image) {
+            self.give(&vendor, image).await;
+        }
         let mut manifest = json!({
-            "slug": "files", "title": "Static files", "image": STATIC_FILES,
+            "slug": "files", "title": "Static files", "image": image,
             "port": 8080, "data_path": "/data",
             "ready": {"http_path": "/", "timeout_seconds": 20}
         });

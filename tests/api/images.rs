@@ -15,10 +15,10 @@ use crate::pages::{cookie_value, first_snapshot, login, page_key, set_cookies};
 
 /// A tag of the static-files image that exists only for one test; removed when dropped,
 /// whatever happened.
-struct Tag(String);
+pub struct Tag(pub String);
 
 impl Tag {
-    fn new() -> Tag {
+    pub fn new() -> Tag {
         let tag = Tag(format!(
             "testdrive-test/vanishing-{}:1",
             uuid::Uuid::new_v4().simple()
@@ -59,11 +59,9 @@ impl Drop for Tag {
     }
 }
 
-/// A vendor with a demo of the tagged image: (vendor key, demo id).
+/// A vendor given the tagged image, with a demo of it: (vendor key, demo id).
 async fn demo_of(app: &TestApp, tag: &Tag, overrides: Value) -> (String, String) {
-    let mut manifest = json!({ "image": tag.0 });
-    crate::helpers::merge(&mut manifest, overrides);
-    app.static_demo(manifest).await
+    app.static_demo_of(&tag.0, overrides).await
 }
 
 async fn demo_record(app: &TestApp, key: &str, demo: &str) -> Value {

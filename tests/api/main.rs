@@ -18,6 +18,7 @@ mod isolation_net;
 mod lifecycle;
 mod listening;
 mod origins;
+mod ownership;
 mod pages;
 mod pool;
 mod private_engine;

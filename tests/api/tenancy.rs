@@ -172,6 +172,16 @@ fn routes() -> Vec<Route> {
             "/v1/vendors/{vendor}/deliveries",
             [UNAUTH, UNAUTH, OK, OK, NOTFOUND, FORBID, FORBID],
         ),
+        route(
+            g.clone(),
+            "/v1/vendors/{vendor}/registries",
+            [UNAUTH, UNAUTH, OK, OK, NOTFOUND, FORBID, FORBID],
+        ),
+        route(
+            g.clone(),
+            "/v1/vendors/{vendor}/images",
+            [UNAUTH, UNAUTH, OK, OK, NOTFOUND, FORBID, FORBID],
+        ),
         route(g.clone(), "/s/{sandbox}/", proxy),
         route(g.clone(), "/s/{sandbox}/a.csv", proxy),
         route(g.clone(), "/metrics", admin_only),
@@ -220,6 +230,25 @@ fn routes() -> Vec<Route> {
                 Method::PATCH,
                 "/v1/vendors/{vendor}",
                 [UNAUTH, UNAUTH, OK, OK, NOTFOUND, FORBID, FORBID],
+            )
+        },
+        Route {
+            body: BodySpec::Json(json!({"username": "ci", "password": "tenancy-matrix"})),
+            ..route(
+                Method::PUT,
+                "/v1/vendors/{vendor}/registries/registry.example.com",
+                [
+                    UNAUTH, UNAUTH, NO_CONTENT, NO_CONTENT, NOTFOUND, FORBID, FORBID,
+                ],
+            )
+        },
+        Route {
+            // Given already (as every test vendor is): the same grant again.
+            body: BodySpec::Json(json!({"image": STATIC_FILES})),
+            ..route(
+                Method::POST,
+                "/v1/vendors/{vendor}/images",
+                [UNAUTH, UNAUTH, OK, FORBID, FORBID, FORBID, FORBID],
             )
         },
         Route {

@@ -16,6 +16,7 @@ use super::{ApiError, ApiJson, ApiQuery, AppState, Caller, Items, Problem};
 use crate::domain::{Demo, ImageStatus};
 use crate::domain::{DemoId, DemoManifest, DemoSpec, Timestamp, VendorId};
 use crate::engine::PullProgress;
+use crate::registry::Acting;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -91,8 +92,8 @@ async fn create_demo(
     ApiQuery(params): ApiQuery<CreateParams>,
     ApiJson(manifest): ApiJson<DemoManifest>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let vendor = match (caller.vendor_scope()?, params.vendor_id) {
-        (Some(own), None) => own,
+    let (vendor, by) = match (caller.vendor_scope()?, params.vendor_id) {
+        (Some(own), None) => (own, Acting::Vendor),
         (Some(_), Some(_)) => {
             return Err(ApiError::invalid(
                 "vendor_id",
@@ -102,12 +103,12 @@ async fn create_demo(
         (None, Some(raw)) => {
             let id = VendorId::parse(&raw)
                 .map_err(|_| ApiError::invalid("vendor_id", "is not a valid vendor id"))?;
-            state
+            let vendor = state
                 .store
                 .vendor(id)
                 .await?
-                .ok_or_else(|| ApiError::invalid("vendor_id", "no such vendor"))?
-                .id
+                .ok_or_else(|| ApiError::invalid("vendor_id", "no such vendor"))?;
+            (vendor.id, Acting::Operator)
         }
         (None, None) => {
             return Err(ApiError::invalid(
@@ -116,7 +117,7 @@ async fn create_demo(
             ));
         }
     };
-    let demo = state.registry.register_demo(vendor, manifest).await?;
+    let demo = state.registry.register_demo(vendor, manifest, by).await?;
     if demo.image_status == ImageStatus::Pulling {
         state.lifecycle.pull_in_background(demo.clone());
     }
@@ -171,8 +172,12 @@ async fn patch_demo(
     ApiJson(patch): ApiJson<Value>,
 ) -> Result<axum::Json<DemoView>, ApiError> {
     let demo = caller.may_see_demo(state.store.demo(demo_id(&id)?).await?)?;
+    let by = match caller {
+        Caller::Admin => Acting::Operator,
+        _ => Acting::Vendor,
+    };
     let image_before = demo.spec.image.clone();
-    let demo = state.registry.update_demo(demo, patch).await?;
+    let demo = state.registry.update_demo(demo, patch, by).await?;
     // A new registry image is pulled; a new Engine-only image, or the old one put back:
     // the demo answers with what the Engine has now.
     let demo = if demo.pulls() && demo.spec.image != image_before {

@@ -1,6 +1,7 @@
 //! The JSON API, one module per resource, each exposing its routes. The OpenAPI document is
 //! built from the same route declarations, so it cannot drift from the code.
 
+mod access;
 mod catalog;
 mod demos;
 mod ops;
@@ -62,6 +63,7 @@ impl Modify for BearerAuth {
 pub(super) fn routes(max_upload_bytes: u64) -> (Router<AppState>, utoipa::openapi::OpenApi) {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(vendors::router())
+        .merge(access::router())
         .merge(demos::router())
         .merge(catalog::router())
         .merge(sandboxes::router(max_upload_bytes))

@@ -58,7 +58,11 @@ impl From<Vendor> for VendorView {
 }
 
 /// The vendor `raw` names, if the caller may see it: operators, or the vendor itself.
-async fn own_vendor(state: &AppState, caller: Caller, raw: &str) -> Result<Vendor, ApiError> {
+pub(super) async fn own_vendor(
+    state: &AppState,
+    caller: Caller,
+    raw: &str,
+) -> Result<Vendor, ApiError> {
     let not_found = || ApiError::NotFound("no such vendor");
     let id = VendorId::parse(raw).map_err(|_| not_found())?;
     let allowed = match caller {

@@ -1,6 +1,7 @@
 //! The embedded store: one SQLite file in WAL mode, schema from `migrations/`. One file per
 //! aggregate, each implementing its trait from `store`.
 
+mod access;
 mod demos;
 mod history;
 mod outbox;

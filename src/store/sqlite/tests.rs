@@ -1,14 +1,16 @@
 //! The SQL's behaviour: uniqueness, capacity in the insert, one end per sandbox, address
-//! slots, sleep and wake, activity, the history and its migration.
+//! slots, sleep and wake, activity, the history and its migration, logins and given images.
 
 use super::*;
 use crate::domain::token::{IssuedToken, TokenHash};
 use crate::domain::{
-    Demo, DemoId, DemoManifest, DemoSpec, EndReason, Ending, ImageStatus, NewSandbox, Policy,
-    Prospect, SandboxEvent, SandboxStatus, Timestamp, Usage, Vendor, VendorId, VendorName,
+    Demo, DemoId, DemoManifest, DemoSpec, EndReason, Ending, ImageGrant, ImageRef, ImageStatus,
+    NewSandbox, Policy, Prospect, RegistryServer, SandboxEvent, SandboxStatus, StoredLogin,
+    Timestamp, Usage, Vendor, VendorId, VendorName, given_image,
 };
 use crate::store::{
-    Capacity, DemoStore, HistoryStore, NewEvent, SandboxStore, StoreError, VendorStore, Wake,
+    AccessStore, Capacity, DemoStore, HistoryStore, NewEvent, SandboxStore, StoreError,
+    VendorStore, Wake,
 };
 
 fn cap(running: u32) -> Capacity {
@@ -734,4 +736,144 @@ async fn live_sandboxes_are_counted_per_client_until_their_data_is_gone() {
         .await
         .unwrap();
     assert_eq!(kept, None);
+}
+
+/// At the migration, each vendor is given the Engine-only images of its demos (not those
+/// of deleted demos, not registry images), spelled as `given_image` spells them, given
+/// when its first demo of the image was made.
+#[tokio::test]
+async fn existing_demos_give_their_engine_images_to_their_vendors() {
+    let pool = pool_at(9).await;
+    let (v, w) = (VendorId::new(), VendorId::new());
+    let digest = format!("acme/app@sha256:{}", "a".repeat(64));
+    let demos: [(VendorId, &str, i64, Option<i64>); 9] = [
+        (v, "testdrive/csv-explorer:1", 10, None),
+        (v, "testdrive/csv-explorer:1", 5, None),
+        (v, "busybox", 7, None),
+        (v, &digest, 8, None),
+        (v, "registry.example.com/acme/app:1", 1, None),
+        (v, "127.0.0.1:5000/app", 1, None),
+        (v, "localhost/app:2", 1, None),
+        (w, "acme/private:3", 1, Some(9)),
+        (w, "testdrive/csv-explorer:1", 20, None),
+    ];
+    for (n, id) in [v, w].into_iter().enumerate() {
+        sqlx::query("INSERT INTO vendors (id, name, key_hash, created_at) VALUES (?, ?, 'k', 0)")
+            .bind(id.to_string())
+            .bind(format!("vendor {n}"))
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    for (n, (vendor, image, created, deleted)) in demos.iter().enumerate() {
+        sqlx::query(
+            "INSERT INTO demos (id, vendor_id, slug, spec, enabled, created_at, updated_at,
+                                deleted_at)
+             VALUES (?, ?, ?, json_object('image', ?), 1, ?, ?, ?)",
+        )
+        .bind(DemoId::new().to_string())
+        .bind(vendor.to_string())
+        .bind(format!("s{n}"))
+        .bind(image)
+        .bind(created)
+        .bind(created)
+        .bind(deleted)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    MIGRATOR.run(&pool).await.unwrap();
+    let store = SqliteStore { pool };
+    let given = |grants: Vec<ImageGrant>| -> Vec<(String, i64)> {
+        grants
+            .into_iter()
+            .map(|g| (g.image, g.given_at.millis()))
+            .collect()
+    };
+    assert_eq!(
+        given(store.images_given(v).await.unwrap()),
+        [
+            (digest.clone(), 8),
+            ("busybox:latest".to_string(), 7),
+            ("testdrive/csv-explorer:1".to_string(), 5),
+        ]
+    );
+    assert_eq!(
+        given(store.images_given(w).await.unwrap()),
+        [("testdrive/csv-explorer:1".to_string(), 20)]
+    );
+    // The SQL reads references as `ImageRef` does.
+    for (vendor, image, _, deleted) in demos {
+        let engine_only = ImageRef::parse(image).unwrap().server().is_none();
+        let spelled = if engine_only {
+            given_image(image).unwrap()
+        } else {
+            image.to_string()
+        };
+        assert_eq!(
+            store.is_given(vendor, &spelled).await.unwrap(),
+            engine_only && deleted.is_none(),
+            "{image}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn logins_are_replaced_per_server_and_images_given_once() {
+    let (store, vendor, _) = store_with_demo().await;
+    let other = Vendor {
+        id: VendorId::new(),
+        name: VendorName::parse("Other").unwrap(),
+        created_at: Timestamp::now(),
+    };
+    store
+        .insert_vendor(&other, TokenHash::of("o"))
+        .await
+        .unwrap();
+    let server = RegistryServer::parse("registry.example.com").unwrap();
+    let login = |username: &str, sealed: &str, at: i64| StoredLogin {
+        server: server.clone(),
+        username: username.to_string(),
+        sealed_password: sealed.to_string(),
+        updated_at: Timestamp::from_millis(at),
+    };
+    store
+        .put_login(vendor.id, &login("a", "v1:one", 1))
+        .await
+        .unwrap();
+    store
+        .put_login(vendor.id, &login("b", "v1:two", 2))
+        .await
+        .unwrap();
+    let kept = store.logins(vendor.id).await.unwrap();
+    assert_eq!(kept.len(), 1);
+    assert_eq!(
+        (kept[0].username.as_str(), kept[0].sealed_password.as_str()),
+        ("b", "v1:two")
+    );
+    assert!(store.login(other.id, &server).await.unwrap().is_none());
+    assert!(!store.delete_login(other.id, &server).await.unwrap());
+    assert!(store.delete_login(vendor.id, &server).await.unwrap());
+    assert!(store.login(vendor.id, &server).await.unwrap().is_none());
+
+    let grant = ImageGrant {
+        image: "acme/app:1".to_string(),
+        vendor_id: vendor.id,
+        given_at: Timestamp::from_millis(100),
+    };
+    assert_eq!(
+        store.give_image(&grant).await.unwrap(),
+        (grant.clone(), true)
+    );
+    let again = ImageGrant {
+        given_at: Timestamp::from_millis(200),
+        ..grant.clone()
+    };
+    assert_eq!(
+        store.give_image(&again).await.unwrap(),
+        (grant.clone(), false)
+    );
+    assert!(store.is_given(vendor.id, "acme/app:1").await.unwrap());
+    assert!(!store.is_given(other.id, "acme/app:1").await.unwrap());
+    assert!(!store.is_given(vendor.id, "acme/app:2").await.unwrap());
 }
