@@ -17,11 +17,12 @@ use futures_util::{StreamExt, stream};
 use tokio_util::sync::CancellationToken;
 
 use super::{Lifecycle, LifecycleError};
-use crate::domain::{Ending, SandboxEvent, SandboxId, SandboxStatus, ServiceEvent};
+use crate::domain::{Ending, ImageStatus, SandboxEvent, SandboxId, SandboxStatus, ServiceEvent};
 use crate::engine::{EngineError, Found};
 
 /// Before the service takes requests: every spool directory is left over from the previous
-/// run, and every `provisioning` sandbox was cut short by it (nothing is provisioning yet,
+/// run (as is every pull still marked under way), and every `provisioning` sandbox was cut
+/// short by it (nothing is provisioning yet,
 /// so none can be mistaken for one this run started).
 pub(super) async fn recover(lifecycle: &Lifecycle) -> Result<(), LifecycleError> {
     let root = &lifecycle.settings().spool_root;
@@ -45,6 +46,12 @@ pub(super) async fn recover(lifecycle: &Lifecycle) -> Result<(), LifecycleError>
     lifecycle.store().release_all_wakes().await?;
     // Warm pool members being made or drained are removed; the keeper makes new ones.
     lifecycle.recover_pools().await?;
+    // Pulls cut short by the restart start again.
+    for demo in lifecycle.store().demos(None).await? {
+        if demo.image_status == ImageStatus::Pulling {
+            lifecycle.pull_in_background(demo);
+        }
+    }
     Ok(())
 }
 

@@ -86,3 +86,16 @@ async fn an_image_nothing_uses_any_more_is_removed_and_one_in_use_is_kept() {
     assert!(!h.engine.image_there(&demo.run_image()));
     assert!(h.store.pulled_images().await.unwrap().is_empty());
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_pull_cut_short_by_a_restart_starts_again() {
+    let h = Harness::new().await;
+    let demo = h.demo("app", json!({"image": IMAGE})).await;
+    assert!(h.store.start_pull(demo.id).await.unwrap());
+    h.lifecycle.recover().await.unwrap();
+    super::harness::eventually("the pull ends", async || {
+        let now = h.store.demo(demo.id).await.unwrap().unwrap();
+        now.image_status == ImageStatus::Ready
+    })
+    .await;
+}
