@@ -323,6 +323,8 @@ impl TestApp {
         config.listen = "127.0.0.1:0".parse().unwrap();
         config.admin_token = Some(format!("test-admin-{}", uuid::Uuid::new_v4().simple()));
         config.reconcile_seconds = 2;
+        // A test's end stops its service (see `Drop`); nothing of a test waits for that.
+        config.shutdown_grace_seconds = 1;
         // Tests create many sandboxes from one address; the limits have their own tests.
         config.rate_limit.burst = 10_000;
         config.rate_limit.max_share_percent = 100;
@@ -893,6 +895,15 @@ pub fn remove_firewall_rules(bridge: &str) {
 
 impl Drop for TestApp {
     fn drop(&mut self) {
+        // The service stops first: its reconciler makes a missing sandbox network again, so
+        // one still running would put back the network removed below. On a current-thread
+        // runtime nothing else runs while this does, and the runtime drops its tasks after.
+        if let Some(running) = self.running.take()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+            && runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
+        {
+            tokio::task::block_in_place(|| runtime.block_on(running.stop()));
+        }
         // Whatever the test did, nothing of this app stays on the Engine.
         remove_deployment_on(
             self.engine_host.as_deref(),
