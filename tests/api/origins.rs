@@ -512,7 +512,7 @@ pub async fn hostile_demo(app: &Api) -> (String, String) {
             json!({
                 "slug": "hostile", "title": "Hostile demo", "image": HOSTILE_DEMO,
                 "port": 8080, "data_path": "/data",
-                "ready": {"http_path": "/", "timeout_seconds": 30}
+                "ready": {"http_path": "/", "timeout_seconds": 60}
             }),
         )
         .await;
