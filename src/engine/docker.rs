@@ -138,6 +138,18 @@ fn network_hardening(host_config: &mut HostConfig) {
     ]));
 }
 
+/// A container's place on the sandbox network: at its sandbox's own address (testdrive's to
+/// hand out, see `network`).
+fn endpoint_at(ipv4_address: Option<String>) -> EndpointSettings {
+    EndpointSettings {
+        ipam_config: Some(EndpointIpamConfig {
+            ipv4_address,
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
 /// The container to create for a sandbox: hardened as the contract says, named `name`
 /// (also its hostname, see the module's comment), at its address on the sandbox network.
 fn container_body(
@@ -198,13 +210,7 @@ fn container_body(
         networking_config: Some(NetworkingConfig {
             endpoints_config: Some(HashMap::from([(
                 settings.network.name.clone(),
-                EndpointSettings {
-                    ipam_config: Some(EndpointIpamConfig {
-                        ipv4_address: Some(ip.to_string()),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                },
+                endpoint_at(Some(ip.to_string())),
             )])),
         }),
         ..Default::default()
@@ -919,13 +925,7 @@ impl Engine for DockerEngine {
                 let _ = docker.disconnect_network(network, leave).await;
                 let join = NetworkConnectRequest {
                     container: container.clone(),
-                    endpoint_config: Some(EndpointSettings {
-                        ipam_config: Some(EndpointIpamConfig {
-                            ipv4_address: ip,
-                            ..Default::default()
-                        }),
-                        ..Default::default()
-                    }),
+                    endpoint_config: Some(endpoint_at(ip)),
                 };
                 docker
                     .connect_network(network, join)

@@ -114,20 +114,11 @@ pub fn contains(haystack: &[u8], needle: &str) -> bool {
 
 /// The vendors' webhook secrets as the database holds them, read from the file.
 async fn stored_secrets(data_dir: &Path) -> Vec<String> {
-    use sqlx::Connection;
-    let options = sqlx::sqlite::SqliteConnectOptions::new()
-        .filename(data_dir.join("testdrive.db"))
-        .read_only(true);
-    let mut conn = sqlx::SqliteConnection::connect_with(&options)
-        .await
-        .unwrap();
-    let secrets: Vec<String> =
-        sqlx::query_scalar("SELECT webhook_secret FROM vendors WHERE webhook_secret IS NOT NULL")
-            .fetch_all(&mut conn)
-            .await
-            .unwrap();
-    let _ = conn.close().await;
-    secrets
+    crate::helpers::read_database(
+        data_dir,
+        "SELECT webhook_secret FROM vendors WHERE webhook_secret IS NOT NULL",
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

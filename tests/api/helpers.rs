@@ -913,3 +913,18 @@ impl Drop for TestApp {
         );
     }
 }
+
+/// One text column of the service's database, read from its file (`sql` selects it): what
+/// the database really holds, beside what the API says.
+pub async fn read_database(data_dir: &std::path::Path, sql: &'static str) -> Vec<String> {
+    use sqlx::Connection;
+    let options = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(data_dir.join("testdrive.db"))
+        .read_only(true);
+    let mut conn = sqlx::SqliteConnection::connect_with(&options)
+        .await
+        .unwrap();
+    let values: Vec<String> = sqlx::query_scalar(sql).fetch_all(&mut conn).await.unwrap();
+    let _ = conn.close().await;
+    values
+}

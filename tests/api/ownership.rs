@@ -378,18 +378,8 @@ async fn registry_credentials_are_sealed_and_never_shown_again() {
 
 /// The passwords as the database holds them, read from the file.
 async fn stored_passwords(data_dir: &std::path::Path) -> Vec<String> {
-    use sqlx::Connection;
-    let options = sqlx::sqlite::SqliteConnectOptions::new()
-        .filename(data_dir.join("testdrive.db"))
-        .read_only(true);
-    let mut conn = sqlx::SqliteConnection::connect_with(&options)
-        .await
-        .unwrap();
-    let stored: Vec<String> = sqlx::query_scalar("SELECT password FROM registry_credentials")
-        .fetch_all(&mut conn)
-        .await
-        .unwrap();
-    let _ = conn.close().await;
+    let stored =
+        crate::helpers::read_database(data_dir, "SELECT password FROM registry_credentials").await;
     assert!(!stored.is_empty());
     stored
 }
