@@ -1,0 +1,7 @@
+//! What a prospect's file is, and how its table reads. One set of rules for testdrive (the
+//! upload check and the vendor's report) and for the CSV Explorer demo, so the two never
+//! disagree about a file: the same fixtures test both.
+//!
+//! Pure functions over bytes, no I/O and no dependencies.
+
+pub mod sniff;

@@ -1,0 +1,333 @@
+//! What a file is, from its bytes rather than its name: a workbook renamed `.csv` is still a
+//! workbook. `Content::sniff` reads the first bytes (a few KiB are plenty); `Utf8Check`
+//! follows a text file to its end, because a single Windows-1252 `é` on line 90 000 makes it
+//! something other than UTF-8.
+
+/// What the first bytes of a file say it is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Content {
+    /// No bytes at all, or only whitespace.
+    Empty,
+    /// Plausibly text: no NUL bytes and few control characters. (Whether it is UTF-8 is
+    /// `Utf8Check`'s to say.)
+    Text,
+    /// An Office Open XML workbook (`.xlsx`, `.xlsm`).
+    ExcelWorkbook,
+    /// A pre-2007 Office file (`.xls`, `.doc`): the OLE2 compound format.
+    LegacyOffice,
+    /// A Word document (`.docx`).
+    WordDocument,
+    /// A PowerPoint deck (`.pptx`).
+    Presentation,
+    /// An OpenDocument file (`.ods`, `.odt`), LibreOffice's format.
+    OpenDocument,
+    /// Any other ZIP archive (an Excel workbook whose inner names lie beyond the head too).
+    Zip,
+    Pdf,
+    /// A picture; the name of its format.
+    Image(&'static str),
+    /// A gzip, bzip2, xz, zstd or 7-Zip stream.
+    Compressed,
+    /// Text in UTF-16 or UTF-32 (Excel's "Unicode Text" writes UTF-16).
+    WideText,
+    /// Anything else that is not text.
+    Binary,
+}
+
+impl Content {
+    /// Judges a file by its first bytes. The more of the file's start it sees (up to about
+    /// 4 KiB), the better it tells a workbook from another ZIP archive.
+    pub fn sniff(head: &[u8]) -> Content {
+        if head.iter().all(u8::is_ascii_whitespace) {
+            return Content::Empty;
+        }
+        if let Some(kind) = by_magic(head) {
+            return kind;
+        }
+        if head.starts_with(UTF8_BOM) {
+            return Content::Text;
+        }
+        if looks_wide(head) {
+            return Content::WideText;
+        }
+        if head.contains(&0) || control_share(head) > 0.05 {
+            return Content::Binary;
+        }
+        Content::Text
+    }
+
+    pub fn is_text(self) -> bool {
+        self == Content::Text
+    }
+
+    /// What the file is, in words a prospect knows: "an Excel workbook". `None` for text and
+    /// for an empty file, which have nothing to name.
+    pub fn describe(self) -> Option<&'static str> {
+        Some(match self {
+            Content::Empty | Content::Text => return None,
+            Content::ExcelWorkbook => "an Excel workbook",
+            Content::LegacyOffice => "an Excel 97–2003 workbook (or another old Office file)",
+            Content::WordDocument => "a Word document",
+            Content::Presentation => "a PowerPoint presentation",
+            Content::OpenDocument => "an OpenDocument file (LibreOffice)",
+            Content::Zip => "a ZIP archive (an Excel workbook is one)",
+            Content::Pdf => "a PDF document",
+            Content::Image(_) => "a picture",
+            Content::Compressed => "a compressed archive",
+            Content::WideText => "text in UTF-16 (Excel's \"Unicode Text\")",
+            Content::Binary => "a binary file, not text",
+        })
+    }
+}
+
+pub const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
+
+fn by_magic(head: &[u8]) -> Option<Content> {
+    const MAGIC: &[(&[u8], Content)] = &[
+        (b"%PDF-", Content::Pdf),
+        (b"\x89PNG\r\n\x1a\n", Content::Image("PNG")),
+        (b"\xFF\xD8\xFF", Content::Image("JPEG")),
+        (b"GIF87a", Content::Image("GIF")),
+        (b"GIF89a", Content::Image("GIF")),
+        (b"II*\0", Content::Image("TIFF")),
+        (b"MM\0*", Content::Image("TIFF")),
+        (b"BM", Content::Image("BMP")),
+        (b"\xD0\xCF\x11\xE0\xA1\xB1\x1A\xE1", Content::LegacyOffice),
+        (b"\x1F\x8B", Content::Compressed),
+        (b"BZh", Content::Compressed),
+        (b"\xFD7zXZ\0", Content::Compressed),
+        (b"\x28\xB5\x2F\xFD", Content::Compressed),
+        (b"7z\xBC\xAF\x27\x1C", Content::Compressed),
+        (b"\x00\x00\xFE\xFF", Content::WideText),
+        (b"\xFF\xFE\x00\x00", Content::WideText),
+        (b"\xFF\xFE", Content::WideText),
+        (b"\xFE\xFF", Content::WideText),
+    ];
+    if head.starts_with(b"PK\x03\x04") || head.starts_with(b"PK\x05\x06") {
+        return Some(zip_kind(head));
+    }
+    if head.len() >= 12 && head.starts_with(b"RIFF") && &head[8..12] == b"WEBP" {
+        return Some(Content::Image("WebP"));
+    }
+    // "BM" alone is too weak: a CSV may start with those letters. A bitmap's header
+    // follows with its size and a reserved zero word.
+    MAGIC
+        .iter()
+        .find(|(magic, kind)| {
+            head.starts_with(magic)
+                && (*kind != Content::Image("BMP")
+                    || head.len() >= 10 && head[6..10] == [0, 0, 0, 0])
+        })
+        .map(|&(_, kind)| kind)
+}
+
+/// The names of a ZIP's first entries are in plain text near its start.
+fn zip_kind(head: &[u8]) -> Content {
+    let has = |needle: &[u8]| head.windows(needle.len()).any(|w| w == needle);
+    if has(b"application/vnd.oasis.opendocument") {
+        Content::OpenDocument
+    } else if has(b"xl/") {
+        Content::ExcelWorkbook
+    } else if has(b"word/") {
+        Content::WordDocument
+    } else if has(b"ppt/") {
+        Content::Presentation
+    } else {
+        Content::Zip
+    }
+}
+
+/// UTF-16 without a BOM: every other byte of ASCII text is zero.
+fn looks_wide(head: &[u8]) -> bool {
+    let n = head.len().min(512) & !1;
+    if n < 8 {
+        return false;
+    }
+    let zeros_at = |parity: usize| (parity..n).step_by(2).filter(|&i| head[i] == 0).count();
+    let half = n / 2;
+    zeros_at(0) * 10 >= half * 9 || zeros_at(1) * 10 >= half * 9
+}
+
+/// The share of bytes that are control characters text does not use.
+fn control_share(head: &[u8]) -> f64 {
+    let odd = head
+        .iter()
+        .filter(|&&b| b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r' | 0x0C | 0x1B))
+        .count();
+    odd as f64 / head.len().max(1) as f64
+}
+
+/// Follows a file chunk by chunk and remembers where it first stops being UTF-8. A
+/// character split between two chunks is judged whole.
+#[derive(Debug, Default)]
+pub struct Utf8Check {
+    /// The start of a character cut off at the end of the last chunk.
+    carry: Vec<u8>,
+    /// Line breaks seen so far (the current line is this plus one).
+    newlines: u64,
+    /// Bytes judged so far.
+    offset: u64,
+    first_bad: Option<NotUtf8>,
+}
+
+/// Where a file first stops being UTF-8, and what it probably is instead.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NotUtf8 {
+    /// 1-based.
+    pub line: u64,
+    pub offset: u64,
+}
+
+impl Utf8Check {
+    pub fn new() -> Utf8Check {
+        Utf8Check::default()
+    }
+
+    pub fn feed(&mut self, chunk: &[u8]) {
+        if self.first_bad.is_some() {
+            return;
+        }
+        if self.carry.is_empty() {
+            self.judge(chunk);
+        } else {
+            let mut joined = std::mem::take(&mut self.carry);
+            joined.extend_from_slice(chunk);
+            self.judge(&joined);
+        }
+    }
+
+    fn judge(&mut self, bytes: &[u8]) {
+        match std::str::from_utf8(bytes) {
+            Ok(_) => self.advance(bytes),
+            Err(e) => {
+                let good = &bytes[..e.valid_up_to()];
+                self.advance(good);
+                match e.error_len() {
+                    // Cut off mid-character: the next chunk decides.
+                    None => self.carry = bytes[e.valid_up_to()..].to_vec(),
+                    Some(_) => {
+                        self.first_bad = Some(NotUtf8 {
+                            line: self.newlines + 1,
+                            offset: self.offset,
+                        })
+                    }
+                }
+            }
+        }
+    }
+
+    fn advance(&mut self, good: &[u8]) {
+        self.newlines += good.iter().filter(|&&b| b == b'\n').count() as u64;
+        self.offset += good.len() as u64;
+    }
+
+    /// Where the file first stopped being UTF-8, if it did (a character cut off by the end
+    /// of the file counts).
+    pub fn finish(self) -> Option<NotUtf8> {
+        self.first_bad.or_else(|| {
+            (!self.carry.is_empty()).then_some(NotUtf8 {
+                line: self.newlines + 1,
+                offset: self.offset,
+            })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_what_a_renamed_file_really_is() {
+        let xlsx = b"PK\x03\x04\x14\x00\x06\x00\x08\x00\x00\x00!\x00[Content_Types].xml\
+                     \x00\x00garbage PK\x03\x04 xl/workbook.xml";
+        assert_eq!(Content::sniff(xlsx), Content::ExcelWorkbook);
+        assert_eq!(
+            Content::sniff(b"PK\x03\x04 word/document.xml"),
+            Content::WordDocument
+        );
+        assert_eq!(
+            Content::sniff(b"PK\x03\x04mimetypeapplication/vnd.oasis.opendocument.spreadsheet"),
+            Content::OpenDocument
+        );
+        assert_eq!(Content::sniff(b"PK\x03\x04 data.bin"), Content::Zip);
+        assert_eq!(
+            Content::sniff(b"\xD0\xCF\x11\xE0\xA1\xB1\x1A\xE1\0\0"),
+            Content::LegacyOffice
+        );
+        assert_eq!(Content::sniff(b"%PDF-1.7\n%\xE2\xE3"), Content::Pdf);
+        assert_eq!(
+            Content::sniff(b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR"),
+            Content::Image("PNG")
+        );
+        assert_eq!(
+            Content::sniff(b"\xFF\xD8\xFF\xE0\0\x10JFIF"),
+            Content::Image("JPEG")
+        );
+        assert_eq!(
+            Content::sniff(b"RIFF\0\0\0\0WEBPVP8 "),
+            Content::Image("WebP")
+        );
+        assert_eq!(Content::sniff(b"\x1F\x8B\x08\0"), Content::Compressed);
+        assert_eq!(Content::sniff(b"\xFF\xFEd\0a\0t\0e\0"), Content::WideText);
+        assert_eq!(
+            Content::sniff(b"d\0a\0t\0e\0;\0p\0r\0e\0"),
+            Content::WideText
+        );
+        assert_eq!(
+            Content::sniff(b"\x01\x02\x03\x04\x05abc\0"),
+            Content::Binary
+        );
+    }
+
+    #[test]
+    fn text_is_text_whatever_it_starts_with() {
+        for text in [
+            &b"date,precipitation\n2012-01-01,0.0\n"[..],
+            b"\xEF\xBB\xBFdate;precipitation\r\n01.01.2012;0,5\r\n",
+            b"BMW,3er,2019\nAudi,A4,2020\n",
+            b"PKG,qty\nbolts,4\n",
+            b"[{\"a\": 1}]",
+            b"caf\xE9;cr\xE8me\n",
+            b"\x1b[1mcoloured\x1b[0m\tlog\n",
+        ] {
+            assert_eq!(Content::sniff(text), Content::Text, "{text:?}");
+        }
+        assert_eq!(Content::sniff(b""), Content::Empty);
+        assert_eq!(Content::sniff(b" \r\n\t\n"), Content::Empty);
+        assert_eq!(Content::Text.describe(), None);
+        assert_eq!(Content::ExcelWorkbook.describe(), Some("an Excel workbook"));
+    }
+
+    fn check(chunks: &[&[u8]]) -> Option<NotUtf8> {
+        let mut c = Utf8Check::new();
+        for chunk in chunks {
+            c.feed(chunk);
+        }
+        c.finish()
+    }
+
+    #[test]
+    fn finds_the_first_line_that_is_not_utf8() {
+        assert_eq!(check(&[b"a,b\n", "é,ü\n".as_bytes()]), None);
+        // "é" is C3 A9: split across chunks it is still one character.
+        assert_eq!(check(&[b"a,b\n\xC3", b"\xA9,x\n"]), None);
+        assert_eq!(
+            check(&[b"a,b\nok\n", b"caf\xE9\n"]),
+            Some(NotUtf8 {
+                line: 3,
+                offset: 10
+            })
+        );
+        // Cut off by the end of the file.
+        assert_eq!(
+            check(&[b"a\n\xE2\x82"]),
+            Some(NotUtf8 { line: 2, offset: 2 })
+        );
+        // Once found, later chunks change nothing.
+        assert_eq!(
+            check(&[b"\xFF\n", b"fine\n"]),
+            Some(NotUtf8 { line: 1, offset: 0 })
+        );
+    }
+}
