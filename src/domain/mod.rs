@@ -11,6 +11,7 @@ pub mod event;
 pub mod ids;
 pub mod image;
 pub mod manifest;
+pub mod page;
 pub mod pool;
 pub mod profile;
 pub mod receipt;

@@ -35,7 +35,7 @@ use tracing::Level;
 pub use auth::{AdminToken, Caller};
 pub use client::{ClientAddress, ClientError, ClientKey, TrustedProxies};
 pub use error::{ApiError, Problem};
-pub use extract::{ApiJson, ApiQuery};
+pub use extract::{ApiJson, ApiQuery, NoQuery};
 pub use intake::{Intake, IntakeSettings};
 pub use rate_limit::RateLimiter;
 

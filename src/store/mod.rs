@@ -38,13 +38,31 @@ pub enum StoreError {
 
 pub type Result<T> = std::result::Result<T, StoreError>;
 
-#[derive(Clone, Debug, Default)]
+/// Which sandboxes `sandboxes` lists, newest first. The default: all of them.
+#[derive(Clone, Debug)]
 pub struct SandboxFilter {
     pub vendor: Option<VendorId>,
     pub demo: Option<DemoId>,
     pub status: Option<SandboxStatus>,
     /// Live sandboxes, and ended ones only if they ended at or after this moment.
     pub ended_since: Option<Timestamp>,
+    /// Newest first: only those older than this one (the last of the page before).
+    pub before: Option<SandboxId>,
+    /// At most this many.
+    pub limit: u32,
+}
+
+impl Default for SandboxFilter {
+    fn default() -> Self {
+        SandboxFilter {
+            vendor: None,
+            demo: None,
+            status: None,
+            ended_since: None,
+            before: None,
+            limit: u32::MAX,
+        }
+    }
 }
 
 /// What `reserve_wake` found.

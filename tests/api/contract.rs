@@ -1360,14 +1360,21 @@ async fn create_with_an_unknown_or_invalid_form_field_is_422() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn create_with_a_bad_query_is_400() {
+async fn create_with_a_bad_query_is_refused_before_the_upload() {
     let app = TestApp::spawn().await;
     let (_, demo) = app.static_demo(json!({})).await;
-    for query in ["?wait=abc", "?wait=-1", "?wait=1.5", "?later=1"] {
+    // A value of the wrong type is invalid (422, like a JSON body's); a parameter the route
+    // does not take is malformed (400). Either way the upload is not read.
+    for (query, status, kind) in [
+        ("?wait=abc", StatusCode::UNPROCESSABLE_ENTITY, "invalid"),
+        ("?wait=-1", StatusCode::UNPROCESSABLE_ENTITY, "invalid"),
+        ("?wait=1.5", StatusCode::UNPROCESSABLE_ENTITY, "invalid"),
+        ("?later=1", StatusCode::BAD_REQUEST, "malformed-request"),
+    ] {
         let form = RawForm::new().field("demo", &demo).file(b"a.csv", CSV);
         let res = post_form(&app, query, form.finish()).await;
-        let body = refused(&app, res, StatusCode::BAD_REQUEST).await;
-        assert_eq!(body["type"], "urn:testdrive:problem:malformed-request");
+        let body = refused(&app, res, status).await;
+        assert_eq!(body["type"], format!("urn:testdrive:problem:{kind}"), "{query}");
     }
 }
 
@@ -1563,6 +1570,94 @@ async fn sandboxes_list_filters_are_checked() {
     problem(res, StatusCode::BAD_REQUEST).await;
     let res = app.get("/v1/sandboxes?status=ended", admin).await;
     assert!(items(&json_body(res, StatusCode::OK).await).is_empty());
+}
+
+/// Follows `next` from `first` to the end; the ids of every page, in order.
+async fn follow_pages(app: &TestApp, first: &str, token: Option<&str>) -> Vec<Vec<String>> {
+    let mut pages = Vec::new();
+    let mut link = Some(first.to_string());
+    while let Some(path) = link {
+        let body = json_body(app.get(&path, token).await, StatusCode::OK).await;
+        pages.push(ids(&body).iter().map(|s| s.to_string()).collect());
+        link = body["next"].as_str().map(str::to_string);
+        assert!(pages.len() <= 10, "the pages never end: {body}");
+    }
+    pages
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lists_come_in_pages_linked_by_next() {
+    let app = TestApp::spawn().await;
+    let admin = Some(app.admin.as_str());
+    for n in 0..5 {
+        app.vendor(&format!("Pager {n}")).await;
+    }
+    let whole = json_body(app.get("/v1/vendors", admin).await, StatusCode::OK).await;
+    assert_eq!(whole["next"], Value::Null, "{whole}");
+    let all: Vec<String> = ids(&whole).iter().map(|s| s.to_string()).collect();
+    assert!(all.len() >= 5);
+    let pages = follow_pages(&app, "/v1/vendors?limit=2", admin).await;
+    assert!(pages.iter().all(|p| p.len() <= 2 && !p.is_empty()), "{pages:?}");
+    assert_eq!(pages.concat(), all, "paging neither skips nor repeats");
+
+    // Sandboxes, newest first, with the filters carried in `next`.
+    let (_, demo) = app.static_demo(json!({})).await;
+    let mut made = Vec::new();
+    for _ in 0..3 {
+        made.push(sandbox_of(&app, &demo).await);
+    }
+    let pages = follow_pages(&app, &format!("/v1/sandboxes?demo={demo}&limit=2"), admin).await;
+    assert_eq!(pages.iter().map(Vec::len).collect::<Vec<_>>(), [2, 1]);
+    let mut newest_first: Vec<String> = made.iter().map(|(id, _)| id.clone()).collect();
+    newest_first.reverse();
+    assert_eq!(pages.concat(), newest_first);
+    let first = json_body(
+        app.get(&format!("/v1/sandboxes?demo={demo}&limit=2"), admin).await,
+        StatusCode::OK,
+    )
+    .await;
+    let next = first["next"].as_str().unwrap();
+    assert!(next.contains(&format!("demo={demo}")), "{next}");
+    for (id, token) in &made {
+        end(&app, id, token).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_mistakes_are_answered_in_the_api_words() {
+    let app = TestApp::spawn().await;
+    let admin = Some(app.admin.as_str());
+    for limit in ["", "0", "1001", "ten"] {
+        let res = app.get(&format!("/v1/sandboxes?limit={limit}"), admin).await;
+        let body = problem_on(res, StatusCode::UNPROCESSABLE_ENTITY, "limit").await;
+        assert!(
+            body["detail"].as_str().unwrap().contains("whole number from 1 to 1000"),
+            "{body}"
+        );
+    }
+    let res = app.get("/v1/vendors?after=somewhere", admin).await;
+    problem_on(res, StatusCode::UNPROCESSABLE_ENTITY, "after").await;
+    let res = app.get("/v1/sandboxes?stauts=ready", admin).await;
+    let body = problem(res, StatusCode::BAD_REQUEST).await;
+    let detail = body["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("`stauts` is not a query parameter of this route")
+            && detail.contains("`status`"),
+        "{body}"
+    );
+    let res = app.get("/v1/sandboxes?limit=1&limit=2", admin).await;
+    let body = problem(res, StatusCode::BAD_REQUEST).await;
+    assert!(body["detail"].as_str().unwrap().contains("more than once"), "{body}");
+    let res = app.get("/v1/catalog?limit=5", None).await;
+    let body = problem(res, StatusCode::BAD_REQUEST).await;
+    assert!(body["detail"].as_str().unwrap().contains("it takes none"), "{body}");
+    let res = app.get("/v1/sandboxes?wait=x", admin).await;
+    let body = problem(res, StatusCode::BAD_REQUEST).await;
+    assert!(body["detail"].as_str().unwrap().contains("`wait` is not a query parameter"));
+    let res = app
+        .post_json("/v1/sandboxes?wait=soon", None, &json!({}))
+        .await;
+    problem_on(res, StatusCode::UNPROCESSABLE_ENTITY, "wait").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,7 +10,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::vendors::own_vendor;
-use super::{ApiError, ApiJson, AppState, Caller, Items, Problem};
+use super::{ApiError, ApiJson, AppState, Caller, Items, NoQuery, Problem};
 use crate::domain::{ImageGrant, RegistryLogin, RegistryServer, StoredLogin, Timestamp};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -77,6 +77,7 @@ async fn list_registries(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
+    _: NoQuery,
 ) -> Result<axum::Json<Items<LoginView>>, ApiError> {
     let vendor = own_vendor(&state, caller, &id).await?;
     Ok(axum::Json(Items::of(state.store.logins(vendor.id).await?)))
@@ -142,6 +143,7 @@ async fn list_images(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
+    _: NoQuery,
 ) -> Result<axum::Json<Items<ImageGrant>>, ApiError> {
     let vendor = own_vendor(&state, caller, &id).await?;
     Ok(axum::Json(Items {

@@ -6,7 +6,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{ApiError, AppState, Items};
+use super::{ApiError, AppState, Items, NoQuery};
 use crate::domain::manifest::TrialRules;
 use crate::domain::{DemoId, UploadRules};
 
@@ -32,6 +32,7 @@ pub struct CatalogEntry {
     responses((status = 200, body = Items<CatalogEntry>)))]
 async fn catalog(
     State(state): State<AppState>,
+    _: NoQuery,
 ) -> Result<axum::Json<Items<CatalogEntry>>, ApiError> {
     let entries = state
         .store

@@ -12,7 +12,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::auth::demo_id;
-use super::{ApiError, ApiJson, ApiQuery, AppState, Caller, Items, Problem};
+use super::{ApiError, ApiJson, ApiQuery, AppState, Caller, Page, Problem, page_of};
+use crate::domain::page::{self, Limit};
 use crate::domain::{Demo, ImageStatus};
 use crate::domain::{DemoId, DemoManifest, DemoSpec, Timestamp, VendorId};
 use crate::engine::PullProgress;
@@ -129,21 +130,36 @@ async fn create_demo(
     ))
 }
 
-/// The caller's demos (all of them for operators).
-#[utoipa::path(get, path = "/v1/demos", tag = "demos",
-    responses((status = 200, body = Items<DemoView>)), security(("bearer" = [])))]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct ListParams {
+    /// At most this many (default 100, at most 1000).
+    limit: Option<String>,
+    /// Where the page starts: taken from the previous page's `next`.
+    after: Option<String>,
+}
+
+/// The caller's demos (all of them for operators), oldest first.
+#[utoipa::path(get, path = "/v1/demos", tag = "demos", params(ListParams),
+    responses((status = 200, body = Page<DemoView>)), security(("bearer" = [])))]
 async fn list_demos(
     State(state): State<AppState>,
     caller: Caller,
-) -> Result<axum::Json<Items<DemoView>>, ApiError> {
+    ApiQuery(params): ApiQuery<ListParams>,
+) -> Result<axum::Json<Page<DemoView>>, ApiError> {
+    let limit = Limit::parse(params.limit.as_deref())?;
+    let after = page::parse_after(params.after.as_deref(), DemoId::parse)?;
     let demos = state.store.demos(caller.vendor_scope()?).await?;
+    let demos = page_of(demos, |d| d.id, after, limit);
     let pools = state.lifecycle.pool_levels().await?;
-    Ok(axum::Json(Items {
-        items: demos
-            .into_iter()
-            .map(|d| DemoView::new(d, &pools))
-            .collect(),
-    }))
+    let demos = demos
+        .into_iter()
+        .map(|d| DemoView::new(d, &pools))
+        .collect();
+    Ok(axum::Json(Page::of(demos, limit, "/v1/demos", &[], |d| {
+        d.id.to_string()
+    })))
 }
 
 #[utoipa::path(get, path = "/v1/demos/{id}", tag = "demos",

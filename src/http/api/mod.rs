@@ -15,7 +15,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 
-use super::{ApiError, ApiJson, ApiQuery, AppState, Caller, Problem, auth};
+use super::{ApiError, ApiJson, ApiQuery, AppState, Caller, NoQuery, Problem, auth};
+use crate::domain::page::Limit;
 
 /// `{"items": [...]}`.
 #[derive(Serialize, ToSchema)]
@@ -29,6 +30,56 @@ impl<T> Items<T> {
             items: records.into_iter().map(Into::into).collect(),
         }
     }
+}
+
+/// `{"items": [...], "next": …}`: one page of a list (`?limit=`, default 100, at most 1000).
+#[derive(Serialize, ToSchema)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// The link to the next page (the same filters, `after` the last item here); `null` on
+    /// the last page.
+    pub next: Option<String>,
+}
+
+impl<T> Page<T> {
+    /// `items` fetched one over `limit`: the extra one only says that another page follows.
+    /// `next` is `path?query`, with `after` set to `position` of the last item kept.
+    fn of(
+        mut items: Vec<T>,
+        limit: Limit,
+        path: &str,
+        filters: &[(&str, Option<&str>)],
+        position: impl Fn(&T) -> String,
+    ) -> Self {
+        let more = items.len() > limit.get() as usize;
+        items.truncate(limit.get() as usize);
+        let next = more.then(|| items.last().map(&position)).flatten().map(|after| {
+            let mut query = form_urlencoded::Serializer::new(String::new());
+            for (name, value) in filters {
+                if let Some(value) = value {
+                    query.append_pair(name, value);
+                }
+            }
+            query.append_pair("limit", &limit.get().to_string());
+            query.append_pair("after", &after);
+            format!("{path}?{}", query.finish())
+        });
+        Page { items, next }
+    }
+}
+
+/// A page of a list held whole in memory (vendors, demos: made by hand, so few), in id order.
+fn page_of<T, Id: Ord + Copy>(
+    items: Vec<T>,
+    id: impl Fn(&T) -> Id,
+    after: Option<Id>,
+    limit: Limit,
+) -> Vec<T> {
+    items
+        .into_iter()
+        .filter(|item| after.is_none_or(|after| id(item) > after))
+        .take(limit.get() as usize + 1)
+        .collect()
 }
 
 #[derive(OpenApi)]

@@ -11,7 +11,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{ApiError, AppState, Caller, Items};
+use super::{ApiError, AppState, Caller, Items, NoQuery};
 use crate::domain::{ServiceEventRecord, Timestamp};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -131,6 +131,7 @@ impl From<ServiceEventRecord> for ServiceEventView {
 async fn service_events(
     State(state): State<AppState>,
     caller: Caller,
+    _: NoQuery,
 ) -> Result<axum::Json<Items<ServiceEventView>>, ApiError> {
     let scope = caller.vendor_scope()?;
     let events = state.store.recent_service_events(scope, 100).await?;

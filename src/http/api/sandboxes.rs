@@ -10,7 +10,8 @@ use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
 use utoipa_axum::routes;
 
 use super::auth::SeenSandbox;
-use super::{ApiError, ApiJson, ApiQuery, AppState, Caller, Items, Problem};
+use super::{ApiError, ApiJson, ApiQuery, AppState, Caller, Items, NoQuery, Page, Problem};
+use crate::domain::page::{self, Limit};
 use crate::domain::{
     DemoId, EndReason, FileRecord, Prospect, Sandbox, SandboxId, SandboxStatus, Timestamp,
 };
@@ -160,16 +161,21 @@ pub struct ListParams {
     status: Option<String>,
     /// A demo id.
     demo: Option<String>,
+    /// At most this many (default 100, at most 1000).
+    limit: Option<String>,
+    /// Where the page starts: taken from the previous page's `next`.
+    after: Option<String>,
 }
 
 /// Sandboxes of the caller's demos (all of them for operators), newest first.
 #[utoipa::path(get, path = "/v1/sandboxes", tag = "sandboxes", params(ListParams),
-    responses((status = 200, body = Items<SandboxView>)), security(("bearer" = [])))]
+    responses((status = 200, body = Page<SandboxView>)), security(("bearer" = [])))]
 async fn list_sandboxes(
     State(state): State<AppState>,
     caller: Caller,
     ApiQuery(params): ApiQuery<ListParams>,
-) -> Result<axum::Json<Items<SandboxView>>, ApiError> {
+) -> Result<axum::Json<Page<SandboxView>>, ApiError> {
+    let limit = Limit::parse(params.limit.as_deref())?;
     let filter = SandboxFilter {
         vendor: caller.vendor_scope()?,
         status: params
@@ -179,6 +185,8 @@ async fn list_sandboxes(
             .transpose()?,
         demo: params.demo.as_deref().map(DemoId::parse).transpose()?,
         ended_since: None,
+        before: page::parse_after(params.after.as_deref(), SandboxId::parse)?,
+        limit: limit.get() + 1,
     };
     let items = state
         .store
@@ -187,7 +195,13 @@ async fn list_sandboxes(
         .into_iter()
         .map(|s| SandboxView::new(&state, s, true))
         .collect();
-    Ok(axum::Json(Items { items }))
+    let filters = [
+        ("status", params.status.as_deref()),
+        ("demo", params.demo.as_deref()),
+    ];
+    Ok(axum::Json(Page::of(items, limit, "/v1/sandboxes", &filters, |s| {
+        s.id.to_string()
+    })))
 }
 
 #[utoipa::path(get, path = "/v1/sandboxes/{id}", tag = "sandboxes", params(("id" = String, Path)),
@@ -269,6 +283,7 @@ pub struct EventView {
 async fn sandbox_events(
     State(state): State<AppState>,
     SeenSandbox { sandbox, .. }: SeenSandbox,
+    _: NoQuery,
 ) -> Result<axum::Json<Items<EventView>>, ApiError> {
     let items = state
         .store

@@ -9,7 +9,8 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{ApiError, ApiJson, ApiQuery, AppState, Caller, Items, Problem};
+use super::{ApiError, ApiJson, ApiQuery, AppState, Caller, Items, Page, Problem, page_of};
+use crate::domain::page::{self, Limit};
 use crate::domain::webhook::DeliveryRecord;
 use crate::domain::{Timestamp, Vendor, VendorId, VendorName, WebhookUrl};
 use crate::webhooks::WebhookRefused;
@@ -116,16 +117,32 @@ async fn create_vendor(
     ))
 }
 
-/// List vendors (operators only); keys are never shown again.
-#[utoipa::path(get, path = "/v1/vendors", tag = "vendors",
-    responses((status = 200, body = Items<VendorView>)), security(("bearer" = [])))]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct ListParams {
+    /// At most this many (default 100, at most 1000).
+    limit: Option<String>,
+    /// Where the page starts: taken from the previous page's `next`.
+    after: Option<String>,
+}
+
+/// List vendors (operators only), oldest first; keys are never shown again.
+#[utoipa::path(get, path = "/v1/vendors", tag = "vendors", params(ListParams),
+    responses((status = 200, body = Page<VendorView>)), security(("bearer" = [])))]
 async fn list_vendors(
     State(state): State<AppState>,
     caller: Caller,
-) -> Result<axum::Json<Items<VendorView>>, ApiError> {
+    ApiQuery(params): ApiQuery<ListParams>,
+) -> Result<axum::Json<Page<VendorView>>, ApiError> {
     caller.require_admin()?;
-    let vendors = state.store.vendors().await?;
-    Ok(axum::Json(Items::of(vendors)))
+    let limit = Limit::parse(params.limit.as_deref())?;
+    let after = page::parse_after(params.after.as_deref(), VendorId::parse)?;
+    let vendors = page_of(state.store.vendors().await?, |v| v.id, after, limit);
+    let vendors = vendors.into_iter().map(VendorView::from).collect();
+    Ok(axum::Json(Page::of(vendors, limit, "/v1/vendors", &[], |v| {
+        v.id.to_string()
+    })))
 }
 
 /// One vendor: operators, or the vendor itself.

@@ -326,6 +326,8 @@ async fn snapshot(state: &AppState, scope: Option<VendorId>) -> Result<Snapshot,
         .sandboxes(&SandboxFilter {
             vendor: scope,
             ended_since: Some(since),
+            // A page, not an export: the API pages through the rest.
+            limit: 1000,
             ..SandboxFilter::default()
         })
         .await?;

@@ -156,7 +156,10 @@ impl SandboxStore for SqliteStore {
                 .push_bind(since.millis())
                 .push(")");
         }
-        q.push(" ORDER BY id DESC LIMIT 1000");
+        if let Some(before) = filter.before {
+            q.push(" AND id < ").push_bind(before.to_string());
+        }
+        q.push(" ORDER BY id DESC LIMIT ").push_bind(filter.limit);
         self.all(q.build(), sandbox_from).await
     }
 
