@@ -63,7 +63,10 @@ mod tests {
         for bad in ["", "0", "1001", "-1", "ten", "1.5", "99999999999"] {
             let err = Limit::parse(Some(bad)).unwrap_err();
             assert_eq!(err.field, "limit");
-            assert!(err.reason.contains("whole number from 1 to 1000"), "{bad}: {err}");
+            assert!(
+                err.reason.contains("whole number from 1 to 1000"),
+                "{bad}: {err}"
+            );
         }
     }
 

@@ -142,7 +142,9 @@ mod tests {
         let (status, text) = detail(parse_query::<Params>("wiat=5").unwrap_err());
         assert_eq!(status, 400);
         assert!(
-            text.contains("`wiat` is not a query parameter of this route: it takes `wait`, `status`"),
+            text.contains(
+                "`wiat` is not a query parameter of this route: it takes `wait`, `status`"
+            ),
             "{text}"
         );
         let (status, text) = detail(parse_query::<Nothing>("x=1").unwrap_err());
@@ -150,7 +152,10 @@ mod tests {
         assert!(text.contains("it takes none"), "{text}");
         let (status, text) = detail(parse_query::<Params>("wait=").unwrap_err());
         assert_eq!(status, 422);
-        assert!(text.contains("wait") && text.contains("whole number"), "{text}");
+        assert!(
+            text.contains("wait") && text.contains("whole number"),
+            "{text}"
+        );
         let (status, text) = detail(parse_query::<Params>("status=a&wait=ten").unwrap_err());
         assert_eq!(status, 422);
         assert!(text.contains("wait: must be a whole number"), "{text}");

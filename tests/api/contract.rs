@@ -1374,7 +1374,11 @@ async fn create_with_a_bad_query_is_refused_before_the_upload() {
         let form = RawForm::new().field("demo", &demo).file(b"a.csv", CSV);
         let res = post_form(&app, query, form.finish()).await;
         let body = refused(&app, res, status).await;
-        assert_eq!(body["type"], format!("urn:testdrive:problem:{kind}"), "{query}");
+        assert_eq!(
+            body["type"],
+            format!("urn:testdrive:problem:{kind}"),
+            "{query}"
+        );
     }
 }
 
@@ -1597,7 +1601,10 @@ async fn lists_come_in_pages_linked_by_next() {
     let all: Vec<String> = ids(&whole).iter().map(|s| s.to_string()).collect();
     assert!(all.len() >= 5);
     let pages = follow_pages(&app, "/v1/vendors?limit=2", admin).await;
-    assert!(pages.iter().all(|p| p.len() <= 2 && !p.is_empty()), "{pages:?}");
+    assert!(
+        pages.iter().all(|p| p.len() <= 2 && !p.is_empty()),
+        "{pages:?}"
+    );
     assert_eq!(pages.concat(), all, "paging neither skips nor repeats");
 
     // Sandboxes, newest first, with the filters carried in `next`.
@@ -1612,7 +1619,8 @@ async fn lists_come_in_pages_linked_by_next() {
     newest_first.reverse();
     assert_eq!(pages.concat(), newest_first);
     let first = json_body(
-        app.get(&format!("/v1/sandboxes?demo={demo}&limit=2"), admin).await,
+        app.get(&format!("/v1/sandboxes?demo={demo}&limit=2"), admin)
+            .await,
         StatusCode::OK,
     )
     .await;
@@ -1628,10 +1636,15 @@ async fn query_mistakes_are_answered_in_the_api_words() {
     let app = TestApp::spawn().await;
     let admin = Some(app.admin.as_str());
     for limit in ["", "0", "1001", "ten"] {
-        let res = app.get(&format!("/v1/sandboxes?limit={limit}"), admin).await;
+        let res = app
+            .get(&format!("/v1/sandboxes?limit={limit}"), admin)
+            .await;
         let body = problem_on(res, StatusCode::UNPROCESSABLE_ENTITY, "limit").await;
         assert!(
-            body["detail"].as_str().unwrap().contains("whole number from 1 to 1000"),
+            body["detail"]
+                .as_str()
+                .unwrap()
+                .contains("whole number from 1 to 1000"),
             "{body}"
         );
     }
@@ -1647,13 +1660,24 @@ async fn query_mistakes_are_answered_in_the_api_words() {
     );
     let res = app.get("/v1/sandboxes?limit=1&limit=2", admin).await;
     let body = problem(res, StatusCode::BAD_REQUEST).await;
-    assert!(body["detail"].as_str().unwrap().contains("more than once"), "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("more than once"),
+        "{body}"
+    );
     let res = app.get("/v1/catalog?limit=5", None).await;
     let body = problem(res, StatusCode::BAD_REQUEST).await;
-    assert!(body["detail"].as_str().unwrap().contains("it takes none"), "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("it takes none"),
+        "{body}"
+    );
     let res = app.get("/v1/sandboxes?wait=x", admin).await;
     let body = problem(res, StatusCode::BAD_REQUEST).await;
-    assert!(body["detail"].as_str().unwrap().contains("`wait` is not a query parameter"));
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("`wait` is not a query parameter")
+    );
     let res = app
         .post_json("/v1/sandboxes?wait=soon", None, &json!({}))
         .await;

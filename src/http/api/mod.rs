@@ -53,17 +53,20 @@ impl<T> Page<T> {
     ) -> Self {
         let more = items.len() > limit.get() as usize;
         items.truncate(limit.get() as usize);
-        let next = more.then(|| items.last().map(&position)).flatten().map(|after| {
-            let mut query = form_urlencoded::Serializer::new(String::new());
-            for (name, value) in filters {
-                if let Some(value) = value {
-                    query.append_pair(name, value);
+        let next = more
+            .then(|| items.last().map(&position))
+            .flatten()
+            .map(|after| {
+                let mut query = form_urlencoded::Serializer::new(String::new());
+                for (name, value) in filters {
+                    if let Some(value) = value {
+                        query.append_pair(name, value);
+                    }
                 }
-            }
-            query.append_pair("limit", &limit.get().to_string());
-            query.append_pair("after", &after);
-            format!("{path}?{}", query.finish())
-        });
+                query.append_pair("limit", &limit.get().to_string());
+                query.append_pair("after", &after);
+                format!("{path}?{}", query.finish())
+            });
         Page { items, next }
     }
 }

@@ -199,9 +199,13 @@ async fn list_sandboxes(
         ("status", params.status.as_deref()),
         ("demo", params.demo.as_deref()),
     ];
-    Ok(axum::Json(Page::of(items, limit, "/v1/sandboxes", &filters, |s| {
-        s.id.to_string()
-    })))
+    Ok(axum::Json(Page::of(
+        items,
+        limit,
+        "/v1/sandboxes",
+        &filters,
+        |s| s.id.to_string(),
+    )))
 }
 
 #[utoipa::path(get, path = "/v1/sandboxes/{id}", tag = "sandboxes", params(("id" = String, Path)),

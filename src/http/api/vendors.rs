@@ -140,9 +140,13 @@ async fn list_vendors(
     let after = page::parse_after(params.after.as_deref(), VendorId::parse)?;
     let vendors = page_of(state.store.vendors().await?, |v| v.id, after, limit);
     let vendors = vendors.into_iter().map(VendorView::from).collect();
-    Ok(axum::Json(Page::of(vendors, limit, "/v1/vendors", &[], |v| {
-        v.id.to_string()
-    })))
+    Ok(axum::Json(Page::of(
+        vendors,
+        limit,
+        "/v1/vendors",
+        &[],
+        |v| v.id.to_string(),
+    )))
 }
 
 /// One vendor: operators, or the vendor itself.
