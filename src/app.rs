@@ -227,12 +227,26 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let store: Arc<dyn Store> = Arc::new(SqliteStore::connect(&config.database_url()).await?);
     let instance = store.instance_id().await?;
     let network = sandbox_network(&config, store.as_ref(), &instance).await?;
-    if config.sandbox.host_firewall == HostFirewall::Iptables {
-        isolate_host(&network.bridge)
-            .await
-            .map_err(StartError::Firewall)?;
-    }
     tracing::info!(network = %network.name, bridge = %network.bridge, subnet = %network.subnet, "the sandbox network");
+    // Said at every start, not only when a rule had to be added: an operator reading the
+    // log should not have to wonder whether sandboxes can reach the host.
+    match config.sandbox.host_firewall {
+        HostFirewall::Iptables => {
+            let added = isolate_host(&network.bridge)
+                .await
+                .map_err(StartError::Firewall)?;
+            tracing::info!(
+                bridge = %network.bridge,
+                added = added.len(),
+                "host firewall in place: sandboxes cannot open connections to the host"
+            );
+        }
+        HostFirewall::None => tracing::warn!(
+            bridge = %network.bridge,
+            "host firewall left to the host (sandbox.host_firewall = \"none\"): install the \
+             rules of scripts/host-firewall, or sandboxes can reach the host's services"
+        ),
+    }
     let engine: Arc<dyn Engine> = Arc::new(
         DockerEngine::connect(
             EngineSettings {

@@ -88,6 +88,19 @@ fn spooled_bytes(svc: &ChildService) -> u64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_written_to_a_file_is_plain_text_and_says_the_host_is_walled_off() {
+    // The service's stdout is a file here, as under systemd or `> testdrive.log`.
+    let svc = ChildService::start().await;
+    let log = svc.log_tail(10_000);
+    assert!(log.contains("testdrive: listening on"), "{log}");
+    assert!(!log.contains('\u{1b}'), "colour codes in a log file:\n{log}");
+    assert!(
+        log.contains("host firewall in place: sandboxes cannot open connections to the host"),
+        "{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kill_mid_upload_leaves_no_spool_file_record_or_object() {
     let mut svc = ChildService::start().await;
     let (_, demo) = svc

@@ -151,7 +151,6 @@ impl ChildService {
             .env("TESTDRIVE_SANDBOX__BRIDGE", &self.bridge)
             .env("TESTDRIVE_SANDBOX__SUBNET", &self.subnet)
             .env("TESTDRIVE_LOG", "info,testdrive=debug")
-            .env("NO_COLOR", "1")
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("the log file"))
