@@ -93,7 +93,10 @@ async fn a_log_written_to_a_file_is_plain_text_and_says_the_host_is_walled_off()
     let svc = ChildService::start().await;
     let log = svc.log_tail(10_000);
     assert!(log.contains("testdrive: listening on"), "{log}");
-    assert!(!log.contains('\u{1b}'), "colour codes in a log file:\n{log}");
+    assert!(
+        !log.contains('\u{1b}'),
+        "colour codes in a log file:\n{log}"
+    );
     assert!(
         log.contains("host firewall in place: sandboxes cannot open connections to the host"),
         "{log}"
