@@ -15,6 +15,11 @@ use std::time::Duration;
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
 
+/// Put before the body so the first boundary reads like every later delimiter (`CRLF--b`).
+const PRELUDE: &[u8] = b"\r\n";
+/// Bytes that may wait in the buffer beyond the body limit: one large chunk's worth.
+const UNREAD_MAX: u64 = 1024 * 1024;
+
 /// What the reader lets through.
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
@@ -135,7 +140,7 @@ where
         // A body may start with the boundary right away, without the CRLF that precedes
         // every later one: a CRLF in front lets one search find either.
         let mut buf = BytesMut::with_capacity(8 * 1024);
-        buf.extend_from_slice(b"\r\n");
+        buf.extend_from_slice(PRELUDE);
         MultipartReader {
             body,
             delimiter,
@@ -153,6 +158,19 @@ where
         self.limits.body_bytes = limit;
     }
 
+    /// Whether the form has used more of the body than the limit in force allows. Checked
+    /// before every step, so no step goes on from beyond the limit.
+    fn within_limit(&self) -> Result<()> {
+        let unread = self.buf.len() as u64;
+        let used = (self.read + PRELUDE.len() as u64).saturating_sub(unread);
+        if used > self.limits.body_bytes {
+            return Err(MultipartError::BodyTooLarge {
+                limit: self.limits.body_bytes,
+            });
+        }
+        Ok(())
+    }
+
     /// Reads one more chunk of the body into the buffer; false at its end.
     async fn fill(&mut self) -> Result<bool> {
         let next = tokio::time::timeout(self.limits.idle, self.body.next())
@@ -164,11 +182,15 @@ where
             None => Ok(false),
             Some(Err(e)) => Err(MultipartError::Body(e.to_string())),
             Some(Ok(chunk)) => {
+                // Judged by what the form has used up, not by what has arrived: a client may
+                // send a form's start in one chunk larger than the limit in force while the
+                // demo is not known yet, and that limit is about where the demo field ends.
+                // What waits unread stays bounded by UNREAD_MAX over the limit.
+                self.within_limit()?;
                 self.read += chunk.len() as u64;
-                if self.read > self.limits.body_bytes {
-                    return Err(MultipartError::BodyTooLarge {
-                        limit: self.limits.body_bytes,
-                    });
+                let limit = self.limits.body_bytes;
+                if self.read > limit.saturating_add(UNREAD_MAX) {
+                    return Err(MultipartError::BodyTooLarge { limit });
                 }
                 self.buf.extend_from_slice(&chunk);
                 Ok(true)
@@ -188,6 +210,7 @@ where
     /// the closing boundary.
     pub async fn next_part(&mut self) -> Result<Option<PartHead>> {
         loop {
+            self.within_limit()?;
             match self.state {
                 State::Done => return Ok(None),
                 State::Content => while self.chunk().await?.is_some() {},
@@ -311,6 +334,7 @@ where
         if self.state != State::Content {
             return Ok(None);
         }
+        self.within_limit()?;
         loop {
             match find(&self.buf, &self.delimiter) {
                 Some(0) => {
@@ -964,6 +988,34 @@ mod tests {
         reader.allow_body_bytes(body.len() as u64);
         let rest = read_all(&mut reader).await.unwrap();
         assert_eq!(rest, expected()[1..]);
+    }
+
+    #[tokio::test]
+    async fn a_form_whose_start_arrives_in_one_large_chunk_is_judged_by_what_it_used() {
+        let body = form();
+        let first_head = body.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        // The demo field ends well within the limit, but the first chunk holds the whole
+        // form: the limit is about where the demo field ends, not the chunk's size.
+        let small = Limits {
+            body_bytes: first_head as u64 + 64,
+            ..limits()
+        };
+        assert!(body.len() > first_head + 64);
+        let mut reader = reader_of(vec![body.clone()], small);
+        let first = reader.next_part().await.unwrap().unwrap();
+        assert_eq!(first.name, "demo");
+        reader.allow_body_bytes(body.len() as u64);
+        let rest = read_all(&mut reader).await.unwrap();
+        assert_eq!(rest, expected()[1..]);
+
+        // Not raised: the rest is still refused.
+        let mut reader = reader_of(vec![body], small);
+        reader.next_part().await.unwrap().unwrap();
+        let err = read_all(&mut reader).await.unwrap_err();
+        assert!(
+            matches!(err, MultipartError::BodyTooLarge { .. }),
+            "{err:?}"
+        );
     }
 
     #[tokio::test(start_paused = true)]
