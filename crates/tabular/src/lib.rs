@@ -4,4 +4,12 @@
 //!
 //! Pure functions over bytes, no I/O and no dependencies.
 
+pub mod cell;
+pub mod dialect;
+#[cfg(feature = "fixtures")]
+pub mod fixtures;
+pub mod layout;
 pub mod sniff;
+
+pub use cell::CellType;
+pub use dialect::Dialect;
