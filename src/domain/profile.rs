@@ -1,20 +1,36 @@
 //! What an uploaded file looks like, never what it says: computed while the file streams
-//! into the spool, for the vendor's trial report. For CSV/TSV the column names, each
-//! column's inferred type and the row count; for JSON the top-level keys or the array's
-//! length. No cell or value is ever kept (column names and keys describe the shape).
+//! into the spool, for the vendor's trial report. For CSV/TSV the delimiter, whether the
+//! first line names the columns, the column names, each column's type and the row count; for
+//! JSON the top-level keys, or an array's length and, for an array of records, their keys
+//! with a type each. No cell or value is ever kept: a first line that is data is not taken
+//! for names (the columns are `column 1…n`), names that are not plain text are dropped, and a
+//! file that is not text is only named (`not_text`), never read as a table.
+//!
+//! The reading rules (dialect, header, cell types) are `tabular`'s, shared with the CSV
+//! Explorer demo.
+
+use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
+use tabular::sniff::{Content, UTF8_BOM};
+use tabular::{CellType, Dialect, layout};
 
-/// Columns or keys kept at most, and the characters kept of each name.
+/// Columns or keys kept at most, and the bytes kept of each name.
 const MAX_NAMES: usize = 512;
 const MAX_NAME_BYTES: usize = 128;
-/// A field longer than this is text, whatever it holds; shorter ones are classified.
-const MAX_TYPED_FIELD: usize = 64;
+/// The start of a file looked at before reading it: what it is, and its dialect.
+const HEAD_BYTES: usize = 64 * 1024;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "format", rename_all = "lowercase")]
 pub enum FileProfile {
     Csv {
+        /// `,` `;` a tab or `|`.
+        #[serde(default = "comma")]
+        delimiter: String,
+        /// Whether the first line names the columns. Without one they are `column 1…n`.
+        #[serde(default = "yes")]
+        header: bool,
         columns: Vec<Column>,
         /// Records after the header.
         rows: u64,
@@ -23,12 +39,33 @@ pub enum FileProfile {
         /// `object`, `array` or `scalar`.
         top_level: String,
         /// An object's keys, in order.
-        #[serde(skip_serializing_if = "Option::is_none")]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         keys: Option<Vec<String>>,
         /// An array's number of elements.
-        #[serde(skip_serializing_if = "Option::is_none")]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         length: Option<u64>,
+        /// An array whose elements are all objects: how many.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        records: Option<u64>,
+        /// The records' keys, in the order first met, with the type of their values.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        columns: Option<Vec<Column>>,
     },
+    /// Bytes that are not text (a workbook renamed `.csv`, a PDF, UTF-16): never read as a
+    /// table, only named.
+    #[serde(rename = "not_text")]
+    NotText {
+        /// What the file is, in words: "an Excel workbook".
+        kind: String,
+    },
+}
+
+fn comma() -> String {
+    ",".into()
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// An uploaded file's name and profile (`None`: a format that is not profiled).
@@ -45,7 +82,7 @@ pub struct Column {
     pub kind: ColumnType,
 }
 
-/// The narrowest type every non-empty field of a column fits.
+/// The narrowest type every non-empty field of a column fits (`tabular::CellType`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ColumnType {
@@ -54,86 +91,125 @@ pub enum ColumnType {
     Integer,
     Number,
     Boolean,
+    /// A date, with or without a time of day.
     Date,
     Text,
 }
 
-impl ColumnType {
-    fn of(field: &[u8]) -> ColumnType {
-        let text = String::from_utf8_lossy(field);
-        let t = text.trim();
-        if t.is_empty() {
-            return ColumnType::Empty;
-        }
-        if ["true", "false", "yes", "no"]
-            .iter()
-            .any(|b| t.eq_ignore_ascii_case(b))
-        {
-            return ColumnType::Boolean;
-        }
-        let digits = t.strip_prefix(['+', '-']).unwrap_or(t);
-        if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
-            return ColumnType::Integer;
-        }
-        if t.bytes().any(|b| b.is_ascii_digit()) && t.parse::<f64>().is_ok_and(f64::is_finite) {
-            return ColumnType::Number;
-        }
-        let b = t.as_bytes();
-        if b.len() >= 10
-            && b[..4].iter().all(u8::is_ascii_digit)
-            && b[4] == b'-'
-            && b[5..7].iter().all(u8::is_ascii_digit)
-            && b[7] == b'-'
-            && b[8..10].iter().all(u8::is_ascii_digit)
-        {
-            return ColumnType::Date;
-        }
-        ColumnType::Text
-    }
-
-    fn merge(self, other: ColumnType) -> ColumnType {
-        use ColumnType::*;
-        match (self, other) {
-            (Empty, t) | (t, Empty) => t,
-            (a, b) if a == b => a,
-            (Integer, Number) | (Number, Integer) => Number,
-            _ => Text,
+impl From<CellType> for ColumnType {
+    fn from(t: CellType) -> ColumnType {
+        match t {
+            CellType::Empty => ColumnType::Empty,
+            CellType::Integer => ColumnType::Integer,
+            CellType::Number => ColumnType::Number,
+            CellType::Boolean => ColumnType::Boolean,
+            CellType::Date => ColumnType::Date,
+            CellType::Text => ColumnType::Text,
         }
     }
 }
 
+/// Which reader a file's extension asks for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Format {
+    /// `Some(b'\t')` for `.tsv`; `None`: sniffed.
+    Csv(Option<u8>),
+    Json,
+}
+
 /// Reads a file chunk by chunk as it streams past; memory stays bounded whatever its size.
-pub enum Profiler {
-    Csv(CsvProfiler),
-    Json(JsonProfiler),
-    /// Not a format that is profiled.
-    None,
+/// It holds the first `HEAD_BYTES` back to judge what the file is and how it is written,
+/// then reads on.
+pub struct Profiler {
+    format: Option<Format>,
+    head: Vec<u8>,
+    reader: Reader,
+}
+
+enum Reader {
+    /// Still gathering the head.
+    Head,
+    Csv(Box<CsvProfiler>),
+    Json(Box<JsonProfiler>),
+    NotText(Content),
 }
 
 impl Profiler {
     /// A profiler for a file of this extension (lower case, without the dot).
     pub fn for_extension(extension: Option<&str>) -> Profiler {
-        match extension {
-            Some("csv") => Profiler::Csv(CsvProfiler::new(b',')),
-            Some("tsv") => Profiler::Csv(CsvProfiler::new(b'\t')),
-            Some("json") => Profiler::Json(JsonProfiler::default()),
-            _ => Profiler::None,
+        let format = match extension {
+            Some("csv") => Some(Format::Csv(None)),
+            Some("tsv") => Some(Format::Csv(Some(b'\t'))),
+            Some("json") => Some(Format::Json),
+            _ => None,
+        };
+        Profiler {
+            format,
+            head: Vec::new(),
+            reader: Reader::Head,
         }
     }
 
     pub fn feed(&mut self, chunk: &[u8]) {
-        match self {
-            Profiler::Csv(p) => p.feed(chunk),
-            Profiler::Json(p) => p.feed(chunk),
-            Profiler::None => {}
+        if self.format.is_none() {
+            return;
+        }
+        let mut chunk = chunk;
+        if matches!(self.reader, Reader::Head) {
+            let take = chunk.len().min(HEAD_BYTES - self.head.len());
+            self.head.extend_from_slice(&chunk[..take]);
+            chunk = &chunk[take..];
+            if self.head.len() < HEAD_BYTES {
+                return;
+            }
+            self.start();
+        }
+        match &mut self.reader {
+            Reader::Csv(p) => p.feed(chunk),
+            Reader::Json(p) => p.feed(chunk),
+            Reader::Head | Reader::NotText(_) => {}
         }
     }
 
-    pub fn finish(self) -> Option<FileProfile> {
-        match self {
-            Profiler::Csv(p) => Some(p.finish()),
-            Profiler::Json(p) => p.finish(),
-            Profiler::None => None,
+    /// Judges the head, then reads it.
+    fn start(&mut self) {
+        let Some(format) = self.format else { return };
+        let head = std::mem::take(&mut self.head);
+        let content = Content::sniff(&head);
+        if !content.is_text() && content != Content::Empty {
+            self.reader = Reader::NotText(content);
+            return;
+        }
+        let body = head.strip_prefix(UTF8_BOM).unwrap_or(&head);
+        self.reader = match format {
+            Format::Csv(delimiter) => {
+                let dialect = match delimiter {
+                    Some(d) => Dialect::sniff_with_delimiter(&head, d),
+                    None => Dialect::sniff(&head),
+                };
+                let mut p = CsvProfiler::new(dialect);
+                p.feed(body);
+                Reader::Csv(Box::new(p))
+            }
+            Format::Json => {
+                let mut p = JsonProfiler::default();
+                p.feed(body);
+                Reader::Json(Box::new(p))
+            }
+        };
+    }
+
+    pub fn finish(mut self) -> Option<FileProfile> {
+        if matches!(self.reader, Reader::Head) {
+            self.start();
+        }
+        match self.reader {
+            Reader::Head => None,
+            Reader::Csv(p) => Some(p.finish()),
+            Reader::Json(p) => p.finish(),
+            Reader::NotText(content) => Some(FileProfile::NotText {
+                kind: content.describe().unwrap_or("not text").to_string(),
+            }),
         }
     }
 }
@@ -147,31 +223,41 @@ enum CsvState {
     QuoteInQuoted,
 }
 
-pub struct CsvProfiler {
-    delimiter: u8,
+/// Reads records; the first one and up to `HEADER_SAMPLE_ROWS` below it are held (each
+/// field cut to `MAX_NAME_BYTES`, at most `MAX_NAMES` of them) until it is known whether the
+/// first one is a header. After that, fields are only typed.
+struct CsvProfiler {
+    dialect: Dialect,
     state: CsvState,
     /// The current field, up to what is needed to name or type it.
     field: Vec<u8>,
     field_len: usize,
     column: usize,
-    header_done: bool,
     record_has_content: bool,
-    names: Vec<String>,
-    types: Vec<ColumnType>,
+    /// Records held while the header is undecided (the first is the candidate).
+    held: Vec<Vec<String>>,
+    /// The current record, while records are held.
+    record: Vec<String>,
+    /// Decided: the column names (from the header, or `column 1…n`).
+    names: Option<Vec<String>>,
+    header: bool,
+    types: Vec<CellType>,
     rows: u64,
 }
 
 impl CsvProfiler {
-    fn new(delimiter: u8) -> CsvProfiler {
+    fn new(dialect: Dialect) -> CsvProfiler {
         CsvProfiler {
-            delimiter,
+            dialect,
             state: CsvState::FieldStart,
             field: Vec::new(),
             field_len: 0,
             column: 0,
-            header_done: false,
             record_has_content: false,
-            names: Vec::new(),
+            held: Vec::new(),
+            record: Vec::new(),
+            names: None,
+            header: false,
             types: Vec::new(),
             rows: 0,
         }
@@ -180,10 +266,10 @@ impl CsvProfiler {
     fn push_byte(&mut self, b: u8) {
         self.field_len += 1;
         self.record_has_content = true;
-        let keep = if self.header_done {
-            MAX_TYPED_FIELD + 1
-        } else {
+        let keep = if self.names.is_none() {
             MAX_NAME_BYTES
+        } else {
+            tabular::cell::MAX_TYPED_CELL + 1
         };
         if self.field.len() < keep {
             self.field.push(b);
@@ -191,22 +277,16 @@ impl CsvProfiler {
     }
 
     fn end_field(&mut self) {
-        if !self.header_done {
-            if self.names.len() < MAX_NAMES {
-                // A byte-order mark is not part of the first name (it may come split over
-                // chunks, so it is removed here rather than from the first chunk).
-                let name = String::from_utf8_lossy(&self.field)
-                    .trim_start_matches('\u{feff}')
-                    .trim()
-                    .to_string();
-                self.names.push(name);
-                self.types.push(ColumnType::Empty);
+        if self.names.is_none() {
+            if self.record.len() < MAX_NAMES {
+                self.record
+                    .push(String::from_utf8_lossy(&self.field).into_owned());
             }
         } else if self.column < self.types.len() {
-            let kind = if self.field_len > MAX_TYPED_FIELD {
-                ColumnType::Text
+            let kind = if self.field_len > tabular::cell::MAX_TYPED_CELL {
+                CellType::Text
             } else {
-                ColumnType::of(&self.field)
+                CellType::of(&String::from_utf8_lossy(&self.field), &self.dialect)
             };
             self.types[self.column] = self.types[self.column].merge(kind);
         }
@@ -219,21 +299,50 @@ impl CsvProfiler {
     fn end_record(&mut self) {
         if self.record_has_content || self.column > 0 {
             self.end_field();
-            if self.header_done {
+            if self.names.is_none() {
+                self.held.push(std::mem::take(&mut self.record));
+                if self.held.len() > layout::HEADER_SAMPLE_ROWS {
+                    self.decide();
+                }
+            } else {
                 self.rows += 1;
             }
-            self.header_done = true;
         }
         self.column = 0;
         self.record_has_content = false;
         self.state = CsvState::FieldStart;
     }
 
+    /// Decides on the header from the held records, then types them.
+    fn decide(&mut self) {
+        let held = std::mem::take(&mut self.held);
+        let Some((first, below)) = held.split_first() else {
+            self.names = Some(Vec::new());
+            return;
+        };
+        self.header = layout::is_header(first, below, &self.dialect);
+        let names: Vec<String> = if self.header {
+            first.iter().map(|n| n.trim().to_string()).collect()
+        } else {
+            (0..first.len()).map(layout::column_name).collect()
+        };
+        self.types = vec![CellType::Empty; names.len()];
+        let data = if self.header { below } else { &held[..] };
+        for row in data {
+            for (t, cell) in self.types.iter_mut().zip(row) {
+                *t = t.merge(CellType::of(cell, &self.dialect));
+            }
+        }
+        self.rows = data.len() as u64;
+        self.names = Some(names);
+    }
+
     fn feed(&mut self, chunk: &[u8]) {
+        let delimiter = self.dialect.delimiter;
         for &b in chunk {
             match self.state {
                 CsvState::FieldStart | CsvState::Unquoted => {
-                    if b == self.delimiter {
+                    if b == delimiter {
                         self.record_has_content = true;
                         self.end_field();
                     } else if b == b'\n' {
@@ -259,7 +368,7 @@ impl CsvProfiler {
                     if b == b'"' {
                         self.push_byte(b);
                         self.state = CsvState::Quoted;
-                    } else if b == self.delimiter {
+                    } else if b == delimiter {
                         self.end_field();
                     } else if b == b'\n' {
                         self.end_record();
@@ -278,12 +387,21 @@ impl CsvProfiler {
         if self.record_has_content || self.column > 0 {
             self.end_record();
         }
+        if self.names.is_none() {
+            self.decide();
+        }
         FileProfile::Csv {
+            delimiter: self.dialect.delimiter_str().to_string(),
+            header: self.header,
             columns: self
                 .names
+                .unwrap_or_default()
                 .into_iter()
                 .zip(self.types)
-                .map(|(name, kind)| Column { name, kind })
+                .map(|(name, kind)| Column {
+                    name,
+                    kind: kind.into(),
+                })
                 .collect(),
             rows: self.rows,
         }
@@ -299,30 +417,53 @@ enum Top {
     Scalar,
 }
 
+/// What the string being read is.
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+enum Capture {
+    #[default]
+    Nothing,
+    /// A key of the top-level object, or of a record in a top-level array.
+    Key,
+    /// A record's value: only its type is kept.
+    Value,
+}
+
+/// A JSON reader that follows nesting only as deep as the shape needs: the top level, and
+/// the records of a top-level array.
 #[derive(Default)]
-pub struct JsonProfiler {
+struct JsonProfiler {
     top: Top,
     depth: u32,
     in_string: bool,
     escaped: bool,
-    /// In an object at depth 1: the next string is a key.
+    capture: Capture,
+    /// The string or scalar being captured (cut to `MAX_NAME_BYTES`).
+    buf: Vec<u8>,
+    /// The next string is a key (in the top object, or in a record).
     expect_key: bool,
-    key: Option<Vec<u8>>,
     keys: Vec<String>,
     /// In an array at depth 1: elements seen, and whether one has started since the last comma.
     elements: u64,
     element_open: bool,
+    /// Every element so far is an object.
+    all_records: bool,
+    /// Inside a record (an object at depth 2 of a top-level array).
+    in_record: bool,
+    columns: Vec<(String, CellType)>,
+    column_index: HashMap<String, usize>,
+    /// The column the value being read belongs to.
+    value_of: Option<usize>,
 }
 
 impl JsonProfiler {
     fn feed(&mut self, chunk: &[u8]) {
         for &b in chunk {
             if self.in_string {
-                if let Some(key) = &mut self.key
-                    && key.len() < MAX_NAME_BYTES
+                if self.capture != Capture::Nothing
+                    && self.buf.len() < MAX_NAME_BYTES
                     && (b != b'"' || self.escaped)
                 {
-                    key.push(b);
+                    self.buf.push(b);
                 }
                 if self.escaped {
                     self.escaped = false;
@@ -330,15 +471,12 @@ impl JsonProfiler {
                     self.escaped = true;
                 } else if b == b'"' {
                     self.in_string = false;
-                    if let Some(key) = self.key.take()
-                        && self.keys.len() < MAX_NAMES
-                    {
-                        self.keys.push(String::from_utf8_lossy(&key).into_owned());
-                    }
+                    self.end_string();
                 }
                 continue;
             }
             if b.is_ascii_whitespace() || (self.top == Top::Unknown && b >= 0x80) {
+                self.end_scalar();
                 continue; // white space, or a byte-order mark
             }
             if self.top == Top::Unknown {
@@ -347,46 +485,143 @@ impl JsonProfiler {
                     b'[' => Top::Array,
                     _ => Top::Scalar,
                 };
+                self.all_records = self.top == Top::Array;
             }
             if self.depth == 1 && self.top == Top::Array && !self.element_open && b != b']' {
                 self.elements += 1;
                 self.element_open = true;
+                self.all_records &= b == b'{';
             }
+            let record_level = self.in_record && self.depth == 2;
             match b {
                 b'"' => {
                     self.in_string = true;
-                    if self.depth == 1 && self.top == Top::Object && self.expect_key {
-                        self.key = Some(Vec::new());
+                    self.buf.clear();
+                    let top_key = self.depth == 1 && self.top == Top::Object;
+                    self.capture = if (top_key || record_level) && self.expect_key {
                         self.expect_key = false;
-                    }
+                        Capture::Key
+                    } else if record_level && self.value_of.is_some() {
+                        Capture::Value
+                    } else {
+                        Capture::Nothing
+                    };
                 }
                 b'{' | b'[' => {
+                    if record_level {
+                        self.end_value(CellType::Text);
+                    }
                     self.depth += 1;
                     if self.depth == 1 {
                         self.expect_key = self.top == Top::Object;
                     }
+                    if self.depth == 2 && self.top == Top::Array && b == b'{' {
+                        self.in_record = true;
+                        self.expect_key = true;
+                    }
                 }
-                b'}' | b']' => self.depth = self.depth.saturating_sub(1),
-                b',' if self.depth == 1 => {
-                    self.expect_key = self.top == Top::Object;
-                    self.element_open = false;
+                b'}' | b']' => {
+                    self.end_scalar();
+                    self.depth = self.depth.saturating_sub(1);
+                    if self.depth <= 1 {
+                        self.in_record = false;
+                    }
                 }
-                _ => {}
+                b',' => {
+                    self.end_scalar();
+                    if self.depth == 1 {
+                        self.expect_key = self.top == Top::Object;
+                        self.element_open = false;
+                    } else if record_level {
+                        self.expect_key = true;
+                    }
+                }
+                b':' => {}
+                _ => {
+                    if record_level && self.value_of.is_some() && self.buf.len() < MAX_NAME_BYTES {
+                        self.buf.push(b);
+                    }
+                }
             }
         }
     }
 
-    fn finish(self) -> Option<FileProfile> {
+    fn end_string(&mut self) {
+        match std::mem::take(&mut self.capture) {
+            Capture::Nothing => {}
+            Capture::Key => {
+                let key = String::from_utf8_lossy(&self.buf).into_owned();
+                let plain = layout::is_plain_name(&key);
+                if self.in_record && self.depth == 2 {
+                    self.value_of = if plain { self.column(key) } else { None };
+                } else if plain && self.keys.len() < MAX_NAMES {
+                    self.keys.push(key);
+                }
+            }
+            Capture::Value => {
+                let kind = CellType::of(&String::from_utf8_lossy(&self.buf), &Dialect::default());
+                self.end_value(kind);
+            }
+        }
+        self.buf.clear();
+    }
+
+    /// A number, `true`, `false` or `null` ends at white space, `,` or a bracket.
+    fn end_scalar(&mut self) {
+        if self.value_of.is_none() || self.buf.is_empty() || self.in_string {
+            return;
+        }
+        let scalar = String::from_utf8_lossy(&self.buf).into_owned();
+        self.buf.clear();
+        let kind = if scalar == "null" {
+            CellType::Empty
+        } else {
+            CellType::of(&scalar, &Dialect::default())
+        };
+        self.end_value(kind);
+    }
+
+    fn end_value(&mut self, kind: CellType) {
+        if let Some(i) = self.value_of.take() {
+            self.columns[i].1 = self.columns[i].1.merge(kind);
+        }
+    }
+
+    fn column(&mut self, key: String) -> Option<usize> {
+        if let Some(&i) = self.column_index.get(&key) {
+            return Some(i);
+        }
+        if self.columns.len() >= MAX_NAMES {
+            return None;
+        }
+        self.column_index.insert(key.clone(), self.columns.len());
+        self.columns.push((key, CellType::Empty));
+        Some(self.columns.len() - 1)
+    }
+
+    fn finish(mut self) -> Option<FileProfile> {
+        self.end_scalar();
+        let records = self.top == Top::Array && self.all_records && self.elements > 0;
         let (top_level, keys, length) = match self.top {
             Top::Unknown => return None,
             Top::Object => ("object", Some(self.keys), None),
             Top::Array => ("array", None, Some(self.elements)),
             Top::Scalar => ("scalar", None, None),
         };
+        let columns = self
+            .columns
+            .into_iter()
+            .map(|(name, kind)| Column {
+                name,
+                kind: kind.into(),
+            })
+            .collect();
         Some(FileProfile::Json {
             top_level: top_level.to_string(),
             keys,
             length,
+            records: records.then_some(self.elements),
+            columns: records.then_some(columns),
         })
     }
 }
@@ -461,6 +696,8 @@ mod tests {
         assert_eq!(
             p,
             FileProfile::Csv {
+                delimiter: ",".into(),
+                header: false,
                 columns: vec![],
                 rows: 0
             }
@@ -502,7 +739,9 @@ mod tests {
                     "esc\\\"aped".into(),
                     "n".into()
                 ]),
-                length: None
+                length: None,
+                records: None,
+                columns: None,
             }
         );
         let p = profile("json", br#"[{"a": 1}, [2, 3], "x,y", 4]"#).unwrap();
@@ -511,7 +750,9 @@ mod tests {
             FileProfile::Json {
                 top_level: "array".into(),
                 keys: None,
-                length: Some(4)
+                length: Some(4),
+                records: None,
+                columns: None,
             }
         );
         let p = profile("json", b"[ ]").unwrap();
@@ -526,5 +767,130 @@ mod tests {
         assert!(matches!(p, FileProfile::Json { ref top_level, .. } if top_level == "scalar"));
         assert_eq!(profile("json", b"  "), None);
         assert_eq!(Profiler::for_extension(Some("txt")).finish(), None);
+    }
+
+    fn typed(columns: &[Column]) -> Vec<(String, CellType)> {
+        let back = |t: ColumnType| match t {
+            ColumnType::Empty => CellType::Empty,
+            ColumnType::Integer => CellType::Integer,
+            ColumnType::Number => CellType::Number,
+            ColumnType::Boolean => CellType::Boolean,
+            ColumnType::Date => CellType::Date,
+            ColumnType::Text => CellType::Text,
+        };
+        columns
+            .iter()
+            .map(|c| (c.name.clone(), back(c.kind)))
+            .collect()
+    }
+
+    /// The report reads every real-world shape as `tabular::fixtures` says, the CSV
+    /// Explorer's tests assert the same readings, and no value of any file is in a profile.
+    #[test]
+    fn every_fixture_reads_as_expected_and_keeps_no_value() {
+        use tabular::fixtures::{Reading, all};
+        for f in all(271828) {
+            let extension = f.name.rsplit_once('.').map(|(_, e)| e);
+            let p = profile(extension.unwrap(), &f.bytes).unwrap();
+            match (&f.reading, &p) {
+                (
+                    Reading::Table {
+                        delimiter,
+                        header,
+                        columns,
+                        rows,
+                    },
+                    FileProfile::Csv {
+                        delimiter: d,
+                        header: h,
+                        columns: c,
+                        rows: r,
+                    },
+                ) => {
+                    assert_eq!(d.as_bytes(), [*delimiter], "{}", f.name);
+                    assert_eq!((h, r), (header, rows), "{}", f.name);
+                    assert_eq!(&typed(c), columns, "{}", f.name);
+                }
+                (
+                    Reading::Records { records, columns },
+                    FileProfile::Json {
+                        records: Some(n),
+                        columns: Some(c),
+                        length: Some(len),
+                        ..
+                    },
+                ) => {
+                    assert_eq!((n, len), (records, records), "{}", f.name);
+                    assert_eq!(&typed(c), columns, "{}", f.name);
+                }
+                (Reading::Object { keys }, FileProfile::Json { keys: Some(k), .. }) => {
+                    assert_eq!(k, keys, "{}", f.name)
+                }
+                (Reading::NotText(content), FileProfile::NotText { kind }) => {
+                    assert_eq!(Some(kind.as_str()), content.describe(), "{}", f.name)
+                }
+                (reading, p) => panic!("{}: expected {reading:?}, got {p:?}", f.name),
+            }
+            let json = serde_json::to_string(&p).unwrap();
+            for marker in &f.markers {
+                assert!(
+                    !json.contains(marker.as_str()),
+                    "{marker} of {} in {json}",
+                    f.name
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_first_line_of_data_never_names_a_column() {
+        let p = profile(
+            "csv",
+            b"\"00M\",\"Thigpen\",31.95,-89.23\n\"00R\",\"Livingston\",30.68,-95.01\n",
+        )
+        .unwrap();
+        let json = serde_json::to_string(&p).unwrap();
+        assert!(!json.contains("00M") && !json.contains("Thigpen"), "{json}");
+        assert_eq!(
+            columns(&p),
+            [
+                ("column 1", ColumnType::Text),
+                ("column 2", ColumnType::Text),
+                ("column 3", ColumnType::Number),
+                ("column 4", ColumnType::Number),
+            ]
+        );
+        assert!(matches!(
+            p,
+            FileProfile::Csv {
+                rows: 2,
+                header: false,
+                ..
+            }
+        ));
+        // Raw bytes in a header: not names.
+        let p = profile("csv", b"ab\xFFc,n\n1,2\n").unwrap();
+        assert!(matches!(p, FileProfile::Csv { header: false, .. }), "{p:?}");
+        let p = profile("csv", b"ab\x01c\x02,n\n1,2\n").unwrap();
+        assert!(matches!(p, FileProfile::NotText { .. }), "{p:?}");
+        let p = profile("json", b"{\"ok\": 1, \"\x01bad\": 2}").unwrap();
+        assert!(matches!(p, FileProfile::Json { keys: Some(ref k), .. } if k == &["ok"]));
+    }
+
+    #[test]
+    fn bounded_on_hostile_files() {
+        // A never-ending quote and a very wide line: the profile stays small.
+        let mut data = b"a,b\n\"".to_vec();
+        data.extend(std::iter::repeat_n(b'x', 10 << 20));
+        let mut p = Profiler::for_extension(Some("csv"));
+        p.feed(&data);
+        assert!(matches!(p.finish(), Some(FileProfile::Csv { .. })));
+        let wide = ",".repeat(1_000_000) + "\n" + &",".repeat(1_000_000);
+        let mut p = Profiler::for_extension(Some("csv"));
+        p.feed(wide.as_bytes());
+        match p.finish() {
+            Some(FileProfile::Csv { columns, .. }) => assert!(columns.len() <= MAX_NAMES),
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -149,6 +149,8 @@ mod tests {
             },
         ];
         let profile = FileProfile::Csv {
+            delimiter: ",".into(),
+            header: true,
             columns: vec![],
             rows: 2,
         };

@@ -347,7 +347,7 @@ async fn the_report_profiles_files_and_never_shows_a_value() {
         .collect();
     assert_eq!(
         files["customers.csv"],
-        &json!({"format": "csv", "rows": 2, "columns": [
+        &json!({"format": "csv", "delimiter": ",", "header": true, "rows": 2, "columns": [
             {"name": "customer", "type": "text"}, {"name": "spend", "type": "number"},
             {"name": "signed_up", "type": "date"}, {"name": "vip", "type": "boolean"}]})
     );
