@@ -130,10 +130,6 @@ impl<R: BufRead> CsvReader<R> {
         }
     }
 
-    pub fn delimiter(&self) -> u8 {
-        self.delim
-    }
-
     /// Reads the next record into `rec`. Returns `false` at end of input.
     /// Blank lines are skipped.
     pub fn read_record(&mut self, rec: &mut Record) -> io::Result<bool> {
@@ -295,34 +291,6 @@ impl Record {
     }
 }
 
-/// Picks the delimiter from the first line of `sample`: whichever of
-/// `,` `;` TAB `|` occurs most often outside quotes (comma on a tie or none).
-pub fn sniff_delimiter(sample: &[u8]) -> u8 {
-    let candidates = [b',', b';', b'\t', b'|'];
-    let mut counts = [0usize; 4];
-    let mut in_quotes = false;
-    let sample = sample.strip_prefix(&[0xEF, 0xBB, 0xBF]).unwrap_or(sample);
-    for &b in sample {
-        match b {
-            b'"' => in_quotes = !in_quotes,
-            b'\n' | b'\r' if !in_quotes => break,
-            _ if !in_quotes => {
-                if let Some(i) = candidates.iter().position(|&c| c == b) {
-                    counts[i] += 1;
-                }
-            }
-            _ => {}
-        }
-    }
-    let mut best = 0;
-    for i in 1..4 {
-        if counts[i] > counts[best] {
-            best = i;
-        }
-    }
-    candidates[best]
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -454,13 +422,5 @@ mod tests {
             rows("\"ab\"c,d\ne\"f,g\n"),
             vec![v(&["abc", "d"]), v(&["e\"f", "g"])]
         );
-    }
-
-    #[test]
-    fn delimiter_sniffing() {
-        assert_eq!(sniff_delimiter(b"a;b;c\n1;2;3"), b';');
-        assert_eq!(sniff_delimiter(b"a\tb\tc\n"), b'\t');
-        assert_eq!(sniff_delimiter(b"\"x;y\",b,c\n"), b',');
-        assert_eq!(sniff_delimiter(b"single\n"), b',');
     }
 }

@@ -117,12 +117,15 @@ fn search_csv(
     out: &mut Outcome,
     cancelled: &dyn Fn() -> bool,
 ) -> Result<(), ()> {
+    let Ok(layout) = summary::table_layout(&f.path, &f.name) else {
+        return Ok(());
+    };
     let Ok(mut r) = summary::open_csv(&f.path, &f.name) else {
         return Ok(());
     };
     let mut rec = Record::default();
-    // Skip the header.
-    if !matches!(r.read_record(&mut rec), Ok(true)) {
+    // A header names, it is not searched; a first line of data is.
+    if layout.header && !matches!(r.read_record(&mut rec), Ok(true)) {
         return Ok(());
     }
     let mut n = 0u64;

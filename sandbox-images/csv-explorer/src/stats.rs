@@ -3,6 +3,9 @@
 use std::collections::HashSet;
 use std::hash::{DefaultHasher, Hash, Hasher};
 
+use tabular::cell::{self, CellType, Date};
+use tabular::{Dialect, layout};
+
 /// Most distinct values counted exactly per column.
 pub const DISTINCT_CAP: usize = 10_000;
 /// Distinct-value hashes kept across all columns of a file (~8 MB).
@@ -114,40 +117,37 @@ impl ColumnReport {
     }
 }
 
+/// One column's running statistics. Values are typed by `tabular::cell` under the file's
+/// dialect, the same rules testdrive's report uses: `1.234,5` in a `;` file is a number,
+/// `31.12.2020` a date.
 #[derive(Debug)]
 pub struct ColumnStats {
     name: String,
+    dialect: Dialect,
     non_empty: u64,
     empty: u64,
-    could_bool: bool,
-    could_int: bool,
-    could_num: bool,
-    could_date: bool,
-    iso_dates: bool,
+    kind: CellType,
     int_min: i64,
     int_max: i64,
     int_sum: i128,
     num_min: f64,
     num_max: f64,
     num_sum: f64,
-    date_min: Option<String>,
-    date_max: Option<String>,
+    date_min: Option<Date>,
+    date_max: Option<Date>,
     distinct: HashSet<u64>,
     distinct_overflow: bool,
     max_len: usize,
 }
 
 impl ColumnStats {
-    pub fn new(name: String) -> Self {
+    pub fn new(name: String, dialect: Dialect) -> Self {
         ColumnStats {
             name,
+            dialect,
             non_empty: 0,
             empty: 0,
-            could_bool: true,
-            could_int: true,
-            could_num: true,
-            could_date: true,
-            iso_dates: true,
+            kind: CellType::Empty,
             int_min: i64::MAX,
             int_max: i64::MIN,
             int_sum: 0,
@@ -189,44 +189,31 @@ impl ColumnStats {
                 self.distinct_overflow = true;
             }
         }
-        if self.could_bool {
-            self.could_bool = parse_bool(v).is_some();
+        if self.kind == CellType::Text {
+            return;
         }
-        if self.could_int {
-            match parse_int(v) {
-                Some(i) => {
+        let kind = CellType::of(v, &self.dialect);
+        self.kind = self.kind.merge(kind);
+        match kind {
+            CellType::Integer | CellType::Number => {
+                if let Some(i) = cell::parse_int(v) {
                     self.int_min = self.int_min.min(i);
                     self.int_max = self.int_max.max(i);
                     self.int_sum += i as i128;
                 }
-                None => self.could_int = false,
-            }
-        }
-        if self.could_num {
-            match parse_number(v) {
-                Some(f) => {
+                if let Some(f) = cell::parse_number(v, &self.dialect) {
                     self.num_min = self.num_min.min(f);
                     self.num_max = self.num_max.max(f);
                     self.num_sum += f;
                 }
-                None => self.could_num = false,
             }
-        }
-        if self.could_date {
-            match date_kind(v) {
-                None => self.could_date = false,
-                Some(iso) => {
-                    self.iso_dates &= iso;
-                    if self.iso_dates {
-                        if self.date_min.as_deref().is_none_or(|m| v < m) {
-                            self.date_min = Some(v.to_string());
-                        }
-                        if self.date_max.as_deref().is_none_or(|m| v > m) {
-                            self.date_max = Some(v.to_string());
-                        }
-                    }
+            CellType::Date => {
+                if let Some(d) = cell::parse_date(v, &self.dialect) {
+                    self.date_min = Some(self.date_min.map_or(d, |m| m.min(d)));
+                    self.date_max = Some(self.date_max.map_or(d, |m| m.max(d)));
                 }
             }
+            _ => {}
         }
     }
 
@@ -235,18 +222,14 @@ impl ColumnStats {
     }
 
     pub fn kind(&self) -> ColType {
-        if self.non_empty == 0 {
-            ColType::Empty
-        } else if self.could_bool {
-            ColType::Boolean
-        } else if self.could_int {
-            ColType::Integer
-        } else if self.could_num {
-            ColType::Number
-        } else if self.could_date {
-            ColType::Date
-        } else {
-            ColType::Text
+        match self.kind {
+            _ if self.non_empty == 0 => ColType::Empty,
+            CellType::Empty => ColType::Empty,
+            CellType::Boolean => ColType::Boolean,
+            CellType::Integer => ColType::Integer,
+            CellType::Number => ColType::Number,
+            CellType::Date => ColType::Date,
+            CellType::Text => ColType::Text,
         }
     }
 
@@ -264,9 +247,10 @@ impl ColumnStats {
                 Some(Scalar::Num(self.num_max)),
                 Some(self.num_sum / n),
             ),
-            ColType::Date if self.iso_dates => (
-                self.date_min.clone().map(Scalar::Str),
-                self.date_max.clone().map(Scalar::Str),
+            // Dates as ISO 8601, whatever order the file writes them in: they sort right.
+            ColType::Date => (
+                self.date_min.map(|d| Scalar::Str(d.iso())),
+                self.date_max.map(|d| Scalar::Str(d.iso())),
                 None,
             ),
             _ => (None, None, None),
@@ -286,100 +270,6 @@ impl ColumnStats {
     }
 }
 
-pub fn parse_bool(v: &str) -> Option<bool> {
-    const T: [&str; 2] = ["true", "yes"];
-    const F: [&str; 2] = ["false", "no"];
-    if T.iter().any(|t| v.eq_ignore_ascii_case(t)) {
-        Some(true)
-    } else if F.iter().any(|f| v.eq_ignore_ascii_case(f)) {
-        Some(false)
-    } else {
-        None
-    }
-}
-
-pub fn parse_int(v: &str) -> Option<i64> {
-    let digits = v.strip_prefix(['-', '+']).unwrap_or(v);
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    v.parse().ok()
-}
-
-pub fn parse_number(v: &str) -> Option<f64> {
-    // Rust also accepts "inf", "NaN", "infinity": those are text here.
-    let b = v.as_bytes();
-    if !b.iter().any(u8::is_ascii_digit)
-        || !b
-            .iter()
-            .all(|c| c.is_ascii_digit() || matches!(c, b'.' | b'-' | b'+' | b'e' | b'E'))
-    {
-        return None;
-    }
-    v.parse::<f64>().ok().filter(|f| f.is_finite())
-}
-
-fn num(b: &[u8]) -> Option<u32> {
-    if b.is_empty() || !b.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    b.iter().try_fold(0u32, |acc, d| {
-        acc.checked_mul(10)?.checked_add((d - b'0') as u32)
-    })
-}
-
-/// Is `v` date-like? `Some(true)` for ISO-8601 style (`2024-03-31`,
-/// `2024-03-31T12:00:00Z`, `2024/03/31 12:00`), `Some(false)` for
-/// `31/03/2024`, `3/31/2024`, `31.03.2024`; `None` otherwise.
-pub fn date_kind(v: &str) -> Option<bool> {
-    let b = v.as_bytes();
-    // ISO: YYYY-MM-DD
-    if b.len() >= 10 && (b[4] == b'-' || b[4] == b'/') && b[7] == b[4] {
-        let (y, m, d) = (num(&b[0..4])?, num(&b[5..7])?, num(&b[8..10])?);
-        if !(1000..=9999).contains(&y) || !(1..=12).contains(&m) || !(1..=31).contains(&d) {
-            return None;
-        }
-        return time_suffix(&b[10..]).then_some(true);
-    }
-    // D/M/YYYY, M/D/YYYY, D.M.YYYY, D-M-YYYY
-    let sep = *b.iter().find(|c| matches!(c, b'/' | b'.' | b'-'))?;
-    let mut parts = b.splitn(3, |&c| c == sep);
-    let (p1, p2, rest) = (parts.next()?, parts.next()?, parts.next()?);
-    if p1.len() > 2 || p2.len() > 2 || rest.len() < 4 {
-        return None;
-    }
-    let (a, m, y) = (num(p1)?, num(p2)?, num(&rest[..4])?);
-    let plausible = |d: u32, m: u32| (1..=31).contains(&d) && (1..=12).contains(&m);
-    if !(plausible(a, m) || plausible(m, a)) || !(1000..=9999).contains(&y) {
-        return None;
-    }
-    time_suffix(&rest[4..]).then_some(false)
-}
-
-/// Accepts "", or `T`/space followed by `H:MM` and then time-ish characters.
-fn time_suffix(rest: &[u8]) -> bool {
-    if rest.is_empty() {
-        return true;
-    }
-    if !matches!(rest[0], b'T' | b' ') {
-        return false;
-    }
-    let t = &rest[1..];
-    let colon = match t.iter().position(|&c| c == b':') {
-        Some(p @ 1..=2) => p,
-        _ => return false,
-    };
-    if num(&t[..colon]).is_none_or(|h| h > 24) {
-        return false;
-    }
-    if t.len() < colon + 3 || num(&t[colon + 1..colon + 3]).is_none_or(|m| m > 59) {
-        return false;
-    }
-    t[colon + 3..]
-        .iter()
-        .all(|c| c.is_ascii_digit() || b":.+-Z APMapm".contains(c))
-}
-
 /// Finalised table: statistics plus the first rows.
 #[derive(Debug, Default)]
 pub struct Table {
@@ -394,6 +284,7 @@ pub struct Table {
 /// then `end_row`.
 #[derive(Debug)]
 pub struct TableBuilder {
+    dialect: Dialect,
     columns: Vec<ColumnStats>,
     rows: u64,
     preview: Vec<Vec<String>>,
@@ -403,8 +294,9 @@ pub struct TableBuilder {
 }
 
 impl TableBuilder {
-    pub fn new(header: impl IntoIterator<Item = String>) -> Self {
+    pub fn new(header: impl IntoIterator<Item = String>, dialect: Dialect) -> Self {
         let mut t = TableBuilder {
+            dialect,
             columns: Vec::new(),
             rows: 0,
             preview: Vec::new(),
@@ -428,7 +320,7 @@ impl TableBuilder {
             self.extra_columns += 1;
             return None;
         }
-        let mut c = ColumnStats::new(name);
+        let mut c = ColumnStats::new(name, self.dialect);
         c.add_empty(self.rows);
         self.columns.push(c);
         Some(self.columns.len() - 1)
@@ -436,7 +328,7 @@ impl TableBuilder {
 
     pub fn cell(&mut self, i: usize, v: &str) {
         while i >= self.columns.len() {
-            let name = format!("column_{}", self.columns.len() + 1);
+            let name = layout::column_name(self.columns.len());
             if self.add_column(name).is_none() {
                 return;
             }
@@ -483,7 +375,7 @@ mod tests {
     use super::*;
 
     fn column(values: &[&str]) -> ColumnReport {
-        let mut c = ColumnStats::new("c".into());
+        let mut c = ColumnStats::new("c".into(), Dialect::default());
         let mut budget = DISTINCT_BUDGET;
         for v in values {
             c.add(v, &mut budget);
@@ -515,9 +407,10 @@ mod tests {
         assert_eq!(column(&["1", "NaN"]).kind, ColType::Text);
         assert_eq!(column(&["inf"]).kind, ColType::Text);
         assert_eq!(column(&["1,234.5"]).kind, ColType::Text);
-        assert_eq!(parse_number("."), None);
-        assert_eq!(parse_number("1.2.3"), None);
-        assert_eq!(parse_int("99999999999999999999"), None);
+        let d = Dialect::default();
+        assert_eq!(cell::parse_number(".", &d), None);
+        assert_eq!(cell::parse_number("1.2.3", &d), None);
+        assert_eq!(cell::parse_int("99999999999999999999"), None);
         assert_eq!(column(&["99999999999999999999", "1"]).kind, ColType::Number);
     }
 
@@ -536,16 +429,16 @@ mod tests {
     fn date_columns() {
         let r = column(&["2024-03-31", "2023-12-01T08:30:00Z", "2024-01-15 17:45"]);
         assert_eq!(r.kind, ColType::Date);
-        assert_eq!(r.min, Some(Scalar::Str("2023-12-01T08:30:00Z".into())));
+        assert_eq!(r.min, Some(Scalar::Str("2023-12-01T08:30:00".into())));
         assert_eq!(r.max, Some(Scalar::Str("2024-03-31".into())));
         let r = column(&["31/03/2024", "3/4/2024", "01.02.2023"]);
         assert_eq!(r.kind, ColType::Date);
-        assert_eq!(r.min, None);
+        assert_eq!(r.min, Some(Scalar::Str("2023-02-01".into())));
+        assert_eq!(r.max, Some(Scalar::Str("2024-03-31".into())));
         assert_eq!(column(&["2024-13-01"]).kind, ColType::Text);
         assert_eq!(column(&["12/31/99"]).kind, ColType::Text);
         assert_eq!(column(&["2024-03-31x"]).kind, ColType::Text);
-        assert_eq!(date_kind("2024-03-31T25:00"), None);
-        assert_eq!(date_kind("1.5"), None);
+        assert_eq!(column(&["2024-03-31T25:00"]).kind, ColType::Text);
     }
 
     #[test]
@@ -559,7 +452,7 @@ mod tests {
 
     #[test]
     fn distinct_is_capped() {
-        let mut c = ColumnStats::new("id".into());
+        let mut c = ColumnStats::new("id".into(), Dialect::default());
         let mut budget = DISTINCT_BUDGET;
         for i in 0..(DISTINCT_CAP + 5) {
             c.add(&i.to_string(), &mut budget);
@@ -568,7 +461,7 @@ mod tests {
         assert_eq!(r.distinct, DISTINCT_CAP as u64);
         assert!(r.distinct_capped);
         // Repeats of known values do not flip the cap.
-        let mut c = ColumnStats::new("x".into());
+        let mut c = ColumnStats::new("x".into(), Dialect::default());
         for _ in 0..3 {
             for i in 0..DISTINCT_CAP {
                 c.add(&i.to_string(), &mut budget);
@@ -579,7 +472,7 @@ mod tests {
 
     #[test]
     fn table_builder_handles_ragged_rows() {
-        let mut t = TableBuilder::new(["a".to_string(), "b".to_string()]);
+        let mut t = TableBuilder::new(["a".to_string(), "b".to_string()], Dialect::default());
         t.cell(0, "1");
         t.cell(1, "x");
         t.end_row(2);
@@ -592,10 +485,25 @@ mod tests {
         let t = t.finish();
         assert_eq!(t.rows, 3);
         let names: Vec<_> = t.columns.iter().map(|c| c.name.as_str()).collect();
-        assert_eq!(names, ["a", "b", "column_3"]);
+        assert_eq!(names, ["a", "b", "column 3"]);
         assert_eq!((t.columns[1].non_empty, t.columns[1].empty), (2, 1));
         assert_eq!((t.columns[2].non_empty, t.columns[2].empty), (1, 2));
         assert_eq!(t.preview[2], ["3", "y", "extra"]);
+    }
+
+    #[test]
+    fn decimal_commas_are_numbers_in_a_european_file() {
+        let d = Dialect::sniff(b"a;b\r\n1,5;31.12.2020\r\n");
+        let mut c = ColumnStats::new("n".into(), d);
+        let mut budget = DISTINCT_BUDGET;
+        for v in ["1,5", "1.234,5", "-0,5"] {
+            c.add(v, &mut budget);
+        }
+        let r = c.report();
+        assert_eq!(r.kind, ColType::Number);
+        assert_eq!(r.min, Some(Scalar::Num(-0.5)));
+        assert_eq!(r.max, Some(Scalar::Num(1234.5)));
+        assert_eq!(r.mean, Some(1235.5 / 3.0));
     }
 
     #[test]

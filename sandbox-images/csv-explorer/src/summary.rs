@@ -8,9 +8,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::csvparse::{CsvReader, Record, sniff_delimiter};
+use crate::csvparse::{CsvReader, Record};
 use crate::jsonscan::{self, ColumnMap, RowSink, Shape};
 use crate::stats::{Table, TableBuilder};
+use tabular::{Dialect, layout};
 
 /// Most files listed from the data directory.
 pub const MAX_FILES: usize = 500;
@@ -106,6 +107,8 @@ pub struct FileSummary {
     pub modified: SystemTime,
     pub kind: Kind,
     pub delimiter: Option<u8>,
+    /// Whether the first line names the columns (delimited files).
+    pub header: Option<bool>,
     pub table: Option<Table>,
     /// For JSON that is not an array.
     pub shape: Option<Shape>,
@@ -132,6 +135,9 @@ impl FileSummary {
         let o = v.as_object_mut().expect("object");
         if let Some(d) = self.delimiter {
             o.insert("delimiter".into(), (d as char).to_string().into());
+        }
+        if let Some(h) = self.header {
+            o.insert("header".into(), h.into());
         }
         if let Some(t) = &self.table {
             o.insert("rows".into(), t.rows.into());
@@ -184,12 +190,20 @@ pub fn summarize(e: &Entry) -> FileSummary {
         modified: e.modified,
         kind: Kind::of(&e.name),
         delimiter: None,
+        header: None,
         table: None,
         shape: None,
         notes: Vec::new(),
         error: None,
         elapsed: Duration::ZERO,
     };
+    if s.kind != Kind::Other
+        && let Some(what) = not_text(&e.path)
+    {
+        s.error = Some(format!("This file is {what}, not a CSV or JSON file."));
+        s.elapsed = started.elapsed();
+        return s;
+    }
     let result = match s.kind {
         Kind::Csv => summarize_csv(&e.path, &e.name, &mut s),
         Kind::Json => summarize_json(&e.path, &mut s),
@@ -202,54 +216,115 @@ pub fn summarize(e: &Entry) -> FileSummary {
     s
 }
 
+/// What a file is when its bytes are not text (a workbook renamed `.csv`): never read as a
+/// table.
+fn not_text(path: &Path) -> Option<&'static str> {
+    let mut r = open_buffered(path).ok()?;
+    let head = r.fill_buf().ok()?;
+    tabular::sniff::Content::sniff(&head[..head.len().min(SNIFF_BYTES)]).describe()
+}
+
 pub fn open_buffered(path: &Path) -> io::Result<BufReader<File>> {
     Ok(BufReader::with_capacity(READ_BUF, File::open(path)?))
 }
 
-/// Opens a CSV file and picks its delimiter (tab for .tsv/.tab).
-pub fn open_csv(path: &Path, name: &str) -> io::Result<CsvReader<BufReader<File>>> {
-    let mut r = open_buffered(path)?;
-    let lower = name.to_ascii_lowercase();
-    let delim = if lower.ends_with(".tsv") || lower.ends_with(".tab") {
-        b'\t'
-    } else {
-        sniff_delimiter(r.fill_buf()?)
-    };
-    Ok(CsvReader::new(r, delim))
+/// How a delimited file is laid out: its dialect, and whether its first record names the
+/// columns (by `tabular`'s rules, shared with testdrive's report).
+#[derive(Clone, Debug)]
+pub struct Layout {
+    pub dialect: Dialect,
+    pub header: bool,
+    /// One per field of the first record: its names, or `column 1…n`.
+    pub names: Vec<String>,
 }
 
-/// Column names from a header record: trimmed, blanks named `column_N`.
-pub fn header_names(rec: &Record) -> Vec<String> {
-    rec.iter()
-        .enumerate()
-        .map(|(i, h)| {
-            let h = h.trim();
-            if h.is_empty() {
-                format!("column_{}", i + 1)
-            } else {
-                h.to_string()
-            }
-        })
-        .collect()
+/// The head of a file looked at for its dialect.
+const SNIFF_BYTES: usize = 64 * 1024;
+/// Characters of a field kept to decide on the header.
+const HEADER_FIELD_CHARS: usize = 200;
+
+fn dialect_of(r: &mut BufReader<File>, name: &str) -> io::Result<Dialect> {
+    let head = r.fill_buf()?;
+    let head = &head[..head.len().min(SNIFF_BYTES)];
+    let lower = name.to_ascii_lowercase();
+    Ok(if lower.ends_with(".tsv") || lower.ends_with(".tab") {
+        Dialect::sniff_with_delimiter(head, b'\t')
+    } else {
+        Dialect::sniff(head)
+    })
+}
+
+/// Opens a CSV file with its sniffed delimiter (tab for .tsv/.tab), at its first record.
+pub fn open_csv(path: &Path, name: &str) -> io::Result<CsvReader<BufReader<File>>> {
+    let mut r = open_buffered(path)?;
+    let dialect = dialect_of(&mut r, name)?;
+    Ok(CsvReader::new(r, dialect.delimiter))
+}
+
+/// Reads the first records of a file to learn its layout. The caller opens it again to
+/// read it through: nothing here is held beyond a few rows' short fields.
+pub fn table_layout(path: &Path, name: &str) -> io::Result<Layout> {
+    let mut r = open_buffered(path)?;
+    let dialect = dialect_of(&mut r, name)?;
+    let mut r = CsvReader::new(r, dialect.delimiter);
+    let mut rec = Record::default();
+    let mut rows: Vec<Vec<String>> = Vec::new();
+    while rows.len() <= layout::HEADER_SAMPLE_ROWS && r.read_record(&mut rec)? {
+        rows.push(
+            rec.iter()
+                .take(crate::stats::MAX_COLUMNS)
+                .map(|c| crate::stats::truncate_chars(&c, HEADER_FIELD_CHARS))
+                .collect(),
+        );
+    }
+    let Some((first, below)) = rows.split_first() else {
+        return Ok(Layout {
+            dialect,
+            header: false,
+            names: Vec::new(),
+        });
+    };
+    let header = layout::is_header(first, below, &dialect);
+    let names = if header {
+        first.iter().map(|n| n.trim().to_string()).collect()
+    } else {
+        (0..first.len()).map(layout::column_name).collect()
+    };
+    Ok(Layout {
+        dialect,
+        header,
+        names,
+    })
 }
 
 fn summarize_csv(path: &Path, name: &str, s: &mut FileSummary) -> io::Result<()> {
-    let mut r = open_csv(path, name)?;
-    s.delimiter = Some(r.delimiter());
+    let layout = table_layout(path, name)?;
+    let mut r = CsvReader::new(open_buffered(path)?, layout.dialect.delimiter);
+    s.delimiter = Some(layout.dialect.delimiter);
+    s.header = Some(layout.header);
     let mut rec = Record::default();
-    if !r.read_record(&mut rec)? {
+    if layout.names.is_empty() {
         s.notes.push("The file is empty.".into());
-        s.table = Some(TableBuilder::new(Vec::new()).finish());
+        s.table = Some(TableBuilder::new(Vec::new(), layout.dialect).finish());
         return Ok(());
     }
-    let width = rec.n_fields;
-    let mut t = TableBuilder::new(header_names(&rec));
+    let mut width = None;
+    if layout.header {
+        r.read_record(&mut rec)?;
+        width = Some(rec.n_fields);
+    } else {
+        s.notes
+            .push("The first line holds data, not column names: the columns are numbered.".into());
+    }
+    let mut t = TableBuilder::new(layout.names, layout.dialect);
     let (mut ragged, mut first_ragged, mut truncated) = (0u64, 0u64, 0u64);
     while r.read_record(&mut rec)? {
         for (i, cell) in rec.iter().enumerate() {
             t.cell(i, &cell);
         }
         t.end_row(rec.len());
+        // The first line sets the width, header or not.
+        let width = *width.get_or_insert(rec.n_fields);
         if rec.n_fields != width {
             if ragged == 0 {
                 first_ragged = rec.line;
@@ -259,8 +334,9 @@ fn summarize_csv(path: &Path, name: &str, s: &mut FileSummary) -> io::Result<()>
         truncated += rec.truncated as u64;
     }
     if ragged > 0 {
+        let width = width.unwrap_or_default();
         s.notes.push(format!(
-            "{ragged} row(s) do not have {width} fields like the header (first on line {first_ragged})."
+            "{ragged} row(s) do not have {width} fields like the first line (first on line {first_ragged})."
         ));
     }
     if truncated > 0 {
@@ -309,7 +385,7 @@ fn summarize_json(path: &Path, s: &mut FileSummary) -> io::Result<()> {
     let r = open_buffered(path)?;
     let mut sink = StatsSink {
         map: ColumnMap::default(),
-        table: TableBuilder::new(Vec::new()),
+        table: TableBuilder::new(Vec::new(), Dialect::default()),
     };
     match jsonscan::scan(r, &mut sink) {
         Ok(shape) => {
@@ -322,7 +398,11 @@ fn summarize_json(path: &Path, s: &mut FileSummary) -> io::Result<()> {
                     ));
                 }
                 s.table = Some(
-                    std::mem::replace(&mut sink.table, TableBuilder::new(Vec::new())).finish(),
+                    std::mem::replace(
+                        &mut sink.table,
+                        TableBuilder::new(Vec::new(), Dialect::default()),
+                    )
+                    .finish(),
                 );
             }
             s.shape = Some(shape);
@@ -336,7 +416,11 @@ fn summarize_json(path: &Path, s: &mut FileSummary) -> io::Result<()> {
                 s.notes
                     .push("The table shows the rows read before the error.".into());
                 s.table = Some(
-                    std::mem::replace(&mut sink.table, TableBuilder::new(Vec::new())).finish(),
+                    std::mem::replace(
+                        &mut sink.table,
+                        TableBuilder::new(Vec::new(), Dialect::default()),
+                    )
+                    .finish(),
                 );
             }
         }
@@ -394,6 +478,7 @@ impl Cache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::stats::{ColType, Scalar};
 
     pub fn temp_dir(tag: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!(
@@ -470,6 +555,80 @@ mod tests {
         let b = cache.get(&files[0]);
         assert!(b.error.as_deref().unwrap().starts_with("Invalid JSON"));
         assert_eq!(b.table.as_ref().unwrap().rows, 1);
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    /// The demo reads every real-world shape as `tabular::fixtures` says: the same
+    /// expectations testdrive's report is tested against.
+    #[test]
+    fn every_fixture_reads_like_the_report_reads_it() {
+        use tabular::CellType;
+        use tabular::fixtures::{Reading, all};
+        let d = temp_dir("fixtures");
+        for f in all(314159) {
+            let path = d.join(f.name);
+            fs::write(&path, &f.bytes).unwrap();
+            let entry = list_files(&d)
+                .unwrap()
+                .into_iter()
+                .find(|e| e.name == f.name)
+                .unwrap();
+            let s = summarize(&entry);
+            let typed = |t: &Table| -> Vec<(String, CellType)> {
+                t.columns
+                    .iter()
+                    .map(|c| {
+                        let kind = match c.kind {
+                            ColType::Empty => CellType::Empty,
+                            ColType::Boolean => CellType::Boolean,
+                            ColType::Integer => CellType::Integer,
+                            ColType::Number => CellType::Number,
+                            ColType::Date => CellType::Date,
+                            ColType::Text => CellType::Text,
+                        };
+                        (c.name.clone(), kind)
+                    })
+                    .collect()
+            };
+            match &f.reading {
+                Reading::Table {
+                    delimiter,
+                    header,
+                    columns,
+                    rows,
+                } => {
+                    let t = s.table.as_ref().unwrap();
+                    assert_eq!(s.delimiter, Some(*delimiter), "{}", f.name);
+                    assert_eq!(s.header, Some(*header), "{}", f.name);
+                    assert_eq!((&typed(t), t.rows), (columns, *rows), "{}", f.name);
+                }
+                Reading::Records { records, columns } => {
+                    let t = s.table.as_ref().unwrap();
+                    assert_eq!((&typed(t), t.rows), (columns, *records), "{}", f.name);
+                }
+                Reading::Object { keys } => match &s.shape {
+                    Some(Shape::Object { keys: k, .. }) => {
+                        let k: Vec<&String> = k.iter().map(|(k, _)| k).collect();
+                        assert_eq!(k, keys.iter().collect::<Vec<_>>(), "{}", f.name);
+                    }
+                    other => panic!("{}: {other:?}", f.name),
+                },
+                Reading::NotText(content) => {
+                    assert!(s.table.is_none(), "{}", f.name);
+                    let error = s.error.as_deref().unwrap();
+                    assert!(error.contains(content.describe().unwrap()), "{error}");
+                }
+            }
+            fs::remove_file(&path).unwrap();
+        }
+        // The European export: numbers with statistics, dates in order.
+        let f = tabular::fixtures::european_excel_export(314159);
+        fs::write(d.join(f.name), &f.bytes).unwrap();
+        let entry = list_files(&d).unwrap().remove(0);
+        let t = summarize(&entry).table.unwrap();
+        assert!(t.columns[1].mean.is_some() && t.columns[2].max.is_some());
+        assert_eq!(t.columns[0].min, Some(Scalar::Str("2012-01-01".into())));
+        assert_eq!(t.columns[0].max, Some(Scalar::Str("2012-01-20".into())));
         fs::remove_dir_all(&d).unwrap();
     }
 }
