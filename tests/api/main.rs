@@ -21,6 +21,7 @@ mod origins;
 mod ownership;
 mod pages;
 mod pool;
+mod privacy;
 mod private_engine;
 mod process;
 mod pulls;

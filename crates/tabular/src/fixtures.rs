@@ -86,20 +86,26 @@ fn cols(list: &[(&str, CellType)]) -> Vec<(String, CellType)> {
     list.iter().map(|&(n, t)| (n.to_string(), t)).collect()
 }
 
-/// Every fixture, with markers made from `seed` (use six digits: 100000..=999999).
+/// Every fixture, with markers made from `seed` (use six digits: 100000..=999999). Each
+/// file gets its own seed (`seed` and its index), so no two files share a marker.
 pub fn all(seed: u32) -> Vec<Fixture> {
-    vec![
-        european_excel_export(seed),
-        us_csv(seed),
-        headerless_csv(seed),
-        tab_file(seed),
-        windows_1252_csv(seed),
-        json_records(seed),
-        json_object(seed),
-        workbook_renamed_csv(seed),
-        utf16_csv(seed),
-        pdf_renamed_csv(seed),
-    ]
+    let makers: [fn(u32) -> Fixture; 10] = [
+        european_excel_export,
+        us_csv,
+        headerless_csv,
+        tab_file,
+        windows_1252_csv,
+        json_records,
+        json_object,
+        workbook_renamed_csv,
+        utf16_csv,
+        pdf_renamed_csv,
+    ];
+    makers
+        .iter()
+        .zip(0..)
+        .map(|(make, k)| make(seed * 10 + k))
+        .collect()
 }
 
 /// Excel's "CSV UTF-8" in Germany: BOM, `;`, decimal commas with thousands points,
@@ -375,7 +381,13 @@ mod tests {
 
     #[test]
     fn fixtures_hold_their_markers_and_sniff_as_expected() {
-        for f in all(123456) {
+        let all = all(123456);
+        let mut markers: Vec<&String> = all.iter().flat_map(|f| &f.markers).collect();
+        let count = markers.len();
+        markers.sort();
+        markers.dedup();
+        assert_eq!(markers.len(), count, "every marker is unique");
+        for f in all {
             assert!(!f.markers.is_empty(), "{}", f.name);
             for marker in &f.markers {
                 assert!(f.holds(marker), "{} lacks {marker}", f.name);
