@@ -22,24 +22,7 @@ pub enum CellType {
 
 impl CellType {
     pub fn of(cell: &str, dialect: &Dialect) -> CellType {
-        let v = cell.trim();
-        if v.is_empty() {
-            return CellType::Empty;
-        }
-        if v.len() > MAX_TYPED_CELL {
-            return CellType::Text;
-        }
-        if parse_bool(v).is_some() {
-            CellType::Boolean
-        } else if parse_int(v).is_some() {
-            CellType::Integer
-        } else if parse_number(v, dialect).is_some() {
-            CellType::Number
-        } else if parse_date(v, dialect).is_some() {
-            CellType::Date
-        } else {
-            CellType::Text
-        }
+        Value::read(cell, dialect).kind()
     }
 
     /// The type of a column holding values of both types.
@@ -66,6 +49,51 @@ impl CellType {
             CellType::Boolean => "boolean",
             CellType::Date => "date",
             CellType::Text => "text",
+        }
+    }
+}
+
+/// A cell read as its type: one pass for the type and the value, for statistics.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Value {
+    Empty,
+    Integer(i64),
+    Number(f64),
+    Boolean(bool),
+    Date(Date),
+    Text,
+}
+
+impl Value {
+    pub fn read(cell: &str, dialect: &Dialect) -> Value {
+        let v = cell.trim();
+        if v.is_empty() {
+            return Value::Empty;
+        }
+        if v.len() > MAX_TYPED_CELL {
+            return Value::Text;
+        }
+        if let Some(b) = parse_bool(v) {
+            Value::Boolean(b)
+        } else if let Some(i) = parse_int(v) {
+            Value::Integer(i)
+        } else if let Some(f) = parse_number(v, dialect) {
+            Value::Number(f)
+        } else if let Some(d) = parse_date(v, dialect) {
+            Value::Date(d)
+        } else {
+            Value::Text
+        }
+    }
+
+    pub fn kind(&self) -> CellType {
+        match self {
+            Value::Empty => CellType::Empty,
+            Value::Integer(_) => CellType::Integer,
+            Value::Number(_) => CellType::Number,
+            Value::Boolean(_) => CellType::Boolean,
+            Value::Date(_) => CellType::Date,
+            Value::Text => CellType::Text,
         }
     }
 }
@@ -104,17 +132,17 @@ pub fn parse_number(v: &str, dialect: &Dialect) -> Option<f64> {
     if !b.iter().any(u8::is_ascii_digit) || !b.iter().all(allowed) {
         return None;
     }
-    let plain = if dialect.decimal_comma && v.contains(',') {
+    // Rust reads ".5" and "5." too; a spreadsheet writes neither, but they are numbers.
+    let number = if dialect.decimal_comma && v.contains(',') {
         let (int, frac) = v.rsplit_once(',')?;
         if int.contains(',') || frac.contains('.') || frac.is_empty() {
             return None;
         }
-        format!("{}.{frac}", without_thousands(int)?)
+        format!("{}.{frac}", without_thousands(int)?).parse::<f64>()
     } else {
-        v.to_string()
+        v.parse::<f64>()
     };
-    // Rust reads ".5" and "5." too; a spreadsheet writes neither, but they are numbers.
-    plain.parse::<f64>().ok().filter(|f| f.is_finite())
+    number.ok().filter(|f| f.is_finite())
 }
 
 /// `1.234.567` → `1234567`: points between groups of exactly three digits.

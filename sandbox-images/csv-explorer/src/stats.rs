@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 use std::hash::{DefaultHasher, Hash, Hasher};
 
-use tabular::cell::{self, CellType, Date};
+use tabular::cell::{CellType, Date, Value};
 use tabular::{Dialect, layout};
 
 /// Most distinct values counted exactly per column.
@@ -192,29 +192,28 @@ impl ColumnStats {
         if self.kind == CellType::Text {
             return;
         }
-        let kind = CellType::of(v, &self.dialect);
-        self.kind = self.kind.merge(kind);
-        match kind {
-            CellType::Integer | CellType::Number => {
-                if let Some(i) = cell::parse_int(v) {
-                    self.int_min = self.int_min.min(i);
-                    self.int_max = self.int_max.max(i);
-                    self.int_sum += i as i128;
-                }
-                if let Some(f) = cell::parse_number(v, &self.dialect) {
-                    self.num_min = self.num_min.min(f);
-                    self.num_max = self.num_max.max(f);
-                    self.num_sum += f;
-                }
+        let value = Value::read(v, &self.dialect);
+        self.kind = self.kind.merge(value.kind());
+        match value {
+            Value::Integer(i) => {
+                self.int_min = self.int_min.min(i);
+                self.int_max = self.int_max.max(i);
+                self.int_sum += i as i128;
+                self.add_number(i as f64);
             }
-            CellType::Date => {
-                if let Some(d) = cell::parse_date(v, &self.dialect) {
-                    self.date_min = Some(self.date_min.map_or(d, |m| m.min(d)));
-                    self.date_max = Some(self.date_max.map_or(d, |m| m.max(d)));
-                }
+            Value::Number(f) => self.add_number(f),
+            Value::Date(d) => {
+                self.date_min = Some(self.date_min.map_or(d, |m| m.min(d)));
+                self.date_max = Some(self.date_max.map_or(d, |m| m.max(d)));
             }
             _ => {}
         }
+    }
+
+    fn add_number(&mut self, f: f64) {
+        self.num_min = self.num_min.min(f);
+        self.num_max = self.num_max.max(f);
+        self.num_sum += f;
     }
 
     pub fn add_empty(&mut self, n: u64) {
@@ -408,9 +407,9 @@ mod tests {
         assert_eq!(column(&["inf"]).kind, ColType::Text);
         assert_eq!(column(&["1,234.5"]).kind, ColType::Text);
         let d = Dialect::default();
-        assert_eq!(cell::parse_number(".", &d), None);
-        assert_eq!(cell::parse_number("1.2.3", &d), None);
-        assert_eq!(cell::parse_int("99999999999999999999"), None);
+        assert_eq!(tabular::cell::parse_number(".", &d), None);
+        assert_eq!(tabular::cell::parse_number("1.2.3", &d), None);
+        assert_eq!(tabular::cell::parse_int("99999999999999999999"), None);
         assert_eq!(column(&["99999999999999999999", "1"]).kind, ColType::Number);
     }
 
