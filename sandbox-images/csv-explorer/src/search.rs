@@ -246,6 +246,10 @@ mod tests {
         // The header row is not a match.
         assert_eq!(search(&d, "region", &|| false).matches, 0);
         assert_eq!(search(&d, "", &|| false).matches, 0);
+        // A first line of data is data: it is searched.
+        fs::write(d.join("airports.csv"), "\"00M\",31.9\n\"00R\",30.6\n").unwrap();
+        assert_eq!(search(&d, "00M", &|| false).matches, 1);
+        fs::remove_file(d.join("airports.csv")).unwrap();
 
         let many = format!("id\n{}", "zz\n".repeat(5000));
         fs::write(d.join("many.csv"), many).unwrap();
