@@ -893,4 +893,43 @@ mod tests {
             other => panic!("{other:?}"),
         }
     }
+
+    #[test]
+    fn a_file_longer_than_the_head_reads_the_same_in_any_chunks() {
+        let mut data = "\u{feff}Datum;Menge;Ort\r\n".to_string();
+        let mut rows = 0;
+        while data.len() < 3 * HEAD_BYTES {
+            rows += 1;
+            data.push_str(&format!(
+                "{:02}.03.2020;{rows},5;\"a;b\"\r\n",
+                rows % 28 + 1
+            ));
+        }
+        let expected = FileProfile::Csv {
+            delimiter: ";".into(),
+            header: true,
+            columns: vec![
+                Column {
+                    name: "Datum".into(),
+                    kind: ColumnType::Date,
+                },
+                Column {
+                    name: "Menge".into(),
+                    kind: ColumnType::Number,
+                },
+                Column {
+                    name: "Ort".into(),
+                    kind: ColumnType::Text,
+                },
+            ],
+            rows,
+        };
+        for size in [1, 7, 4096, HEAD_BYTES - 1, HEAD_BYTES + 1, data.len()] {
+            let mut p = Profiler::for_extension(Some("csv"));
+            for chunk in data.as_bytes().chunks(size) {
+                p.feed(chunk);
+            }
+            assert_eq!(p.finish().as_ref(), Some(&expected), "chunks of {size}");
+        }
+    }
 }
