@@ -24,6 +24,7 @@ mod pool;
 mod private_engine;
 mod process;
 mod pulls;
+mod screens;
 mod tenancy;
 mod test_registry;
 mod webhook_ranges;
