@@ -15,6 +15,7 @@ mod images;
 mod intake;
 mod isolation;
 mod isolation_net;
+mod layout;
 mod lifecycle;
 mod listening;
 mod origins;

@@ -249,9 +249,9 @@ pub(crate) struct Consoles {
 pub(crate) async fn populate_consoles(app: &TestApp) -> Consoles {
     let (_, key_a) = app.vendor("Northwind Meteorological Analytics").await;
     let (_, key_b) = app.vendor("Contoso Airport Data Services").await;
-    let demo_a = app
-        .demo(&key_a, static_manifest("weather-lab", "Weather Lab"))
-        .await;
+    let mut extendable = static_manifest("weather-lab", "Weather Lab");
+    extendable["trial"] = json!({"seconds": 900, "max_seconds": 3600});
+    let demo_a = app.demo(&key_a, extendable).await;
     let demo_b = app
         .demo(
             &key_b,
@@ -267,6 +267,15 @@ pub(crate) async fn populate_consoles(app: &TestApp) -> Consoles {
     ] {
         live.push(ready_via_api(app, demo, email).await);
     }
+    // An extension: its event names the new deadline.
+    let res = app
+        .post_json(
+            &format!("/v1/sandboxes/{}/extend", live[0]),
+            Some(&app.admin),
+            &json!({"seconds": 600}),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
     let gone = ready_via_api(app, &demo_a, "former@example.com").await;
     let res = app
         .delete(&format!("/v1/sandboxes/{gone}"), Some(&app.admin))
