@@ -435,6 +435,13 @@ async fn the_csv_explorer_keeps_numbers_headings_and_badges_whole() {
         heading.top,
         header.bottom
     );
+    // And the jump did bring it up there (the page scrolled to it).
+    assert!(
+        heading.top <= header.bottom + 40.0,
+        "the heading is at {:.1}, far below the header ending at {:.1}",
+        heading.top,
+        header.bottom
+    );
 
     // On a phone: type badges and row numbers whole.
     let phone = browser.phone().await;
