@@ -299,11 +299,25 @@ async fn sizes_read_the_same_on_every_page() {
     let (_, key) = app.vendor("Acme Analytics").await;
     let demo = app.demo(&key, csv_explorer_manifest()).await;
     let files = tempfile::tempdir().unwrap();
-    let path = files.path().join("airports.csv");
-    // 205.4 KiB, or 210.3 kB: the two ways of counting disagree here.
-    std::fs::write(&path, csv_of_exactly(210_329)).unwrap();
-    let spoken = "205 KiB";
-    let exact = "210,329 bytes";
+    // Sizes around each unit's edges, as the form, the trial page and the CSV Explorer show
+    // them; 210,329 bytes is 205.4 KiB or 210.3 kB: the two ways of counting disagree.
+    let sizes: [(usize, &str, &str); 5] = [
+        (999, "999 bytes", "999 bytes"),
+        (1_536, "1.5 KiB", "1,536 bytes"),
+        (210_329, "205 KiB", "210,329 bytes"),
+        (1_048_500, "1 MiB", "1,048,500 bytes"),
+        (3_000_000, "2.9 MiB", "3,000,000 bytes"),
+    ];
+    let mut paths = Vec::new();
+    for (bytes, _, _) in sizes {
+        let path = files.path().join(format!("size-{bytes}.csv"));
+        std::fs::write(&path, csv_of_exactly(bytes)).unwrap();
+        paths.push(path.display().to_string());
+    }
+    let expected: Vec<Value> = sizes
+        .iter()
+        .map(|(bytes, spoken, exact)| json!([format!("size-{bytes}.csv"), spoken, exact]))
+        .collect();
 
     let s = browser.session().await;
     // The demo's page: the limit in the same units, and its reassurance said once.
@@ -320,25 +334,67 @@ async fn sizes_read_the_same_on_every_page() {
         1,
         "the reassurance is said more than once: {page}"
     );
-    s.pick_file("input#files", &path).await;
-    let listed = s
-        .wait_until("#file-list li .size", Snap::shows_something, PATIENCE)
+    s.find(fantoccini::Locator::Css("input#files"))
+        .await
+        .unwrap()
+        .send_keys(&paths.join("\n"))
+        .await
+        .unwrap();
+    s.wait_until("#file-list li .size", Snap::shows_something, PATIENCE)
         .await;
-    assert_eq!(listed.text, spoken, "the form's size");
-    assert_eq!(listed.attr("title"), Some(exact), "{listed:?}");
-    let id = start_trial(&s, &app, &demo, &path).await.unwrap();
+    let listed = s
+        .execute(
+            "return [...document.querySelectorAll('#file-list li')].map(li => \
+               [li.firstChild.textContent, li.querySelector('.size').textContent, \
+                li.querySelector('.size').title]);",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(listed, json!(expected), "the form's sizes");
+    s.click("button#start").await;
+    let url = s
+        .wait_url(|u| u.path().starts_with("/trials/"), PROVISIONING)
+        .await;
+    let id = url.path().trim_start_matches("/trials/").to_string();
     assert_eq!(trial_status(&s, &["ready", "failed"]).await, "ready");
-    let size = s.wait_visible("table.files td.size").await;
-    assert_eq!(size.text, spoken, "the trial page's size");
-    assert_eq!(size.attr("title"), Some(exact), "{size:?}");
+    s.wait_visible("table.files td.size").await;
+    let shown = s
+        .execute(
+            "return [...document.querySelectorAll('table.files tbody tr')].map(tr => \
+               [tr.cells[0].innerText, tr.querySelector('td.size').innerText, \
+                tr.querySelector('td.size').title]);",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(shown, json!(expected), "the trial page's sizes");
     let cookies = s.get_all_cookies().await.unwrap();
-    open_demo(&s, &app, &id, "airports.csv").await;
-    let meta = s.wait_visible("#file-0 .meta").await;
-    assert!(
-        meta.text.contains(&format!("CSV · {spoken} ·")),
-        "the CSV Explorer's size: {:?}",
-        meta.text
-    );
+    open_demo(&s, &app, &id, "size-999.csv").await;
+    let metas = s
+        .execute(
+            "return [...document.querySelectorAll('section.file')].map(f => \
+               [f.querySelector('h2').innerText, f.querySelector('.meta').innerText]);",
+            vec![],
+        )
+        .await
+        .unwrap();
+    for (bytes, spoken, _) in sizes {
+        let name = format!("size-{bytes}.csv");
+        let meta = metas
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m[0] == name.as_str())
+            .unwrap_or_else(|| panic!("no {name} in the CSV Explorer: {metas}"));
+        assert!(
+            meta[1]
+                .as_str()
+                .unwrap()
+                .contains(&format!("CSV · {spoken} ·")),
+            "the CSV Explorer's size of {name}: {meta}"
+        );
+    }
 
     // The receipt: the exact bytes.
     s.goto(&app.url("/")).await.unwrap();
@@ -348,10 +404,21 @@ async fn sizes_read_the_same_on_every_page() {
     s.goto(&app.url(&format!("/trials/{id}"))).await.unwrap();
     s.click("button#end").await;
     s.click("button#end-confirm").await;
-    let bytes = s
-        .wait_until("#receipt .bytes", Snap::shows_something, PATIENCE)
+    s.wait_until("#receipt .bytes", Snap::shows_something, PATIENCE)
         .await;
-    assert_eq!(bytes.text, exact);
+    let receipt = s
+        .execute(
+            "return [...document.querySelectorAll('#receipt tr.receipt-file')].map(tr => \
+               [tr.querySelector('.name').innerText, tr.querySelector('.bytes').innerText]);",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let exact: Vec<Value> = sizes
+        .iter()
+        .map(|(bytes, _, exact)| json!([format!("size-{bytes}.csv"), exact]))
+        .collect();
+    assert_eq!(receipt, json!(exact), "the receipt's sizes");
     // Every moment of the receipt on the browser's clock, with the exact one kept.
     let times = s
         .execute(
@@ -462,4 +529,20 @@ async fn the_csv_explorer_keeps_numbers_headings_and_badges_whole() {
     phone.close().await;
     s.close().await;
     end_all(&app, &[id]).await;
+}
+
+/// The consoles' script and the form's format sizes with the same function (the browser
+/// test above checks the form's against the server's and the CSV Explorer's).
+#[test]
+fn the_scripts_share_one_size_format() {
+    let size_of = |file: &str| {
+        let text = std::fs::read_to_string(format!("{}/static/{file}", env!("CARGO_MANIFEST_DIR")))
+            .unwrap();
+        let start = text
+            .find("  function size(bytes) {")
+            .unwrap_or_else(|| panic!("static/{file} has no size(bytes)"));
+        let end = start + text[start..].find("\n  }\n").unwrap();
+        text[start..end].to_string()
+    };
+    assert_eq!(size_of("console.js"), size_of("upload.js"));
 }
