@@ -37,6 +37,7 @@
     var tenths = Math.round(value * 10) / 10;
     return (tenths < 10 && tenths % 1 !== 0 ? tenths.toFixed(1) : String(Math.round(value))) + " " + units[u];
   }
+  function exact(bytes) { return bytes.toLocaleString("en-US") + (bytes === 1 ? " byte" : " bytes"); }
   // Every moment the same way: the browser's clock with its zone, the exact one in the
   // markup and on hover.
   function moment(at) {
@@ -104,7 +105,9 @@
     var st = cell(tr, "status");
     st.dataset.status = s.status;
     text(st, s.status + (s.end_reason && s.end_reason !== s.status ? " (" + s.end_reason.replace(/_/g, " ") + ")" : ""));
-    text(cell(tr, "mem"), s.memory_bytes == null ? "–" : size(s.memory_bytes) + (s.memory_limit_bytes ? " / " + size(s.memory_limit_bytes) : ""));
+    var mem = cell(tr, "mem");
+    text(mem, s.memory_bytes == null ? "–" : size(s.memory_bytes) + (s.memory_limit_bytes ? " / " + size(s.memory_limit_bytes) : ""));
+    mem.title = s.memory_bytes == null ? "" : exact(s.memory_bytes) + (s.memory_limit_bytes ? " of " + exact(s.memory_limit_bytes) : "");
     text(cell(tr, "cpu"), s.cpu_percent == null ? "–" : s.cpu_percent.toFixed(1) + "%");
     text(cell(tr, "requests"), String(s.requests));
     ticking(tr);
