@@ -10,26 +10,34 @@ use crate::browser::{Browser, ONE_AT_A_TIME, Session, Snap};
 use crate::helpers::*;
 use crate::screens::*;
 
-/// For each element matching `css`: its box, and the distinct line tops of each word of
-/// its text (a word broken across lines has two), and of its whole text.
+/// For each element matching `css`: its box, the distinct line tops of its text and of
+/// each word (a word broken across lines has two), and the same of its descendants
+/// matching each selector of `parts` — all read in one script call, so at one layout
+/// (the consoles re-render every second).
 const BOXES_JS: &str = r#"
 const tops = (node, start, end) => {
   const r = document.createRange();
   r.setStart(node, start); r.setEnd(node, end);
   return [...new Set([...r.getClientRects()].filter(x => x.width > 0).map(x => Math.round(x.top)))];
 };
-return [...document.querySelectorAll(arguments[0])].map(el => {
+const measure = el => {
   const b = el.getBoundingClientRect();
   const words = [];
-  let lines = new Set();
+  const lines = new Set();
   const walker = document.createTreeWalker(el, NodeFilter.SHOW_TEXT);
   for (let n = walker.nextNode(); n; n = walker.nextNode()) {
     if (n.data.length) tops(n, 0, n.data.length).forEach(t => lines.add(t));
     const re = /\S+/g; let m;
     while ((m = re.exec(n.data))) words.push({word: m[0], lines: tops(n, m.index, m.index + m[0].length).length});
   }
-  return {text: el.innerText, top: b.top, bottom: b.bottom, left: b.left, right: b.right,
-          height: b.height, lines: lines.size, words};
+  return {text: el.innerText, top: b.top, bottom: b.bottom, height: b.height,
+          lines: lines.size, words};
+};
+const parts = arguments[1] || [];
+return [...document.querySelectorAll(arguments[0])].map(el => {
+  const m = measure(el);
+  m.parts = parts.map(sel => [...el.querySelectorAll(sel)].map(measure));
+  return m;
 });
 "#;
 
@@ -42,14 +50,13 @@ struct Boxed {
     lines: u64,
     /// Words shown on more than one line.
     broken: Vec<String>,
+    /// The descendants matching each of the `parts` selectors.
+    parts: Vec<Vec<Boxed>>,
 }
 
-async fn boxes(s: &Session, css: &str) -> Vec<Boxed> {
-    let v = s.execute(BOXES_JS, vec![json!(css)]).await.unwrap();
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|b| Boxed {
+impl Boxed {
+    fn of(b: &Value) -> Boxed {
+        Boxed {
             text: b["text"].as_str().unwrap_or_default().to_string(),
             top: b["top"].as_f64().unwrap(),
             bottom: b["bottom"].as_f64().unwrap(),
@@ -62,8 +69,29 @@ async fn boxes(s: &Session, css: &str) -> Vec<Boxed> {
                 .filter(|w| w["lines"].as_u64().unwrap() > 1)
                 .map(|w| w["word"].as_str().unwrap().to_string())
                 .collect(),
-        })
-        .collect()
+            parts: b["parts"]
+                .as_array()
+                .map(|parts| {
+                    parts
+                        .iter()
+                        .map(|p| p.as_array().unwrap().iter().map(Boxed::of).collect())
+                        .collect()
+                })
+                .unwrap_or_default(),
+        }
+    }
+}
+
+async fn boxes(s: &Session, css: &str) -> Vec<Boxed> {
+    boxes_with(s, css, &[]).await
+}
+
+async fn boxes_with(s: &Session, css: &str, parts: &[&str]) -> Vec<Boxed> {
+    let v = s
+        .execute(BOXES_JS, vec![json!(css), json!(parts)])
+        .await
+        .unwrap();
+    v.as_array().unwrap().iter().map(Boxed::of).collect()
 }
 
 /// Hours and minutes of `iso` on the browser's clock, as a 24- and a 12-hour clock show them.
@@ -146,7 +174,16 @@ async fn the_until_time_follows_an_extension() {
 /// row, no word of a demo's or vendor's name broken across lines (and, when `one_line`,
 /// those names on one line each).
 async fn check_rows(s: &Session, which: &str, one_line: bool) {
-    let rows = boxes(s, "#sandboxes tbody tr").await;
+    let rows = boxes_with(
+        s,
+        "#sandboxes tbody tr",
+        &[
+            ":scope > td",
+            ":scope:not(.gone) button.end",
+            "td.vendor, td.demo",
+        ],
+    )
+    .await;
     assert!(!rows.is_empty(), "{which}: no rows");
     if one_line {
         // At desktop width the whole table shows, End buttons included, without scrolling.
@@ -165,8 +202,9 @@ async fn check_rows(s: &Session, which: &str, one_line: bool) {
         );
     }
     for (i, row) in rows.iter().enumerate() {
-        let nth = format!("#sandboxes tbody tr:nth-child({})", i + 1);
-        let cells = boxes(s, &format!("{nth} > td")).await;
+        let [cells, ends, names] = &row.parts[..] else {
+            unreachable!()
+        };
         for (j, cell) in cells.iter().enumerate() {
             assert!(
                 (cell.height - row.height).abs() <= 1.0 && (cell.top - row.top).abs() <= 1.0,
@@ -178,7 +216,7 @@ async fn check_rows(s: &Session, which: &str, one_line: bool) {
                 row.bottom
             );
         }
-        for end in boxes(s, &format!("{nth}:not(.gone) button.end")).await {
+        for end in ends {
             assert!(
                 end.top >= row.top - 0.5 && end.bottom <= row.bottom + 0.5,
                 "{which}: the End button of row {i} is at {:.1}..{:.1}, its row {:.1}..{:.1}",
@@ -188,20 +226,19 @@ async fn check_rows(s: &Session, which: &str, one_line: bool) {
                 row.bottom
             );
         }
-        for name in [format!("{nth} td.vendor"), format!("{nth} td.demo")] {
-            for cell in boxes(s, &name).await {
-                assert!(
-                    cell.broken.is_empty(),
-                    "{which}: {name} breaks {:?} mid-word",
-                    cell.broken
+        for name in names {
+            assert!(
+                name.broken.is_empty(),
+                "{which}: {:?} in row {i} breaks {:?} mid-word",
+                name.text,
+                name.broken
+            );
+            if one_line {
+                assert_eq!(
+                    name.lines, 1,
+                    "{which}: {:?} in row {i} takes {} lines",
+                    name.text, name.lines
                 );
-                if one_line {
-                    assert_eq!(
-                        cell.lines, 1,
-                        "{which}: {name} {:?} takes {} lines",
-                        cell.text, cell.lines
-                    );
-                }
             }
         }
     }
