@@ -28,8 +28,36 @@
     if (m > 0) return m + "m " + (s % 60) + "s";
     return s + "s";
   }
-  function mib(bytes) { return (bytes / 1048576).toFixed(bytes < 10485760 ? 1 : 0) + " MiB"; }
-  function clock(at) { return new Date(at).toLocaleTimeString(); }
+  // The same rule as the server's pages (spoken_bytes): binary units, one decimal under
+  // 10, whole numbers from 10.
+  function size(bytes) {
+    if (bytes < 1024) return bytes + " bytes";
+    var units = ["KiB", "MiB", "GiB", "TiB"], value = bytes / 1024, u = 0;
+    while (u + 1 < units.length && Math.round(value * 10) / 10 >= 1023.5) { value /= 1024; u++; }
+    var tenths = Math.round(value * 10) / 10;
+    return (tenths < 10 && tenths % 1 !== 0 ? tenths.toFixed(1) : String(Math.round(value))) + " " + units[u];
+  }
+  function exact(bytes) { return bytes.toLocaleString("en-US") + (bytes === 1 ? " byte" : " bytes"); }
+  // Every moment the same way: the browser's clock with its zone, the exact one in the
+  // markup and on hover.
+  function moment(at) {
+    var t = document.createElement("time");
+    t.dateTime = at; t.title = at;
+    t.textContent = new Date(at).toLocaleTimeString(undefined, { timeZoneName: "short" });
+    return t;
+  }
+  // Event details name moments in RFC 3339 ("until 2026-11-18T11:06:40.123Z").
+  var RFC3339 = /\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+-]\d{2}:\d{2})/g;
+  function withMoments(parent, text) {
+    var last = 0, m;
+    RFC3339.lastIndex = 0;
+    while ((m = RFC3339.exec(text))) {
+      parent.appendChild(document.createTextNode(text.slice(last, m.index)));
+      parent.appendChild(moment(m[0]));
+      last = m.index + m[0].length;
+    }
+    parent.appendChild(document.createTextNode(text.slice(last)));
+  }
   function cell(tr, cls) {
     var td = tr.querySelector("." + cls);
     if (!td) { td = document.createElement("td"); td.className = cls; tr.appendChild(td); }
@@ -77,11 +105,11 @@
     var st = cell(tr, "status");
     st.dataset.status = s.status;
     text(st, s.status + (s.end_reason && s.end_reason !== s.status ? " (" + s.end_reason.replace(/_/g, " ") + ")" : ""));
-    text(cell(tr, "mem"), s.memory_bytes == null ? "–" : mib(s.memory_bytes) + (s.memory_limit_bytes ? " / " + mib(s.memory_limit_bytes) : ""));
+    var mem = cell(tr, "mem");
+    text(mem, s.memory_bytes == null ? "–" : size(s.memory_bytes) + (s.memory_limit_bytes ? " / " + size(s.memory_limit_bytes) : ""));
+    mem.title = s.memory_bytes == null ? "" : exact(s.memory_bytes) + (s.memory_limit_bytes ? " of " + exact(s.memory_limit_bytes) : "");
     text(cell(tr, "cpu"), s.cpu_percent == null ? "–" : s.cpu_percent.toFixed(1) + "%");
     text(cell(tr, "requests"), String(s.requests));
-    var actions = tr.querySelector(".actions");
-    actions.hidden = !liveNow;
     ticking(tr);
   }
 
@@ -134,13 +162,11 @@
     eventsList.textContent = "";
     snap.events.forEach(function (e) {
       var li = document.createElement("li");
-      var t = document.createElement("time");
-      t.dateTime = e.at; t.textContent = clock(e.at);
-      li.appendChild(t);
+      li.appendChild(moment(e.at));
       // A deployment's event (no sandbox) is marked as such, so healing stands out.
       if (!e.sandbox_id) li.className = "service-event";
       var who = e.sandbox_id ? e.sandbox_id.slice(-8) : "service";
-      li.appendChild(document.createTextNode(who + " " + e.kind.replace(/_/g, " ") + (e.detail ? ": " + e.detail : "")));
+      withMoments(li, " " + who + " " + e.kind.replace(/_/g, " ") + (e.detail ? ": " + e.detail : ""));
       eventsList.appendChild(li);
     });
   }

@@ -11,6 +11,7 @@
   var key = root.dataset.key;
   var statusEl = document.getElementById("status");
   var countdown = document.getElementById("countdown");
+  var expiresEl = document.getElementById("expires");
   var openLink = document.getElementById("open");
   var extendBtn = document.getElementById("extend");
   var endBtn = document.getElementById("end");
@@ -26,6 +27,17 @@
     var h = Math.floor(seconds / 3600), m = Math.floor((seconds % 3600) / 60), s = seconds % 60;
     var two = function (n) { return (n < 10 ? "0" : "") + n; };
     return h > 0 ? h + ":" + two(m) + ":" + two(s) : m + ":" + two(s);
+  }
+
+  // Moments come rendered in UTC inside <time datetime>; shown on the browser's clock, with
+  // its zone, the exact moment kept in the title. The deadline as a clock time only.
+  function showTime(el) {
+    var at = new Date(el.dateTime);
+    if (isNaN(at)) return;
+    el.textContent = el === expiresEl
+      ? at.toLocaleTimeString(undefined, { hour: "numeric", minute: "2-digit", timeZoneName: "short" })
+      : at.toLocaleString(undefined, { timeZoneName: "short" });
+    el.title = el.dateTime;
   }
 
   function remaining() {
@@ -45,6 +57,10 @@
   function apply(next) {
     skew = Date.parse(next.now) - Date.now();
     if (countdown) countdown.dataset.expiresAt = next.expires_at;
+    if (expiresEl && expiresEl.dateTime !== next.expires_at) {
+      expiresEl.dateTime = next.expires_at;
+      showTime(expiresEl);
+    }
     statusEl.dataset.status = next.status;
     statusEl.textContent = next.status_text;
     if (extendBtn && next.extend_seconds === 0) extendBtn.hidden = true;
@@ -113,6 +129,7 @@
   }
   if (openLink && state.status !== "provisioning") openLink.hidden = false;
 
+  Array.prototype.forEach.call(document.querySelectorAll("time[datetime]"), showTime);
   setInterval(tick, 1000);
   tick();
   // Quickly while the sandbox is being prepared, slowly after: the deadline can move

@@ -17,12 +17,16 @@
   var maxFiles = Number(form.dataset.maxFiles);
   var extensions = form.dataset.extensions ? form.dataset.extensions.split(",") : [];
 
+  // The same rule as the server's pages (spoken_bytes): binary units, one decimal under
+  // 10, whole numbers from 10; `exact` to the byte.
   function size(bytes) {
-    if (bytes < 1000) return bytes + " bytes";
-    var units = ["KB", "MB", "GB", "TB"], value = bytes, unit = "bytes";
-    for (var i = 0; i < units.length && value >= 1000; i++) { value /= 1000; unit = units[i]; }
-    return (value < 10 ? value.toFixed(1) : value.toFixed(0)) + " " + unit;
+    if (bytes < 1024) return bytes + " bytes";
+    var units = ["KiB", "MiB", "GiB", "TiB"], value = bytes / 1024, u = 0;
+    while (u + 1 < units.length && Math.round(value * 10) / 10 >= 1023.5) { value /= 1024; u++; }
+    var tenths = Math.round(value * 10) / 10;
+    return (tenths < 10 && tenths % 1 !== 0 ? tenths.toFixed(1) : String(Math.round(value))) + " " + units[u];
   }
+  function exact(bytes) { return bytes.toLocaleString("en-US") + (bytes === 1 ? " byte" : " bytes"); }
 
   function extension(name) {
     var dot = name.lastIndexOf(".");
@@ -69,6 +73,8 @@
       name.textContent = f.name;
       var bytes = document.createElement("span");
       bytes.textContent = size(f.size);
+      bytes.className = "size";
+      bytes.title = exact(f.size);
       li.appendChild(name);
       li.appendChild(bytes);
       if (extensions.length && extensions.indexOf(extension(f.name)) < 0) li.className = "bad";

@@ -41,18 +41,26 @@ pub fn thousands(n: u64) -> String {
     out
 }
 
+/// "205 KiB", "1.5 MiB": the same rule as testdrive's pages (its `spoken_bytes`), so a
+/// file's size reads the same there and here: binary units, one decimal under 10 (none
+/// when it is .0), whole numbers from 10.
 pub fn human_size(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KB", "MB", "GB", "TB"];
-    let mut v = n as f64;
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if n < 1024 {
+        return format!("{n} bytes");
+    }
+    let mut v = n as f64 / 1024.0;
     let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
+    // Rounded as shown: 1023.7 KiB reads "1 MiB", not "1024 KiB".
+    while u + 1 < UNITS.len() && (v * 10.0).round() / 10.0 >= 1023.5 {
         v /= 1024.0;
         u += 1;
     }
-    if u == 0 {
-        format!("{n} B")
+    let tenths = (v * 10.0).round() / 10.0;
+    if tenths < 10.0 && tenths.fract() != 0.0 {
+        format!("{tenths:.1} {}", UNITS[u])
     } else {
-        format!("{v:.1} {}", UNITS[u])
+        format!("{} {}", v.round(), UNITS[u])
     }
 }
 
@@ -95,9 +103,11 @@ fn preview_table(out: &mut String, t: &Table) {
     let _ = write!(
         out,
         "<details open><summary>Preview: first {} of {} rows</summary>\
-         <div class=\"scroll tall\"><table class=data><thead><tr><th class=rn>#</th>",
+         <div class=\"scroll tall\"><table class=data style=\"--rn:{}ch\"><thead><tr><th class=rn>#</th>",
         thousands(t.preview.len() as u64),
         thousands(t.rows),
+        // The row-number column as wide as its longest number, so it never wraps.
+        t.preview.len().max(1).to_string().len(),
     );
     for c in &t.columns {
         let _ = write!(out, "<th>{}</th>", escape(&c.name));
@@ -265,6 +275,7 @@ h1{font-size:20px;margin:0}
 #status{color:var(--muted);font-size:13px;white-space:nowrap}
 a{color:var(--accent)}
 .file,#results{background:var(--card);border:1px solid var(--line);border-radius:10px;padding:14px 16px;margin:16px 0}
+.file{scroll-margin-top:calc(var(--head,64px) + 8px)}
 h2{font-size:18px;margin:0 0 2px;word-break:break-all}
 h3{font-size:14px;margin:14px 0 6px;color:var(--muted);text-transform:uppercase;letter-spacing:.04em}
 .meta{margin:0;color:var(--muted);font-size:13px}
@@ -276,13 +287,13 @@ h3{font-size:14px;margin:14px 0 6px;color:var(--muted);text-transform:uppercase;
 .scroll{overflow:auto;border:1px solid var(--line);border-radius:8px;max-width:100%}
 .tall{max-height:70vh}
 table{border-collapse:collapse;width:100%;font-size:13px}
-th,td{padding:5px 9px;border-bottom:1px solid var(--line);text-align:left;vertical-align:top;max-width:28em;overflow-wrap:anywhere}
+th,td{padding:5px 9px;border-bottom:1px solid var(--line);text-align:left;vertical-align:top;max-width:28em;overflow-wrap:break-word}
 thead th{position:sticky;top:0;background:var(--card);font-weight:600;white-space:nowrap}
 tbody th{font-weight:600}
 .num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
-.rn{color:var(--muted);text-align:right;width:1%}
+.rn{color:var(--muted);text-align:right;width:1%;white-space:nowrap;overflow-wrap:normal;min-width:calc(var(--rn,2ch) + 18px)}
 details{margin-top:12px}summary{cursor:pointer;color:var(--muted);font-size:14px;margin-bottom:6px}
-.t{display:inline-block;border-radius:4px;padding:0 6px;font-size:12px;background:rgba(102,112,133,.15)}
+.t{display:inline-block;white-space:nowrap;overflow-wrap:normal;border-radius:4px;padding:0 6px;font-size:12px;background:rgba(102,112,133,.15)}
 .t-integer,.t-number{background:rgba(47,111,222,.15)}.t-date{background:rgba(25,135,84,.15)}.t-boolean{background:rgba(111,66,193,.15)}
 mark{background:var(--mark);color:inherit;border-radius:2px}
 footer{color:var(--muted);font-size:13px;margin:24px 0}
@@ -292,6 +303,11 @@ footer{color:var(--muted);font-size:13px;margin:24px 0}
 
 const SCRIPT: &str = r#"<script>
 (() => {
+  // A jump to a file keeps its heading below the sticky header, however tall it wraps.
+  const head = document.querySelector('body > header');
+  const fit = () => document.documentElement.style.setProperty('--head', head.offsetHeight + 'px');
+  fit();
+  addEventListener('resize', fit);
   const q = document.getElementById('q');
   const status = document.getElementById('status');
   const box = document.getElementById('results');
@@ -399,8 +415,12 @@ mod tests {
         assert_eq!(thousands(999), "999");
         assert_eq!(thousands(1000), "1,000");
         assert_eq!(thousands(1234567), "1,234,567");
-        assert_eq!(human_size(512), "512 B");
-        assert_eq!(human_size(1536), "1.5 KB");
+        assert_eq!(human_size(512), "512 bytes");
+        assert_eq!(human_size(1536), "1.5 KiB");
+        assert_eq!(human_size(1024), "1 KiB");
+        assert_eq!(human_size(210_329), "205 KiB");
+        assert_eq!(human_size(1_048_500), "1 MiB");
+        assert_eq!(human_size(52_428_800), "50 MiB");
     }
 
     #[test]

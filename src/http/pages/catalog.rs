@@ -25,7 +25,7 @@ struct DemoCard {
     description: String,
     /// "15 minutes (extendable to 1 hour)".
     trial: String,
-    /// "CSV or TSV · up to 3 files · 50 MB in all".
+    /// "CSV or TSV · up to 3 files · 50 MiB in all".
     files: String,
     /// For the file picker: ".csv,.tsv" (empty: any type).
     accept: String,

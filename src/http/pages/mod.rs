@@ -156,29 +156,46 @@ pub fn spoken_duration(seconds: u64) -> String {
     parts.join(" ")
 }
 
-/// "1.5 MB": sizes as people read them (decimal units, like file managers).
+/// "205 KiB", "1.5 MiB": sizes as every page shows them, the same rule as the scripts'
+/// `size` (static/*.js) and the CSV Explorer's: binary units, one decimal under 10 (none
+/// when it is .0), whole numbers from 10. `exact_bytes` says the same size to the byte.
 pub fn spoken_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 4] = ["KB", "MB", "GB", "TB"];
-    if bytes < 1000 {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if bytes < 1024 {
         return format!("{bytes} bytes");
     }
-    let mut value = bytes as f64;
-    let mut unit = "bytes";
-    for u in UNITS {
-        if value < 1000.0 {
-            break;
-        }
-        value /= 1000.0;
-        unit = u;
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    // Rounded as shown: 1023.7 KiB reads "1 MiB", not "1024 KiB".
+    while unit + 1 < UNITS.len() && (value * 10.0).round() / 10.0 >= 1023.5 {
+        value /= 1024.0;
+        unit += 1;
     }
-    if value < 10.0 {
-        format!("{value:.1} {unit}")
+    let tenths = (value * 10.0).round() / 10.0;
+    let shown = if tenths < 10.0 && tenths.fract() != 0.0 {
+        format!("{tenths:.1}")
     } else {
-        format!("{value:.0} {unit}")
-    }
+        format!("{}", value.round())
+    };
+    format!("{shown} {}", UNITS[unit])
 }
 
-/// A moment as shown on pages: UTC, to the second (scripts turn it into local time).
+/// "52,428,800 bytes": a size to the byte (hover titles, the deletion receipt).
+pub fn exact_bytes(bytes: u64) -> String {
+    let digits = bytes.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3 + 6);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out.push_str(if bytes == 1 { " byte" } else { " bytes" });
+    out
+}
+
+/// A moment as shown on pages without scripts: UTC, to the second, saying so. Pages put it
+/// in `<time datetime=…>`, which their script rewrites to the browser's clock and zone.
 pub fn shown_time(at: Timestamp) -> String {
     let text = at.to_rfc3339();
     // 2026-11-29T01:02:03.456Z → 2026-11-29 01:02:03 UTC
@@ -196,8 +213,20 @@ mod tests {
         assert_eq!(spoken_duration(5400), "1 hour 30 minutes");
         assert_eq!(spoken_duration(61), "1 minute 1 second");
         assert_eq!(spoken_bytes(999), "999 bytes");
-        assert_eq!(spoken_bytes(1_500_000), "1.5 MB");
-        assert_eq!(spoken_bytes(50_000_000), "50 MB");
+        assert_eq!(spoken_bytes(1023), "1023 bytes");
+        assert_eq!(spoken_bytes(1024), "1 KiB");
+        assert_eq!(spoken_bytes(1536), "1.5 KiB");
+        assert_eq!(spoken_bytes(1300), "1.3 KiB");
+        assert_eq!(spoken_bytes(210_329), "205 KiB");
+        assert_eq!(spoken_bytes(1_048_000), "1023 KiB");
+        assert_eq!(spoken_bytes(1_048_500), "1 MiB");
+        assert_eq!(spoken_bytes(1_572_864), "1.5 MiB");
+        assert_eq!(spoken_bytes(10_380_902), "9.9 MiB");
+        assert_eq!(spoken_bytes(52_428_800), "50 MiB");
+        assert_eq!(spoken_bytes(3 << 30), "3 GiB");
+        assert_eq!(exact_bytes(52_428_800), "52,428,800 bytes");
+        assert_eq!(exact_bytes(999), "999 bytes");
+        assert_eq!(exact_bytes(1), "1 byte");
         assert_eq!(
             shown_time(Timestamp::from_millis(0)),
             "1970-01-01 00:00:00 UTC"

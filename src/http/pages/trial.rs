@@ -14,8 +14,8 @@ use serde::Serialize;
 
 use super::session::{self, SANDBOX_COOKIE, TRIAL_COOKIE, TRIAL_COOKIE_SECONDS};
 use super::{
-    ApiError, AppState, PageError, auth, intake, render, shown_time, spoken_bytes, spoken_duration,
-    vendor_name,
+    ApiError, AppState, PageError, auth, exact_bytes, intake, render, shown_time, spoken_bytes,
+    spoken_duration, vendor_name,
 };
 use crate::domain::receipt::Receipt;
 use crate::domain::{
@@ -246,8 +246,9 @@ impl TrialState {
 
 struct FileRow {
     name: String,
-    bytes: u64,
     size: String,
+    /// The size to the byte, for a hover and the receipt.
+    exact: String,
     sha256: String,
 }
 
@@ -255,8 +256,8 @@ impl FileRow {
     fn new(name: &str, bytes: u64, sha256: &str) -> FileRow {
         FileRow {
             name: name.to_string(),
-            bytes,
             size: spoken_bytes(bytes),
+            exact: exact_bytes(bytes),
             sha256: sha256.to_string(),
         }
     }
@@ -268,7 +269,8 @@ struct ReceiptView {
     container: String,
     volumes: String,
     deleted: String,
-    files: Vec<(FileRow, String)>,
+    /// Each file, when its last copy was destroyed, and that moment in RFC 3339.
+    files: Vec<(FileRow, String, String)>,
 }
 
 #[derive(Template)]
@@ -327,7 +329,11 @@ async fn trial_page(
             .iter()
             .map(|f| {
                 let last = f.sandbox_copy_deleted_at.unwrap_or(f.spool_copy_deleted_at);
-                (FileRow::new(&f.name, f.bytes, &f.sha256), shown_time(last))
+                (
+                    FileRow::new(&f.name, f.bytes, &f.sha256),
+                    shown_time(last),
+                    last.to_rfc3339(),
+                )
             })
             .collect(),
         receipt,
