@@ -1,0 +1,142 @@
+//! A trial that cannot work is explained in words the prospect can act on: a wrong file
+//! (a workbook renamed `.csv`, a PDF, UTF-16 or Windows-1252 text) is refused before
+//! anything is made, naming the file, what it is and what to do; a file the demo's load
+//! command refuses fails the sandbox with `failure` in words, the demo's own last line
+//! shown to the prospect only, never to the vendor, in events or to operators.
+
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::helpers::*;
+
+/// A ZIP's local file entry, stored (the sniffing needs only the names).
+fn zip_entry(name: &str, data: &[u8]) -> Vec<u8> {
+    let mut entry = b"PK\x03\x04\x14\x00\x00\x00\x00\x00\x00\x00\x00\x00".to_vec();
+    entry.extend_from_slice(&[0; 4]); // CRC-32, not checked by anyone here
+    entry.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    entry.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    entry.extend_from_slice(&(name.len() as u16).to_le_bytes());
+    entry.extend_from_slice(&0u16.to_le_bytes());
+    entry.extend_from_slice(name.as_bytes());
+    entry.extend_from_slice(data);
+    entry
+}
+
+/// The start of an Excel workbook as Excel writes it, with a sheet of weather data.
+fn workbook() -> Vec<u8> {
+    [
+        zip_entry(
+            "[Content_Types].xml",
+            br#"<?xml version="1.0"?><Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types"/>"#,
+        ),
+        zip_entry("_rels/.rels", b"<Relationships/>"),
+        zip_entry("xl/workbook.xml", b"<workbook><sheets/></workbook>"),
+        zip_entry(
+            "xl/worksheets/sheet1.xml",
+            b"<sheetData><row><c t=\"inlineStr\"><is><t>date</t></is></c></row></sheetData>",
+        ),
+    ]
+    .concat()
+}
+
+/// A CSV that is Windows-1252 (as Excel's plain "CSV" saves it) only far past its head.
+fn late_windows_1252() -> Vec<u8> {
+    let mut csv = b"city;temp\r\n".to_vec();
+    for i in 0..2000 {
+        csv.extend_from_slice(format!("Seattle;{i},5\r\n").as_bytes());
+    }
+    csv.extend_from_slice(b"Z\xfcrich;3,5\r\n");
+    csv
+}
+
+async fn assert_left_nothing(app: &TestApp) {
+    assert!(
+        app.spool_entries().is_empty(),
+        "spool: {:?}",
+        app.spool_entries()
+    );
+    assert!(
+        app.instance_objects().is_empty(),
+        "engine objects: {:?}",
+        app.instance_objects()
+    );
+    assert!(app.sandboxes().await.is_empty(), "a sandbox was recorded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_file_is_refused_in_words_before_anything_is_made() {
+    let app = TestApp::spawn().await;
+    let (_, demo) = app
+        .static_demo(json!({"upload": {"extensions": ["csv", "json"]}}))
+        .await;
+    let utf16: Vec<u8> = [0xFF, 0xFE]
+        .into_iter()
+        .chain("date;temp\r\n".encode_utf16().flat_map(u16::to_le_bytes))
+        .collect();
+    let cases: [(&str, Vec<u8>, &[&str]); 5] = [
+        (
+            "seattle-weather.csv",
+            workbook(),
+            &[
+                "seattle-weather.csv is an Excel workbook, not a CSV file",
+                "File → Save As → CSV UTF-8",
+            ],
+        ),
+        (
+            "airports.json",
+            b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj".to_vec(),
+            &["airports.json is a PDF document, not a JSON file"],
+        ),
+        (
+            "cars.csv",
+            utf16,
+            &["cars.csv is text in UTF-16", "CSV UTF-8"],
+        ),
+        (
+            "zurich.csv",
+            late_windows_1252(),
+            &["zurich.csv is not UTF-8 text (line 2002", "CSV UTF-8"],
+        ),
+        (
+            "chart.csv",
+            b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x10".to_vec(),
+            &["chart.csv is a picture (PNG), not a CSV file"],
+        ),
+    ];
+    for (name, bytes, words) in cases {
+        // After a good file, so that the refusal also takes back what was already spooled.
+        let files = [("good.csv", b"a,b\n1,2\n".to_vec()), (name, bytes)];
+        let res = app.create_sandbox(&demo, &files, &[], Some(30)).await;
+        let body = problem(res, StatusCode::UNSUPPORTED_MEDIA_TYPE).await;
+        let detail = body["detail"].as_str().unwrap();
+        for word in words {
+            assert!(detail.contains(word), "{name}: {detail}");
+        }
+        assert_left_nothing(&app).await;
+    }
+    // A file of nothing but blank lines has no data.
+    let res = app
+        .create_sandbox(&demo, &[("blank.csv", b"\r\n \r\n".to_vec())], &[], None)
+        .await;
+    let body = problem(res, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("blank.csv is empty"),
+        "{body}"
+    );
+    assert_left_nothing(&app).await;
+    // A demo that asks for workbooks gets them.
+    let (_, books) = app
+        .static_demo(json!({"upload": {"extensions": ["xlsx"]}}))
+        .await;
+    let ready = app
+        .ready_sandbox(&books, &[("seattle-weather.xlsx", workbook())])
+        .await;
+    let (id, token) = (
+        ready["id"].as_str().unwrap(),
+        ready["token"].as_str().unwrap(),
+    );
+    app.end_sandbox(id, token).await;
+}
