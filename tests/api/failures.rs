@@ -140,3 +140,96 @@ async fn a_wrong_file_is_refused_in_words_before_anything_is_made() {
     );
     app.end_sandbox(id, token).await;
 }
+
+fn csv_explorer_manifest() -> serde_json::Value {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/sandbox-images/csv-explorer/demo.json"
+    ))
+    .unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+/// Every string anywhere in `value`, joined: what a reader of it could see.
+fn all_text(value: &serde_json::Value) -> String {
+    value.to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_the_demo_cannot_load_fails_in_words_and_its_message_is_the_prospects_alone() {
+    let app = TestApp::spawn().await;
+    let (_, vendor_key) = app.vendor("Acme Analytics").await;
+    let demo = app.demo(&vendor_key, csv_explorer_manifest()).await;
+    // Passes the intake (it is UTF-8 text) but line 3 has one field too few.
+    let ragged = b"city,temp\nQ7MARKERseattle,Q7MARKER5\nQ7MARKERportland\n".to_vec();
+    let res = app
+        .create_sandbox(
+            &demo,
+            &[
+                ("good.csv", b"a,b\n1,2\n".to_vec()),
+                ("weather.csv", ragged),
+            ],
+            &[],
+            Some(60),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let created: serde_json::Value = res.json().await.unwrap();
+    let id = created["id"].as_str().unwrap().to_string();
+    let token = created["token"].as_str().unwrap().to_string();
+    assert_eq!(created["status"], "failed", "{created}");
+    // The `?wait=` answer says why, in words, and the demo's own last line to the prospect.
+    let failure = created["failure"].as_str().expect("a failure");
+    assert_eq!(
+        failure,
+        "the demo could not load your files (its load command exited with code 1)"
+    );
+    let message = "weather.csv: line 3 has 1 field, but the header has 2 fields; every row \
+                   needs as many fields as the header.";
+    assert_eq!(created["load_message"], message, "{created}");
+    assert!(
+        created["load_output"]
+            .as_str()
+            .is_some_and(|o| o.contains("ok   good.csv") && o.contains(message)),
+        "{created}"
+    );
+    let mine = app
+        .wait_for(&id, &token, |s| s["data_deleted_at"].is_string())
+        .await;
+    assert_eq!(mine["failure"], failure);
+    assert_eq!(mine["load_message"], message);
+
+    // The vendor and operators read the failure, never what the demo printed.
+    let theirs = [
+        json_of(
+            app.get(&format!("/v1/sandboxes/{id}"), Some(&vendor_key))
+                .await,
+        )
+        .await,
+        app.sandbox(&id).await,
+    ];
+    for view in &theirs {
+        assert_eq!(view["failure"], failure, "{view}");
+        assert!(view.get("load_message").is_none(), "{view}");
+        assert!(view.get("load_output").is_none(), "{view}");
+    }
+    let listed = app.sandboxes().await;
+    let item = listed.iter().find(|s| s["id"] == id.as_str()).unwrap();
+    assert_eq!(item["failure"], failure);
+    let mut read = vec![all_text(item)];
+    read.extend(theirs.iter().map(all_text));
+    for token in [&vendor_key, &app.admin, &token] {
+        read.extend(app.events(&id, token).await.iter().map(all_text));
+    }
+    for text in &read {
+        for secret in ["Q7MARKER", "line 3", "ok   good.csv", "csv-explorer check"] {
+            assert!(!text.contains(secret), "{secret} in {text}");
+        }
+    }
+    assert_no_objects(&id);
+}
+
+async fn json_of(res: reqwest::Response) -> serde_json::Value {
+    assert_eq!(res.status(), StatusCode::OK);
+    res.json().await.unwrap()
+}
