@@ -233,3 +233,146 @@ async fn json_of(res: reqwest::Response) -> serde_json::Value {
     assert_eq!(res.status(), StatusCode::OK);
     res.json().await.unwrap()
 }
+
+/// How long a page may take to show something on a busy machine.
+const PATIENCE: std::time::Duration = std::time::Duration::from_secs(60);
+const PROVISIONING: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// In a real browser: a renamed workbook is refused on the form in the server's words
+/// before anything is sent; a file the demo cannot load leads to a trial page that says so
+/// readably (the demo's message first, all it printed folded away), and "Try again" returns
+/// to the demo's form with the prospect's answers filled in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_trial_explains_itself_and_try_again_refills_the_form() {
+    use crate::browser::{Browser, ONE_AT_A_TIME, screenshot};
+
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let Some(browser) =
+        Browser::start("a_failed_trial_explains_itself_and_try_again_refills_the_form").await
+    else {
+        return;
+    };
+    let app = TestApp::spawn().await;
+    let (_, vendor_key) = app.vendor("Acme Analytics").await;
+    let demo = app.demo(&vendor_key, csv_explorer_manifest()).await;
+    let files = tempfile::tempdir().unwrap();
+    let book = files.path().join("seattle-weather.csv");
+    std::fs::write(&book, workbook()).unwrap();
+    let ragged = files.path().join("weather.csv");
+    std::fs::write(&ragged, b"city,temp\nseattle,5\nportland\n").unwrap();
+
+    let s = browser.session().await;
+    let form_path = format!("/demos/{demo}");
+    s.goto(&app.url(&form_path)).await.unwrap();
+    s.wait_visible("form#trial-form").await;
+    s.type_into("input#email", "ana@example.com").await;
+    s.type_into("input#company", "Initech").await;
+    s.type_into("textarea#needs", "Does it read our weather exports?")
+        .await;
+
+    // The workbook: refused on the form, in the server's words, with nothing sent.
+    s.mark_unsent().await;
+    s.pick_file("input#files", &book).await;
+    s.click("button#start").await;
+    s.wait_until(
+        "#form-error",
+        |e| {
+            e.visible
+                && e.text.contains(
+                    "seattle-weather.csv is an Excel workbook, not a CSV file: open it in Excel",
+                )
+        },
+        PATIENCE,
+    )
+    .await;
+    s.assert_nothing_sent().await;
+    screenshot(&s, "failure-form-workbook.png").await;
+
+    // The ragged CSV passes the form, and the demo's load command refuses it.
+    s.pick_file("input#files", &ragged).await;
+    s.click("button#start").await;
+    s.wait_url(|u| u.path().starts_with("/trials/"), PATIENCE)
+        .await;
+    let failure = s.wait_until("#failure", |f| f.visible, PROVISIONING).await;
+    assert!(
+        failure.text.contains("Your trial could not start"),
+        "{}",
+        failure.text
+    );
+    let message = s.wait_visible("#load-message").await;
+    assert_eq!(
+        message.text.trim(),
+        "weather.csv: line 3 has 1 field, but the header has 2 fields; every row needs as \
+         many fields as the header."
+    );
+    let reason = s.wait_visible("#failure-reason").await;
+    assert!(
+        reason.text.contains("the demo could not load your files"),
+        "{}",
+        reason.text
+    );
+    // All it printed is there, folded away, never instead of the message.
+    let output = s
+        .snap("details#load-output-box #load-output")
+        .await
+        .unwrap();
+    assert!(output.found && !output.visible, "the output is folded");
+    let printed = s
+        .execute(
+            "return document.querySelector('#load-output').textContent;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert!(
+        printed
+            .as_str()
+            .is_some_and(|p| p.contains("weather.csv: line 3")),
+        "{printed}"
+    );
+    // The message is not cut mid-word: it wraps where the words end.
+    let wraps = s
+        .execute(
+            "const e = document.querySelector('#load-message'); \
+             return getComputedStyle(e).whiteSpace + ' ' + getComputedStyle(e).wordBreak;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(wraps, "pre-wrap normal");
+    screenshot(&s, "failure-trial-page.png").await;
+
+    // "Try again" goes back to the demo's form with the answers filled in.
+    s.click("a#try-again").await;
+    s.wait_url(|u| u.path() == form_path, PATIENCE).await;
+    s.wait_visible("form#trial-form").await;
+    s.wait_until(
+        "input#email",
+        |e| e.value.as_deref() == Some("ana@example.com"),
+        PATIENCE,
+    )
+    .await;
+    assert_eq!(
+        s.snap("input#company").await.unwrap().value.as_deref(),
+        Some("Initech")
+    );
+    assert_eq!(
+        s.snap("textarea#needs").await.unwrap().value.as_deref(),
+        Some("Does it read our weather exports?")
+    );
+    let note = s.wait_visible("#refilled").await;
+    assert!(
+        note.text.contains("Choose your files again"),
+        "{}",
+        note.text
+    );
+    screenshot(&s, "failure-try-again.png").await;
+    s.close().await;
+    let sandboxes = app.sandboxes().await;
+    for sandbox in &sandboxes {
+        let id = sandbox["id"].as_str().unwrap();
+        app.wait_as_admin(id, |s| s["data_deleted_at"].is_string())
+            .await;
+        assert_no_objects(id);
+    }
+}
