@@ -33,7 +33,8 @@
   // first bytes in the server's words (tabular's sniff): what it is and what to do.
   var TEXT = ["csv", "tsv", "tab", "txt", "json", "jsonl", "ndjson"];
   var SAVE_AS_CSV = "save it again as CSV UTF-8 (in Excel: File → Save As → CSV UTF-8 (comma delimited)), then upload that file";
-  var EXCEL = "open it in Excel and use File → Save As → CSV UTF-8 (comma delimited), then upload that file (if it is another kind of ZIP archive, unpack it and upload the files inside)";
+  var EXCEL = "open it in Excel and use File → Save As → CSV UTF-8 (comma delimited), then upload that file";
+  var ZIP = "unpack it and upload the files inside (if it is an Excel workbook, open it in Excel and use File → Save As → CSV UTF-8 (comma delimited), then upload that file)";
   var EXPORT = "export the table it shows as CSV UTF-8 from the program the data came from, then upload that file";
 
   function expected(ext) {
@@ -66,7 +67,7 @@
       if (has(b, "xl/")) return ["an Excel workbook", EXCEL];
       if (has(b, "word/")) return ["a Word document", EXPORT];
       if (has(b, "ppt/")) return ["a PowerPoint presentation", EXPORT];
-      return ["a ZIP archive (an Excel workbook is one)", EXCEL];
+      return ["a ZIP archive (an Excel workbook is one)", ZIP];
     }
     if (startsWith(b, [0xD0, 0xCF, 0x11, 0xE0, 0xA1, 0xB1, 0x1A, 0xE1])) {
       return ["an Excel 97–2003 workbook (or another old Office file)", EXCEL];

@@ -107,10 +107,14 @@ fn expected(extension: &str) -> &'static str {
 /// What to do with a file of this kind to get text the demo can read.
 fn remedy(content: Content) -> &'static str {
     match content {
-        Content::ExcelWorkbook | Content::LegacyOffice | Content::Zip => {
+        Content::ExcelWorkbook | Content::LegacyOffice => {
             "open it in Excel and use File → Save As → CSV UTF-8 (comma delimited), then \
-             upload that file (if it is another kind of ZIP archive, unpack it and upload the \
-             files inside)"
+             upload that file"
+        }
+        Content::Zip => {
+            "unpack it and upload the files inside (if it is an Excel workbook, open it in \
+             Excel and use File → Save As → CSV UTF-8 (comma delimited), then upload that \
+             file)"
         }
         Content::OpenDocument => {
             "open it in LibreOffice and use File → Save As → Text CSV with the character set \

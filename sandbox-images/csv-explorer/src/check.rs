@@ -221,8 +221,7 @@ mod tests {
         assert_eq!(
             wrong_file(&book).unwrap(),
             "this is an Excel workbook, not a CSV file: open it in Excel and use File → Save \
-             As → CSV UTF-8 (comma delimited), then upload that file (if it is another kind of \
-             ZIP archive, unpack it and upload the files inside)"
+             As → CSV UTF-8 (comma delimited), then upload that file"
         );
         assert_eq!(wrong_file(&good), None);
         fs::remove_file(d.join("book.csv")).unwrap();
