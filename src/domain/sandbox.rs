@@ -331,6 +331,28 @@ mod tests {
     }
 
     #[test]
+    fn the_failure_is_the_last_failed_ending() {
+        let at = Timestamp::from_millis(1);
+        let record = |event| EventRecord { at, event };
+        let ended = |ending| SandboxEvent::Ended {
+            ending,
+            recovered: false,
+        };
+        let mut events = vec![record(SandboxEvent::Loaded)];
+        assert_eq!(failure_in(&events), None);
+        events.push(record(ended(Ending::Expired)));
+        assert_eq!(failure_in(&events), None);
+        events.push(record(ended(Ending::failed(
+            "the demo could not load your files",
+        ))));
+        events.push(record(SandboxEvent::ContainerRemoved));
+        assert_eq!(
+            failure_in(&events).map(Failure::as_str),
+            Some("the demo could not load your files")
+        );
+    }
+
+    #[test]
     fn information_sheet_fields_are_checked() {
         assert_eq!(
             Prospect::parse_email(" ana@example.com ")
