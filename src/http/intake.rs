@@ -5,8 +5,10 @@
 //! order with a reader that bounds everything it holds (`multipart`): at most
 //! `BEFORE_DEMO` bytes until the form names its demo, then that demo's upload limit. Naming
 //! the demo reserves its whole upload limit in the spool's budget, and each file streams
-//! into the spool under the demo's rules; a client that stops sending is cut off. Then the
-//! spool goes to the lifecycle.
+//! into the spool under the demo's rules; a client that stops sending is cut off. A file
+//! named as text is judged by its first bytes before any of it is written (a workbook
+//! renamed `.csv` is refused in words, `tabular::sniff`) and followed to its end for UTF-8.
+//! Then the spool goes to the lifecycle.
 //!
 //! The spool's disk keeps a floor of free space (`SpoolDisk`): a request whose
 //! Content-Length would take the disk under it is refused before its body is read, and any
