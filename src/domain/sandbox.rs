@@ -4,6 +4,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use super::event::{Ending, EventRecord, Failure, SandboxEvent};
 use super::profile::ProfiledFile;
 use super::token::TokenHash;
 use super::{DemoId, DemoSpec, Invalid, SandboxId, Timestamp, VendorId, parse_text};
@@ -44,6 +45,48 @@ pub struct Sandbox {
     /// data, so it is shown to the sandbox token's holder only, and never goes into an
     /// event, a webhook, a report or a log.
     pub load_output: Option<String>,
+}
+
+impl Sandbox {
+    /// What the demo's load command printed, if it failed (the prospect's alone).
+    pub fn load_output(&self) -> Option<LoadOutput> {
+        self.load_output.as_deref().map(LoadOutput::from_stored)
+    }
+}
+
+/// Why a sandbox failed, from its history: words that carry no data (see `Failure`).
+pub fn failure_in(events: &[EventRecord]) -> Option<&Failure> {
+    events.iter().rev().find_map(|e| match &e.event {
+        SandboxEvent::Ended {
+            ending: Ending::Failed(failure),
+            ..
+        } => Some(failure),
+        _ => None,
+    })
+}
+
+/// What a demo's load command printed when it failed: its message for the prospect (by the
+/// convention, its last non-empty line on stderr) and the end of all it printed. Perhaps
+/// the prospect's own data, so only the sandbox token's holder sees it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoadOutput {
+    pub message: Option<String>,
+    pub output: String,
+}
+
+impl LoadOutput {
+    /// As the sandbox record keeps it (one text column).
+    pub fn to_stored(&self) -> String {
+        serde_json::to_string(self).expect("strings serialize")
+    }
+
+    /// What `to_stored` wrote; the plain text an earlier version kept is all output.
+    pub fn from_stored(raw: &str) -> LoadOutput {
+        serde_json::from_str(raw).unwrap_or_else(|_| LoadOutput {
+            message: None,
+            output: raw.to_string(),
+        })
+    }
 }
 
 /// What a sandbox is at creation, before anything ran.
@@ -270,6 +313,43 @@ mod tests {
             assert_eq!(SandboxStatus::parse(s.as_str()).unwrap(), s);
         }
         assert!(SandboxStatus::parse("READY").is_err());
+    }
+
+    #[test]
+    fn load_output_is_kept_whole_and_read_back() {
+        let printed = LoadOutput {
+            message: Some("a.csv: line 3 has 1 field".into()),
+            output: "ok b.csv\na.csv: line 3 has 1 field".into(),
+        };
+        assert_eq!(LoadOutput::from_stored(&printed.to_stored()), printed);
+        // What an earlier version kept: the output alone.
+        let older = LoadOutput::from_stored("bad rows in a.csv");
+        assert_eq!(
+            (older.message, older.output.as_str()),
+            (None, "bad rows in a.csv")
+        );
+    }
+
+    #[test]
+    fn the_failure_is_the_last_failed_ending() {
+        let at = Timestamp::from_millis(1);
+        let record = |event| EventRecord { at, event };
+        let ended = |ending| SandboxEvent::Ended {
+            ending,
+            recovered: false,
+        };
+        let mut events = vec![record(SandboxEvent::Loaded)];
+        assert_eq!(failure_in(&events), None);
+        events.push(record(ended(Ending::Expired)));
+        assert_eq!(failure_in(&events), None);
+        events.push(record(ended(Ending::failed(
+            "the demo could not load your files",
+        ))));
+        events.push(record(SandboxEvent::ContainerRemoved));
+        assert_eq!(
+            failure_in(&events).map(Failure::as_str),
+            Some("the demo could not load your files")
+        );
     }
 
     #[test]

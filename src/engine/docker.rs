@@ -26,6 +26,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bollard::Docker;
 use bollard::auth::DockerCredentials;
+use bollard::container::LogOutput;
 use bollard::exec::{StartExecOptions, StartExecResults};
 use bollard::models::{
     ContainerCreateBody, ContainerSummaryStateEnum, EndpointIpamConfig, EndpointSettings,
@@ -46,9 +47,9 @@ use tokio::sync::RwLock;
 
 use super::{
     ContainerState, DEMO_LABEL, Engine, EngineError, EngineSettings, ExecOutcome, Found,
-    HostFirewall, INSTANCE_LABEL, Labelled, NetworkRepair, NewContainer, PullCredentials,
-    PullFailure, PullProgress, Removed, Result, SANDBOX_LABEL, StatsReading, archive, isolate_host,
-    network, probe,
+    HostFirewall, INSTANCE_LABEL, Labelled, NetworkRepair, NewContainer, OUTPUT_TAIL_BYTES,
+    PullCredentials, PullFailure, PullProgress, Removed, Result, SANDBOX_LABEL, StatsReading,
+    archive, isolate_host, last_line, network, output_tail, probe,
 };
 use crate::domain::{DemoId, ImageRef, SandboxId, StagedFile};
 
@@ -804,7 +805,17 @@ impl Engine for DockerEngine {
                 }
             })
             .await?;
-        let mut tail = Vec::new();
+        // Both streams as they came, and stderr alone for the demo's message; each bounded.
+        let (mut tail, mut stderr) = (Vec::new(), Vec::new());
+        let mut cut = false;
+        let keep = |buf: &mut Vec<u8>, bytes: &[u8]| {
+            buf.extend_from_slice(bytes);
+            if buf.len() > 2 * OUTPUT_TAIL_BYTES {
+                buf.drain(..buf.len() - OUTPUT_TAIL_BYTES);
+                return true;
+            }
+            false
+        };
         match docker
             .start_exec(&exec.id, None::<StartExecOptions>)
             .await
@@ -813,10 +824,10 @@ impl Engine for DockerEngine {
             StartExecResults::Attached { mut output, .. } => {
                 while let Some(chunk) = output.next().await {
                     let chunk = chunk.map_err(|e| EngineError::from_bollard(e, "exec"))?;
-                    tail.extend_from_slice(&chunk.into_bytes());
-                    if tail.len() > 4096 {
-                        tail.drain(..tail.len() - 512);
+                    if let LogOutput::StdErr { message } = &chunk {
+                        keep(&mut stderr, message);
                     }
+                    cut |= keep(&mut tail, &chunk.into_bytes());
                 }
             }
             StartExecResults::Detached => {}
@@ -825,10 +836,10 @@ impl Engine for DockerEngine {
             .inspect_exec(&exec.id)
             .await
             .map_err(|e| EngineError::from_bollard(e, "exec"))?;
-        let start = tail.len().saturating_sub(512);
         Ok(ExecOutcome {
             exit_code: inspected.exit_code.unwrap_or(-1),
-            output_tail: String::from_utf8_lossy(&tail[start..]).trim().to_string(),
+            output_tail: output_tail(&tail, cut),
+            message: last_line(&stderr),
         })
     }
 

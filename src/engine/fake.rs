@@ -161,11 +161,13 @@ impl FakeEngine {
         self.state().silent_demos = !answer;
     }
 
-    /// What the load command exits with (0 and no output unless set).
+    /// What the load command exits with (0 and no output unless set); its last line is
+    /// its message, as if all it printed went to stderr.
     pub fn exec_outcome(&self, exit_code: i64, output: &str) {
         self.state().exec = Some(ExecOutcome {
             exit_code,
             output_tail: output.to_string(),
+            message: super::last_line(output.as_bytes()),
         });
     }
 
@@ -448,6 +450,7 @@ impl Engine for FakeEngine {
         let outcome = self.state().exec.clone().unwrap_or(ExecOutcome {
             exit_code: 0,
             output_tail: String::new(),
+            message: None,
         });
         let result = self.enter(Op::Exec, Some(sandbox)).and_then(|()| {
             self.with_container(sandbox, |c| match c.running {

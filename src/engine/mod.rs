@@ -80,8 +80,44 @@ pub struct EngineSettings {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExecOutcome {
     pub exit_code: i64,
-    /// The last few hundred bytes the command wrote, for the event log.
+    /// The end of what the command wrote, stdout and stderr as they came (at most
+    /// `OUTPUT_TAIL_BYTES`, from the start of a line): perhaps the prospect's data.
     pub output_tail: String,
+    /// The last non-empty line it wrote to stderr (at most `MESSAGE_CHARS`): by the
+    /// load-command convention, the demo's message for the prospect.
+    pub message: Option<String>,
+}
+
+/// How much of a command's output is kept.
+pub const OUTPUT_TAIL_BYTES: usize = 4096;
+/// How long a demo's message may be.
+pub const MESSAGE_CHARS: usize = 500;
+
+/// The end of `bytes` as text: whole lines only when the start was cut off (`cut`), so that
+/// nothing begins mid-word or mid-character.
+pub fn output_tail(bytes: &[u8], cut: bool) -> String {
+    let mut start = bytes.len().saturating_sub(OUTPUT_TAIL_BYTES);
+    if cut || start > 0 {
+        // From the first line that begins inside the kept part; one long line is kept cut.
+        if let Some(newline) = bytes[start..].iter().position(|&b| b == b'\n')
+            && start + newline + 1 < bytes.len()
+        {
+            start += newline + 1;
+        }
+    }
+    String::from_utf8_lossy(&bytes[start..]).trim().to_string()
+}
+
+/// The last line of `stderr` with something on it, at most `MESSAGE_CHARS` long.
+pub fn last_line(stderr: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(stderr);
+    let line = text.lines().map(str::trim).rfind(|l| !l.is_empty())?;
+    let line: String = line
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(MESSAGE_CHARS)
+        .collect();
+    Some(line)
 }
 
 /// A container's resource counters at one moment.
@@ -338,5 +374,35 @@ pub trait Engine: Send + Sync + 'static {
         let container = self.remove_container(sandbox).await?;
         let volumes = self.remove_volumes(sandbox).await?;
         Ok(usize::from(container) + volumes)
+    }
+}
+
+#[cfg(test)]
+mod output_tests {
+    use super::*;
+
+    #[test]
+    fn the_tail_starts_at_a_line_and_the_message_is_the_last_line() {
+        assert_eq!(
+            output_tail(b"ok a.csv\nbad b.csv\n", false),
+            "ok a.csv\nbad b.csv"
+        );
+        let mut long = "x".repeat(OUTPUT_TAIL_BYTES).into_bytes();
+        long.extend_from_slice(b"yy\nweather.csv: line 15\n");
+        assert_eq!(output_tail(&long, false), "weather.csv: line 15");
+        assert_eq!(output_tail(b"\xA9 cut\nwhole\n", true), "whole");
+        assert_eq!(
+            last_line(b"a.csv: line 3\nplease save as UTF-8\n\n  \n").as_deref(),
+            Some("please save as UTF-8")
+        );
+        assert_eq!(last_line(b"\n \n"), None);
+        assert_eq!(
+            last_line(b"\x1b[31mred\x1b[0m").as_deref(),
+            Some("[31mred[0m")
+        );
+        assert_eq!(
+            last_line("é".repeat(900).as_bytes()).map(|l| l.chars().count()),
+            Some(MESSAGE_CHARS)
+        );
     }
 }

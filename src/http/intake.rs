@@ -5,8 +5,10 @@
 //! order with a reader that bounds everything it holds (`multipart`): at most
 //! `BEFORE_DEMO` bytes until the form names its demo, then that demo's upload limit. Naming
 //! the demo reserves its whole upload limit in the spool's budget, and each file streams
-//! into the spool under the demo's rules; a client that stops sending is cut off. Then the
-//! spool goes to the lifecycle.
+//! into the spool under the demo's rules; a client that stops sending is cut off. A file
+//! named as text is judged by its first bytes before any of it is written (a workbook
+//! renamed `.csv` is refused in words, `tabular::sniff`) and followed to its end for UTF-8.
+//! Then the spool goes to the lifecycle.
 //!
 //! The spool's disk keeps a floor of free space (`SpoolDisk`): a request whose
 //! Content-Length would take the disk under it is refused before its body is read, and any
@@ -23,7 +25,8 @@ use std::time::Duration;
 use axum::extract::{ConnectInfo, Request};
 use axum::http::{HeaderMap, header};
 use bytes::Bytes;
-use futures_util::{Stream, stream};
+use futures_util::{Stream, StreamExt, stream};
+use tabular::sniff::{self, Content, Utf8Check};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
@@ -339,14 +342,36 @@ where
                 };
                 let name = UploadName::parse(part.file_name.as_deref().unwrap_or_default())?;
                 spool.admit(&name)?;
-                let content = stream::unfold(&mut form, |form| async move {
+                let text = name.extension().is_some_and(|e| sniff::expects_text(&e));
+                let (head, ended) = if text {
+                    read_head(&mut form, &name).await?
+                } else {
+                    (Vec::new(), false)
+                };
+                let mut utf8 = text.then(Utf8Check::new);
+                let head = (!head.is_empty()).then(|| Ok(Bytes::from(head)));
+                let rest = stream::unfold((&mut form, ended), |(form, ended)| async move {
+                    if ended {
+                        return None;
+                    }
                     match form.chunk().await {
-                        Ok(Some(chunk)) => Some((Ok(chunk), form)),
+                        Ok(Some(chunk)) => Some((Ok(chunk), (form, false))),
                         Ok(None) => None,
-                        Err(e) => Some((Err(spool_error(e)), form)),
+                        Err(e) => Some((Err(spool_error(e)), (form, true))),
                     }
                 });
-                spool.write(name, pin!(content)).await?;
+                let content = stream::iter(head).chain(rest).inspect(|chunk| {
+                    if let (Some(check), Ok(chunk)) = (utf8.as_mut(), chunk) {
+                        check.feed(chunk);
+                    }
+                });
+                spool.write(name.clone(), pin!(content)).await?;
+                if let Some(at) = utf8.and_then(Utf8Check::finish) {
+                    return Err(ApiError::UnsupportedType(sniff::not_utf8(
+                        name.as_str(),
+                        at,
+                    )));
+                }
             }
             other => {
                 return Err(ApiError::invalid(
@@ -368,6 +393,42 @@ where
         prospect,
         spool,
     })
+}
+
+/// The first bytes of a file that should be text (up to `sniff::HEAD_BYTES`, and whether
+/// that is all of it), refused at once when they show it is something else: a workbook
+/// renamed `.csv` is told apart in words before a byte of it is written.
+async fn read_head<S, E>(
+    form: &mut MultipartReader<S>,
+    name: &UploadName,
+) -> Result<(Vec<u8>, bool), ApiError>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    let mut head = Vec::new();
+    let mut ended = false;
+    while head.len() < sniff::HEAD_BYTES {
+        match form.chunk().await {
+            Ok(Some(chunk)) => head.extend_from_slice(&chunk),
+            Ok(None) => {
+                ended = true;
+                break;
+            }
+            Err(e) => return Err(spool_error(e).into()),
+        }
+    }
+    // An empty file is the spool's to refuse, as it always was (`422`).
+    if !head.is_empty()
+        && let Some(why) = sniff::wrong_file(name.as_str(), &head, ended)
+    {
+        return Err(if Content::sniff(&head) == Content::Empty {
+            ApiError::invalid("file", why)
+        } else {
+            ApiError::UnsupportedType(why)
+        });
+    }
+    Ok((head, ended))
 }
 
 /// Scheme, host and port of a URL or an `Origin` (the port spelled out when it is the

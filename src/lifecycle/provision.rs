@@ -21,6 +21,7 @@ use tracing::Instrument;
 use super::Lifecycle;
 use super::images::Vanished;
 use super::probe;
+use crate::domain::sandbox::LoadOutput;
 use crate::domain::{DemoId, DemoSpec, Ending, SandboxEvent, SandboxId};
 use crate::engine::{EngineError, NewContainer};
 use crate::spool::Spool;
@@ -285,7 +286,11 @@ impl Provision {
                 tokio::time::timeout(limit, engine.exec(id, command))
                     .await
                     .map_err(|_| {
-                        Stop::Failed(format!("the load command ran longer than {limit:?}"))
+                        Stop::Failed(format!(
+                            "the demo could not load your files in time (its load command \
+                             ran longer than {} seconds)",
+                            limit.as_secs()
+                        ))
                     })?
                     .map_err(failed("running the load command"))
             })
@@ -294,16 +299,20 @@ impl Provision {
                 // What it printed may be the prospect's own data: it is kept beside the
                 // sandbox for the prospect's eyes only. The failure (in the events, the
                 // vendor's view, webhooks and the log) says only how it ended.
-                if !outcome.output_tail.is_empty()
+                let printed = LoadOutput {
+                    message: outcome.message,
+                    output: outcome.output_tail,
+                };
+                if (printed.message.is_some() || !printed.output.is_empty())
                     && let Err(err) = lifecycle
                         .store()
-                        .set_load_output(id, &outcome.output_tail)
+                        .set_load_output(id, &printed.to_stored())
                         .await
                 {
                     tracing::warn!(%err, "could not keep what the load command printed");
                 }
                 return Err(Stop::Failed(format!(
-                    "the load command exited with code {}",
+                    "the demo could not load your files (its load command exited with code {})",
                     outcome.exit_code
                 )));
             }

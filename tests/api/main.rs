@@ -8,6 +8,7 @@ mod contract;
 mod crash;
 mod disk_full;
 mod engine_restart;
+mod failures;
 mod flow;
 mod healing;
 mod helpers;

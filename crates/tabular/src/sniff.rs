@@ -82,6 +82,95 @@ impl Content {
 
 pub const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
 
+/// How many of a file's first bytes `Content::sniff` needs to tell the kinds apart.
+pub const HEAD_BYTES: usize = 4096;
+
+/// The extensions of files that are text, which a file of another kind may be renamed to.
+/// Only these are judged by their bytes: a demo that takes `.xlsx` gets workbooks.
+pub fn expects_text(extension: &str) -> bool {
+    matches!(
+        extension.to_ascii_lowercase().as_str(),
+        "csv" | "tsv" | "tab" | "txt" | "json" | "jsonl" | "ndjson"
+    )
+}
+
+/// What a file named like `extension` should be, in a prospect's words.
+fn expected(extension: &str) -> &'static str {
+    match extension.to_ascii_lowercase().as_str() {
+        "csv" => "a CSV file",
+        "tsv" | "tab" => "a tab-separated text file",
+        "json" | "jsonl" | "ndjson" => "a JSON file",
+        _ => "a text file",
+    }
+}
+
+/// What to do with a file of this kind to get text the demo can read.
+fn remedy(content: Content) -> &'static str {
+    match content {
+        Content::ExcelWorkbook | Content::LegacyOffice => {
+            "open it in Excel and use File → Save As → CSV UTF-8 (comma delimited), then \
+             upload that file"
+        }
+        Content::Zip => {
+            "unpack it and upload the files inside (if it is an Excel workbook, open it in \
+             Excel and use File → Save As → CSV UTF-8 (comma delimited), then upload that \
+             file)"
+        }
+        Content::OpenDocument => {
+            "open it in LibreOffice and use File → Save As → Text CSV with the character set \
+             Unicode (UTF-8), then upload that file"
+        }
+        Content::WordDocument | Content::Presentation | Content::Pdf => {
+            "export the table it shows as CSV UTF-8 from the program the data came from, then \
+             upload that file"
+        }
+        Content::Image(_) => "upload the data the picture was made from, saved as CSV UTF-8",
+        Content::Compressed => "unpack it and upload the files inside",
+        Content::WideText | Content::Binary | Content::Text | Content::Empty => {
+            "save it again as CSV UTF-8 (in Excel: File → Save As → CSV UTF-8 (comma \
+             delimited)), then upload that file"
+        }
+    }
+}
+
+/// Why a file named `name` cannot be what its extension says, in words a prospect can act
+/// on: "weather.csv is an Excel workbook, not a CSV file: open it in Excel and use …".
+/// `None` when the file is what its name says (or its extension is not one of text).
+/// `whole` says whether `head` is the whole file (then an empty one is refused too).
+pub fn wrong_file(name: &str, head: &[u8], whole: bool) -> Option<String> {
+    let extension = name.rsplit_once('.').map(|(_, e)| e).unwrap_or_default();
+    if !expects_text(extension) {
+        return None;
+    }
+    let content = Content::sniff(head);
+    let what = match content {
+        Content::Text => return None,
+        Content::Empty if !whole => return None,
+        Content::Empty => {
+            return Some(format!(
+                "{name} is empty (it holds no data): choose the file with your data in it"
+            ));
+        }
+        Content::Image(format) => format!("a picture ({format})"),
+        other => other.describe().unwrap_or("not text").to_string(),
+    };
+    Some(format!(
+        "{name} is {what}, not {}: {}.",
+        expected(extension),
+        remedy(content)
+    ))
+}
+
+/// Why a text file named `name` is refused when it is not UTF-8 from `at` on.
+pub fn not_utf8(name: &str, at: NotUtf8) -> String {
+    format!(
+        "{name} is not UTF-8 text (line {} is in another encoding, perhaps Windows-1252): \
+         {}.",
+        at.line,
+        remedy(Content::Text)
+    )
+}
+
 fn by_magic(head: &[u8]) -> Option<Content> {
     const MAGIC: &[(&[u8], Content)] = &[
         (b"%PDF-", Content::Pdf),
@@ -297,6 +386,48 @@ mod tests {
         assert_eq!(Content::sniff(b" \r\n\t\n"), Content::Empty);
         assert_eq!(Content::Text.describe(), None);
         assert_eq!(Content::ExcelWorkbook.describe(), Some("an Excel workbook"));
+    }
+
+    #[test]
+    fn a_wrong_file_is_named_with_what_to_do() {
+        let xlsx = b"PK\x03\x04\x14\x00 [Content_Types].xml xl/workbook.xml";
+        let said = wrong_file("weather.csv", xlsx, false).unwrap();
+        assert!(
+            said.starts_with("weather.csv is an Excel workbook, not a CSV file: open it in Excel"),
+            "{said}"
+        );
+        assert!(said.contains("CSV UTF-8"), "{said}");
+        let pdf = wrong_file("cars.json", b"%PDF-1.4\n", false).unwrap();
+        assert!(
+            pdf.starts_with("cars.json is a PDF document, not a JSON file"),
+            "{pdf}"
+        );
+        let png = wrong_file("a.CSV", b"\x89PNG\r\n\x1a\n\0\0", false).unwrap();
+        assert!(png.contains("a picture (PNG)"), "{png}");
+        let wide = wrong_file("w.csv", b"\xFF\xFEd\0a\0t\0e\0", false).unwrap();
+        assert!(wide.contains("UTF-16"), "{wide}");
+        // Text is text; a workbook a demo asks for is what it asked for.
+        assert_eq!(wrong_file("ok.csv", b"a,b\n1,2\n", true), None);
+        assert_eq!(wrong_file("book.xlsx", xlsx, true), None);
+        assert_eq!(wrong_file("noext", xlsx, true), None);
+        // Empty only when the head is the whole file.
+        assert!(
+            wrong_file("e.csv", b" \r\n", true)
+                .unwrap()
+                .contains("is empty")
+        );
+        assert_eq!(wrong_file("e.csv", b" \r\n", false), None);
+        let latin = not_utf8(
+            "x.csv",
+            NotUtf8 {
+                line: 15,
+                offset: 300,
+            },
+        );
+        assert!(
+            latin.starts_with("x.csv is not UTF-8 text (line 15"),
+            "{latin}"
+        );
     }
 
     fn check(chunks: &[&[u8]]) -> Option<NotUtf8> {

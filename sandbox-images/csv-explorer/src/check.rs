@@ -1,8 +1,13 @@
 //! `csv-explorer check`: the demo's load command. Validates every file and
-//! exits 0, or lists the problems on stderr and exits 1.
+//! exits 0, or lists the problems on stderr and exits 1. By testdrive's convention the
+//! last line on stderr is shown to the prospect as the reason: it names the first bad file
+//! and its most useful problem in plain words, never a value from the data.
 
+use std::io::Read;
 use std::path::Path;
 use std::process::ExitCode;
+
+use tabular::sniff;
 
 use crate::csvparse::Record;
 use crate::jsonscan;
@@ -20,30 +25,32 @@ pub fn run(dir: &Path) -> ExitCode {
         }
     };
     let mut bad = 0;
+    let mut first: Option<String> = None;
     for f in &files {
-        let result = match Kind::of(&f.name) {
-            Kind::Csv => check_csv(f),
-            Kind::Json => check_json(f),
-            Kind::Other => {
-                println!("skip {}: not a CSV or JSON file", f.name);
-                continue;
-            }
+        let result = match wrong_file(f) {
+            Some(why) => Err(vec![why]),
+            None => match Kind::of(&f.name) {
+                Kind::Csv => check_csv(f),
+                Kind::Json => check_json(f),
+                Kind::Other => {
+                    println!("skip {}: not a CSV or JSON file", f.name);
+                    continue;
+                }
+            },
         };
         match result {
             Ok(msg) => println!("ok   {}: {msg}", f.name),
             Err(problems) => {
                 bad += 1;
-                for p in problems {
+                for p in &problems {
                     eprintln!("{}: {p}", f.name);
                 }
+                first.get_or_insert_with(|| format!("{}: {}", f.name, problems[0]));
             }
         }
     }
-    if bad > 0 {
-        eprintln!(
-            "csv-explorer check: {bad} of {} file(s) have problems",
-            files.len()
-        );
+    if let Some(first) = first {
+        eprintln!("{}", last_line(&first, bad, files.len()));
         ExitCode::FAILURE
     } else {
         println!(
@@ -53,6 +60,41 @@ pub fn run(dir: &Path) -> ExitCode {
         );
         ExitCode::SUCCESS
     }
+}
+
+/// The prospect's line: the first bad file's most useful problem, and how many more.
+fn last_line(first: &str, bad: usize, files: usize) -> String {
+    match bad {
+        0 | 1 => format!("{first}."),
+        _ => format!(
+            "{first}. {} more of the {files} files have problems too (listed above).",
+            bad - 1
+        ),
+    }
+}
+
+/// A file that is not text at all (a workbook renamed `.csv`), in the words testdrive
+/// uses for it.
+fn wrong_file(f: &Entry) -> Option<String> {
+    let mut head = Vec::with_capacity(sniff::HEAD_BYTES);
+    let file = std::fs::File::open(&f.path).ok()?;
+    file.take(sniff::HEAD_BYTES as u64)
+        .read_to_end(&mut head)
+        .ok()?;
+    // An empty file is the explorer's to show as empty, not an error.
+    if sniff::Content::sniff(&head) == sniff::Content::Empty {
+        return None;
+    }
+    let whole = (head.len() as u64) == f.size;
+    // The words name the file themselves; the listing puts the name first already.
+    let why = sniff::wrong_file(&f.name, &head, whole)?;
+    Some(
+        why.strip_prefix(&format!("{} ", f.name))
+            .map(|rest| format!("this {rest}"))
+            .unwrap_or(why)
+            .trim_end_matches('.')
+            .to_string(),
+    )
 }
 
 pub fn check_csv(f: &Entry) -> Result<String, Vec<String>> {
@@ -72,25 +114,36 @@ pub fn check_csv(f: &Entry) -> Result<String, Vec<String>> {
             ragged += 1;
             if problems.len() < MAX_PROBLEMS {
                 problems.push(format!(
-                    "line {}: {} field(s), but the header has {width}",
-                    rec.line, rec.n_fields
+                    "line {} has {}, but the header has {}; every row needs as many fields \
+                     as the header",
+                    rec.line,
+                    fields(rec.n_fields),
+                    fields(width)
                 ));
             }
         }
     }
     if ragged > problems.len() as u64 {
         problems.push(format!(
-            "… {} more row(s) with the wrong number of fields",
+            "{} more row(s) have the wrong number of fields",
             ragged - problems.len() as u64
         ));
     }
+    // The encoding and an unclosed quote explain the rest: they come first.
     if let Some(l) = r.unterminated_quote_line {
-        problems.push(format!("line {l}: quoted field is never closed"));
+        problems.insert(
+            0,
+            format!("the quoted field that starts on line {l} is never closed"),
+        );
     }
     if let Some(l) = r.invalid_utf8_line {
-        problems.push(format!(
-            "line {l}: not valid UTF-8 (save the file as UTF-8)"
-        ));
+        problems.insert(
+            0,
+            format!(
+                "line {l} is not UTF-8 text; save the file as CSV UTF-8 (in Excel: File → \
+                 Save As → CSV UTF-8)"
+            ),
+        );
     }
     if problems.is_empty() {
         Ok(format!("{rows} rows, {width} columns"))
@@ -99,12 +152,26 @@ pub fn check_csv(f: &Entry) -> Result<String, Vec<String>> {
     }
 }
 
+fn fields(n: usize) -> String {
+    match n {
+        1 => "1 field".to_string(),
+        n => format!("{n} fields"),
+    }
+}
+
 pub fn check_json(f: &Entry) -> Result<String, Vec<String>> {
     let r = summary::open_buffered(&f.path).map_err(|e| vec![format!("cannot open: {e}")])?;
     match jsonscan::validate(r) {
         Ok(()) => Ok("valid JSON".into()),
         Err(e) if e.is_io() => Err(vec![format!("read error: {e}")]),
-        Err(e) => Err(vec![format!("invalid JSON: {e}")]),
+        Err(e) if e.is_eof() => Err(vec![
+            "the JSON ends too early (is the file cut off?)".to_string(),
+        ]),
+        Err(e) => Err(vec![format!(
+            "not valid JSON at line {} column {}",
+            e.line(),
+            e.column()
+        )]),
     }
 }
 
@@ -137,8 +204,10 @@ mod tests {
         assert_eq!(
             p,
             [
-                "line 3: 1 field(s), but the header has 2",
-                "line 4: 3 field(s), but the header has 2"
+                "line 3 has 1 field, but the header has 2 fields; every row needs as many \
+                 fields as the header",
+                "line 4 has 3 fields, but the header has 2 fields; every row needs as many \
+                 fields as the header"
             ]
         );
         let latin1 = entry(&d, "latin1.csv", b"name\nJos\xe9\n");
@@ -147,7 +216,19 @@ mod tests {
         assert!(check_csv(&open).unwrap_err()[0].contains("never closed"));
         assert!(check_json(&entry(&d, "ok.json", b"{\"a\":[1,2]}")).is_ok());
         let bad = check_json(&entry(&d, "bad.json", b"{\"a\":[1,2}")).unwrap_err();
-        assert!(bad[0].contains("line 1 column"), "{bad:?}");
+        assert_eq!(bad, ["not valid JSON at line 1 column 10"]);
+        let book = entry(&d, "book.csv", b"PK\x03\x04\x14\0\0\0 xl/workbook.xml\0\0");
+        assert_eq!(
+            wrong_file(&book).unwrap(),
+            "this is an Excel workbook, not a CSV file: open it in Excel and use File → Save \
+             As → CSV UTF-8 (comma delimited), then upload that file"
+        );
+        assert_eq!(wrong_file(&good), None);
+        fs::remove_file(d.join("book.csv")).unwrap();
+        assert_eq!(
+            last_line("a.csv: line 3 has 1 field", 2, 5),
+            "a.csv: line 3 has 1 field. 1 more of the 5 files have problems too (listed above)."
+        );
 
         assert_eq!(run(&d), ExitCode::FAILURE);
         for n in ["ragged.csv", "latin1.csv", "open.csv", "bad.json"] {

@@ -12,6 +12,7 @@ use utoipa_axum::routes;
 use super::auth::SeenSandbox;
 use super::{ApiError, ApiJson, ApiQuery, AppState, Caller, Items, NoQuery, Page, Problem};
 use crate::domain::page::{self, Limit};
+use crate::domain::sandbox::{LoadOutput, failure_in};
 use crate::domain::{
     DemoId, EndReason, FileRecord, Prospect, Sandbox, SandboxId, SandboxStatus, Timestamp,
 };
@@ -62,8 +63,15 @@ pub struct SandboxView {
     /// The information sheet; vendor and operators only.
     #[serde(skip_serializing_if = "Option::is_none")]
     prospect: Option<Prospect>,
-    /// What the demo's load command printed when it failed (perhaps the prospect's data):
-    /// to the sandbox token's holder only.
+    /// Why a `failed` sandbox failed, in words that carry no data: to everyone who sees it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    failure: Option<String>,
+    /// The demo's message when its load command failed (its last line on stderr), perhaps
+    /// about the prospect's data: to the sandbox token's holder only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    load_message: Option<String>,
+    /// The end of what the demo's load command printed when it failed (perhaps the
+    /// prospect's data): to the sandbox token's holder only.
     #[serde(skip_serializing_if = "Option::is_none")]
     load_output: Option<String>,
 }
@@ -79,14 +87,29 @@ pub struct CreatedSandbox {
 impl SandboxView {
     /// The sandbox as a vendor or an operator sees it (`caller_sees_prospect`), or as the
     /// prospect, holding its token, does.
-    fn new(state: &AppState, sandbox: Sandbox, caller_sees_prospect: bool) -> SandboxView {
+    async fn of(
+        state: &AppState,
+        sandbox: Sandbox,
+        caller_sees_prospect: bool,
+    ) -> Result<SandboxView, ApiError> {
+        let failure = if sandbox.status == SandboxStatus::Failed {
+            let events = state.store.history(sandbox.id).await?;
+            failure_in(&events).map(|f| f.as_str().to_string())
+        } else {
+            None
+        };
+        let printed = sandbox.load_output().filter(|_| !caller_sees_prospect);
+        let (load_message, load_output) = match printed {
+            Some(LoadOutput { message, output }) => (message, Some(output)),
+            None => (None, None),
+        };
         let sandbox = state.lifecycle.with_pending_activity(sandbox);
         let remaining_seconds = if sandbox.status.is_live() {
             Timestamp::now().until(sandbox.expires_at).as_secs()
         } else {
             0
         };
-        SandboxView {
+        Ok(SandboxView {
             id: sandbox.id,
             demo_id: sandbox.demo_id,
             status: sandbox.status,
@@ -104,8 +127,10 @@ impl SandboxView {
                 last_active_at: sandbox.last_active_at,
             },
             prospect: caller_sees_prospect.then_some(sandbox.prospect),
-            load_output: sandbox.load_output.filter(|_| !caller_sees_prospect),
-        }
+            failure,
+            load_message,
+            load_output: load_output.filter(|o| !o.is_empty()),
+        })
     }
 }
 
@@ -148,7 +173,7 @@ async fn create_sandbox(
         StatusCode::CREATED,
         [(header::LOCATION, format!("/v1/sandboxes/{}", sandbox.id))],
         axum::Json(CreatedSandbox {
-            sandbox: SandboxView::new(&state, sandbox, false),
+            sandbox: SandboxView::of(&state, sandbox, false).await?,
             token: token.expose().to_string(),
         }),
     ))
@@ -188,13 +213,10 @@ async fn list_sandboxes(
         before: page::parse_after(params.after.as_deref(), SandboxId::parse)?,
         limit: limit.get() + 1,
     };
-    let items = state
-        .store
-        .sandboxes(&filter)
-        .await?
-        .into_iter()
-        .map(|s| SandboxView::new(&state, s, true))
-        .collect();
+    let mut items = Vec::new();
+    for sandbox in state.store.sandboxes(&filter).await? {
+        items.push(SandboxView::of(&state, sandbox, true).await?);
+    }
     let filters = [
         ("status", params.status.as_deref()),
         ("demo", params.demo.as_deref()),
@@ -214,8 +236,10 @@ async fn list_sandboxes(
 async fn get_sandbox(
     State(state): State<AppState>,
     SeenSandbox { caller, sandbox }: SeenSandbox,
-) -> axum::Json<SandboxView> {
-    axum::Json(SandboxView::new(&state, sandbox, caller.sees_prospect()))
+) -> Result<axum::Json<SandboxView>, ApiError> {
+    Ok(axum::Json(
+        SandboxView::of(&state, sandbox, caller.sees_prospect()).await?,
+    ))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -246,11 +270,9 @@ async fn extend_sandbox(
         .lifecycle
         .extend(sandbox.id, body.seconds as u32)
         .await?;
-    Ok(axum::Json(SandboxView::new(
-        &state,
-        sandbox,
-        caller.sees_prospect(),
-    )))
+    Ok(axum::Json(
+        SandboxView::of(&state, sandbox, caller.sees_prospect()).await?,
+    ))
 }
 
 /// End the sandbox now. Answers once the container, its volumes and the spooled upload are
@@ -264,11 +286,9 @@ async fn delete_sandbox(
     SeenSandbox { caller, sandbox }: SeenSandbox,
 ) -> Result<axum::Json<SandboxView>, ApiError> {
     let sandbox = state.lifecycle.end(sandbox.id, caller.ending()).await?;
-    Ok(axum::Json(SandboxView::new(
-        &state,
-        sandbox,
-        caller.sees_prospect(),
-    )))
+    Ok(axum::Json(
+        SandboxView::of(&state, sandbox, caller.sees_prospect()).await?,
+    ))
 }
 
 #[derive(Serialize, ToSchema)]

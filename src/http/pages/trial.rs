@@ -18,6 +18,7 @@ use super::{
     spoken_duration, vendor_name,
 };
 use crate::domain::receipt::Receipt;
+use crate::domain::sandbox::{LoadOutput, failure_in};
 use crate::domain::{
     EndReason, Ending, EventRecord, Sandbox, SandboxEvent, SandboxStatus, Timestamp,
 };
@@ -172,7 +173,9 @@ struct TrialState {
     /// Provisioning steps done so far (`STEPS` kinds).
     steps_done: Vec<&'static str>,
     failure: Option<String>,
-    /// What the demo's load command printed when it failed: this page's alone.
+    /// The demo's own message when its load command failed (its last line on stderr), and
+    /// the end of all it printed: this page's alone.
+    load_message: Option<String>,
     load_output: Option<String>,
     /// Everything is destroyed: the page shows the receipt.
     deleted: bool,
@@ -192,16 +195,12 @@ impl TrialState {
             0
         };
         let failure = (sandbox.status == SandboxStatus::Failed)
-            .then(|| {
-                events.iter().rev().find_map(|e| match &e.event {
-                    SandboxEvent::Ended {
-                        ending: Ending::Failed(failure),
-                        ..
-                    } => Some(failure.as_str().to_string()),
-                    _ => None,
-                })
-            })
+            .then(|| failure_in(events).map(|f| f.as_str().to_string()))
             .flatten();
+        let (load_message, load_output) = match sandbox.load_output() {
+            Some(LoadOutput { message, output }) => (message, Some(output)),
+            None => (None, None),
+        };
         let status_text = match (sandbox.status, sandbox.end_reason) {
             (SandboxStatus::Provisioning, _) => "Preparing your sandbox…".to_string(),
             (SandboxStatus::Ready, _) => "Ready".to_string(),
@@ -238,7 +237,8 @@ impl TrialState {
                 .filter(|kind| events.iter().any(|e| step(&e.event) == Some(kind)))
                 .collect(),
             failure,
-            load_output: sandbox.load_output.clone(),
+            load_message,
+            load_output: load_output.filter(|o| !o.is_empty()),
             deleted: sandbox.data_deleted_at.is_some(),
         }
     }
@@ -277,6 +277,8 @@ struct ReceiptView {
 #[template(path = "trial.html")]
 struct TrialPage {
     page_key: String,
+    /// Where "Try again" goes: the demo's form, which the page's script fills in again.
+    demo_id: String,
     title: String,
     vendor: String,
     state: TrialState,
@@ -345,6 +347,7 @@ async fn trial_page(
         .collect();
     let page = TrialPage {
         page_key: session::page_key(&token),
+        demo_id: sandbox.demo_id.to_string(),
         title: sandbox.spec.title.clone(),
         vendor,
         state_json: serde_json::to_string(&view).unwrap_or_default(),

@@ -40,7 +40,9 @@ async fn a_load_command_that_fails_fails_the_trial_and_removes_everything() {
     assert!(failure.contains("exited with code 3"), "{failure}");
     // What it printed is the prospect's: kept with the sandbox, not in the failure.
     assert!(!failure.contains("bad rows"), "{failure}");
-    assert_eq!(sandbox.load_output.as_deref(), Some("bad rows in a.csv"));
+    let printed = sandbox.load_output().expect("what it printed is kept");
+    assert_eq!(printed.output, "bad rows in a.csv");
+    assert_eq!(printed.message.as_deref(), Some("bad rows in a.csv"));
     assert!(!h.events(id).await.contains(&SandboxEvent::Loaded));
     assert!(h.engine.sandboxes().is_empty(), "nothing is left");
     assert!(!h.spooled(id));
