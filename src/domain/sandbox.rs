@@ -4,7 +4,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use super::event::{Ending, EventRecord, Failure, SandboxEvent};
+use super::event::Failure;
 use super::profile::ProfiledFile;
 use super::token::TokenHash;
 use super::{DemoId, DemoSpec, Invalid, SandboxId, Timestamp, VendorId, parse_text};
@@ -45,6 +45,8 @@ pub struct Sandbox {
     /// data, so it is shown to the sandbox token's holder only, and never goes into an
     /// event, a webhook, a report or a log.
     pub load_output: Option<String>,
+    /// What went wrong, in words, when the sandbox `failed` (never what the demo printed).
+    pub failure: Option<Failure>,
 }
 
 impl Sandbox {
@@ -52,17 +54,6 @@ impl Sandbox {
     pub fn load_output(&self) -> Option<LoadOutput> {
         self.load_output.as_deref().map(LoadOutput::from_stored)
     }
-}
-
-/// Why a sandbox failed, from its history: words that carry no data (see `Failure`).
-pub fn failure_in(events: &[EventRecord]) -> Option<&Failure> {
-    events.iter().rev().find_map(|e| match &e.event {
-        SandboxEvent::Ended {
-            ending: Ending::Failed(failure),
-            ..
-        } => Some(failure),
-        _ => None,
-    })
 }
 
 /// What a demo's load command printed when it failed: its message for the prospect (by the
@@ -147,6 +138,7 @@ impl Sandbox {
             active_ms: 0,
             first_opened_at: None,
             load_output: None,
+            failure: None,
         }
     }
 }
@@ -327,28 +319,6 @@ mod tests {
         assert_eq!(
             (older.message, older.output.as_str()),
             (None, "bad rows in a.csv")
-        );
-    }
-
-    #[test]
-    fn the_failure_is_the_last_failed_ending() {
-        let at = Timestamp::from_millis(1);
-        let record = |event| EventRecord { at, event };
-        let ended = |ending| SandboxEvent::Ended {
-            ending,
-            recovered: false,
-        };
-        let mut events = vec![record(SandboxEvent::Loaded)];
-        assert_eq!(failure_in(&events), None);
-        events.push(record(ended(Ending::Expired)));
-        assert_eq!(failure_in(&events), None);
-        events.push(record(ended(Ending::failed(
-            "the demo could not load your files",
-        ))));
-        events.push(record(SandboxEvent::ContainerRemoved));
-        assert_eq!(
-            failure_in(&events).map(Failure::as_str),
-            Some("the demo could not load your files")
         );
     }
 

@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use super::turns::Turn;
 use super::{Lifecycle, LifecycleError, Result};
-use crate::domain::{EndReason, Ending, Sandbox, SandboxEvent, SandboxId};
+use crate::domain::{EndReason, Ending, Failure, Sandbox, SandboxEvent, SandboxId};
 
 impl Lifecycle {
     /// Ends the sandbox and waits until every object and copy of its data is gone. Ending
@@ -42,7 +42,7 @@ impl Lifecycle {
     /// at once.)
     pub(super) async fn claim_end(&self, id: SandboxId, ending: Ending) -> Result<()> {
         let now = self.now();
-        match self.inner.store.end(id, now, ending.reason()).await {
+        match self.inner.store.end(id, now, &ending).await {
             Ok(true) => {
                 // A provisioning stops at its next step, even while the teardown waits
                 // for the sandbox's turn.
@@ -143,8 +143,11 @@ impl Lifecycle {
                 EndReason::EndedByProspect => Ending::EndedByProspect,
                 EndReason::EndedByVendor => Ending::EndedByVendor,
                 EndReason::EndedByAdmin => Ending::EndedByAdmin,
-                // What went wrong was not recorded; the history says so, as it always did.
-                EndReason::Failed => Ending::failed("recorded at restart"),
+                EndReason::Failed => Ending::Failed(
+                    sandbox
+                        .failure
+                        .unwrap_or_else(|| Failure::new("recorded at restart")),
+                ),
             };
             let ended = SandboxEvent::Ended {
                 ending,

@@ -19,7 +19,7 @@ use crate::domain::pool::{NewWarmMember, WarmMember, WarmState};
 use crate::domain::token::TokenHash;
 use crate::domain::webhook::{Attempt, Delivery, DeliveryRecord, NewDelivery};
 use crate::domain::{
-    Demo, DemoId, EndReason, EventRecord, ImageGrant, ImageStatus, NewSandbox, RegistryServer,
+    Demo, DemoId, Ending, EventRecord, ImageGrant, ImageStatus, NewSandbox, RegistryServer,
     Sandbox, SandboxEvent, SandboxId, SandboxStatus, ServiceEventRecord, StoredLogin, Timestamp,
     Usage, Vendor, VendorId,
 };
@@ -179,7 +179,7 @@ pub trait SandboxStore: Send + Sync {
     /// Moves the deadline of a live sandbox; false if it is not live.
     async fn set_deadline(&self, id: SandboxId, expires_at: Timestamp) -> Result<bool>;
     /// Ends a live sandbox; false if it had ended already.
-    async fn end(&self, id: SandboxId, at: Timestamp, reason: EndReason) -> Result<bool>;
+    async fn end(&self, id: SandboxId, at: Timestamp, ending: &Ending) -> Result<bool>;
     /// Ends every live sandbox whose deadline is at or before `now`, returning their ids.
     async fn end_due(&self, now: Timestamp) -> Result<Vec<SandboxId>>;
     async fn next_deadline(&self) -> Result<Option<Timestamp>>;

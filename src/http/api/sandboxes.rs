@@ -12,7 +12,7 @@ use utoipa_axum::routes;
 use super::auth::SeenSandbox;
 use super::{ApiError, ApiJson, ApiQuery, AppState, Caller, Items, NoQuery, Page, Problem};
 use crate::domain::page::{self, Limit};
-use crate::domain::sandbox::{LoadOutput, failure_in};
+use crate::domain::sandbox::LoadOutput;
 use crate::domain::{
     DemoId, EndReason, FileRecord, Prospect, Sandbox, SandboxId, SandboxStatus, Timestamp,
 };
@@ -92,12 +92,7 @@ impl SandboxView {
         sandbox: Sandbox,
         caller_sees_prospect: bool,
     ) -> Result<SandboxView, ApiError> {
-        let failure = if sandbox.status == SandboxStatus::Failed {
-            let events = state.store.history(sandbox.id).await?;
-            failure_in(&events).map(|f| f.as_str().to_string())
-        } else {
-            None
-        };
+        let failure = sandbox.failure.as_ref().map(|f| f.as_str().to_string());
         let printed = sandbox.load_output().filter(|_| !caller_sees_prospect);
         let (load_message, load_output) = match printed {
             Some(LoadOutput { message, output }) => (message, Some(output)),

@@ -18,7 +18,7 @@ use super::{
     spoken_duration, vendor_name,
 };
 use crate::domain::receipt::Receipt;
-use crate::domain::sandbox::{LoadOutput, failure_in};
+use crate::domain::sandbox::LoadOutput;
 use crate::domain::{
     EndReason, Ending, EventRecord, Sandbox, SandboxEvent, SandboxStatus, Timestamp,
 };
@@ -194,9 +194,7 @@ impl TrialState {
         } else {
             0
         };
-        let failure = (sandbox.status == SandboxStatus::Failed)
-            .then(|| failure_in(events).map(|f| f.as_str().to_string()))
-            .flatten();
+        let failure = sandbox.failure.as_ref().map(|f| f.as_str().to_string());
         let (load_message, load_output) = match sandbox.load_output() {
             Some(LoadOutput { message, output }) => (message, Some(output)),
             None => (None, None),

@@ -8,7 +8,7 @@ use serde_json::json;
 use super::harness::{Harness, advance, advance_until, eventually};
 use crate::domain::token::TokenHash;
 use crate::domain::{
-    EndReason, Ending, NewSandbox, Prospect, SandboxEvent, SandboxId, SandboxStatus, ServiceEvent,
+    Ending, NewSandbox, Prospect, SandboxEvent, SandboxId, SandboxStatus, ServiceEvent,
     ServiceEventRecord, Timestamp,
 };
 use crate::engine::fake::Op;
@@ -186,11 +186,26 @@ async fn a_restart_fails_cut_short_trials_and_announces_ends_it_missed() {
         .unwrap();
     let at = Timestamp::from_millis(5_000);
     h.store
-        .end(unannounced, at, EndReason::EndedByVendor)
+        .end(unannounced, at, &Ending::EndedByVendor)
         .await
         .unwrap();
+    // And a failure's: its words were kept with the end, so the event says them.
+    let failed = SandboxId::new();
+    h.store
+        .insert_sandbox(&record(failed), capacity)
+        .await
+        .unwrap();
+    let why = Ending::failed("the demo did not answer GET / on port 80 within 5 s");
+    h.store.end(failed, at, &why).await.unwrap();
 
     h.lifecycle.recover().await.unwrap();
+    assert_eq!(
+        h.store.history(failed).await.unwrap()[0].event,
+        SandboxEvent::Ended {
+            ending: why,
+            recovered: true
+        }
+    );
     assert_eq!(h.sandbox(cut_short).await.status, SandboxStatus::Failed);
     let history = h.store.history(unannounced).await.unwrap();
     assert_eq!(history.len(), 1);

@@ -7,7 +7,8 @@ use sqlx::{QueryBuilder, Row};
 use super::{SqliteStore, corrupt, held_slots, id_of, json, live, running, ts};
 use crate::domain::token::TokenHash;
 use crate::domain::{
-    DemoId, EndReason, NewSandbox, Sandbox, SandboxId, SandboxStatus, Timestamp, Usage, VendorId,
+    DemoId, EndReason, Ending, Failure, NewSandbox, Sandbox, SandboxId, SandboxStatus, Timestamp,
+    Usage, VendorId,
 };
 use crate::store::{Capacity, LiveCounts, Result, SandboxFilter, SandboxStore, StoreError, Wake};
 
@@ -41,6 +42,9 @@ fn sandbox_from(row: &SqliteRow) -> Result<Sandbox> {
         active_ms: row.try_get::<i64, _>("active_ms")?.max(0) as u64,
         first_opened_at: ts(row.try_get("first_opened_at")?),
         load_output: row.try_get("load_output")?,
+        failure: row
+            .try_get::<Option<String>, _>("failure")?
+            .map(Failure::new),
     })
 }
 
@@ -209,15 +213,18 @@ impl SandboxStore for SqliteStore {
         self.changed(query).await
     }
 
-    async fn end(&self, id: SandboxId, at: Timestamp, reason: EndReason) -> Result<bool> {
+    async fn end(&self, id: SandboxId, at: Timestamp, ending: &Ending) -> Result<bool> {
+        let reason = ending.reason();
         let query = sqlx::query(concat!(
-            "UPDATE sandboxes SET status = ?, end_reason = ?, ended_at = ?, waking_since = NULL
+            "UPDATE sandboxes SET status = ?, end_reason = ?, failure = ?, ended_at = ?,
+                 waking_since = NULL
              WHERE id = ? AND status IN ",
             live!(),
             ""
         ))
         .bind(reason.final_status().as_str())
         .bind(reason.as_str())
+        .bind(ending.failure().map(Failure::as_str))
         .bind(at.millis())
         .bind(id.to_string());
         self.changed(query).await

@@ -178,7 +178,7 @@ async fn capacity_is_checked_in_the_insert() {
     // An ended sandbox frees its place.
     assert!(
         store
-            .end(second.id, Timestamp::now(), EndReason::EndedByProspect)
+            .end(second.id, Timestamp::now(), &Ending::EndedByProspect)
             .await
             .unwrap()
     );
@@ -217,7 +217,7 @@ async fn a_sandbox_ends_once_and_deadlines_are_claimed_once() {
     );
     assert!(
         !store
-            .end(early.id, Timestamp::now(), EndReason::EndedByAdmin)
+            .end(early.id, Timestamp::now(), &Ending::EndedByAdmin)
             .await
             .unwrap()
     );
@@ -260,7 +260,11 @@ async fn address_slots_are_held_until_the_data_is_deleted() {
 
     // Ended is not enough: the slot frees only once the objects are gone.
     store
-        .end(ids[1], Timestamp::now(), EndReason::Failed)
+        .end(
+            ids[1],
+            Timestamp::now(),
+            &Ending::failed("the demo did not answer"),
+        )
         .await
         .unwrap();
     let next = new_sandbox(&demo, far);
@@ -405,6 +409,38 @@ async fn idle_sandboxes_fall_asleep_and_wake() {
 }
 
 #[tokio::test]
+async fn a_failure_is_kept_on_the_record_in_words() {
+    let (store, _, demo) = store_with_demo().await;
+    let s = new_sandbox(&demo, Timestamp::from_millis(i64::MAX / 2));
+    store.insert_sandbox(&s, cap(10)).await.unwrap();
+    let failed = Ending::failed("the demo did not answer GET / on port 80 within 5 s");
+    assert!(
+        store
+            .end(s.id, Timestamp::from_millis(9), &failed)
+            .await
+            .unwrap()
+    );
+    let read = |r: crate::domain::Sandbox| (r.status, r.failure.map(|f| f.as_str().to_string()));
+    let words = Some("the demo did not answer GET / on port 80 within 5 s".to_string());
+    assert_eq!(
+        read(store.sandbox(s.id).await.unwrap().unwrap()),
+        (SandboxStatus::Failed, words.clone())
+    );
+    // An end that comes second changes nothing.
+    let late = Timestamp::from_millis(10);
+    assert!(!store.end(s.id, late, &Ending::EndedByAdmin).await.unwrap());
+    assert_eq!(
+        read(store.sandbox(s.id).await.unwrap().unwrap()),
+        (SandboxStatus::Failed, words)
+    );
+    // Other ends carry no words.
+    let t = new_sandbox(&demo, Timestamp::from_millis(i64::MAX / 2));
+    store.insert_sandbox(&t, cap(10)).await.unwrap();
+    assert!(store.end(t.id, late, &Ending::EndedByAdmin).await.unwrap());
+    assert_eq!(read(store.sandbox(t.id).await.unwrap().unwrap()).1, None);
+}
+
+#[tokio::test]
 async fn usage_accumulates() {
     let (store, _, demo) = store_with_demo().await;
     let s = new_sandbox(&demo, Timestamp::from_millis(i64::MAX / 2));
@@ -430,7 +466,7 @@ async fn an_end_without_its_event_is_found() {
     store.insert_sandbox(&s, cap(10)).await.unwrap();
     assert!(store.ends_without_event().await.unwrap().is_empty(), "live");
     let at = Timestamp::from_millis(9);
-    assert!(store.end(s.id, at, EndReason::EndedByAdmin).await.unwrap());
+    assert!(store.end(s.id, at, &Ending::EndedByAdmin).await.unwrap());
     assert_eq!(store.ends_without_event().await.unwrap(), [s.id]);
     store
         .append_event(NewEvent {
@@ -667,6 +703,22 @@ async fn an_older_failure_gives_its_load_output_to_the_sandbox() {
         "the demo did not answer GET / on port 80 within 5 s"
     );
     assert_eq!(load_output(other).await, None);
+    // The words move onto the record too, so a sandbox is read without its history.
+    let kept = async |id: SandboxId| -> Option<String> {
+        sqlx::query_scalar("SELECT failure FROM sandboxes WHERE id = ?")
+            .bind(id.to_string())
+            .fetch_one(&store.pool)
+            .await
+            .unwrap()
+    };
+    assert_eq!(
+        kept(printed).await.as_deref(),
+        Some("the load command exited with code 3")
+    );
+    assert_eq!(
+        kept(other).await.as_deref(),
+        Some("the demo did not answer GET / on port 80 within 5 s")
+    );
     // Past their trial windows (both expire at 0), nobody reads it any more.
     assert_eq!(
         store.forget_load_outputs(Timestamp::now()).await.unwrap(),
@@ -722,12 +774,7 @@ async fn live_sandboxes_are_counted_per_client_until_their_data_is_gone() {
     assert_eq!(store.count_live_for_client("192.0.2.2").await.unwrap(), 0);
     // An ended sandbox no longer counts, and its client is forgotten with its data.
     let now = Timestamp::now();
-    assert!(
-        store
-            .end(ids[0], now, EndReason::EndedByAdmin)
-            .await
-            .unwrap()
-    );
+    assert!(store.end(ids[0], now, &Ending::EndedByAdmin).await.unwrap());
     assert_eq!(store.count_live_for_client("192.0.2.1").await.unwrap(), 1);
     assert!(store.mark_data_deleted(ids[0], now).await.unwrap());
     let kept: Option<String> = sqlx::query_scalar("SELECT client_key FROM sandboxes WHERE id = ?")
