@@ -376,3 +376,41 @@ async fn a_failed_trial_explains_itself_and_try_again_refills_the_form() {
         assert_no_objects(id);
     }
 }
+
+/// A browser without scripts posts the form itself: a refusal is a page whose way out is
+/// back to the demo's form it came from (never to an address another site gave).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_form_sent_without_scripts_leads_back_to_the_form() {
+    let app = TestApp::spawn().await;
+    let (_, demo) = app
+        .static_demo(json!({"upload": {"extensions": ["csv"]}}))
+        .await;
+    let post = async |referer: String| {
+        let form = reqwest::multipart::Form::new()
+            .text("demo", demo.clone())
+            .text("email", "ada@example.com")
+            .part(
+                "file",
+                reqwest::multipart::Part::bytes(workbook()).file_name("weather.csv"),
+            );
+        let res = app
+            .http
+            .post(app.url("/trials"))
+            .header("referer", referer)
+            .multipart(form)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        res.text().await.unwrap()
+    };
+    let page = post(app.url(&format!("/demos/{demo}"))).await;
+    assert!(page.contains("is an Excel workbook"), "{page}");
+    assert!(
+        page.contains(&format!(r#"id="back" href="/demos/{demo}""#)),
+        "{page}"
+    );
+    let page = post("https://elsewhere.example/phish?x=1".to_string()).await;
+    assert!(!page.contains(r#"id="back""#), "{page}");
+    assert_left_nothing(&app).await;
+}

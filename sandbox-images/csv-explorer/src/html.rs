@@ -74,8 +74,17 @@ fn stats_table(out: &mut String, t: &Table) {
          <th class=num>Non-empty</th><th class=num>Empty</th><th class=num>Distinct</th>\
          <th class=num>Min</th><th class=num>Max</th><th class=num>Mean</th></tr></thead><tbody>",
     );
-    for c in &t.columns {
-        let opt = |v: Option<String>| v.map(|s| escape(&s)).unwrap_or_else(|| "–".into());
+    for (j, c) in t.columns.iter().enumerate() {
+        // A number is shown as the file writes it: `2,5` in a column of decimal commas.
+        let commas = t.decimal_comma
+            && is_numeric(c)
+            && t.preview
+                .iter()
+                .any(|row| row.get(j).is_some_and(|v| v.contains(',')));
+        let written = |s: String| {
+            if commas { s.replace('.', ",") } else { s }
+        };
+        let opt = |v: Option<String>| v.map(|s| escape(&written(s))).unwrap_or_else(|| "–".into());
         let distinct = if c.distinct_capped {
             format!("{}+", thousands(c.distinct))
         } else {
@@ -110,7 +119,9 @@ fn preview_table(out: &mut String, t: &Table) {
         t.preview.len().max(1).to_string().len(),
     );
     for c in &t.columns {
-        let _ = write!(out, "<th>{}</th>", escape(&c.name));
+        // A number column's heading sits over its right-aligned numbers.
+        let cls = if is_numeric(c) { " class=num" } else { "" };
+        let _ = write!(out, "<th{cls}>{}</th>", escape(&c.name));
     }
     out.push_str("</tr></thead><tbody>");
     for (i, row) in t.preview.iter().enumerate() {
@@ -421,6 +432,43 @@ mod tests {
         assert_eq!(human_size(210_329), "205 KiB");
         assert_eq!(human_size(1_048_500), "1 MiB");
         assert_eq!(human_size(52_428_800), "50 MiB");
+    }
+
+    #[test]
+    fn numbers_read_as_the_file_writes_them_and_sit_under_their_heading() {
+        let file = "Datum;Niederschlag;Wetter\r\n01.01.2012;0,5;Regen\r\n02.01.2012;4,25;Sonne\r\n";
+        let dialect = tabular::dialect::Dialect::sniff(file.as_bytes());
+        let mut b = crate::stats::TableBuilder::new(
+            ["Datum", "Niederschlag", "Wetter"].map(String::from),
+            dialect,
+        );
+        for line in file.lines().skip(1) {
+            let cells: Vec<&str> = line.trim_end().split(';').collect();
+            for (i, v) in cells.iter().enumerate() {
+                b.cell(i, v);
+            }
+            b.end_row(cells.len());
+        }
+        let mut out = String::new();
+        stats_table(&mut out, &b.finish());
+        assert!(
+            out.contains("<td class=num>0,5</td><td class=num>4,25</td>"),
+            "{out}"
+        );
+        assert!(out.contains("2012-01-01"), "dates are not numbers: {out}");
+        let mut b = crate::stats::TableBuilder::new(["Niederschlag"].map(String::from), dialect);
+        b.cell(0, "2.5");
+        b.end_row(1);
+        let t = b.finish();
+        let mut out = String::new();
+        stats_table(&mut out, &t);
+        assert!(
+            out.contains(">2.5<"),
+            "a column written with points keeps them: {out}"
+        );
+        let mut out = String::new();
+        preview_table(&mut out, &t);
+        assert!(out.contains("<th class=num>Niederschlag</th>"), "{out}");
     }
 
     #[test]

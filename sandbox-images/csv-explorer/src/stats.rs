@@ -277,6 +277,8 @@ pub struct Table {
     pub preview: Vec<Vec<String>>,
     /// Columns beyond `MAX_COLUMNS` (no statistics, not in the preview).
     pub extra_columns: u64,
+    /// The file writes `2,5` for two and a half: its statistics are shown the same way.
+    pub decimal_comma: bool,
 }
 
 /// Accumulates rows cell by cell: call `cell` for indexes 0.. in order,
@@ -358,6 +360,7 @@ impl TableBuilder {
             rows: self.rows,
             preview: self.preview,
             extra_columns: self.extra_columns,
+            decimal_comma: self.dialect.decimal_comma,
         }
     }
 }

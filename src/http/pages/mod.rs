@@ -98,14 +98,24 @@ struct ErrorPage<'a> {
     status: u16,
     title: &'a str,
     detail: String,
+    back: Option<String>,
 }
 
-/// An error on a page route: the same errors as the API, shown as a page.
-pub struct PageError(ApiError);
+/// An error on a page route: the same errors as the API, shown as a page, with a way back
+/// to the form it came from, if any.
+pub struct PageError(ApiError, Option<String>);
 
 impl<E: Into<ApiError>> From<E> for PageError {
     fn from(err: E) -> Self {
-        PageError(err.into())
+        PageError(err.into(), None)
+    }
+}
+
+impl PageError {
+    /// The page offers to go back to `form` (a demo's page, where the prospect fixes what
+    /// was refused) rather than to the catalog.
+    pub fn back_to(self, form: Option<String>) -> PageError {
+        PageError(self.0, form)
     }
 }
 
@@ -116,6 +126,7 @@ impl IntoResponse for PageError {
             status: status.as_u16(),
             title: status.canonical_reason().unwrap_or("Error"),
             detail: self.0.to_string(),
+            back: self.1,
         };
         let mut response = render(&page);
         *response.status_mut() = status;

@@ -49,12 +49,22 @@ struct Started {
 
 /// The demo page's form. A script posting it gets JSON (and shows upload progress); a
 /// browser without scripts is sent on to the trial page.
+/// The demo's form a browser sent the trial from (`/demos/{id}`, from its `Referer`), for a
+/// refusal page to go back to. Only that path is taken, never another site's address.
+fn demo_form_of(headers: &HeaderMap) -> Option<String> {
+    let referer = headers.get(header::REFERER)?.to_str().ok()?;
+    let path = referer.parse::<Uri>().ok()?.path().to_string();
+    let id = path.strip_prefix("/demos/")?;
+    (!id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')).then_some(path)
+}
+
 async fn start(State(state): State<AppState>, request: Request) -> Response {
     let json = wants_json(request.headers());
+    let form = demo_form_of(request.headers());
     let (sandbox, token) = match intake::start_trial(&state, request, None).await {
         Ok(started) => started,
         Err(err) if json => return err.into_response(),
-        Err(err) => return PageError::from(err).into_response(),
+        Err(err) => return PageError::from(err).back_to(form).into_response(),
     };
     let id = sandbox.id;
     let location = format!("/trials/{id}");
