@@ -28,16 +28,8 @@
     if (m > 0) return m + "m " + (s % 60) + "s";
     return s + "s";
   }
-  // The same rule as the server's pages (spoken_bytes): binary units, one decimal under
-  // 10, whole numbers from 10.
-  function size(bytes) {
-    if (bytes < 1024) return bytes + " bytes";
-    var units = ["KiB", "MiB", "GiB", "TiB"], value = bytes / 1024, u = 0;
-    while (u + 1 < units.length && Math.round(value * 10) / 10 >= 1023.5) { value /= 1024; u++; }
-    var tenths = Math.round(value * 10) / 10;
-    return (tenths < 10 && tenths % 1 !== 0 ? tenths.toFixed(1) : String(Math.round(value))) + " " + units[u];
-  }
-  function exact(bytes) { return bytes.toLocaleString("en-US") + (bytes === 1 ? " byte" : " bytes"); }
+  // Sizes as the server's pages say them: one rule for every script (format.js).
+  var size = testdrive.size, exact = testdrive.exact;
   // Every moment the same way: the browser's clock with its zone, the exact one in the
   // markup and on hover.
   function moment(at) {

@@ -17,16 +17,8 @@
   var maxFiles = Number(form.dataset.maxFiles);
   var extensions = form.dataset.extensions ? form.dataset.extensions.split(",") : [];
 
-  // The same rule as the server's pages (spoken_bytes): binary units, one decimal under
-  // 10, whole numbers from 10; `exact` to the byte.
-  function size(bytes) {
-    if (bytes < 1024) return bytes + " bytes";
-    var units = ["KiB", "MiB", "GiB", "TiB"], value = bytes / 1024, u = 0;
-    while (u + 1 < units.length && Math.round(value * 10) / 10 >= 1023.5) { value /= 1024; u++; }
-    var tenths = Math.round(value * 10) / 10;
-    return (tenths < 10 && tenths % 1 !== 0 ? tenths.toFixed(1) : String(Math.round(value))) + " " + units[u];
-  }
-  function exact(bytes) { return bytes.toLocaleString("en-US") + (bytes === 1 ? " byte" : " bytes"); }
+  // Sizes as the server's pages say them: one rule for every script (format.js).
+  var size = testdrive.size, exact = testdrive.exact;
 
   function extension(name) {
     var dot = name.lastIndexOf(".");

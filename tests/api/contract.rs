@@ -122,26 +122,10 @@ async fn all_sandboxes(app: &TestApp) -> Value {
     .await
 }
 
-/// Nothing of a refused upload remains: no spooled file, no Engine object, no record.
-async fn assert_left_nothing(app: &TestApp) {
-    assert!(
-        app.spool_entries().is_empty(),
-        "spool: {:?}",
-        app.spool_entries()
-    );
-    assert!(
-        app.instance_objects().is_empty(),
-        "engine objects: {:?}",
-        app.instance_objects()
-    );
-    let all = all_sandboxes(app).await;
-    assert!(items(&all).is_empty(), "sandbox records: {all}");
-}
-
 /// A refused creation: the exact status as a problem document, and nothing left behind.
 async fn refused(app: &TestApp, res: Response, status: StatusCode) -> Value {
     let body = problem(res, status).await;
-    assert_left_nothing(app).await;
+    app.assert_left_nothing().await;
     body
 }
 
@@ -1478,7 +1462,7 @@ async fn create_stops_reading_an_upload_over_the_limit() {
         pulled < SENT / 2,
         "the service read {pulled} bytes of a {SENT}-byte upload with a {LIMIT}-byte limit"
     );
-    assert_left_nothing(&app).await;
+    app.assert_left_nothing().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -49,20 +49,6 @@ fn late_windows_1252() -> Vec<u8> {
     csv
 }
 
-async fn assert_left_nothing(app: &TestApp) {
-    assert!(
-        app.spool_entries().is_empty(),
-        "spool: {:?}",
-        app.spool_entries()
-    );
-    assert!(
-        app.instance_objects().is_empty(),
-        "engine objects: {:?}",
-        app.instance_objects()
-    );
-    assert!(app.sandboxes().await.is_empty(), "a sandbox was recorded");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_file_is_refused_in_words_before_anything_is_made() {
     let app = TestApp::spawn().await;
@@ -112,7 +98,7 @@ async fn a_wrong_file_is_refused_in_words_before_anything_is_made() {
         for word in words {
             assert!(detail.contains(word), "{name}: {detail}");
         }
-        assert_left_nothing(&app).await;
+        app.assert_left_nothing().await;
     }
     // A file of nothing but blank lines has no data.
     let res = app
@@ -126,7 +112,7 @@ async fn a_wrong_file_is_refused_in_words_before_anything_is_made() {
             .contains("blank.csv is empty"),
         "{body}"
     );
-    assert_left_nothing(&app).await;
+    app.assert_left_nothing().await;
     // A demo that asks for workbooks gets them.
     let (_, books) = app
         .static_demo(json!({"upload": {"extensions": ["xlsx"]}}))
@@ -412,5 +398,5 @@ async fn a_refused_form_sent_without_scripts_leads_back_to_the_form() {
     );
     let page = post("https://elsewhere.example/phish?x=1".to_string()).await;
     assert!(!page.contains(r#"id="back""#), "{page}");
-    assert_left_nothing(&app).await;
+    app.assert_left_nothing().await;
 }

@@ -404,6 +404,22 @@ impl TestApp {
         all.extend(docker_ids_on(host, "volume", &label));
         all
     }
+
+    /// Nothing of a refused upload remains: no spooled file, no Engine object, no record.
+    pub async fn assert_left_nothing(&self) {
+        assert!(
+            self.spool_entries().is_empty(),
+            "spool: {:?}",
+            self.spool_entries()
+        );
+        assert!(
+            self.instance_objects().is_empty(),
+            "engine objects: {:?}",
+            self.instance_objects()
+        );
+        let records = self.sandboxes().await;
+        assert!(records.is_empty(), "sandbox records: {records:?}");
+    }
 }
 
 impl Deref for TestApp {

@@ -303,10 +303,13 @@ async fn console_rows_hold_their_cells_and_names() {
         s.wait_until("#events", |e| e.text.contains("extended"), PATIENCE)
             .await;
         check_rows(&s, &format!("/ops at {width}"), wide).await;
+        let px = width.trim_end_matches(" px");
+        shot(&s, &format!("ops-{px}.png")).await;
         console_with_rows(&s, &app, "/vendor", &made.vendor_key, &own).await;
         s.wait_until("#events", |e| e.text.contains("extended"), PATIENCE)
             .await;
         check_rows(&s, &format!("/vendor at {width}"), wide).await;
+        shot(&s, &format!("vendor-{px}.png")).await;
         s.close().await;
     }
     end_all(&app, &made.live).await;
@@ -566,20 +569,4 @@ async fn the_csv_explorer_keeps_numbers_headings_and_badges_whole() {
     phone.close().await;
     s.close().await;
     end_all(&app, &[id]).await;
-}
-
-/// The consoles' script and the form's format sizes with the same function (the browser
-/// test above checks the form's against the server's and the CSV Explorer's).
-#[test]
-fn the_scripts_share_one_size_format() {
-    let size_of = |file: &str| {
-        let text = std::fs::read_to_string(format!("{}/static/{file}", env!("CARGO_MANIFEST_DIR")))
-            .unwrap();
-        let start = text
-            .find("  function size(bytes) {")
-            .unwrap_or_else(|| panic!("static/{file} has no size(bytes)"));
-        let end = start + text[start..].find("\n  }\n").unwrap();
-        text[start..end].to_string()
-    };
-    assert_eq!(size_of("console.js"), size_of("upload.js"));
 }

@@ -54,6 +54,7 @@ pub fn router(max_upload_bytes: u64) -> Router<AppState> {
 async fn asset(axum::extract::Path(name): axum::extract::Path<String>) -> Response {
     let (body, kind): (&'static str, &str) = match name.as_str() {
         "app.css" => (include_str!("../../../static/app.css"), "text/css"),
+        "format.js" => (include_str!("../../../static/format.js"), "text/javascript"),
         "upload.js" => (include_str!("../../../static/upload.js"), "text/javascript"),
         "trial.js" => (include_str!("../../../static/trial.js"), "text/javascript"),
         "console.js" => (
