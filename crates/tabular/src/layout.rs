@@ -8,21 +8,36 @@ use crate::dialect::Dialect;
 /// Rows below the first line worth looking at to decide.
 pub const HEADER_SAMPLE_ROWS: usize = 20;
 
-/// Is `first` a header over `rows_below`? It is data if any field is empty or repeated,
-/// is not plain text, types like its column below (a number over numbers), repeats a value
-/// of its column below, or if nothing sets it apart from the rows below (at least one of its
-/// fields must be text over a column of numbers, dates or booleans).
-pub fn is_header<S: AsRef<str>>(first: &[S], rows_below: &[Vec<S>], dialect: &Dialect) -> bool {
+/// What a table's first line is, judged against the rows below it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FirstLine {
+    /// It can only be names: no empty, repeated or non-text field, none that types like
+    /// its column or repeats a value below it, and at least one text name over a column of
+    /// numbers, dates or booleans.
+    Names,
+    /// It is data: a field is empty, repeated, not plain text, types like its column below
+    /// (a number over numbers) or repeats a value of its column below.
+    Data,
+    /// Nothing tells: every column text, or no rows below.
+    Unsure,
+}
+
+/// Judges `first` over `rows_below` (at most `HEADER_SAMPLE_ROWS` of them are needed).
+pub fn first_line<S: AsRef<str>>(
+    first: &[S],
+    rows_below: &[Vec<S>],
+    dialect: &Dialect,
+) -> FirstLine {
     if first.is_empty() {
-        return false;
+        return FirstLine::Data;
     }
     let names: Vec<&str> = first.iter().map(|f| f.as_ref().trim()).collect();
     if names.iter().any(|n| n.is_empty() || !is_plain_name(n)) {
-        return false;
+        return FirstLine::Data;
     }
     for (i, a) in names.iter().enumerate() {
         if names[..i].iter().any(|b| a.eq_ignore_ascii_case(b)) {
-            return false;
+            return FirstLine::Data;
         }
     }
     let mut set_apart = false;
@@ -33,17 +48,29 @@ pub fn is_header<S: AsRef<str>>(first: &[S], rows_below: &[Vec<S>], dialect: &Di
         let mut column = CellType::Empty;
         for cell in below {
             if cell == *name {
-                return false;
+                return FirstLine::Data;
             }
             column = column.merge(CellType::of(cell, dialect));
         }
         let own = CellType::of(name, dialect);
         if own.is_typed() && column.merge(own) == column {
-            return false;
+            return FirstLine::Data;
         }
         set_apart |= own == CellType::Text && column.is_typed();
     }
-    set_apart
+    if set_apart {
+        FirstLine::Names
+    } else {
+        FirstLine::Unsure
+    }
+}
+
+/// Whether the vendor's report may take `first` as the columns' names: only when it can be
+/// nothing else, as a value of the file must never become a name there (when in doubt, the
+/// columns are `column 1…n`). The prospect's own view of their file (the CSV Explorer) may
+/// take an `Unsure` line as names.
+pub fn is_header<S: AsRef<str>>(first: &[S], rows_below: &[Vec<S>], dialect: &Dialect) -> bool {
+    first_line(first, rows_below, dialect) == FirstLine::Names
 }
 
 /// A name a person could have typed: no control characters, no replacement characters
@@ -103,6 +130,17 @@ mod tests {
         ));
         // Nothing sets an all-text first line apart.
         assert!(!header(&["Ada", "Paris"], &[&["Bob", "Rome"]]));
+        let judge = |first: &[&str], below: &[&[&str]]| {
+            let below: Vec<Vec<&str>> = below.iter().map(|r| r.to_vec()).collect();
+            first_line(first, &below, &Dialect::default())
+        };
+        assert_eq!(
+            judge(&["name", "city"], &[&["Ada", "Paris"]]),
+            FirstLine::Unsure
+        );
+        assert_eq!(judge(&["a", "b"], &[]), FirstLine::Unsure);
+        assert_eq!(judge(&["id", "name"], &[&["1", "Ada"]]), FirstLine::Names);
+        assert_eq!(judge(&["1", "Ada"], &[&["2", "Bob"]]), FirstLine::Data);
         // Empty, repeated, or a value repeated below.
         assert!(!header(&["id", ""], &[&["1", "2"]]));
         assert!(!header(&["id", "ID"], &[&["1", "2"]]));

@@ -284,7 +284,9 @@ pub fn table_layout(path: &Path, name: &str) -> io::Result<Layout> {
             names: Vec::new(),
         });
     };
-    let header = layout::is_header(first, below, &dialect);
+    // The prospect's own view of their file: a first line that could be names is taken as
+    // names (testdrive's report, for the vendor, takes it only when it can be nothing else).
+    let header = layout::first_line(first, below, &dialect) != layout::FirstLine::Data;
     let names = if header {
         first.iter().map(|n| n.trim().to_string()).collect()
     } else {
@@ -555,6 +557,24 @@ mod tests {
         let b = cache.get(&files[0]);
         assert!(b.error.as_deref().unwrap().starts_with("Invalid JSON"));
         assert_eq!(b.table.as_ref().unwrap().rows, 1);
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    /// A file of text columns: nothing proves its first line names them, but it is the
+    /// prospect's own view, so the line is taken as names (the report would number them).
+    #[test]
+    fn a_first_line_that_could_be_names_names_the_columns() {
+        let d = temp_dir("unsure");
+        fs::write(d.join("people.csv"), "name,city\nAda,Paris\nBob,Rome\n").unwrap();
+        fs::write(d.join("rows.csv"), "1,Ada\n2,Bob\n").unwrap();
+        let files = list_files(&d).unwrap();
+        let names = |i: usize| -> (Vec<String>, u64) {
+            let summary = summarize(&files[i]);
+            let t = summary.table.as_ref().unwrap();
+            (t.columns.iter().map(|c| c.name.clone()).collect(), t.rows)
+        };
+        assert_eq!(names(0), (vec!["name".into(), "city".into()], 2));
+        assert_eq!(names(1), (vec!["column 1".into(), "column 2".into()], 2));
         fs::remove_dir_all(&d).unwrap();
     }
 
