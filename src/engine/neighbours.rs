@@ -170,7 +170,7 @@ pub fn check(dir: &Path, sandboxes: u32, raise: bool) -> Outcome {
             to,
             sandboxes,
         },
-        Err(e) => too_small(format!("cannot write {}: {e}", dir.display())),
+        Err(e) => too_small(e),
     }
 }
 
@@ -241,19 +241,22 @@ fn read(dir: &Path) -> io::Result<Limits> {
     })
 }
 
-/// Writes the hard limit first, so that the three stay ordered at every moment.
-fn write(dir: &Path, to: Limits) -> io::Result<()> {
+/// Writes the hard limit first, so that the three stay ordered at every moment; `Err`
+/// says which file refused.
+fn write(dir: &Path, to: Limits) -> Result<(), String> {
     for (name, value) in [
         ("gc_thresh3", to.gc_thresh3),
         ("gc_thresh2", to.gc_thresh2),
         ("gc_thresh1", to.gc_thresh1),
     ] {
+        let path = dir.join(name);
         // Opened for writing only, never created: a missing file is not the kernel's.
-        let mut file = std::fs::OpenOptions::new()
+        std::fs::OpenOptions::new()
             .write(true)
             .truncate(true)
-            .open(dir.join(name))?;
-        io::Write::write_all(&mut file, format!("{value}\n").as_bytes())?;
+            .open(&path)
+            .and_then(|mut file| io::Write::write_all(&mut file, format!("{value}\n").as_bytes()))
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     }
     Ok(())
 }
