@@ -129,3 +129,26 @@ async fn with_raising_off_the_limits_are_left_and_the_command_given() {
         "{log}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_enough_for_max_sandboxes_are_left_and_said() {
+    let dir = kernel_defaults();
+    let svc = ChildService::start_with(&[
+        ("TESTDRIVE_MAX_SANDBOXES", "128"),
+        (
+            "TESTDRIVE_SANDBOX__NEIGHBOUR_LIMITS_DIR",
+            dir.path().to_str().unwrap(),
+        ),
+    ])
+    .await;
+    assert_eq!(limits(dir.path()), ["128", "512", "1024"]);
+    let log = svc.log_lines_with(&["gc_thresh", "neighbour table"]);
+    assert!(
+        log.contains(
+            " INFO testdrive::engine::neighbours: neighbour table holds 512 hosts (gc_thresh2; \
+             gc_thresh3 = 1024), enough for 128 sandboxes"
+        ),
+        "{log}"
+    );
+    assert!(!log.contains("WARN"), "{log}");
+}
