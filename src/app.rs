@@ -17,7 +17,7 @@ use crate::config::Config;
 use crate::domain::token::{IssuedToken, TokenHash};
 use crate::engine::{
     DockerEngine, Engine, EngineError, EngineSettings, HostFirewall, NetworkSettings, Subnet,
-    WantedNetwork, isolate_host, plan_network,
+    WantedNetwork, isolate_host, neighbours, plan_network,
 };
 use crate::http::origins::SandboxOrigins;
 use crate::http::server::ServerSettings;
@@ -247,6 +247,14 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
              rules of scripts/host-firewall, or sandboxes can reach the host's services"
         ),
     }
+    // Also said at every start: past the table's limits, sandboxes stop being reachable
+    // with nothing else in the log to say why.
+    neighbours::check(
+        &config.sandbox.neighbour_limits_dir,
+        config.max_sandboxes,
+        config.sandbox.raise_neighbour_limits,
+    )
+    .log();
     let engine: Arc<dyn Engine> = Arc::new(
         DockerEngine::connect(
             EngineSettings {

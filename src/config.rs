@@ -100,6 +100,11 @@ pub struct SandboxConfig {
     pub subnet: String,
     pub tmpfs_mb: u32,
     pub host_firewall: HostFirewall,
+    /// Raise the kernel's neighbour-table limits at start when they are too small for
+    /// `max_sandboxes` (see `engine::neighbours`); off: only say what to set.
+    pub raise_neighbour_limits: bool,
+    /// Where those limits are read and written: the kernel's, unless a test says otherwise.
+    pub neighbour_limits_dir: PathBuf,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -245,6 +250,11 @@ mod tests {
         assert!(config.secret_key.is_none());
         assert!(!config.webhook_allow_private);
         assert_eq!(config.log_format, LogFormat::Text);
+        assert!(config.sandbox.raise_neighbour_limits);
+        assert_eq!(
+            config.sandbox.neighbour_limits_dir,
+            PathBuf::from(crate::engine::neighbours::KERNEL_SETTINGS)
+        );
     }
 
     #[test]

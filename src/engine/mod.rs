@@ -14,6 +14,7 @@ mod docker;
 #[cfg(test)]
 pub mod fake;
 mod firewall;
+pub mod neighbours;
 mod network;
 mod probe;
 

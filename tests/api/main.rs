@@ -19,6 +19,7 @@ mod isolation_net;
 mod layout;
 mod lifecycle;
 mod listening;
+mod neighbours;
 mod origins;
 mod ownership;
 mod pages;
