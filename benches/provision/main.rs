@@ -13,18 +13,22 @@
 //! | `status`     | 6     | `http.rs`         | `GET /v1/sandboxes/{id}` requests per second  |
 //! | `proxy`      | 6     | `http.rs`         | `/s/{id}/<file>` vs the container directly    |
 //! | `memory`     | 7     | `memory.rs`       | RSS per live sandbox at 200 live              |
+//! | `thousand`   | 16    | `thousand.rs`     | 1000 live sandboxes: creation rate, every one through the proxy, memory, teardown |
 //!
 //! Choose parts by name (`cargo bench --bench provision -- throughput upload`) or with
 //! `BENCH_PARTS=throughput,upload`; none named runs all. Aliases: `teardown` for `expiry`,
-//! `rss` for `upload`, `live` for `memory`. A run of all parts writes its report into
-//! `docs/benchmarks.md` (between markers, so the text around them stays); a partial run only
-//! prints it.
+//! `rss` for `upload`, `live` for `memory`, `1000` for `thousand`. A run of all parts writes
+//! its report into `docs/benchmarks.md` (between markers, so the text around them stays); a
+//! partial run only prints it, except part `thousand`, whose section has markers of its own
+//! and is written whenever the part ran.
 //!
 //! Environment (defaults in brackets): `BENCH_ITERS` [15] and `BENCH_WARMUP` [1] (cold and
 //! warm iterations per side), `BENCH_EXPIRY` [50], `BENCH_CONCURRENCY` [1,4,16],
 //! `BENCH_TP_ROUNDS` [3], `BENCH_CLIENTS` [32] and `BENCH_LOAD_SECONDS` [5] (status),
 //! `BENCH_PROXY_CLIENTS` [16], `BENCH_PROXY_SECONDS` [3], `BENCH_PROXY_ROUNDS` [3],
-//! `BENCH_UPLOAD_MIB` [1024], `BENCH_LIVE` [200], `BENCH_NOTE` (free text for the report,
+//! `BENCH_UPLOAD_MIB` [1024], `BENCH_LIVE` [200], `BENCH_THOUSAND` [1000] (sandboxes of part
+//! `thousand`; `max_sandboxes` follows it), `BENCH_THOUSAND_ROUNDS` [3],
+//! `BENCH_THOUSAND_CLIENTS` [4], `BENCH_NOTE` (free text for the report,
 //! e.g. what else ran on the machine).
 //!
 //! Layout: `main.rs` starts the service and runs the parts; `service.rs` is the API client,
@@ -46,6 +50,7 @@ mod provisioning;
 mod raw;
 mod report;
 mod service;
+mod thousand;
 mod throughput;
 mod upload;
 
@@ -58,7 +63,7 @@ use std::time::{Duration, Instant};
 use testdrive::config::Config;
 
 use crate::cleanup::{BenchNetwork, Cleanup};
-use crate::common::{Result, docker, load_average, nice};
+use crate::common::{Result, docker, env_count, load_average, nice};
 use crate::raw::Raw;
 use crate::report::{Load, Run, Section};
 use crate::service::{IMAGE, Service};
@@ -75,6 +80,8 @@ pub struct Ctx {
     pub load: tokio::runtime::Handle,
     pub max_sandboxes: u32,
     pub max_upload_bytes: u64,
+    /// The host's `gc_thresh1/2/3` before the service started (which may raise them).
+    pub neighbours_before: String,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -87,10 +94,11 @@ enum Part {
     Proxy,
     Upload,
     Memory,
+    Thousand,
 }
 
 impl Part {
-    const ALL: [Part; 8] = [
+    const ALL: [Part; 9] = [
         Part::Cold,
         Part::Warm,
         Part::Expiry,
@@ -99,6 +107,7 @@ impl Part {
         Part::Status,
         Part::Proxy,
         Part::Memory,
+        Part::Thousand,
     ];
 
     fn name(self) -> &'static str {
@@ -111,6 +120,7 @@ impl Part {
             Part::Proxy => "proxy",
             Part::Upload => "upload",
             Part::Memory => "memory",
+            Part::Thousand => "thousand",
         }
     }
 
@@ -120,6 +130,7 @@ impl Part {
             "teardown" | "lag" => "expiry",
             "rss" => "upload",
             "live" => "memory",
+            "1000" => "thousand",
             other => other,
         };
         Part::ALL.into_iter().find(|p| p.name() == alias)
@@ -135,6 +146,7 @@ impl Part {
             Part::Proxy => http::proxy(ctx).await,
             Part::Upload => upload::run(ctx).await,
             Part::Memory => memory::run(ctx).await,
+            Part::Thousand => thousand::run(ctx).await,
         }
     }
 }
@@ -209,9 +221,28 @@ impl LoadSampler {
     }
 }
 
+/// Places for the parts chosen: 250 (part `memory` holds 200), or part `thousand`'s
+/// sandboxes and 10 more; no more than the bench's network has addresses for.
+fn max_sandboxes(parts: &[Part], network: &BenchNetwork) -> Result<u32> {
+    let mut places = 250;
+    if parts.contains(&Part::Thousand) {
+        places = places.max(env_count("BENCH_THOUSAND", 1000)? as u32 + 10);
+    }
+    if places > network.slots() {
+        return Err(format!(
+            "{places} sandboxes need more addresses than the bench's network {} has ({})",
+            network.subnet,
+            network.slots()
+        )
+        .into());
+    }
+    Ok(places)
+}
+
 async fn start_service(
     network: &BenchNetwork,
     data_dir: std::path::PathBuf,
+    parts: &[Part],
 ) -> Result<(testdrive::app::Running, Config)> {
     let mut config = Config::defaults();
     config.data_dir = data_dir;
@@ -219,8 +250,12 @@ async fn start_service(
     config.admin_token = Some(format!("bench-admin-{}", uuid::Uuid::new_v4().simple()));
     // Every creation comes from this one address: lift the per-client limit.
     config.rate_limit.burst = 1_000_000;
-    // Part `memory` keeps 200 sandboxes live (the default allows 50).
-    config.max_sandboxes = 250;
+    // Part `memory` keeps 200 sandboxes live (the default allows 50), part `thousand` 1000.
+    config.max_sandboxes = max_sandboxes(parts, network)?;
+    // ... and from one address, at 16 in flight (throughput): no share of places per client.
+    config.rate_limit.max_share_percent = 100;
+    config.intake.max_uploads_per_client = 1_000;
+    config.server.max_connections_per_client = 100_000;
     config.sandbox.network = network.name.clone();
     config.sandbox.bridge = network.bridge.clone();
     config.sandbox.subnet = network.subnet.clone();
@@ -252,8 +287,9 @@ async fn run(
         .ok_or("a non-UTF-8 temporary path")?
         .to_string();
 
+    let neighbours_before = thousand::neighbour_limits();
     let network = tokio::task::block_in_place(|| cleanup.create_network())?;
-    let (running, config) = start_service(&network, dir.path().join("data")).await?;
+    let (running, config) = start_service(&network, dir.path().join("data"), parts).await?;
     let instance = running.state.store.instance_id().await?;
     cleanup.watch_instance(&instance);
     let addr: SocketAddr = running.addr;
@@ -277,6 +313,7 @@ async fn run(
         load,
         max_sandboxes: config.max_sandboxes,
         max_upload_bytes: config.policy.max_upload_bytes,
+        neighbours_before,
     };
     eprintln!(
         "provision bench: service on {addr}, network {} ({}), parts: {}",
@@ -295,14 +332,14 @@ async fn run(
         let started = Instant::now();
         eprintln!("== {} ==", part.name());
         match part.run(&ctx).await {
-            Ok(section) => sections.push(section),
+            Ok(section) => sections.push((*part, section)),
             Err(err) => {
                 all_ok = false;
                 eprintln!("   {} FAILED: {err}", part.name());
                 let mut s = Section::new(&format!("{} (failed)", part.name()));
                 s.line(format!("This part failed: {err}"));
                 s.verdict(part.name(), format!("failed: {err}"), "", None);
-                sections.push(s);
+                sections.push((*part, s));
             }
         }
         eprintln!(
@@ -328,23 +365,57 @@ async fn run(
             .filter(|n| !n.trim().is_empty()),
     };
     let full = parts.len() == Part::ALL.len();
-    let mut text = report::render(&Run {
-        date,
-        parts: if full {
-            "all".to_string()
-        } else {
-            parts
-                .iter()
-                .map(|p| p.name())
-                .collect::<Vec<_>>()
-                .join(", ")
-        },
-        took_s: began.elapsed().as_secs_f64(),
-        machine: &machine,
-        load: &load,
-        sections: &sections,
-    });
-    text.push_str(&if leftovers.is_empty() {
+    // Part `thousand` has a block of its own in docs/benchmarks.md.
+    let (thousand, sections): (Vec<_>, Vec<_>) = sections
+        .into_iter()
+        .partition(|(p, _)| *p == Part::Thousand);
+    let names = |parts: &[Part]| {
+        parts
+            .iter()
+            .map(|p| p.name())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let took_s = began.elapsed().as_secs_f64();
+    let mut texts = Vec::new();
+    if !sections.is_empty() {
+        let main_parts: Vec<Part> = parts
+            .iter()
+            .copied()
+            .filter(|p| *p != Part::Thousand)
+            .collect();
+        let text = report::render(&Run {
+            date: date.clone(),
+            title: "Provisioning, teardown, throughput, memory and HTTP",
+            targets: "Targets (issue 6)",
+            parts: if full {
+                "all".to_string()
+            } else {
+                names(&main_parts)
+            },
+            took_s,
+            max_sandboxes: config.max_sandboxes,
+            machine: &machine,
+            load: &load,
+            sections: &sections.into_iter().map(|(_, s)| s).collect::<Vec<_>>(),
+        });
+        texts.push((report::MAIN, text, full));
+    }
+    if !thousand.is_empty() {
+        let text = report::render(&Run {
+            date,
+            title: "1000 live sandboxes",
+            targets: "Target (issue 16, items 3 and 4)",
+            parts: names(parts),
+            took_s,
+            max_sandboxes: config.max_sandboxes,
+            machine: &machine,
+            load: &load,
+            sections: &thousand.into_iter().map(|(_, s)| s).collect::<Vec<_>>(),
+        });
+        texts.push((report::THOUSAND, text, true));
+    }
+    let end = if leftovers.is_empty() {
         "After the run, nothing the bench made was left on the Engine (checked: containers and \
          volumes by label, the network).\n"
             .to_string()
@@ -354,13 +425,18 @@ async fn run(
             "**Left on the Engine after the run:** {}.\n",
             leftovers.join(", ")
         )
-    });
-    println!("{text}");
-    if full {
-        let path = report::write_doc(&text)?;
-        eprintln!("provision bench: wrote {}", path.display());
-    } else {
-        eprintln!("provision bench: a partial run; docs/benchmarks.md is unchanged");
+    };
+    for (markers, mut text, write) in texts {
+        text.push_str(&end);
+        println!("{text}");
+        if write {
+            let path = report::write_doc(markers, &text)?;
+            eprintln!("provision bench: wrote {} ({})", path.display(), markers.0);
+        } else {
+            eprintln!(
+                "provision bench: a partial run; its block of docs/benchmarks.md is unchanged"
+            );
+        }
     }
     eprintln!(
         "provision bench: {:.0} s in all",

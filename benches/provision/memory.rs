@@ -50,7 +50,7 @@ fn processes(prefix: &str) -> (u64, usize) {
 }
 
 /// (what, KiB) of the host's processes that hold sandboxes.
-fn host_side() -> Vec<(&'static str, u64, usize)> {
+pub fn host_side() -> Vec<(&'static str, u64, usize)> {
     [
         ("dockerd", "dockerd"),
         ("containerd", "containerd"),
@@ -72,7 +72,7 @@ fn host_side() -> Vec<(&'static str, u64, usize)> {
 }
 
 /// The process's RSS after a quiet moment with free heap memory given back.
-async fn settled_rss() -> u64 {
+pub async fn settled_rss() -> u64 {
     tokio::time::sleep(Duration::from_secs(2)).await;
     trim_heap();
     tokio::time::sleep(Duration::from_millis(200)).await;

@@ -205,14 +205,19 @@ impl Service {
 
     /// The address of a sandbox's container on the sandbox network (what the proxy calls).
     pub async fn container_ip(&self, sandbox: &Sandbox, network: &str) -> Result<String> {
-        let format = format!("{{{{(index .NetworkSettings.Networks \"{network}\").IPAddress}}}}");
-        docker(&[
-            "inspect",
-            "--format",
-            &format,
-            &format!("testdrive-{}", sandbox.id),
+        // The container's name is a keyed hash of the id: find it by its label.
+        let container = docker(&[
+            "ps",
+            "-q",
+            "--filter",
+            &format!("label=testdrive.sandbox={}", sandbox.id),
         ])
-        .await
+        .await?;
+        if container.is_empty() {
+            return Err(format!("no container for sandbox {}", sandbox.id).into());
+        }
+        let format = format!("{{{{(index .NetworkSettings.Networks \"{network}\").IPAddress}}}}");
+        docker(&["inspect", "--format", &format, &container]).await
     }
 
     /// The sandbox's lifecycle history: (kind, Unix ms, detail), oldest first.
