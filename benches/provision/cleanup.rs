@@ -1,7 +1,7 @@
 //! What the bench makes on the Engine, and removing all of it.
 //!
 //! The bench runs its service on a sandbox network of its own (`testdrive-bench-<run>`, a
-//! /22 of 10.215.0.0/16), so it never competes for addresses with another deployment on
+//! /22 of 10.215.0.0/16, a /21 when part `thousand` runs), so it never competes for addresses with another deployment on
 //! this host (someone's `scripts/demo`, say). Everything the bench makes carries a label it
 //! can be found by:
 //!
@@ -75,15 +75,18 @@ impl Cleanup {
     }
 
     /// Creates the bench's network (internal, no inter-container traffic, like the one
-    /// testdrive makes) on the first free /22 of 10.215.0.0/16, watched from then on.
-    pub fn create_network(&self) -> Result<BenchNetwork> {
+    /// testdrive makes) on the first free /`prefix` (16 to 24) of 10.215.0.0/16, watched
+    /// from then on.
+    pub fn create_network(&self, prefix: u32) -> Result<BenchNetwork> {
         let tag = run_tag();
         let name = format!("testdrive-bench-{tag}");
         let bridge = format!("tdb{tag}");
-        let start = u32::from_str_radix(tag, 16).unwrap_or(0) % 64;
-        for attempt in 0..64 {
-            let third = ((start + attempt) % 64) * 4;
-            let subnet = format!("10.215.{third}.0/22");
+        let step = 1 << (24 - prefix.clamp(16, 24));
+        let count = 256 / step;
+        let start = u32::from_str_radix(tag, 16).unwrap_or(0) % count;
+        for attempt in 0..count {
+            let third = ((start + attempt) % count) * step;
+            let subnet = format!("10.215.{third}.0/{prefix}");
             let out = std::process::Command::new("docker")
                 .args(["network", "create", "--internal", "--driver", "bridge"])
                 .arg("--label")
@@ -102,7 +105,7 @@ impl Cleanup {
                     bridge,
                     subnet,
                     base: u32::from(Ipv4Addr::new(10, 215, third as u8, 0)),
-                    prefix: 22,
+                    prefix,
                 };
                 if let Ok(mut w) = self.watched.lock() {
                     w.network = Some(network.clone());
@@ -114,7 +117,7 @@ impl Cleanup {
                 return Err(format!("cannot create the network {name}: {}", err.trim()).into());
             }
         }
-        Err("no free /22 in 10.215.0.0/16 for the bench's network".into())
+        Err(format!("no free /{prefix} in 10.215.0.0/16 for the bench's network").into())
     }
 
     /// Removes this run's containers, volumes, network and firewall rule. Idempotent.

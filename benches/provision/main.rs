@@ -222,15 +222,18 @@ impl LoadSampler {
 }
 
 /// Places for the parts chosen: 250 (part `memory` holds 200), or part `thousand`'s
-/// sandboxes and 10 more; no more than the bench's network has addresses for.
+/// sandboxes and 10 more; no more than the bench's network has addresses for beside the
+/// raw containers'.
 fn max_sandboxes(parts: &[Part], network: &BenchNetwork) -> Result<u32> {
     let mut places = 250;
     if parts.contains(&Part::Thousand) {
         places = places.max(env_count("BENCH_THOUSAND", 1000)? as u32 + 10);
     }
-    if places > network.slots() {
+    if places + raw::RAW_SLOTS > network.slots() {
         return Err(format!(
-            "{places} sandboxes need more addresses than the bench's network {} has ({})",
+            "{places} sandboxes and {} raw containers need more addresses than the bench's \
+             network {} has ({})",
+            raw::RAW_SLOTS,
             network.subnet,
             network.slots()
         )
@@ -288,7 +291,14 @@ async fn run(
         .to_string();
 
     let neighbours_before = thousand::neighbour_limits();
-    let network = tokio::task::block_in_place(|| cleanup.create_network())?;
+    // A /21 (2045 addresses) when part `thousand` runs: its sandboxes and the raw
+    // containers (the top 400 addresses) must not meet.
+    let prefix = if parts.contains(&Part::Thousand) {
+        21
+    } else {
+        22
+    };
+    let network = tokio::task::block_in_place(|| cleanup.create_network(prefix))?;
     let (running, config) = start_service(&network, dir.path().join("data"), parts).await?;
     let instance = running.state.store.instance_id().await?;
     cleanup.watch_instance(&instance);
@@ -395,6 +405,7 @@ async fn run(
             },
             took_s,
             max_sandboxes: config.max_sandboxes,
+            network: &network.subnet,
             machine: &machine,
             load: &load,
             sections: &sections.into_iter().map(|(_, s)| s).collect::<Vec<_>>(),
@@ -409,6 +420,7 @@ async fn run(
             parts: names(parts),
             took_s,
             max_sandboxes: config.max_sandboxes,
+            network: &network.subnet,
             machine: &machine,
             load: &load,
             sections: &thousand.into_iter().map(|(_, s)| s).collect::<Vec<_>>(),

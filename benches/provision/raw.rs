@@ -3,7 +3,7 @@
 //! sandboxes (`src/engine/docker.rs`), on the same network.
 //!
 //! Raw containers get their address explicitly (`--ip`), from the top 400 slots of the
-//! bench's /22, while testdrive hands out the lowest free slots: so a raw container can
+//! bench's network, while testdrive hands out the lowest free slots: so a raw container can
 //! never take an address testdrive is about to use (e.g. while a warm pool refills).
 
 use std::collections::HashMap;
@@ -25,7 +25,7 @@ use crate::common::{Result, docker, ms};
 use crate::service::IMAGE;
 
 /// Raw containers use this many slots at the top of the subnet.
-const RAW_SLOTS: u32 = 400;
+pub const RAW_SLOTS: u32 = 400;
 
 pub struct Raw {
     pub network: BenchNetwork,

@@ -208,6 +208,8 @@ pub struct Run<'a> {
     pub took_s: f64,
     /// As the bench configured the service.
     pub max_sandboxes: u32,
+    /// The sandbox network's subnet.
+    pub network: &'a str,
     pub machine: &'a Machine,
     pub load: &'a Load,
     pub sections: &'a [Section],
@@ -254,14 +256,14 @@ pub fn render(run: &Run) -> String {
         out,
         "Common method: the service runs in the bench process (`testdrive::app::start`, fresh \
          temporary data directory, default configuration except `max_sandboxes = {}`, no \
-         per-client creation limit or share, and a sandbox network of the bench's own, a /22), \
+         per-client creation limit or share, and a sandbox network of the bench's own, {}), \
          listening on \
          127.0.0.1:0; a vendor registers demos of `testdrive/static-files:1` (busybox httpd on \
          8080, data at /data, 256 MB, 0.5 CPU, 128 pids) over HTTP. \"Raw\" containers have the \
          same hardening and limits, on the same network. Medians of an even count are the mean \
          of the middle two; p90 and p99 are nearest-rank (with fewer than 100 values p99 is the \
          maximum, with fewer than 10 so is p90).\n",
-        run.max_sandboxes
+        run.max_sandboxes, run.network
     );
 
     let _ = writeln!(out, "### {}\n", run.targets);

@@ -29,6 +29,30 @@ const P99_TARGET_MS: f64 = 50.0;
 const PARALLEL: usize = 4;
 /// How many sandboxes the raw baseline samples.
 const SAMPLE: usize = 100;
+/// Raw containers made for the Engine's own creation rate: few, since a Linux bridge takes
+/// at most 1023 ports and N sandboxes hold N of them.
+const RAW_BATCH: usize = 16;
+
+/// The Engine's own create + start (bollard, no file, no readiness check), `RAW_BATCH`
+/// containers `PARALLEL` at a time: containers per second. They are removed after.
+async fn engine_rate(ctx: &Ctx) -> Result<f64> {
+    let started = Instant::now();
+    let made: Vec<Result<(String, f64, f64)>> = futures_util::stream::iter(0..RAW_BATCH)
+        .map(|_| ctx.raw.engine_create_start())
+        .buffer_unordered(PARALLEL)
+        .collect()
+        .await;
+    let took = started.elapsed();
+    let ids: Vec<String> = made
+        .iter()
+        .filter_map(|r| r.as_ref().ok().map(|(id, _, _)| id.clone()))
+        .collect();
+    ctx.raw.engine_remove_all(&ids, PARALLEL).await?;
+    if let Some(Err(e)) = made.into_iter().find(Result::is_err) {
+        return Err(e);
+    }
+    Ok(RAW_BATCH as f64 / took.as_secs_f64())
+}
 
 /// The file sandbox `index` holds: distinct per sandbox, so a wrong answer shows.
 fn own_file(index: usize) -> String {
@@ -217,6 +241,7 @@ pub async fn run(ctx: &Ctx) -> Result<Section> {
     let host_before = host_side();
     let used_before = host_used_mib();
     let rss_before = settled_rss().await;
+    let engine_idle = engine_rate(ctx).await?;
 
     // Creation: PARALLEL in flight; each result with its index, its own time, and when it
     // completed.
@@ -311,7 +336,12 @@ pub async fn run(ctx: &Ctx) -> Result<Section> {
          Then the raw baseline on a sample of {} sandboxes (one in every {}): GET `/id.csv` at the \
          container's address on the sandbox network (busybox httpd closes each connection: a \
          new TCP connection per request) and, back to back, the same sandboxes through the \
-         proxy, {rounds} rounds alternating which side goes first. Memory: the service's \
+         proxy, {rounds} rounds alternating which side goes first. The Engine's own creation \
+         rate, for the raw side of the creation rate: {RAW_BATCH} containers of the same image, \
+         hardening and limits created and started through its API ({PARALLEL} in flight, no \
+         file, no readiness check), once before the sandboxes and once with all live, removed \
+         each time (a Linux bridge takes at most 1023 ports, so one network cannot hold many \
+         more than 1000 sandboxes). Memory: the service's \
          `VmRSS` after 2 s of quiet and `malloc_trim(0)` before and with all live; the Engine's \
          processes from `/proc/*/smaps_rollup` (`Pss`); the host's `MemTotal − MemAvailable`. \
          Then all are ended, {PARALLEL} `DELETE`s in flight, timed, and the Engine asked for \
@@ -348,6 +378,20 @@ pub async fn run(ctx: &Ctx) -> Result<Section> {
             num(h.min),
             num(h.median),
             num(h.max)
+        ));
+    }
+    s.line(format!(
+        "| the Engine's own create + start, per second ({RAW_BATCH} containers, {PARALLEL} in \
+         flight): with none live / with {live_n} live | {} / {} |",
+        num(engine_idle),
+        num(m.engine_live)
+    ));
+    if let (Some(first), Some(last)) = (hundreds.first(), hundreds.last()) {
+        s.line(format!(
+            "| testdrive / the Engine: first 100 / with none live, last 100 / with all live | \
+             {:.2}× / {:.2}× |",
+            first / engine_idle,
+            last / m.engine_live
         ));
     }
     if let Some(c) = stats(&create_ms) {
@@ -466,6 +510,8 @@ struct Live {
     rss_live: u64,
     host_live: Vec<(&'static str, u64, usize)>,
     used_live: f64,
+    /// The Engine's own create + start per second with all sandboxes live.
+    engine_live: f64,
 }
 
 async fn measure(
@@ -477,6 +523,7 @@ async fn measure(
     let rss_live = settled_rss().await;
     let host_live = host_side();
     let used_live = host_used_mib();
+    let engine_live = engine_rate(ctx).await?;
     let proxied = |(i, s): &(usize, Sandbox)| Probe {
         url: ctx.svc.url(&format!("/s/{}/id.csv", s.id)),
         bearer: Some(s.token.clone()),
@@ -546,5 +593,6 @@ async fn measure(
         rss_live,
         host_live,
         used_live,
+        engine_live,
     })
 }
