@@ -16,6 +16,10 @@ pub const DEFAULTS: &str = include_str!("../config/default.toml");
 /// A sandbox network setting testdrive picks itself.
 const AUTO: &str = "auto";
 
+/// The most running sandboxes: each is a port of the sandbox network's Linux bridge, and the
+/// kernel numbers a bridge's ports 1 to 1023 (`BR_MAX_PORTS`); the 1024th is refused.
+pub const MAX_SANDBOXES: u32 = 1023;
+
 #[derive(Clone, Debug, Deserialize)]
 pub struct Config {
     pub listen: SocketAddr,
@@ -159,6 +163,13 @@ impl Config {
                     .into(),
             ));
         }
+        if config.max_sandboxes > MAX_SANDBOXES {
+            return Err(ConfigError::Invalid(format!(
+                "max_sandboxes must be at most {MAX_SANDBOXES}: every running sandbox is a port \
+                 of the sandbox network's Linux bridge, which takes no more (the Engine fails \
+                 the next start with \"exchange full\")"
+            )));
+        }
         if !(1..=100).contains(&config.rate_limit.max_share_percent) {
             return Err(ConfigError::Invalid(
                 "rate_limit.max_share_percent must be 1 to 100".into(),
@@ -282,6 +293,12 @@ mod tests {
             ));
             jail.set_env("TESTDRIVE_MAX_SANDBOXES", "many");
             assert!(Config::load(None).is_err());
+            // A Linux bridge takes 1023 ports: one per running sandbox.
+            jail.set_env("TESTDRIVE_MAX_SANDBOXES", "1023");
+            assert_eq!(Config::load(None).unwrap().max_sandboxes, 1023);
+            jail.set_env("TESTDRIVE_MAX_SANDBOXES", "1024");
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(err.contains("max_sandboxes must be at most 1023"), "{err}");
             Ok(())
         });
     }
