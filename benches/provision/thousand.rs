@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use serde_json::json;
 
+use testdrive::config::MAX_SANDBOXES;
+
 use crate::Ctx;
 use crate::common::{Result, docker, env_count, mib, ms, shell, stats};
 use crate::memory::{host_side, settled_rss};
@@ -227,6 +229,13 @@ pub async fn run(ctx: &Ctx) -> Result<Section> {
             "BENCH_THOUSAND={n} needs max_sandboxes above {}, the bench configures {}",
             n + 10,
             ctx.max_sandboxes
+        )
+        .into());
+    }
+    if n + RAW_BATCH > MAX_SANDBOXES as usize {
+        return Err(format!(
+            "BENCH_THOUSAND={n}: with the {RAW_BATCH} raw containers that is more than the \
+             {MAX_SANDBOXES} ports a Linux bridge takes"
         )
         .into());
     }
