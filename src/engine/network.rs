@@ -95,7 +95,8 @@ pub struct WantedNetwork {
     pub subnet: Option<Subnet>,
 }
 
-/// Where testdrive looks for a subnet of its own: /20s (4093 sandboxes each) of 10.208/12.
+/// Where testdrive looks for a subnet of its own: /20s of 10.208/12 (more addresses than a
+/// bridge has ports: a Linux bridge takes at most 1023, so `max_sandboxes` stops there).
 const AUTO_POOL: Subnet = Subnet {
     base: u32::from_be_bytes([10, 208, 0, 0]),
     prefix: 12,
