@@ -54,6 +54,17 @@ impl Sandbox {
     pub fn load_output(&self) -> Option<LoadOutput> {
         self.load_output.as_deref().map(LoadOutput::from_stored)
     }
+
+    /// The demo's message and what it printed, as the prospect's views show them (nothing
+    /// for an empty output).
+    pub fn load_message_and_output(&self) -> (Option<String>, Option<String>) {
+        match self.load_output() {
+            Some(LoadOutput { message, output }) => {
+                (message, Some(output).filter(|o| !o.is_empty()))
+            }
+            None => (None, None),
+        }
+    }
 }
 
 /// What a demo's load command printed when it failed: its message for the prospect (by the

@@ -420,12 +420,12 @@ where
     }
     // An empty file is the spool's to refuse, as it always was (`422`).
     if !head.is_empty()
-        && let Some(why) = sniff::wrong_file(name.as_str(), &head, ended)
+        && let Some(wrong) = sniff::wrong_file(name.as_str(), &head, ended)
     {
-        return Err(if Content::sniff(&head) == Content::Empty {
-            ApiError::invalid("file", why)
+        return Err(if wrong.content == Content::Empty {
+            ApiError::invalid("file", wrong.words)
         } else {
-            ApiError::UnsupportedType(why)
+            ApiError::UnsupportedType(wrong.words)
         });
     }
     Ok((head, ended))

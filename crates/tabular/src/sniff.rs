@@ -133,32 +133,44 @@ fn remedy(content: Content) -> &'static str {
     }
 }
 
+/// A file that cannot be what its name says: what it is, and why in a prospect's words.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WrongFile {
+    pub content: Content,
+    pub words: String,
+}
+
 /// Why a file named `name` cannot be what its extension says, in words a prospect can act
 /// on: "weather.csv is an Excel workbook, not a CSV file: open it in Excel and use …".
 /// `None` when the file is what its name says (or its extension is not one of text).
 /// `whole` says whether `head` is the whole file (then an empty one is refused too).
-pub fn wrong_file(name: &str, head: &[u8], whole: bool) -> Option<String> {
+pub fn wrong_file(name: &str, head: &[u8], whole: bool) -> Option<WrongFile> {
     let extension = name.rsplit_once('.').map(|(_, e)| e).unwrap_or_default();
     if !expects_text(extension) {
         return None;
     }
     let content = Content::sniff(head);
-    let what = match content {
+    let words = match content {
         Content::Text => return None,
         Content::Empty if !whole => return None,
         Content::Empty => {
-            return Some(format!(
-                "{name} is empty (it holds no data): choose the file with your data in it"
-            ));
+            format!("{name} is empty (it holds no data): choose the file with your data in it")
         }
-        Content::Image(format) => format!("a picture ({format})"),
-        other => other.describe().unwrap_or("not text").to_string(),
+        Content::Image(format) => {
+            format!(
+                "{name} is a picture ({format}), not {}: {}.",
+                expected(extension),
+                remedy(content)
+            )
+        }
+        other => format!(
+            "{name} is {}, not {}: {}.",
+            other.describe().unwrap_or("not text"),
+            expected(extension),
+            remedy(content)
+        ),
     };
-    Some(format!(
-        "{name} is {what}, not {}: {}.",
-        expected(extension),
-        remedy(content)
-    ))
+    Some(WrongFile { content, words })
 }
 
 /// Why a text file named `name` is refused when it is not UTF-8 from `at` on.
@@ -391,20 +403,24 @@ mod tests {
     #[test]
     fn a_wrong_file_is_named_with_what_to_do() {
         let xlsx = b"PK\x03\x04\x14\x00 [Content_Types].xml xl/workbook.xml";
-        let said = wrong_file("weather.csv", xlsx, false).unwrap();
+        let said = wrong_file("weather.csv", xlsx, false).unwrap().words;
         assert!(
             said.starts_with("weather.csv is an Excel workbook, not a CSV file: open it in Excel"),
             "{said}"
         );
         assert!(said.contains("CSV UTF-8"), "{said}");
-        let pdf = wrong_file("cars.json", b"%PDF-1.4\n", false).unwrap();
+        let pdf = wrong_file("cars.json", b"%PDF-1.4\n", false).unwrap().words;
         assert!(
             pdf.starts_with("cars.json is a PDF document, not a JSON file"),
             "{pdf}"
         );
-        let png = wrong_file("a.CSV", b"\x89PNG\r\n\x1a\n\0\0", false).unwrap();
+        let png = wrong_file("a.CSV", b"\x89PNG\r\n\x1a\n\0\0", false)
+            .unwrap()
+            .words;
         assert!(png.contains("a picture (PNG)"), "{png}");
-        let wide = wrong_file("w.csv", b"\xFF\xFEd\0a\0t\0e\0", false).unwrap();
+        let wide = wrong_file("w.csv", b"\xFF\xFEd\0a\0t\0e\0", false)
+            .unwrap()
+            .words;
         assert!(wide.contains("UTF-16"), "{wide}");
         // Text is text; a workbook a demo asks for is what it asked for.
         assert_eq!(wrong_file("ok.csv", b"a,b\n1,2\n", true), None);
@@ -414,6 +430,7 @@ mod tests {
         assert!(
             wrong_file("e.csv", b" \r\n", true)
                 .unwrap()
+                .words
                 .contains("is empty")
         );
         assert_eq!(wrong_file("e.csv", b" \r\n", false), None);

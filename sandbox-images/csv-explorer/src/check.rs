@@ -81,13 +81,14 @@ fn wrong_file(f: &Entry) -> Option<String> {
     file.take(sniff::HEAD_BYTES as u64)
         .read_to_end(&mut head)
         .ok()?;
+    let whole = (head.len() as u64) == f.size;
+    let wrong = sniff::wrong_file(&f.name, &head, whole)?;
     // An empty file is the explorer's to show as empty, not an error.
-    if sniff::Content::sniff(&head) == sniff::Content::Empty {
+    if wrong.content == sniff::Content::Empty {
         return None;
     }
-    let whole = (head.len() as u64) == f.size;
     // The words name the file themselves; the listing puts the name first already.
-    let why = sniff::wrong_file(&f.name, &head, whole)?;
+    let why = wrong.words;
     Some(
         why.strip_prefix(&format!("{} ", f.name))
             .map(|rest| format!("this {rest}"))

@@ -12,7 +12,6 @@ use utoipa_axum::routes;
 use super::auth::SeenSandbox;
 use super::{ApiError, ApiJson, ApiQuery, AppState, Caller, Items, NoQuery, Page, Problem};
 use crate::domain::page::{self, Limit};
-use crate::domain::sandbox::LoadOutput;
 use crate::domain::{
     DemoId, EndReason, FileRecord, Prospect, Sandbox, SandboxId, SandboxStatus, Timestamp,
 };
@@ -87,16 +86,12 @@ pub struct CreatedSandbox {
 impl SandboxView {
     /// The sandbox as a vendor or an operator sees it (`caller_sees_prospect`), or as the
     /// prospect, holding its token, does.
-    async fn of(
-        state: &AppState,
-        sandbox: Sandbox,
-        caller_sees_prospect: bool,
-    ) -> Result<SandboxView, ApiError> {
+    fn new(state: &AppState, sandbox: Sandbox, caller_sees_prospect: bool) -> SandboxView {
         let failure = sandbox.failure.as_ref().map(|f| f.as_str().to_string());
-        let printed = sandbox.load_output().filter(|_| !caller_sees_prospect);
-        let (load_message, load_output) = match printed {
-            Some(LoadOutput { message, output }) => (message, Some(output)),
-            None => (None, None),
+        let (load_message, load_output) = if caller_sees_prospect {
+            (None, None)
+        } else {
+            sandbox.load_message_and_output()
         };
         let sandbox = state.lifecycle.with_pending_activity(sandbox);
         let remaining_seconds = if sandbox.status.is_live() {
@@ -104,7 +99,7 @@ impl SandboxView {
         } else {
             0
         };
-        Ok(SandboxView {
+        SandboxView {
             id: sandbox.id,
             demo_id: sandbox.demo_id,
             status: sandbox.status,
@@ -124,8 +119,8 @@ impl SandboxView {
             prospect: caller_sees_prospect.then_some(sandbox.prospect),
             failure,
             load_message,
-            load_output: load_output.filter(|o| !o.is_empty()),
-        })
+            load_output,
+        }
     }
 }
 
@@ -168,7 +163,7 @@ async fn create_sandbox(
         StatusCode::CREATED,
         [(header::LOCATION, format!("/v1/sandboxes/{}", sandbox.id))],
         axum::Json(CreatedSandbox {
-            sandbox: SandboxView::of(&state, sandbox, false).await?,
+            sandbox: SandboxView::new(&state, sandbox, false),
             token: token.expose().to_string(),
         }),
     ))
@@ -208,10 +203,13 @@ async fn list_sandboxes(
         before: page::parse_after(params.after.as_deref(), SandboxId::parse)?,
         limit: limit.get() + 1,
     };
-    let mut items = Vec::new();
-    for sandbox in state.store.sandboxes(&filter).await? {
-        items.push(SandboxView::of(&state, sandbox, true).await?);
-    }
+    let items = state
+        .store
+        .sandboxes(&filter)
+        .await?
+        .into_iter()
+        .map(|s| SandboxView::new(&state, s, true))
+        .collect();
     let filters = [
         ("status", params.status.as_deref()),
         ("demo", params.demo.as_deref()),
@@ -231,10 +229,8 @@ async fn list_sandboxes(
 async fn get_sandbox(
     State(state): State<AppState>,
     SeenSandbox { caller, sandbox }: SeenSandbox,
-) -> Result<axum::Json<SandboxView>, ApiError> {
-    Ok(axum::Json(
-        SandboxView::of(&state, sandbox, caller.sees_prospect()).await?,
-    ))
+) -> axum::Json<SandboxView> {
+    axum::Json(SandboxView::new(&state, sandbox, caller.sees_prospect()))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -265,9 +261,11 @@ async fn extend_sandbox(
         .lifecycle
         .extend(sandbox.id, body.seconds as u32)
         .await?;
-    Ok(axum::Json(
-        SandboxView::of(&state, sandbox, caller.sees_prospect()).await?,
-    ))
+    Ok(axum::Json(SandboxView::new(
+        &state,
+        sandbox,
+        caller.sees_prospect(),
+    )))
 }
 
 /// End the sandbox now. Answers once the container, its volumes and the spooled upload are
@@ -281,9 +279,11 @@ async fn delete_sandbox(
     SeenSandbox { caller, sandbox }: SeenSandbox,
 ) -> Result<axum::Json<SandboxView>, ApiError> {
     let sandbox = state.lifecycle.end(sandbox.id, caller.ending()).await?;
-    Ok(axum::Json(
-        SandboxView::of(&state, sandbox, caller.sees_prospect()).await?,
-    ))
+    Ok(axum::Json(SandboxView::new(
+        &state,
+        sandbox,
+        caller.sees_prospect(),
+    )))
 }
 
 #[derive(Serialize, ToSchema)]

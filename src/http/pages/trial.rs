@@ -18,7 +18,6 @@ use super::{
     spoken_duration, vendor_name,
 };
 use crate::domain::receipt::Receipt;
-use crate::domain::sandbox::LoadOutput;
 use crate::domain::{
     EndReason, Ending, EventRecord, Sandbox, SandboxEvent, SandboxStatus, Timestamp,
 };
@@ -47,8 +46,6 @@ struct Started {
     location: String,
 }
 
-/// The demo page's form. A script posting it gets JSON (and shows upload progress); a
-/// browser without scripts is sent on to the trial page.
 /// The demo's form a browser sent the trial from (`/demos/{id}`, from its `Referer`), for a
 /// refusal page to go back to. Only that path is taken, never another site's address.
 fn demo_form_of(headers: &HeaderMap) -> Option<String> {
@@ -58,6 +55,8 @@ fn demo_form_of(headers: &HeaderMap) -> Option<String> {
     (!id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')).then_some(path)
 }
 
+/// The demo page's form. A script posting it gets JSON (and shows upload progress); a
+/// browser without scripts is sent on to the trial page, or shown the refusal.
 async fn start(State(state): State<AppState>, request: Request) -> Response {
     let json = wants_json(request.headers());
     let form = demo_form_of(request.headers());
@@ -205,10 +204,7 @@ impl TrialState {
             0
         };
         let failure = sandbox.failure.as_ref().map(|f| f.as_str().to_string());
-        let (load_message, load_output) = match sandbox.load_output() {
-            Some(LoadOutput { message, output }) => (message, Some(output)),
-            None => (None, None),
-        };
+        let (load_message, load_output) = sandbox.load_message_and_output();
         let status_text = match (sandbox.status, sandbox.end_reason) {
             (SandboxStatus::Provisioning, _) => "Preparing your sandbox…".to_string(),
             (SandboxStatus::Ready, _) => "Ready".to_string(),
@@ -246,7 +242,7 @@ impl TrialState {
                 .collect(),
             failure,
             load_message,
-            load_output: load_output.filter(|o| !o.is_empty()),
+            load_output,
             deleted: sandbox.data_deleted_at.is_some(),
         }
     }
