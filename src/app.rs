@@ -300,7 +300,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         LifecycleSettings {
             max_running: config.max_sandboxes,
             max_sleeping: config.max_sleeping,
-            spool_root: config.spool_dir(),
+            dirs: config.sandbox_dirs(),
             reconcile_every: Duration::from_secs(config.reconcile_seconds.max(1)),
             flush_every: Duration::from_secs(5),
             remove_unused_images: config.images.remove_unused,
@@ -356,7 +356,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             max_uploads_per_client: u64::from(config.intake.max_uploads_per_client),
             idle: Duration::from_secs(config.intake.idle_seconds),
             spool_budget_bytes: config.intake.spool_budget_bytes,
-            spool_root: config.spool_dir(),
+            spool_root: config.sandbox_dirs().root().to_path_buf(),
             min_free_bytes: config.intake.min_free_bytes,
             max_upload_bytes: config.policy.max_upload_bytes,
             max_sandboxes: config.max_sandboxes,

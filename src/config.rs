@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use crate::domain::Policy;
 use crate::engine::{HostFirewall, Subnet, WantedNetwork};
+use crate::sandbox_dirs::SandboxDirs;
 
 pub const DEFAULTS: &str = include_str!("../config/default.toml");
 
@@ -31,6 +32,10 @@ pub struct Config {
     /// data directory (`secret-key`, made at first start).
     pub secret_key: Option<String>,
     pub data_dir: PathBuf,
+    /// `data_dir` as the Docker Engine's host sees it, when testdrive runs in a container
+    /// with the data directory mounted from elsewhere: sandboxes' data directories are bound
+    /// from under it.
+    pub host_data_dir: Option<PathBuf>,
     pub database_url: Option<String>,
     pub docker_host: Option<String>,
     pub max_sandboxes: u32,
@@ -233,8 +238,17 @@ impl Config {
         }
     }
 
-    pub fn spool_dir(&self) -> PathBuf {
-        self.data_dir.join("spool")
+    /// Each sandbox's directory (its upload and its data), as testdrive sees them and as the
+    /// Engine does. Absolute, as the Engine wants a bind mount's source.
+    pub fn sandbox_dirs(&self) -> SandboxDirs {
+        let under = |dir: &Path| {
+            let dir = dir.join("sandboxes");
+            std::path::absolute(&dir).unwrap_or(dir)
+        };
+        SandboxDirs::new(
+            under(&self.data_dir),
+            self.host_data_dir.as_deref().map(under),
+        )
     }
 
     pub fn policy(&self) -> Policy {

@@ -13,13 +13,22 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("clock", &["domain"]),
     ("signing", &["domain", "secrets"]),
     ("store", &["domain"]),
-    ("engine", &["domain"]),
+    ("sandbox_dirs", &["domain"]),
+    ("engine", &["domain", "sandbox_dirs"]),
     ("spool", &["domain"]),
     ("webhooks", &["domain", "store", "clock", "secrets"]),
     ("registry", &["domain", "store", "engine", "secrets"]),
     (
         "lifecycle",
-        &["domain", "store", "engine", "spool", "clock", "webhooks"],
+        &[
+            "domain",
+            "store",
+            "engine",
+            "sandbox_dirs",
+            "spool",
+            "clock",
+            "webhooks",
+        ],
     ),
     (
         "http",
@@ -35,7 +44,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
         ],
     ),
     ("seed", &["domain", "registry", "store", "secrets"]),
-    ("config", &["domain", "engine"]),
+    ("config", &["domain", "engine", "sandbox_dirs"]),
     (
         "app",
         &[
@@ -45,6 +54,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "signing",
             "store",
             "engine",
+            "sandbox_dirs",
             "spool",
             "webhooks",
             "registry",

@@ -21,6 +21,7 @@ pub mod engine;
 pub mod http;
 pub mod lifecycle;
 pub mod registry;
+pub mod sandbox_dirs;
 pub mod secrets;
 pub mod seed;
 pub mod signing;

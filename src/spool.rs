@@ -1,5 +1,6 @@
-//! The upload spool: where a prospect's files wait, on disk, between the HTTP request and
-//! their placement in the sandbox. Files are written as they stream in, hashed on the way, and
+//! The upload spool: where a prospect's files stream in, on disk, in the `upload/` directory
+//! of their sandbox's own directory (`sandbox_dirs`), until a rename places them in the
+//! sandbox's `data/`. Files are written as they stream in, hashed on the way, and
 //! the demo's rules are enforced before each byte is written, so a too-large upload is cut
 //! off at the limit rather than read to its end. A `Spool` deletes its directory when dropped
 //! unless it was discarded explicitly, so a rejected or abandoned upload leaves nothing.
@@ -302,10 +303,11 @@ pub struct Spool {
 }
 
 impl Spool {
-    /// A spool outside any budget.
+    /// A spool outside any budget, in `upload/` of the sandbox's directory under `root`.
     pub async fn create(root: &Path, id: SandboxId, rules: UploadRules) -> io::Result<Spool> {
         private_dir(root).await?;
-        let dir = root.join(id.to_string());
+        private_dir(&root.join(id.to_string())).await?;
+        let dir = root.join(id.to_string()).join("upload");
         private_dir(&dir).await?;
         Ok(Spool {
             dir,
@@ -319,17 +321,15 @@ impl Spool {
         })
     }
 
-    /// A spool holding room for the demo's whole upload limit in `budget` (taken before
-    /// anything is made on disk): `Full` when there is not that much room. With `disk`, its
-    /// files stop under the disk's floor.
+    /// A spool holding `room` (the demo's whole upload limit, reserved in the budget before
+    /// anything was made). With `disk`, its files stop under the disk's floor.
     pub async fn create_within(
-        budget: &SpoolBudget,
+        room: Reservation,
         disk: Option<DiskClaim>,
         root: &Path,
         id: SandboxId,
         rules: UploadRules,
     ) -> Result<Spool, SpoolError> {
-        let room = budget.reserve(rules.max_bytes)?;
         let mut spool = Spool::create(root, id, rules)
             .await
             .map_err(|e| io_error(e, root))?;
@@ -374,7 +374,7 @@ impl Spool {
         S: Stream<Item = Result<Bytes, SpoolError>> + Unpin,
     {
         self.admit(&name)?;
-        // Numbered on disk: the prospect's name is only ever used inside the tar archive.
+        // Numbered on disk: the prospect's name is given to the file only where it is placed.
         let path = self.dir.join(format!("{}.upload", self.files.len()));
         let file = tokio::fs::OpenOptions::new()
             .write(true)
@@ -582,7 +582,7 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let budget = SpoolBudget::new(250);
         let mut first = Spool::create_within(
-            &budget,
+            budget.reserve(100).unwrap(),
             None,
             root.path(),
             SandboxId::new(),
@@ -591,7 +591,7 @@ mod tests {
         .await
         .unwrap();
         let second = Spool::create_within(
-            &budget,
+            budget.reserve(100).unwrap(),
             None,
             root.path(),
             SandboxId::new(),
@@ -600,10 +600,8 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(budget.in_use(), 200);
-        // No room for a third, and nothing made on disk for it.
-        let third = SandboxId::new();
-        let refused =
-            Spool::create_within(&budget, None, root.path(), third, rules(100, 2, &[])).await;
+        // No room for a third.
+        let refused = budget.reserve(100);
         assert!(
             matches!(
                 refused,
@@ -616,7 +614,6 @@ mod tests {
             "{:?}",
             refused.err()
         );
-        assert!(!root.path().join(third.to_string()).exists());
         // What an upload did not use comes back once it is in.
         first.write(name("a"), chunks(&[b"12345"])).await.unwrap();
         first.release_unused();

@@ -114,6 +114,9 @@ pub enum SandboxEvent {
     },
     ContainerRemoved,
     VolumesRemoved,
+    /// The sandbox's directory is gone: its data directory (every copy of the prospect's
+    /// files the demo saw) and any upload.
+    FilesRemoved,
     /// Nothing of the sandbox is left: no container, volume or spooled upload.
     DataDeleted,
 }
@@ -142,6 +145,7 @@ impl SandboxEvent {
             Ended { ending, .. } => ending.reason().as_str(),
             ContainerRemoved => "container_removed",
             VolumesRemoved => "volumes_removed",
+            FilesRemoved => "files_removed",
             DataDeleted => "data_deleted",
         }
     }
@@ -190,7 +194,7 @@ impl SandboxEvent {
             DataDeleted => {
                 Some("no container, volume or spooled upload of this sandbox remains".to_string())
             }
-            Loaded | Slept | ContainerRemoved | VolumesRemoved => None,
+            Loaded | Slept | ContainerRemoved | VolumesRemoved | FilesRemoved => None,
         }
     }
 }
@@ -263,6 +267,7 @@ mod tests {
             },
             ContainerRemoved,
             VolumesRemoved,
+            FilesRemoved,
             DataDeleted,
         ]
     }
@@ -310,6 +315,7 @@ mod tests {
                 ("failed", s("recorded at restart")),
                 ("container_removed", None),
                 ("volumes_removed", None),
+                ("files_removed", None),
                 (
                     "data_deleted",
                     s("no container, volume or spooled upload of this sandbox remains")

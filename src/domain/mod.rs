@@ -30,7 +30,9 @@ pub use event::{Ending, EventRecord, Failure, SandboxEvent};
 pub use ids::{DemoId, SandboxId, VendorId};
 pub use image::{ImageRef, RegistryServer};
 pub use manifest::{DemoManifest, DemoSlug, DemoSpec, Policy, TrialWindow};
-pub use sandbox::{EndReason, FileRecord, NewSandbox, Prospect, Sandbox, SandboxStatus, Usage};
+pub use sandbox::{
+    EndReason, FileRecord, NewSandbox, Prospect, Received, Sandbox, SandboxStatus, Usage,
+};
 pub use service_event::{ServiceEvent, ServiceEventRecord};
 pub use time::Timestamp;
 pub use upload::{StagedFile, UploadName, UploadRules};

@@ -35,11 +35,12 @@ pub struct FileReceipt {
     pub name: String,
     pub bytes: u64,
     pub sha256: String,
-    /// The upload spool on the service's disk: deleted as soon as the files were in the
-    /// sandbox, or at the teardown.
+    /// The upload directory on the service's disk: empty as soon as the files were moved
+    /// into the sandbox, or removed at the teardown.
     #[schema(value_type = String, format = DateTime)]
     pub spool_copy_deleted_at: Timestamp,
-    /// The sandbox's data volume; `null` when the files never reached it.
+    /// The sandbox's data directory (its data volume, for sandboxes made before issue 16);
+    /// `null` when the files never reached it.
     #[schema(value_type = Option<String>, format = DateTime)]
     pub sandbox_copy_deleted_at: Option<Timestamp>,
 }
@@ -54,6 +55,9 @@ impl Receipt {
         let placed = first_at(events, |e| matches!(e, SandboxEvent::DataPlaced { .. }));
         let volumes_removed_at =
             first_at(events, |e| *e == SandboxEvent::VolumesRemoved).unwrap_or(data_deleted_at);
+        // Before issue 16 the files were in the data volume.
+        let files_removed_at =
+            first_at(events, |e| *e == SandboxEvent::FilesRemoved).unwrap_or(volumes_removed_at);
         let files = sandbox
             .files
             .iter()
@@ -62,7 +66,7 @@ impl Receipt {
                 bytes: f.bytes,
                 sha256: f.sha256.clone(),
                 spool_copy_deleted_at: placed.unwrap_or(data_deleted_at),
-                sandbox_copy_deleted_at: placed.map(|_| volumes_removed_at),
+                sandbox_copy_deleted_at: placed.map(|_| files_removed_at),
             })
             .collect();
         Some(Receipt {
@@ -159,7 +163,16 @@ mod tests {
         assert_eq!(file.spool_copy_deleted_at.millis(), 1_100);
         assert_eq!(
             file.sandbox_copy_deleted_at.map(|t| t.millis()),
-            Some(5_200)
+            Some(5_200),
+            "in a data volume (before issue 16)"
+        );
+        // In the sandbox's own data directory: dated by its removal.
+        let mut events = events.to_vec();
+        events.insert(5, event(5_250, SandboxEvent::FilesRemoved));
+        let receipt = Receipt::of(&sandbox, &events).unwrap();
+        assert_eq!(
+            receipt.files[0].sandbox_copy_deleted_at.map(|t| t.millis()),
+            Some(5_250)
         );
     }
 

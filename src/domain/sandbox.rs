@@ -104,6 +104,19 @@ pub struct NewSandbox {
     pub files: Vec<FileRecord>,
     pub profiles: Vec<ProfiledFile>,
     pub prospect: Prospect,
+    /// Recorded while its files are still arriving (`Received` completes it).
+    pub receiving: bool,
+}
+
+/// What a sandbox recorded while its files arrived gets once they are all in; its trial
+/// window starts then.
+#[derive(Clone, Debug)]
+pub struct Received {
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+    pub files: Vec<FileRecord>,
+    pub profiles: Vec<ProfiledFile>,
+    pub prospect: Prospect,
 }
 
 /// Proxy activity gathered in memory and written in batches.

@@ -1,5 +1,5 @@
-//! The Docker Engine, through bollard: hardened containers, the sandbox network, tar
-//! streams of the prospect's files. Idempotent calls are retried while the Engine is
+//! The Docker Engine, through bollard: hardened containers with their host directory bound
+//! at the data path, the sandbox network. Idempotent calls are retried while the Engine is
 //! unreachable; the API version is negotiated on first use, so the service starts while
 //! the Engine is down and recovers when it comes back.
 //!
@@ -34,11 +34,11 @@ use bollard::models::{
     NetworkConnectRequest, NetworkDisconnectRequest, NetworkingConfig, Volume,
 };
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, InspectContainerOptions,
-    ListContainersOptionsBuilder, ListNetworksOptionsBuilder, ListVolumesOptionsBuilder,
-    RemoveContainerOptionsBuilder, RemoveImageOptions, RemoveVolumeOptionsBuilder,
-    StartContainerOptions, StatsOptionsBuilder, StopContainerOptionsBuilder,
-    UploadToContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, DownloadFromContainerOptionsBuilder,
+    InspectContainerOptions, ListContainersOptionsBuilder, ListNetworksOptionsBuilder,
+    ListVolumesOptionsBuilder, RemoveContainerOptionsBuilder, RemoveImageOptions,
+    RemoveVolumeOptionsBuilder, StartContainerOptions, StatsOptionsBuilder,
+    StopContainerOptionsBuilder,
 };
 use futures_util::StreamExt;
 use hmac::{Hmac, Mac};
@@ -49,9 +49,10 @@ use super::{
     ContainerState, DEMO_LABEL, Engine, EngineError, EngineSettings, ExecOutcome, Found,
     HostFirewall, INSTANCE_LABEL, Labelled, NetworkRepair, NewContainer, OUTPUT_TAIL_BYTES,
     PullCredentials, PullFailure, PullProgress, Removed, Result, SANDBOX_LABEL, StatsReading,
-    archive, isolate_host, last_line, network, output_tail, probe,
+    isolate_host, last_line, network, output_tail, owner, probe,
 };
-use crate::domain::{DemoId, ImageRef, SandboxId, StagedFile};
+use crate::domain::{DemoId, ImageRef, SandboxId};
+use crate::sandbox_dirs::Owner;
 
 /// Retries of an idempotent call while the Engine is unreachable.
 const RETRIES: u32 = 4;
@@ -159,7 +160,16 @@ fn container_body(
     labels: HashMap<String, String>,
     container: &NewContainer<'_>,
 ) -> ContainerCreateBody {
-    let NewContainer { spec, ip, .. } = *container;
+    let NewContainer {
+        spec, ip, data_dir, ..
+    } = container;
+    // The prospect's files are renamed into this directory on the host: no copy, no archive.
+    let data = Mount {
+        target: Some(spec.data_path.clone()),
+        source: Some(data_dir.display().to_string()),
+        typ: Some(MountType::BIND),
+        ..Default::default()
+    };
     let volume = |target: &str| Mount {
         target: Some(target.to_string()),
         typ: Some(MountType::VOLUME),
@@ -169,9 +179,8 @@ fn container_body(
         }),
         ..Default::default()
     };
-    let mounts = std::iter::once(spec.data_path.as_str())
-        .chain(spec.writable_paths.iter().map(String::as_str))
-        .map(volume)
+    let mounts = std::iter::once(data)
+        .chain(spec.writable_paths.iter().map(|p| volume(p)))
         .collect();
     let memory = i64::from(spec.limits.memory_mb) * 1024 * 1024;
     let mut host_config = HostConfig {
@@ -235,6 +244,9 @@ struct Inner {
     healthy: AtomicBool,
     /// When the host firewall rules were last checked (`ensure_network`).
     rules_checked: std::sync::Mutex<Option<std::time::Instant>>,
+    /// Owners of users by name, by image id and `user`: looking one up reads files out of
+    /// a container.
+    owners: std::sync::Mutex<HashMap<(String, String), Owner>>,
 }
 
 impl DockerEngine {
@@ -255,6 +267,7 @@ impl DockerEngine {
                 healthy: AtomicBool::new(false),
                 // The service installed them as it started.
                 rules_checked: std::sync::Mutex::new(Some(std::time::Instant::now())),
+                owners: std::sync::Mutex::new(HashMap::new()),
             }),
         };
         if let Err(err) = engine.ping().await {
@@ -315,6 +328,41 @@ impl DockerEngine {
                 other => return other,
             }
         }
+    }
+
+    /// A small text file of a container's image (`None` when there is none): one entry of
+    /// the Engine's tar archive, at most 1 MiB.
+    async fn read_small_file(&self, container: &str, path: &str) -> Result<Option<String>> {
+        const MAX: usize = 1 << 20;
+        let options = DownloadFromContainerOptionsBuilder::default()
+            .path(path)
+            .build();
+        let docker = self.client().await?;
+        let mut archive = Vec::new();
+        let mut stream = docker.download_from_container(container, Some(options));
+        while let Some(chunk) = stream.next().await {
+            match chunk {
+                Ok(bytes) if archive.len() + bytes.len() <= MAX + 4096 => {
+                    archive.extend_from_slice(&bytes)
+                }
+                Ok(_) => break,
+                Err(e) => match EngineError::from_bollard(e, "file") {
+                    EngineError::NotFound(_) => return Ok(None),
+                    other => return Err(other),
+                },
+            }
+        }
+        let mut entries = tar::Archive::new(archive.as_slice());
+        let Some(Ok(mut entry)) = entries.entries().ok().and_then(|mut e| e.next()) else {
+            return Ok(None);
+        };
+        let mut text = String::new();
+        use std::io::Read;
+        Ok((&mut entry)
+            .take(MAX as u64)
+            .read_to_string(&mut text)
+            .ok()
+            .map(|_| text))
     }
 
     fn container_name(&self, sandbox: SandboxId) -> String {
@@ -689,39 +737,35 @@ impl Engine for DockerEngine {
         .await
     }
 
-    /// One tar archive streamed from the spool: nothing is held in memory beyond a few
-    /// buffers, whatever the size.
-    async fn place_files(
-        &self,
-        sandbox: SandboxId,
-        data_path: &str,
-        files: Vec<StagedFile>,
-    ) -> Result<()> {
-        let total: u64 = files.iter().map(|f| f.bytes).sum();
-        // The client's timeout covers the whole request; a large upload needs room.
-        let timeout = Duration::from_secs(120 + total / (8 << 20));
-        let options = UploadToContainerOptionsBuilder::default()
-            .path(data_path)
-            .build();
-        // Each attempt streams the archive afresh from the spool.
-        self.retrying("place files", || {
-            self.on_container(sandbox, |container| {
-                let (options, files) = (options.clone(), files.clone());
-                async move {
-                    self.client()
-                        .await?
-                        .with_timeout(timeout)
-                        .upload_to_container(
-                            &container,
-                            Some(options),
-                            bollard::body_try_stream(archive::stream(files)),
-                        )
-                        .await
-                        .map_err(|e| EngineError::from_bollard(e, "container"))
-                }
-            })
-        })
-        .await
+    async fn owner(&self, sandbox: SandboxId) -> Result<Owner> {
+        let name = self.container_name(sandbox);
+        let docker = self.client().await?;
+        let info = docker
+            .inspect_container(&name, None::<InspectContainerOptions>)
+            .await
+            .map_err(|e| EngineError::from_bollard(e, "container"))?;
+        let user = info.config.and_then(|c| c.user).unwrap_or_default();
+        if let Some(owner) = owner::numeric(&user) {
+            return Ok(owner);
+        }
+        let key = (info.image.unwrap_or_default(), user.clone());
+        if let Some(owner) = self.inner.owners.lock().expect("owners lock").get(&key) {
+            return Ok(*owner);
+        }
+        let passwd = self.read_small_file(&name, "/etc/passwd").await?;
+        let group = if owner::needs_group(&user) {
+            self.read_small_file(&name, "/etc/group").await?
+        } else {
+            None
+        };
+        let owner = owner::resolve(&user, passwd.as_deref(), group.as_deref())
+            .map_err(EngineError::NoSuchUser)?;
+        self.inner
+            .owners
+            .lock()
+            .expect("owners lock")
+            .insert(key, owner);
+        Ok(owner)
     }
 
     async fn start(&self, sandbox: SandboxId) -> Result<()> {
@@ -1010,6 +1054,7 @@ mod tests {
                 demo: DemoId::new(),
                 spec: &spec,
                 ip: Ipv4Addr::new(10, 9, 0, 2),
+                data_dir: PathBuf::from("/srv/td/sandboxes/x/data"),
             },
         );
         // A hostname shared by sandboxes would be a DNS name answering with all of them.

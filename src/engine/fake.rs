@@ -5,7 +5,7 @@
 //! hold any call at a gate — after it took effect, before it returns — to interleave races
 //! exactly: a listing that is already stale, a start that has not returned yet.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,13 +18,14 @@ use super::{
     ContainerState, Engine, EngineError, ExecOutcome, Found, Labelled, NetworkRepair, NewContainer,
     PullCredentials, PullProgress, Removed, Result, StatsReading, Subnet,
 };
-use crate::domain::{DemoId, SandboxId, StagedFile};
+use crate::domain::{DemoId, SandboxId};
+use crate::sandbox_dirs::Owner;
 
 /// The calls, to hold, fail or count.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Op {
     Create,
-    PlaceFiles,
+    Owner,
     Start,
     Stop,
     State,
@@ -49,8 +50,8 @@ pub struct FakeContainer {
     pub running: bool,
     pub exit_code: Option<i64>,
     pub oom_killed: bool,
-    /// Files in its data volume: name → bytes.
-    pub files: BTreeMap<String, u64>,
+    /// Its data directory on the host.
+    pub data_dir: PathBuf,
     /// Whether the demo answers its probe while it runs.
     pub answers: bool,
 }
@@ -241,7 +242,7 @@ impl FakeEngine {
                 running: true,
                 exit_code: None,
                 oom_killed: false,
-                files: BTreeMap::new(),
+                data_dir: PathBuf::new(),
                 answers: true,
             },
         );
@@ -360,6 +361,7 @@ impl Engine for FakeEngine {
 
     async fn create(&self, new: &NewContainer<'_>) -> Result<()> {
         let (sandbox, demo, spec, ip) = (new.sandbox, new.demo, new.spec, new.ip);
+        let data_dir = new.data_dir.clone();
         let result = self.enter(Op::Create, Some(sandbox)).and_then(|()| {
             let mut state = self.state();
             if state.removed_images.contains(&spec.image) {
@@ -376,7 +378,7 @@ impl Engine for FakeEngine {
                     running: false,
                     exit_code: None,
                     oom_killed: false,
-                    files: BTreeMap::new(),
+                    data_dir,
                     answers,
                 });
             state.volumes.insert(sandbox, 1 + spec.writable_paths.len());
@@ -385,24 +387,12 @@ impl Engine for FakeEngine {
         self.leave(Op::Create, result).await
     }
 
-    async fn place_files(
-        &self,
-        sandbox: SandboxId,
-        _data_path: &str,
-        files: Vec<StagedFile>,
-    ) -> Result<()> {
-        let result = self.enter(Op::PlaceFiles, Some(sandbox)).and_then(|()| {
-            for file in &files {
-                std::fs::metadata(&file.path)?;
-            }
-            self.with_container(sandbox, |c| {
-                for file in files {
-                    c.files.insert(file.name.to_string(), file.bytes);
-                }
-                Ok(())
-            })
-        });
-        self.leave(Op::PlaceFiles, result).await
+    async fn owner(&self, sandbox: SandboxId) -> Result<Owner> {
+        let result = self
+            .enter(Op::Owner, Some(sandbox))
+            .and_then(|()| self.with_container(sandbox, |_| Ok(())));
+        self.leave(Op::Owner, result).await?;
+        Ok(Owner::ROOT)
     }
 
     async fn start(&self, sandbox: SandboxId) -> Result<()> {

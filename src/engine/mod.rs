@@ -9,13 +9,13 @@
 //! Every object an implementation makes carries the `testdrive.sandbox=<id>` label and this
 //! deployment's `testdrive.instance` label.
 
-mod archive;
 mod docker;
 #[cfg(test)]
 pub mod fake;
 mod firewall;
 pub mod neighbours;
 mod network;
+mod owner;
 mod probe;
 
 use std::collections::{HashMap, HashSet};
@@ -24,7 +24,8 @@ use std::path::PathBuf;
 
 use async_trait::async_trait;
 
-use crate::domain::{DemoId, DemoSpec, RegistryServer, SandboxId, StagedFile, VendorId};
+use crate::domain::{DemoId, DemoSpec, RegistryServer, SandboxId, VendorId};
+use crate::sandbox_dirs::Owner;
 
 pub use docker::DockerEngine;
 pub use firewall::{
@@ -53,14 +54,17 @@ pub enum EngineError {
     Unavailable(String),
     #[error("{0}")]
     Firewall(String),
+    #[error("a local file of the Engine's client: {0}")]
+    Io(#[from] std::io::Error),
+    /// The demo's user is not in its image (the container could not start either).
+    #[error("the demo's image has no user {0:?}")]
+    NoSuchUser(String),
     /// A pull the registry (or the way to it) refused; `message` is the Engine's.
     #[error("pulling the image failed: {message}")]
     Pull {
         failure: PullFailure,
         message: String,
     },
-    #[error("reading the spooled upload failed: {0}")]
-    Spool(#[from] std::io::Error),
 }
 
 pub type Result<T> = std::result::Result<T, EngineError>;
@@ -150,13 +154,16 @@ pub struct ContainerState {
     pub oom_killed: bool,
 }
 
-/// A sandbox's container to make: whose, of which demo, run how, at which address.
-#[derive(Debug, Clone, Copy)]
+/// A sandbox's container to make: whose, of which demo, run how, at which address, with
+/// which host directory at its data path.
+#[derive(Debug, Clone)]
 pub struct NewContainer<'a> {
     pub sandbox: SandboxId,
     pub demo: DemoId,
     pub spec: &'a DemoSpec,
     pub ip: Ipv4Addr,
+    /// The sandbox's `data/` as the Engine's host sees it (`SandboxDirs::host_data`).
+    pub data_dir: PathBuf,
 }
 
 /// One sandbox's objects as the Engine listed them, by the Engine's own ids and names: what
@@ -329,17 +336,12 @@ pub trait Engine: Send + Sync + 'static {
     fn address(&self, slot: u32) -> Option<Ipv4Addr>;
 
     /// Creates the sandbox's container, hardened as the contract says, at its address on
-    /// the sandbox network, with a labelled volume at the data path and at each writable
-    /// path. Not started.
+    /// the sandbox network, with its host directory bound at the data path and a labelled
+    /// volume at each writable path. Not started.
     async fn create(&self, container: &NewContainer<'_>) -> Result<()>;
-    /// Streams the files into the sandbox's data volume, under their names, before or
-    /// after it started.
-    async fn place_files(
-        &self,
-        sandbox: SandboxId,
-        data_path: &str,
-        files: Vec<StagedFile>,
-    ) -> Result<()>;
+    /// The user and group the container's processes run as (the demo's `user`, else the
+    /// image's), as numbers: who must own its data.
+    async fn owner(&self, sandbox: SandboxId) -> Result<Owner>;
     /// Starts the container; one already running is fine.
     async fn start(&self, sandbox: SandboxId) -> Result<()>;
     /// Stops the container, keeping it and its volumes; one already stopped is fine.

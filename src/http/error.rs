@@ -173,12 +173,9 @@ fn capacity(why: String) -> ApiError {
 
 impl From<EngineError> for ApiError {
     fn from(err: EngineError) -> Self {
-        match err {
-            EngineError::Spool(_) => ApiError::Internal(err.to_string()),
-            _ => ApiError::Unavailable {
-                detail: err.to_string(),
-                retry_after: 10,
-            },
+        ApiError::Unavailable {
+            detail: err.to_string(),
+            retry_after: 10,
         }
     }
 }
@@ -193,7 +190,7 @@ impl From<LifecycleError> for ApiError {
             LifecycleError::WakeFailed(_) => ApiError::BadGateway(err.to_string()),
             LifecycleError::Store(e) => e.into(),
             LifecycleError::Engine(e) => e.into(),
-            LifecycleError::Spool(_) | LifecycleError::Disk(_) => {
+            LifecycleError::Spool(_) | LifecycleError::Disk(_) | LifecycleError::Place(_) => {
                 ApiError::Internal(err.to_string())
             }
         }

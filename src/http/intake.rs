@@ -4,11 +4,13 @@
 //! the places, the Engine down, no place, too many uploads at once. Then read the form in
 //! order with a reader that bounds everything it holds (`multipart`): at most
 //! `BEFORE_DEMO` bytes until the form names its demo, then that demo's upload limit. Naming
-//! the demo reserves its whole upload limit in the spool's budget, and each file streams
-//! into the spool under the demo's rules; a client that stops sending is cut off. A file
+//! the demo reserves its whole upload limit in the spool's budget and begins the trial
+//! (`Lifecycle::begin`: its sandbox is recorded and made while the files arrive), and each
+//! file streams into the sandbox's upload directory under the demo's rules; a client that
+//! stops sending is cut off, and a refused upload is abandoned with everything made for it. A file
 //! named as text is judged by its first bytes before any of it is written (a workbook
 //! renamed `.csv` is refused in words, `tabular::sniff`) and followed to its end for UTF-8.
-//! Then the spool goes to the lifecycle.
+//! Then the spool goes to the lifecycle, which renames the files into place.
 //!
 //! The spool's disk keeps a floor of free space (`SpoolDisk`): a request whose
 //! Content-Length would take the disk under it is refused before its body is read, and any
@@ -35,10 +37,8 @@ use super::multipart::{self, Limits, MultipartError, MultipartReader};
 use super::origins::url_parts;
 use super::{ApiError, AppState};
 use crate::domain::token::IssuedToken;
-use crate::domain::{
-    Demo, DemoId, Prospect, Sandbox, SandboxId, ServiceEvent, TrialWindow, UploadName,
-};
-use crate::lifecycle::Lifecycle;
+use crate::domain::{Demo, DemoId, Prospect, Sandbox, ServiceEvent, TrialWindow, UploadName};
+use crate::lifecycle::{Begun, Lifecycle};
 use crate::spool::{DiskClaim, Spool, SpoolBudget, SpoolDisk, SpoolError};
 use crate::store::Store;
 
@@ -213,7 +213,6 @@ impl Drop for Claim<'_> {
 
 /// Everything the form carried, checked, with the files already in the spool.
 struct Form {
-    demo: Demo,
     window: TrialWindow,
     prospect: Prospect,
     spool: Spool,
@@ -258,10 +257,12 @@ where
     String::from_utf8(bytes).map_err(|_| ApiError::invalid(name, "must be UTF-8 text"))
 }
 
-/// Reads the form in order, streaming each file to the spool under the demo's rules.
+/// Reads the form in order, streaming each file to the spool under the demo's rules. The
+/// trial begins (into `begun`) as soon as the form names its demo, so its sandbox is made
+/// while the files arrive.
 async fn read_form<S, E>(
     state: &AppState,
-    id: SandboxId,
+    begun: &mut Option<Begun>,
     mut form: MultipartReader<S>,
     disk: DiskClaim,
 ) -> Result<Form, ApiError>
@@ -309,11 +310,13 @@ where
                 if let Some(disk) = disk.as_mut() {
                     disk.limit_to(files);
                 }
+                let room = intake.budget.reserve(demo.spec.upload.max_bytes)?;
+                let trial = begun.insert(state.lifecycle.begin(&demo).await?);
                 let spool = Spool::create_within(
-                    &intake.budget,
+                    room,
                     disk,
-                    &state.lifecycle.settings().spool_root,
-                    id,
+                    state.lifecycle.settings().dirs.root(),
+                    trial.id(),
                     demo.spec.upload.clone(),
                 )
                 .await?;
@@ -388,7 +391,6 @@ where
     spool.release_unused();
     let window = TrialWindow::parse(seconds.as_deref(), &demo.spec.trial)?;
     Ok(Form {
-        demo,
         window,
         prospect,
         spool,
@@ -551,14 +553,20 @@ async fn trial(
         idle: intake.idle,
     };
     let reader = MultipartReader::new(body.into_data_stream(), &boundary, limits);
-    let id = SandboxId::new();
-    let form = read_form(state, id, reader, disk).await?;
+    let mut begun = None;
+    let form = match read_form(state, &mut begun, reader, disk).await {
+        Ok(form) => form,
+        Err(refused) => {
+            // Nothing of it may remain by the time the client reads the refusal.
+            if let Some(begun) = begun {
+                begun.abandon().await;
+            }
+            return Err(refused);
+        }
+    };
     drop(upload);
-    let created = state
-        .lifecycle
-        .create(id, &form.demo, form.window, form.prospect, form.spool)
-        .await?;
-    // A sandbox taken from a warm pool has the pool member's id, not `id`.
+    let begun = begun.ok_or_else(|| ApiError::invalid("demo", "is required"))?;
+    let created = begun.finish(form.window, form.prospect, form.spool).await?;
     let mut sandbox = created.sandbox;
     if let Some(claim) = claim {
         // The sandbox exists and its token is only in this answer: a failure here costs

@@ -1,16 +1,22 @@
-//! Starting a trial and moving its deadline. A new sandbox takes a place in the same
-//! statement that records it (or claims a warm pool member of the demo's current spec, in
-//! one transaction), then provisioning runs in the background; `?wait=` watches its phase.
+//! Starting a trial and moving its deadline. A trial begins as soon as its form names the
+//! demo (`begin`): it takes a place in the same statement that records it (or claims a warm
+//! pool member of the demo's current spec, in one transaction), and provisioning starts in
+//! the background, so a cold sandbox's container is made and started while the files still
+//! stream in. Until they are all in (`Begun::finish`) the sandbox is `receiving`: it holds
+//! its place but shows in no list, and a refused or abandoned upload deletes it with
+//! everything made for it. `?wait=` watches the provisioning's phase.
 
 use std::time::{Duration, Instant};
 
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 
 use super::provision::{Origin, Phase, Provision};
 use super::{Lifecycle, LifecycleError, Result};
 use crate::domain::pool::WarmState;
 use crate::domain::token::IssuedToken;
-use crate::domain::{Demo, NewSandbox, Prospect, Sandbox, SandboxEvent, SandboxId, TrialWindow};
+use crate::domain::{
+    Demo, NewSandbox, Prospect, Received, Sandbox, SandboxEvent, SandboxId, TrialWindow,
+};
 use crate::spool::Spool;
 use crate::store::Capacity;
 
@@ -23,6 +29,18 @@ pub struct Created {
     pub sandbox: Sandbox,
     pub token: IssuedToken,
     pub progress: watch::Receiver<Phase>,
+}
+
+/// A trial whose files are still arriving. Dropped without `finish`, it is abandoned: the
+/// sandbox and everything made for it go, as if it never was.
+pub struct Begun {
+    lifecycle: Lifecycle,
+    id: SandboxId,
+    token: IssuedToken,
+    origin: Origin,
+    /// Hands the spooled files to the provisioning; dropped, it abandons.
+    files: Option<oneshot::Sender<Spool>>,
+    progress: watch::Receiver<Phase>,
 }
 
 impl Lifecycle {
@@ -64,17 +82,10 @@ impl Lifecycle {
         Ok(())
     }
 
-    /// Records the sandbox (if capacity allows) and starts provisioning it in the
-    /// background. The spool must already hold every file. A sandbox taken from a warm
-    /// pool has the member's id, not `id`.
-    pub async fn create(
-        &self,
-        id: SandboxId,
-        demo: &Demo,
-        window: TrialWindow,
-        prospect: Prospect,
-        spool: Spool,
-    ) -> Result<Created> {
+    /// Begins a trial of `demo` before its files arrive: records the sandbox (if capacity
+    /// allows) or claims a warm member, and starts provisioning it in the background. Its
+    /// files go into `Spool::create(dirs.root(), begun.id(), …)`.
+    pub async fn begin(&self, demo: &Demo) -> Result<Begun> {
         let now = self.now();
         let new_sandbox = |id: SandboxId| {
             let token = IssuedToken::for_sandbox(id);
@@ -85,42 +96,38 @@ impl Lifecycle {
                 token_hash: token.hash(),
                 spec: demo.run_spec(),
                 created_at: now,
-                expires_at: now.plus_seconds(window.seconds()),
-                files: spool.records().to_vec(),
-                profiles: spool.profiles().to_vec(),
-                prospect: prospect.clone(),
+                // Until the files are in: the longest window, so no deadline falls meanwhile.
+                expires_at: now.plus_seconds(demo.spec.trial.max_seconds),
+                files: Vec::new(),
+                profiles: Vec::new(),
+                prospect: Prospect::default(),
+                receiving: true,
             };
             (new, token)
         };
-        let (new, token, origin) = match self.claim_member(demo, &new_sandbox).await? {
+        let (id, token, origin) = match self.claim_member(demo, &new_sandbox).await? {
             Some((new, token)) => {
                 self.pools_changed();
-                (new, token, Origin::Warm)
+                (new.id, token, Origin::Warm)
             }
             None => {
-                let (new, token) = new_sandbox(id);
+                let (new, token) = new_sandbox(SandboxId::new());
                 self.inner
                     .store
                     .insert_sandbox(&new, self.capacity(demo))
                     .await?;
+                if let Err(err) = self.inner.settings.dirs.prepare(new.id).await {
+                    self.inner.store.forget_unreceived(Some(new.id)).await?;
+                    return Err(err.into());
+                }
                 let lifecycle = self.clone();
                 tokio::spawn(async move { lifecycle.shed_pool_excess().await });
-                (new, token, Origin::Cold)
+                (new.id, token, Origin::Cold)
             }
         };
-        let id = new.id;
-        let created = SandboxEvent::Created {
-            files: new.files.len() as u32,
-            bytes: new.files.iter().map(|f| f.bytes).sum(),
-            window_seconds: window.seconds(),
-            from_warm_pool: origin == Origin::Warm,
-        };
-        self.history().record(id, now, created).await;
-        metrics::counter!("testdrive_sandboxes_created_total").increment(1);
-        self.inner.wakeups.deadlines.notify_one();
-
         let sandbox = self.record(id).await?;
         let (cancel, phase, progress) = self.inner.provisions.register(id);
+        let (files, arrived) = oneshot::channel();
         let job = Provision {
             id,
             demo: demo.id,
@@ -131,10 +138,13 @@ impl Lifecycle {
             phase,
             started: Instant::now(),
         };
-        job.spawn(self.clone(), spool);
-        Ok(Created {
-            sandbox,
+        job.spawn(self.clone(), arrived);
+        Ok(Begun {
+            lifecycle: self.clone(),
+            id,
             token,
+            origin,
+            files: Some(files),
             progress,
         })
     }
@@ -190,5 +200,62 @@ impl Lifecycle {
         self.history().record(id, self.now(), extended).await;
         self.inner.wakeups.deadlines.notify_one();
         self.record(id).await
+    }
+}
+
+impl Begun {
+    /// The sandbox's id (a claimed warm member's): its files stream into its directory.
+    pub fn id(&self) -> SandboxId {
+        self.id
+    }
+
+    /// Every file is in `spool`: the sandbox gets its files, its prospect and its trial
+    /// window (from now), shows in lists, and its provisioning places the files.
+    pub async fn finish(
+        mut self,
+        window: TrialWindow,
+        prospect: Prospect,
+        spool: Spool,
+    ) -> Result<Created> {
+        let lifecycle = self.lifecycle.clone();
+        let (id, now) = (self.id, lifecycle.now());
+        let received = Received {
+            created_at: now,
+            expires_at: now.plus_seconds(window.seconds()),
+            files: spool.records().to_vec(),
+            profiles: spool.profiles().to_vec(),
+            prospect,
+        };
+        if !lifecycle.inner.store.receive(id, &received).await? {
+            return Err(LifecycleError::Ended);
+        }
+        let created = SandboxEvent::Created {
+            files: received.files.len() as u32,
+            bytes: received.files.iter().map(|f| f.bytes).sum(),
+            window_seconds: window.seconds(),
+            from_warm_pool: self.origin == Origin::Warm,
+        };
+        lifecycle.history().record(id, now, created).await;
+        metrics::counter!("testdrive_sandboxes_created_total").increment(1);
+        lifecycle.inner.wakeups.deadlines.notify_one();
+        // A provisioning stopped meanwhile drops the spool, which deletes it.
+        if let Some(files) = self.files.take() {
+            let _ = files.send(spool);
+        }
+        Ok(Created {
+            sandbox: lifecycle.record(id).await?,
+            token: self.token.clone(),
+            progress: self.progress.clone(),
+        })
+    }
+
+    /// The upload was refused: the sandbox and everything made for it go; returns once they
+    /// have.
+    pub async fn abandon(mut self) {
+        self.files.take();
+        let _ = self
+            .progress
+            .wait_for(|phase| *phase != Phase::Provisioning)
+            .await;
     }
 }

@@ -1,10 +1,11 @@
-//! Watching what sandboxes write to disk. Docker's local volumes have no quota, so every
-//! `disk_check_seconds` the volumes of each live sandbox are measured (allocated blocks, so a
-//! sparse file counts for what it really takes) against its demo's `limits.disk_mb`; a sandbox
-//! over it ends, failed, and its volumes go. Between two checks a sandbox can still write at
-//! disk speed: docs/security.md says what remains.
+//! Watching what sandboxes write to disk. Neither a sandbox's data directory (a host
+//! directory bound at its data path) nor Docker's local volumes have a quota, so every
+//! `disk_check_seconds` the data directory and volumes of each live sandbox are measured
+//! (allocated blocks, so a sparse file counts for what it really takes) against its demo's
+//! `limits.disk_mb`; a sandbox over it ends, failed, and its data goes. Between two checks a
+//! sandbox can still write at disk speed: docs/security.md says what remains.
 //!
-//! A volume's contents belong to the sandbox, which may change them while they are read: it
+//! A data directory's or volume's contents belong to the sandbox, which may change them while they are read: it
 //! can swap a directory for a link to `/` or to another sandbox's volume between the moment
 //! the walk sees a directory and the moment it opens it. So the walk never resolves a path:
 //! it opens each directory relative to its parent's descriptor, the last component only and
@@ -18,7 +19,8 @@
 //! Engine call that failed while ending it) is logged with its id and the round goes on.
 //!
 //! The volumes are read where the Engine keeps them on the host; when testdrive cannot see
-//! that directory (in a container without it mounted) the watch says so once and stops.
+//! that directory (in a container without it mounted) the watch says so once and measures
+//! the data directories alone.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -167,19 +169,27 @@ fn visible(paths: &[PathBuf]) -> bool {
         .is_some_and(Path::exists)
 }
 
-/// One round over every sandbox with volumes. `Ok(false)` when the volumes cannot be seen
-/// from here; an error only when the Engine cannot list them.
+/// One round over every sandbox with objects on the Engine: its data directory (always
+/// visible: it is the service's) and its volumes. `Ok(false)` when the volumes cannot be
+/// seen from here (the data directories are measured all the same); an error only when the
+/// Engine cannot list them.
 pub(super) async fn check(lifecycle: &Lifecycle) -> Result<bool, LifecycleError> {
     let on_engine = lifecycle.engine().labelled().await?;
-    for (id, paths) in on_engine.volume_paths() {
-        if !visible(&paths) {
-            return Ok(false);
+    let dirs = &lifecycle.settings().dirs;
+    let mut volumes_seen = true;
+    for (id, found) in &on_engine.by_sandbox {
+        let mut paths = vec![dirs.data(*id)];
+        let volumes: Vec<PathBuf> = found.volumes.iter().map(|(_, p)| p.clone()).collect();
+        if visible(&volumes) {
+            paths.extend(volumes);
+        } else if !volumes.is_empty() {
+            volumes_seen = false;
         }
-        if let Err(err) = check_one(lifecycle, id, paths).await {
+        if let Err(err) = check_one(lifecycle, *id, paths).await {
             tracing::warn!(sandbox = %id, %err, "could not check the sandbox's disk use; will retry");
         }
     }
-    Ok(true)
+    Ok(volumes_seen)
 }
 
 /// Measures one sandbox and ends it if it is over its allowance.
@@ -216,6 +226,7 @@ pub(super) async fn run(lifecycle: Lifecycle, shutdown: CancellationToken) {
     let Some(every) = lifecycle.settings().disk_check_every else {
         return;
     };
+    let mut said_volumes_unseen = false;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
@@ -224,12 +235,14 @@ pub(super) async fn run(lifecycle: Lifecycle, shutdown: CancellationToken) {
         match check(&lifecycle).await {
             Ok(true) => {}
             Ok(false) => {
-                tracing::warn!(
-                    "the Engine's volume directory is not visible from here: sandboxes' disk \
-                     use is not watched (mount it read-only at the same path, or set \
-                     disk_check_seconds = 0 to silence this)"
-                );
-                return;
+                if !said_volumes_unseen {
+                    tracing::warn!(
+                        "the Engine's volume directory is not visible from here: what \
+                         sandboxes write to their writable_paths is not watched, only their \
+                         data directories (mount it read-only at the same path)"
+                    );
+                    said_volumes_unseen = true;
+                }
             }
             Err(err) => tracing::warn!(%err, "the disk check failed; will retry"),
         }

@@ -4,8 +4,9 @@
 //! 1. The end is claimed in the database: one conditional update (`Store::end`), or the
 //!    scheduler's batch claim of every sandbox due (`Store::end_due`). Only one caller wins.
 //! 2. The winner announces it: the `Ended` event (with its webhook delivery) and the metric.
-//! 3. The teardown removes the container, its volumes and the spool, recording each
-//!    removal as it happens (the deletion receipt dates them), then `data_deleted_at`. It
+//! 3. The teardown removes the container, its volumes and the sandbox's directory (its data
+//!    and any upload), recording each removal as it happens (the deletion receipt dates
+//!    them), then `data_deleted_at`. It
 //!    is idempotent and runs on the sandbox's turn; every caller runs it, so `DELETE`
 //!    answers only once the data is gone, whoever won the claim.
 
@@ -102,9 +103,19 @@ impl Lifecycle {
                 .record(id, self.now(), SandboxEvent::VolumesRemoved)
                 .await;
         }
-        crate::spool::remove_dir(&self.inner.settings.spool_root.join(id.to_string()))
+        // The prospect's files: the data directory the demo saw, and any still in upload.
+        let files = self
+            .inner
+            .settings
+            .dirs
+            .remove(id)
             .await
             .map_err(LifecycleError::Spool)?;
+        if files {
+            history
+                .record(id, self.now(), SandboxEvent::FilesRemoved)
+                .await;
+        }
         let now = self.now();
         if self.inner.store.mark_data_deleted(id, now).await? {
             history.record(id, now, SandboxEvent::DataDeleted).await;
@@ -119,6 +130,22 @@ impl Lifecycle {
             tracing::info!("sandbox torn down");
         }
         Ok(())
+    }
+
+    /// A sandbox whose upload was refused or abandoned before its end: everything made for
+    /// it goes, then its record, as if it never was. What cannot be removed now (the Engine
+    /// is down) is an orphan the reconciler removes.
+    pub(super) async fn abandon(&self, id: SandboxId) {
+        let _turn = self.inner.turns.take(id).await;
+        if let Err(err) = self.inner.engine.remove_sandbox(id).await {
+            tracing::warn!(sandbox_id = %id, %err, "could not remove an abandoned sandbox's objects; the reconciler will");
+        }
+        if let Err(err) = self.inner.settings.dirs.remove(id).await {
+            tracing::warn!(sandbox_id = %id, %err, "could not remove an abandoned sandbox's directory; the reconciler will");
+        }
+        if let Err(err) = self.inner.store.forget_unreceived(Some(id)).await {
+            tracing::warn!(sandbox_id = %id, %err, "could not forget an abandoned sandbox");
+        }
     }
 
     /// Steps 2 and 3 for a sandbox the scheduler's batch claim ended at its deadline.

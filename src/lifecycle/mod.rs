@@ -40,7 +40,6 @@ mod usage;
 #[cfg(test)]
 mod tests;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -48,7 +47,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 pub use activity::Activity;
-pub use create::Created;
+pub use create::{Begun, Created};
 pub use provision::Phase;
 pub use scheduler::{Scheduler, Timetable, TrialDeadlines};
 pub use usage::ResourceUse;
@@ -56,6 +55,7 @@ pub use usage::ResourceUse;
 use crate::clock::Clock;
 use crate::domain::{Sandbox, SandboxId, ServiceEvent, Timestamp};
 use crate::engine::{Credentials, Engine, EngineError};
+use crate::sandbox_dirs::SandboxDirs;
 use crate::store::{Store, StoreError};
 use crate::webhooks::Webhooks;
 
@@ -75,8 +75,10 @@ pub enum LifecycleError {
     Store(StoreError),
     #[error(transparent)]
     Engine(#[from] EngineError),
-    #[error("the spool cannot be cleared: {0}")]
+    #[error("a sandbox's directory cannot be made or removed: {0}")]
     Spool(#[from] std::io::Error),
+    #[error(transparent)]
+    Place(#[from] crate::sandbox_dirs::PlaceError),
     #[error("cannot measure a sandbox's disk use: {0}")]
     Disk(std::io::Error),
 }
@@ -98,7 +100,8 @@ pub struct LifecycleSettings {
     pub max_running: u32,
     /// Sleeping sandboxes at once, besides the running ones.
     pub max_sleeping: u32,
-    pub spool_root: PathBuf,
+    /// Each sandbox's directory: its upload and its data.
+    pub dirs: SandboxDirs,
     /// How often the reconciler compares the database with the Engine.
     pub reconcile_every: Duration,
     /// How often proxy activity is written to the database.

@@ -1,8 +1,9 @@
 //! Warm pools. A demo's `warm_pool: N` keeps N containers of it created, started and
-//! answering, with an empty data volume and no owner, so a new trial skips the container
-//! start (the slow part). A trial claims one in a transaction that moves it into
-//! `sandboxes` under the same id and address (see `Store::claim_warm`); its files then go
-//! into the running container and its load command and probe run as usual.
+//! answering, with an empty data directory and no owner, so a new trial skips the container
+//! start (the slow part). A trial claims one, as soon as its form names the demo, in a
+//! transaction that moves it into `sandboxes` under the same id and address (see
+//! `Store::claim_warm`); its files then stream into the member's directory and are renamed
+//! into its mounted (empty) data directory, and its load command and probe run as usual.
 //!
 //! The keeper tends the pools: at start, every `reconcile_every`, and whenever a demo
 //! changes or a member is claimed. It drains members nobody may claim (their demo changed,
@@ -147,7 +148,7 @@ impl Lifecycle {
     }
 
     /// Makes one member: recorded first (so its objects are never unknown), then created,
-    /// started and probed like a sandbox, with an empty data volume.
+    /// started and probed like a sandbox, with an empty data directory.
     async fn warm_up(&self, demo: &Demo) -> Result<()> {
         let store = &self.inner.store;
         let id = SandboxId::new();
@@ -197,11 +198,14 @@ impl Lifecycle {
         let ip = engine.address(slot).ok_or_else(|| {
             LifecycleError::Capacity("the sandbox network has no free address left".into())
         })?;
+        let dirs = &self.inner.settings.dirs;
+        dirs.prepare(id).await?;
         let container = NewContainer {
             sandbox: id,
             demo: demo.id,
             spec,
             ip,
+            data_dir: dirs.host_data(id),
         };
         if let Err(err) = engine.create(&container).await {
             // The image vanished: the demo is marked missing, and its pool waits for it.
@@ -210,6 +214,8 @@ impl Lifecycle {
             }
             return Err(err.into());
         }
+        let owner = engine.owner(id).await?;
+        dirs.hand_over(id, owner).await?;
         self.start_container(id, "while starting a warm pool member")
             .await?;
         let addr = SocketAddr::new(ip.into(), spec.port);
@@ -252,6 +258,7 @@ impl Lifecycle {
 
     async fn remove_member_now(&self, id: SandboxId) -> Result<()> {
         self.engine().remove_sandbox(id).await?;
+        self.inner.settings.dirs.remove(id).await?;
         self.inner.store.forget_warm(id).await?;
         Ok(())
     }

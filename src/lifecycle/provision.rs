@@ -1,20 +1,24 @@
-//! Provisioning one sandbox: create the hardened container with its volumes, stream the
-//! prospect's files into the data volume, start it, run the load command, probe readiness.
-//! A sandbox claimed from a warm pool has its container running already: its files go into
-//! the running container's (empty) data volume, then the load command and the probe.
+//! Provisioning one sandbox. It begins as soon as the prospect's form names the demo, while
+//! the files still stream into the sandbox's upload directory: a cold sandbox's container is
+//! created with its data directory bound at `data_path`, handed to the demo's user and
+//! started meanwhile; a sandbox claimed from a warm pool runs already. Once the files are in,
+//! they are renamed into the data directory (no copy, no archive, no Engine call), then the
+//! load command and the readiness probe run. An upload refused or abandoned before its end
+//! removes the sandbox and everything made for it (`Lifecycle::abandon`).
 //!
-//! The spool is deleted as soon as the files are in the volume, so the data exists in one
-//! place only. What the load command prints stays with the prospect (`Sandbox::load_output`),
-//! never in a failure, an event or the log. Ending the sandbox meanwhile cancels the work between Engine calls (never in
-//! the middle of a create, whose object could then escape the teardown); a failure ends it
-//! through the one end path.
+//! The data exists in one place only: the upload directory is empty once the files are
+//! placed. What the load command prints stays with the prospect (`Sandbox::load_output`),
+//! never in a failure, an event or the log. Ending the sandbox meanwhile cancels the work
+//! between Engine calls (never in the middle of a create, whose object could then escape the
+//! teardown); a failure ends it through the one end path — once the files are in, so that
+//! its `created` event comes first.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -24,6 +28,7 @@ use super::probe;
 use crate::domain::sandbox::LoadOutput;
 use crate::domain::{DemoId, DemoSpec, Ending, SandboxEvent, SandboxId};
 use crate::engine::{EngineError, NewContainer};
+use crate::sandbox_dirs::Owner;
 use crate::spool::Spool;
 
 /// Where a provisioning stands, as seen by whoever waits for it (`?wait=`, a teardown).
@@ -121,6 +126,14 @@ enum Stop {
     Failed(String),
 }
 
+/// How the wait for the files ended.
+enum Arrival {
+    Files(Spool),
+    /// The upload was refused or abandoned: nothing of the sandbox may remain.
+    Abandoned,
+    Cancelled,
+}
+
 fn failed(step: &str) -> impl Fn(EngineError) -> Stop + '_ {
     move |err| Stop::Failed(format!("{step}: {err}"))
 }
@@ -158,16 +171,35 @@ pub(super) struct Provision {
 }
 
 impl Provision {
-    /// Runs in the background with the prospect's files in `spool`.
-    pub(super) fn spawn(self, lifecycle: Lifecycle, spool: Spool) {
+    /// Runs in the background; the files come through `files` once they are all in.
+    pub(super) fn spawn(self, lifecycle: Lifecycle, files: oneshot::Receiver<Spool>) {
         let span =
             tracing::info_span!("sandbox.provision", sandbox_id = %self.id, demo_id = %self.demo);
-        tokio::spawn(self.run(lifecycle, spool).instrument(span));
+        tokio::spawn(self.run(lifecycle, files).instrument(span));
     }
 
-    async fn run(self, lifecycle: Lifecycle, spool: Spool) {
+    async fn run(self, lifecycle: Lifecycle, files: oneshot::Receiver<Spool>) {
         let id = self.id;
-        let outcome = match self.steps(&lifecycle, spool).await {
+        let prepared = self.prepare(&lifecycle).await;
+        // A failure while the files arrive is reported once they are in (after `created`);
+        // an abandoned upload leaves nothing to report.
+        let arrival = tokio::select! {
+            biased;
+            _ = self.cancel.cancelled() => Arrival::Cancelled,
+            files = files => files.map_or(Arrival::Abandoned, Arrival::Files),
+        };
+        let outcome = match (prepared, arrival) {
+            (_, Arrival::Abandoned) => {
+                lifecycle.inner.provisions.finish(id);
+                lifecycle.abandon(id).await;
+                self.phase.send_replace(Phase::Stopped);
+                return;
+            }
+            (_, Arrival::Cancelled) => Err(Stop::Cancelled),
+            (Err(stop), Arrival::Files(_)) => Err(stop),
+            (Ok(owner), Arrival::Files(spool)) => self.complete(&lifecycle, owner, spool).await,
+        };
+        let outcome = match outcome {
             Ok(addr) => lifecycle
                 .store()
                 .mark_ready(id, lifecycle.now(), &addr.to_string())
@@ -208,78 +240,106 @@ impl Provision {
         }
     }
 
-    async fn steps(&self, lifecycle: &Lifecycle, spool: Spool) -> Result<SocketAddr, Stop> {
+    /// What can be done before the files are in: a cold sandbox's container is created,
+    /// its data directory handed to the demo's user, and started. Who that user is.
+    async fn prepare(&self, lifecycle: &Lifecycle) -> Result<Owner, Stop> {
         let (id, spec, cancel) = (self.id, &self.spec, &self.cancel);
         let engine = lifecycle.engine();
-        let history = lifecycle.history();
+        if self.origin == Origin::Warm {
+            return engine
+                .owner(id)
+                .await
+                .map_err(failed("finding the demo's user"));
+        }
         let ip = self
             .slot
             .and_then(|s| engine.address(s))
             .ok_or_else(|| Stop::Failed("the sandbox network has no free address left".into()))?;
         checkpoint(cancel)?;
-        if self.origin == Origin::Cold {
-            let container = NewContainer {
-                sandbox: id,
-                demo: self.demo,
-                spec,
-                ip,
-            };
-            let mut made = engine.create(&container).await;
-            if let Err(EngineError::NotFound(what)) = &made
-                && what == "image"
-            {
-                // The image vanished before the reconciler noticed: a registry image is
-                // pulled again while the trial waits; an Engine-only one marks the demo,
-                // and the prospect is told so in words, not in the Engine's.
-                match lifecycle.image_vanished(self.demo, &spec.image).await {
-                    Vanished::No => {}
-                    Vanished::PulledAgain => made = engine.create(&container).await,
-                    Vanished::Gone(why) => return Err(Stop::Failed(why)),
-                }
+        let container = NewContainer {
+            sandbox: id,
+            demo: self.demo,
+            spec,
+            ip,
+            data_dir: lifecycle.settings().dirs.host_data(id),
+        };
+        let mut made = engine.create(&container).await;
+        if let Err(EngineError::NotFound(what)) = &made
+            && what == "image"
+        {
+            // The image vanished before the reconciler noticed: a registry image is
+            // pulled again while the trial waits; an Engine-only one marks the demo,
+            // and the prospect is told so in words, not in the Engine's.
+            match lifecycle.image_vanished(self.demo, &spec.image).await {
+                Vanished::No => {}
+                Vanished::PulledAgain => made = engine.create(&container).await,
+                Vanished::Gone(why) => return Err(Stop::Failed(why)),
             }
-            made.map_err(failed("creating the container"))?;
         }
+        made.map_err(failed("creating the container"))?;
         checkpoint(cancel)?;
+        let owner = engine
+            .owner(id)
+            .await
+            .map_err(failed("finding the demo's user"))?;
+        lifecycle
+            .settings()
+            .dirs
+            .hand_over(id, owner)
+            .await
+            .map_err(|e| Stop::Failed(e.to_string()))?;
+        checkpoint(cancel)?;
+        lifecycle
+            .start_container(id, "while starting a new sandbox")
+            .await
+            .map_err(failed("starting the container"))?;
+        let state = engine
+            .state(id)
+            .await
+            .map_err(failed("inspecting the container"))?;
+        if !state.running {
+            return Err(Stop::Failed(probe::NotReady::exited(state).to_string()));
+        }
+        Ok(owner)
+    }
 
+    /// Once the files are in: places them, runs the load command, waits for the probe.
+    async fn complete(
+        &self,
+        lifecycle: &Lifecycle,
+        owner: Owner,
+        spool: Spool,
+    ) -> Result<SocketAddr, Stop> {
+        let (id, spec, cancel) = (self.id, &self.spec, &self.cancel);
+        let engine = lifecycle.engine();
+        let history = lifecycle.history();
+        checkpoint(cancel)?;
+        let ip = self
+            .slot
+            .and_then(|s| engine.address(s))
+            .ok_or_else(|| Stop::Failed("the sandbox network has no free address left".into()))?;
         let files = spool.files().to_vec();
         let count = files.len() as u32;
-        unless_cancelled(cancel, async {
-            engine
-                .place_files(id, &spec.data_path, files)
-                .await
-                .map_err(failed("placing the files"))
-        })
-        .await?;
+        lifecycle
+            .settings()
+            .dirs
+            .place(id, files, owner)
+            .await
+            .map_err(|e| Stop::Failed(e.to_string()))?;
         if let Err(err) = spool.discard().await {
-            tracing::warn!(%err, "could not delete the spooled upload; teardown will");
+            tracing::warn!(%err, "could not delete the empty upload directory; teardown will");
         }
         let placed = SandboxEvent::DataPlaced {
             files: count,
             path: spec.data_path.clone(),
         };
         history.record(id, lifecycle.now(), placed).await;
-        checkpoint(cancel)?;
-
-        if self.origin == Origin::Cold {
-            lifecycle
-                .start_container(id, "while starting a new sandbox")
-                .await
-                .map_err(failed("starting the container"))?;
-            let state = engine
-                .state(id)
-                .await
-                .map_err(failed("inspecting the container"))?;
-            if !state.running {
-                return Err(Stop::Failed(probe::NotReady::exited(state).to_string()));
-            }
-            checkpoint(cancel)?;
-        }
         let started = SandboxEvent::Started {
             from_warm_pool: self.origin == Origin::Warm,
         };
         history.record(id, lifecycle.now(), started).await;
+        checkpoint(cancel)?;
         let addr = SocketAddr::new(ip.into(), spec.port);
-
         if let Some(command) = &spec.load_command {
             let limit = Duration::from_secs(u64::from(spec.ready.timeout_seconds));
             let outcome = unless_cancelled(cancel, async {

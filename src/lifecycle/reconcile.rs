@@ -1,4 +1,5 @@
-//! The reconciler: at start and then periodically, make the Engine and the spool agree with
+//! The reconciler: at start and then periodically, make the Engine and the sandboxes'
+//! directories agree with
 //! the database. Provisionings cut short by a restart are failed (before the service takes
 //! requests); ended sandboxes whose teardown did not finish are torn down; sandboxes whose
 //! container vanished end, those whose container stopped sleep (an Engine restart stops them
@@ -20,17 +21,29 @@ use super::{Lifecycle, LifecycleError};
 use crate::domain::{Ending, ImageStatus, SandboxEvent, SandboxId, SandboxStatus, ServiceEvent};
 use crate::engine::{EngineError, Found};
 
-/// Before the service takes requests: every spool directory is left over from the previous
-/// run (as is every pull still marked under way), and every `provisioning` sandbox was cut
-/// short by it (nothing is provisioning yet,
-/// so none can be mistaken for one this run started).
+/// Before the service takes requests: every upload still arriving was cut short by the
+/// restart (its sandbox is forgotten, as a refused upload is), as is every pull still marked
+/// under way, and every `provisioning` sandbox was cut short by it (nothing is provisioning
+/// yet, so none can be mistaken for one this run started).
 pub(super) async fn recover(lifecycle: &Lifecycle) -> Result<(), LifecycleError> {
-    let root = &lifecycle.settings().spool_root;
-    tokio::fs::create_dir_all(root).await?;
-    let mut entries = tokio::fs::read_dir(root).await?;
-    while let Some(entry) = entries.next_entry().await? {
-        crate::spool::remove_dir(&entry.path()).await?;
+    // Their containers go now (an Engine down leaves them to the reconciler, as orphans).
+    let forgotten = lifecycle.store().forget_unreceived(None).await?;
+    if !forgotten.is_empty() {
+        tracing::info!(
+            sandboxes = forgotten.len(),
+            "uploads cut short by the restart: their sandboxes are forgotten"
+        );
     }
+    each(
+        forgotten,
+        "removing a cut-short upload's objects",
+        |id| async move {
+            lifecycle.engine().remove_sandbox(id).await?;
+            Ok(())
+        },
+    )
+    .await;
+    lifecycle.sweep_dirs().await?;
     // Their ends are claimed now; the reconciler's first pass tears them down, many at
     // once, right after the service starts.
     let cut_short = lifecycle
@@ -79,6 +92,22 @@ where
 }
 
 impl Lifecycle {
+    /// Removes the directories of sandboxes the database does not know (an upload cut
+    /// short, a removal that failed). Listed first, then each asked about: a warm member
+    /// first, since a claim turns one into a sandbox in one transaction; a sandbox's own
+    /// teardown removes its directory, so only unknown ones go here.
+    async fn sweep_dirs(&self) -> Result<(), LifecycleError> {
+        let dirs = &self.inner.settings.dirs;
+        for id in dirs.listed().await? {
+            let store = self.store();
+            if store.warm_member(id).await?.is_some() || store.sandbox(id).await?.is_some() {
+                continue;
+            }
+            dirs.remove(id).await?;
+        }
+        Ok(())
+    }
+
     /// Repairs a sandbox the reconciler saw broken, if it still is once it is the sandbox's
     /// turn (the listing may be older than a sleep, a wake or a provisioning that happened
     /// meanwhile). A container that vanished ends the sandbox (`failed`); one that stopped
@@ -166,6 +195,9 @@ pub(super) async fn once(lifecycle: &Lifecycle) -> Result<(), LifecycleError> {
         lifecycle.teardown(id)
     })
     .await;
+    if let Err(err) = lifecycle.sweep_dirs().await {
+        tracing::warn!(%err, "cannot remove the directories of unknown sandboxes; will retry");
+    }
     let on_engine = lifecycle.engine().labelled().await?;
 
     // Database → Engine: a sandbox whose container vanished is over; one whose container

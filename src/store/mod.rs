@@ -19,9 +19,9 @@ use crate::domain::pool::{NewWarmMember, WarmMember, WarmState};
 use crate::domain::token::TokenHash;
 use crate::domain::webhook::{Attempt, Delivery, DeliveryRecord, NewDelivery};
 use crate::domain::{
-    Demo, DemoId, Ending, EventRecord, ImageGrant, ImageStatus, NewSandbox, RegistryServer,
-    Sandbox, SandboxEvent, SandboxId, SandboxStatus, ServiceEventRecord, StoredLogin, Timestamp,
-    Usage, Vendor, VendorId,
+    Demo, DemoId, Ending, EventRecord, ImageGrant, ImageStatus, NewSandbox, Received,
+    RegistryServer, Sandbox, SandboxEvent, SandboxId, SandboxStatus, ServiceEventRecord,
+    StoredLogin, Timestamp, Usage, Vendor, VendorId,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -168,7 +168,14 @@ pub trait SandboxStore: Send + Sync {
     /// Inserts the sandbox if `capacity` allows (else `Capacity`, saying which limit), with
     /// the lowest address slot no other sandbox or warm member holds.
     async fn insert_sandbox(&self, sandbox: &NewSandbox, capacity: Capacity) -> Result<()>;
+    /// A sandbox recorded while its files arrive gets them (and its window): it shows in
+    /// lists from now on. False if it is not receiving (it ended meanwhile).
+    async fn receive(&self, id: SandboxId, received: &Received) -> Result<bool>;
+    /// Deletes sandboxes whose files never all arrived (`id`, or every one): as if they
+    /// never were. The ids deleted.
+    async fn forget_unreceived(&self, id: Option<SandboxId>) -> Result<Vec<SandboxId>>;
     async fn sandbox(&self, id: SandboxId) -> Result<Option<Sandbox>>;
+    /// Sandboxes whose files are all in (never one still receiving them).
     async fn sandboxes(&self, filter: &SandboxFilter) -> Result<Vec<Sandbox>>;
     async fn ids_with_status(&self, status: SandboxStatus) -> Result<Vec<SandboxId>>;
     /// Live sandboxes: how many run (provisioning or ready) and how many sleep, overall and

@@ -158,7 +158,7 @@ async fn a_kill_mid_upload_leaves_no_spool_file_record_or_object() {
 
     svc.restart().await;
     eventually("an empty spool after the restart", async || {
-        svc.spool_entries().is_empty().then_some(())
+        (svc.spool_entries().is_empty() && svc.sandbox_dirs().is_empty()).then_some(())
     })
     .await;
     let records = svc.sandboxes().await;
@@ -440,7 +440,10 @@ impl Drop for Foreign {
 async fn a_teardown_the_engine_refuses_does_not_hold_up_the_recovery_of_others() {
     let mut svc = ChildService::start().await;
     let (_, quick) = svc
-        .static_demo(json!({"trial": {"seconds": 2, "max_seconds": 10}}))
+        .static_demo(json!({
+            "trial": {"seconds": 2, "max_seconds": 10},
+            "writable_paths": ["/scratch"]
+        }))
         .await;
     let (_, stuck) = svc
         .static_demo(json!({
@@ -449,7 +452,7 @@ async fn a_teardown_the_engine_refuses_does_not_hold_up_the_recovery_of_others()
         }))
         .await;
 
-    // A's data volume is in use by a container of someone else's (an operator looking at it
+    // A's scratch volume is in use by a container of someone else's (an operator looking at it
     // with --volumes-from): the Engine refuses to remove it, so A's teardown cannot finish.
     let a = svc.ready_sandbox(&quick, &small_csv()).await;
     let a_id = a["id"].as_str().unwrap().to_string();

@@ -32,7 +32,7 @@ const FILLER: &str = "filler-of-the-test";
 // A small disk
 // ---------------------------------------------------------------------------------------------
 
-/// A data directory whose `spool/` is a tmpfs of its own; unmounted when dropped, however
+/// A data directory whose `sandboxes/` (the spool) is a tmpfs of its own; unmounted when dropped, however
 /// the test ended.
 struct SmallDisk {
     dir: TempDir,
@@ -42,7 +42,7 @@ struct SmallDisk {
 impl SmallDisk {
     fn mount(bytes: u64) -> SmallDisk {
         let dir = tempfile::tempdir().expect("a temporary directory");
-        let spool = dir.path().join("spool");
+        let spool = dir.path().join("sandboxes");
         std::fs::create_dir(&spool).unwrap();
         let out = Command::new("mount")
             .args(["-t", "tmpfs", "-o"])
@@ -88,12 +88,9 @@ impl SmallDisk {
     }
 
     /// What the spool holds besides the filler: uploads' directories.
+    /// Uploads on the disk: each sandbox's `upload/` and what it holds.
     fn uploads(&self) -> Vec<String> {
-        std::fs::read_dir(&self.spool)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
-            .filter(|name| name != FILLER)
-            .collect()
+        crate::helpers::upload_entries(&self.spool)
     }
 }
 

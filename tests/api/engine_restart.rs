@@ -80,12 +80,13 @@ async fn sandboxes_an_engine_restart_stopped_sleep_and_come_back_on_the_next_req
     let before = inspect_on(&engine, &id);
     let ip = address(&before, &app.network);
     assert!(!ip.is_empty(), "{before}");
-    let volumes = docker_ids_on(
-        Some(&engine.host()),
-        "volume",
-        &format!("testdrive.sandbox={id}"),
-    );
-    assert!(!volumes.is_empty());
+    let placed = app
+        .data_dir
+        .join("sandboxes")
+        .join(&id)
+        .join("data")
+        .join("hello.txt");
+    let inode = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&placed).unwrap());
 
     // The daemon stops, and every container with it. The service notices.
     let stopping = Instant::now();
@@ -141,7 +142,7 @@ async fn sandboxes_an_engine_restart_stopped_sleep_and_come_back_on_the_next_req
         "{containers_stopped}"
     );
 
-    // The next request wakes it: the same file, at the same address, on the same volumes.
+    // The next request wakes it: the same file, at the same address, in the same place.
     let waking = Instant::now();
     assert_serves_hello(&app, &id, &token).await;
     let wake = waking.elapsed();
@@ -150,12 +151,8 @@ async fn sandboxes_an_engine_restart_stopped_sleep_and_come_back_on_the_next_req
     assert_eq!(awake["State"]["Running"], true);
     assert_eq!(address(&awake, &app.network), ip);
     assert_eq!(
-        docker_ids_on(
-            Some(&engine.host()),
-            "volume",
-            &format!("testdrive.sandbox={id}"),
-        ),
-        volumes
+        std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&placed).unwrap()),
+        inode
     );
 
     // The sandbox's own history: stopped (by the restart), then woke.

@@ -246,6 +246,7 @@ async fn a_prospect_tries_the_demo_on_their_own_data_and_it_is_destroyed() {
             "ended_by_prospect",
             "container_removed",
             "volumes_removed",
+            "files_removed",
             "data_deleted"
         ]
     );
@@ -277,9 +278,21 @@ async fn files_reach_the_container_byte_for_byte() {
             Some(sha256_hex(bytes).as_str())
         );
     }
-    // The files are read-only to the demo; the data volume is the only place they exist.
-    let out = exec_in(id, &["ls", "-l", "/data"]);
-    assert!(String::from_utf8_lossy(&out.stdout).contains("-rw-r--r--"));
+    // The files are the demo user's alone (the image runs as 65534), in the one place they
+    // exist: the sandbox's data directory.
+    let out = exec_in(id, &["ls", "-ln", "/data"]);
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        listed
+            .lines()
+            .filter(|l| {
+                let fields: Vec<&str> = l.split_whitespace().collect();
+                fields.len() > 3 && fields[0] == "-rw-------" && fields[2..4] == ["65534", "65534"]
+            })
+            .count(),
+        files.len(),
+        "{listed}"
+    );
 
     let token = sandbox["token"].as_str().unwrap();
     let res = app
@@ -303,10 +316,11 @@ async fn every_object_is_labelled_and_the_container_is_hardened() {
         .await;
     let id = sandbox["id"].as_str().unwrap();
 
-    // One container and a volume per path (data and the two writable ones), all labelled.
+    // One container and a volume per writable path, all labelled (the data path is the
+    // sandbox's own host directory, bound: tests/api/placement.rs).
     let objects = objects_of(id);
     let count = |kind: &str| objects.iter().filter(|o| o.starts_with(kind)).count();
-    assert_eq!((count("container"), count("volume")), (1, 3), "{objects:?}");
+    assert_eq!((count("container"), count("volume")), (1, 2), "{objects:?}");
 
     let out = std::process::Command::new("docker")
         .args(["inspect", &container_of(&id)])
@@ -323,11 +337,16 @@ async fn every_object_is_labelled_and_the_container_is_hardened() {
     assert_eq!(host["PidsLimit"], 64);
     assert!(host["Tmpfs"]["/tmp"].as_str().unwrap().contains("size=64m"));
     assert_eq!(host["Privileged"], false);
+    // Volumes, and one bind mount: the sandbox's own data directory, nothing else of the
+    // host (never the Docker socket).
     let mounts = inspected[0]["Mounts"].as_array().unwrap();
+    let own = app.data_dir.join("sandboxes").join(id).join("data");
     assert!(
-        mounts.iter().all(
-            |m| m["Type"] == "volume" && !m["Source"].as_str().unwrap().contains("docker.sock")
-        ),
+        mounts.iter().all(|m| {
+            let source = m["Source"].as_str().unwrap();
+            (m["Type"] == "volume" || source == own.to_str().unwrap())
+                && !source.contains("docker.sock")
+        }),
         "{mounts:?}"
     );
     let labels = &inspected[0]["Config"]["Labels"];
@@ -391,11 +410,12 @@ async fn a_sandbox_ends_by_itself_at_its_deadline() {
         .map(|e| e["kind"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(
-        kinds[kinds.len() - 4..],
+        kinds[kinds.len() - 5..],
         [
             "expired",
             "container_removed",
             "volumes_removed",
+            "files_removed",
             "data_deleted"
         ]
     );

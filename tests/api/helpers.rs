@@ -58,6 +58,29 @@ pub struct TestApp {
     _dir: Option<TempDir>,
 }
 
+/// Under a `sandboxes/` directory: each sandbox's `upload/` and everything in it, as paths.
+pub fn upload_entries(root: &std::path::Path) -> Vec<String> {
+    fn walk(dir: &std::path::Path, out: &mut Vec<String>) {
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            for entry in entries.flatten() {
+                out.push(entry.path().display().to_string());
+                if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    walk(&entry.path(), out);
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for sandbox in std::fs::read_dir(root).into_iter().flatten().flatten() {
+        let upload = sandbox.path().join("upload");
+        if upload.exists() {
+            out.push(upload.display().to_string());
+            walk(&upload, &mut out);
+        }
+    }
+    out
+}
+
 pub fn require_images() {
     static CHECKED: Once = Once::new();
     CHECKED.call_once(|| {
@@ -386,8 +409,15 @@ impl TestApp {
         self.restart(|_| {}).await;
     }
 
+    /// Uploads on disk: each sandbox's `upload/` directory and what it holds (a placed
+    /// upload leaves none).
     pub fn spool_entries(&self) -> Vec<String> {
-        std::fs::read_dir(self.data_dir.join("spool"))
+        upload_entries(&self.data_dir.join("sandboxes"))
+    }
+
+    /// The sandboxes that have a directory (their data, or an upload arriving).
+    pub fn sandbox_dirs(&self) -> Vec<String> {
+        std::fs::read_dir(self.data_dir.join("sandboxes"))
             .map(|dir| {
                 dir.filter_map(|e| e.ok())
                     .map(|e| e.file_name().to_string_lossy().to_string())
@@ -405,11 +435,13 @@ impl TestApp {
         all
     }
 
-    /// Nothing of a refused upload remains: no spooled file, no Engine object, no record.
+    /// Nothing of a refused upload remains: no spooled file, no sandbox directory, no
+    /// Engine object, no record.
     pub async fn assert_left_nothing(&self) {
         assert!(
-            self.spool_entries().is_empty(),
-            "spool: {:?}",
+            self.sandbox_dirs().is_empty(),
+            "sandbox directories: {:?} (uploads: {:?})",
+            self.sandbox_dirs(),
             self.spool_entries()
         );
         assert!(

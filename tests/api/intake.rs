@@ -196,6 +196,7 @@ async fn demo_on(api: &Api, max_bytes: u64) -> String {
 /// Nothing of a refused creation is left: no spool entry, no record, no Engine object.
 async fn left_nothing(svc: &ChildService) {
     left_nothing_but_ended(svc).await;
+    assert!(svc.sandbox_dirs().is_empty(), "{:?}", svc.sandbox_dirs());
     assert!(
         svc.sandboxes().await.is_empty(),
         "{:?}",
@@ -542,7 +543,11 @@ async fn finish_upload(mut stream: TcpStream) -> (u16, Value) {
 async fn spool_holds(svc: &ChildService, n: usize) {
     for _ in 0..600 {
         let dirs = std::fs::read_dir(svc.spool_dir())
-            .map(|d| d.count())
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.path().join("upload").exists())
+                    .count()
+            })
             .unwrap_or(0);
         if dirs == n {
             return;

@@ -138,8 +138,22 @@ fn addresses(app: &TestApp, id: &str) -> (String, String) {
     )
 }
 
-fn volumes_of(id: &str) -> Vec<String> {
-    docker_ids("volume", &format!("testdrive.sandbox={id}"))
+/// The files of the sandbox's data directory, each as `name inode`: the same list later
+/// means the same files, kept where they were.
+fn data_of(app: &TestApp, id: &str) -> Vec<String> {
+    let dir = app.data_dir.join("sandboxes").join(id).join("data");
+    let mut files: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| {
+                    let inode = std::os::unix::fs::MetadataExt::ino(&e.metadata().unwrap());
+                    format!("{} {inode}", e.file_name().to_string_lossy())
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    files
 }
 
 fn docker(args: &[&str]) {
@@ -223,8 +237,8 @@ async fn an_idle_sandbox_sleeps_keeping_data_and_address_and_a_request_wakes_it(
         !assigned.is_empty() && assigned == in_use,
         "{assigned} / {in_use}"
     );
-    let volumes = volumes_of(&id);
-    assert!(!volumes.is_empty());
+    let data = data_of(&app, &id);
+    assert!(!data.is_empty());
 
     let events = wait_asleep(&app, &id, &token, 1).await;
     let asleep = record(&app, &id, &token).await;
@@ -239,9 +253,9 @@ async fn an_idle_sandbox_sleeps_keeping_data_and_address_and_a_request_wakes_it(
         slept["at"],
         asleep["usage"]["last_active_at"]
     );
-    // Stopped, not removed: its volumes and its address stay.
+    // Stopped, not removed: its data and its address stay.
     assert_eq!(container_running(&id), Some(false));
-    assert_eq!(volumes_of(&id), volumes);
+    assert_eq!(data_of(&app, &id), data);
     assert_eq!(addresses(&app, &id).0, assigned);
 
     // The next request wakes it and is answered, with the same data, at the same address.
@@ -412,7 +426,7 @@ async fn a_crashed_demo_sleeps_and_the_next_request_restarts_it() {
     .await;
     assert!(stopped["detail"].is_string(), "{stopped}");
     assert_eq!(container_running(&id), Some(false));
-    assert!(!volumes_of(&id).is_empty());
+    assert!(!data_of(&app, &id).is_empty());
 
     // The next request restarts it, with the prospect's data.
     assert_serves_hello(&app, &id, &token).await;

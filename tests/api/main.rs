@@ -23,6 +23,7 @@ mod neighbours;
 mod origins;
 mod ownership;
 mod pages;
+mod placement;
 mod pool;
 mod privacy;
 mod private_engine;

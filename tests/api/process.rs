@@ -262,24 +262,23 @@ impl ChildService {
     }
 
     pub fn spool_dir(&self) -> PathBuf {
-        self.data_dir.join("spool")
+        self.data_dir.join("sandboxes")
     }
 
-    /// Everything under the spool directory (files and directories), as paths.
+    /// Uploads on disk: each sandbox's `upload/` and everything in it, as paths.
     pub fn spool_entries(&self) -> Vec<String> {
-        fn walk(dir: &Path, out: &mut Vec<String>) {
-            if let Ok(entries) = std::fs::read_dir(dir) {
-                for entry in entries.flatten() {
-                    out.push(entry.path().display().to_string());
-                    if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                        walk(&entry.path(), out);
-                    }
-                }
-            }
-        }
-        let mut out = Vec::new();
-        walk(&self.spool_dir(), &mut out);
-        out
+        crate::helpers::upload_entries(&self.spool_dir())
+    }
+
+    /// The sandboxes that have a directory (their data, or an upload arriving).
+    pub fn sandbox_dirs(&self) -> Vec<String> {
+        std::fs::read_dir(self.spool_dir())
+            .map(|dir| {
+                dir.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// Every container and volume of this deployment on the Engine, and any network

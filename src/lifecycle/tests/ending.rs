@@ -49,6 +49,7 @@ async fn every_reason_to_end_goes_the_same_way() {
                 reason.as_str(),
                 "container_removed",
                 "volumes_removed",
+                "files_removed",
                 "data_deleted"
             ]
         );
@@ -67,6 +68,7 @@ async fn every_reason_to_end_goes_the_same_way() {
             "expired",
             "container_removed",
             "volumes_removed",
+            "files_removed",
             "data_deleted"
         ]
     );

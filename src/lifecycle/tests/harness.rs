@@ -25,6 +25,7 @@ use crate::domain::{
 use crate::engine::Engine;
 use crate::engine::fake::{FakeEngine, Gate, Op};
 use crate::lifecycle::{Lifecycle, LifecycleSettings, Result};
+use crate::sandbox_dirs::SandboxDirs;
 use crate::spool::Spool;
 use crate::store::{SqliteStore, Store};
 use crate::webhooks::{WebhookSettings, Webhooks};
@@ -94,7 +95,7 @@ impl Harness {
         let mut settings = LifecycleSettings {
             max_running: 10,
             max_sleeping: 10,
-            spool_root: spool_root.path().to_path_buf(),
+            dirs: SandboxDirs::new(spool_root.path().to_path_buf(), None),
             reconcile_every: Duration::from_secs(3600),
             flush_every: Duration::from_secs(5),
             disk_check_every: None,
@@ -164,8 +165,8 @@ impl Harness {
 
     /// Starts a trial of `demo` with one small CSV; its id.
     pub async fn start(&self, demo: &Demo) -> SandboxId {
-        let id = SandboxId::new();
-        let mut spool = Spool::create(self.spool_root.path(), id, demo.spec.upload.clone())
+        let begun = self.lifecycle.begin(demo).await.expect("the trial begins");
+        let mut spool = Spool::create(self.spool_root.path(), begun.id(), demo.spec.upload.clone())
             .await
             .expect("a spool");
         let chunks = stream::iter([Ok(bytes::Bytes::from_static(b"x,y\n1,2\n"))]);
@@ -174,9 +175,8 @@ impl Harness {
             .await
             .expect("the file spools");
         let window = TrialWindow::parse(None, &demo.spec.trial).expect("a window");
-        let created = self
-            .lifecycle
-            .create(id, demo, window, Prospect::default(), spool)
+        let created = begun
+            .finish(window, Prospect::default(), spool)
             .await
             .expect("the trial starts");
         created.sandbox.id
@@ -280,9 +280,29 @@ impl Harness {
         self.sandbox(id).await
     }
 
-    /// Whether the spool still holds anything of the sandbox.
+    /// Whether the sandbox's upload directory still holds anything.
     pub fn spooled(&self, id: SandboxId) -> bool {
-        self.spool_root.path().join(id.to_string()).exists()
+        self.spool_root
+            .path()
+            .join(id.to_string())
+            .join("upload")
+            .exists()
+    }
+
+    /// The files in the sandbox's data directory: name → bytes.
+    pub fn placed(&self, id: SandboxId) -> std::collections::BTreeMap<String, u64> {
+        let data = self.spool_root.path().join(id.to_string()).join("data");
+        std::fs::read_dir(data)
+            .map(|entries| {
+                entries
+                    .map(|e| e.expect("an entry"))
+                    .map(|e| {
+                        let bytes = e.metadata().expect("its size").len();
+                        (e.file_name().to_string_lossy().into_owned(), bytes)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 }
 

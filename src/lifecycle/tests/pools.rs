@@ -47,7 +47,7 @@ async fn a_trial_claims_a_running_member_and_the_keeper_fills_the_pool_again() {
     assert!(events.contains(&SandboxEvent::Started {
         from_warm_pool: true
     }));
-    assert_eq!(h.engine.container(id).unwrap().files.len(), 1);
+    assert_eq!(h.placed(id).len(), 1);
 
     h.lifecycle.tend_pools().await.unwrap();
     let after = members(&h).await;

@@ -20,7 +20,7 @@ async fn a_cold_trial_places_the_files_starts_and_becomes_ready() {
     );
     let container = h.engine.container(id).expect("a container");
     assert!(container.running);
-    assert_eq!(container.files.get("a.csv"), Some(&8));
+    assert_eq!(h.placed(id).get("a.csv"), Some(&8));
     assert_eq!(h.engine.calls(Op::Start, Some(id)), 1);
     assert!(!h.spooled(id), "the spool copy goes once the files are in");
     let sandbox = h.sandbox(id).await;

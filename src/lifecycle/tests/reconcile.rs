@@ -43,11 +43,7 @@ async fn a_crashed_container_sleeps_until_a_request_restarts_it() {
     }));
     let awake = h.lifecycle.wake(id).await.expect("a request restarts it");
     assert_eq!(awake.status, SandboxStatus::Ready);
-    assert_eq!(
-        h.engine.container(id).unwrap().files.len(),
-        1,
-        "data intact"
-    );
+    assert_eq!(h.placed(id).len(), 1, "data intact");
 }
 
 impl Harness {
@@ -165,6 +161,7 @@ async fn a_restart_fails_cut_short_trials_and_announces_ends_it_missed() {
         files: vec![],
         profiles: vec![],
         prospect: Prospect::default(),
+        receiving: false,
     };
     let capacity = Capacity {
         running: 10,

@@ -31,7 +31,7 @@ async fn an_idle_sandbox_sleeps_and_the_next_request_wakes_it() {
     );
     assert_eq!(h.sandbox(id).await.status, SandboxStatus::Sleeping);
     assert!(!h.engine.container(id).unwrap().running, "no compute");
-    assert_eq!(h.engine.container(id).unwrap().files.len(), 1, "data kept");
+    assert_eq!(h.placed(id).len(), 1, "data kept");
 
     let awake = h.lifecycle.wake(id).await.expect("it wakes");
     assert_eq!(awake.status, SandboxStatus::Ready);

@@ -7,8 +7,8 @@ use sqlx::{QueryBuilder, Row};
 use super::{SqliteStore, corrupt, held_slots, id_of, json, live, running, ts};
 use crate::domain::token::TokenHash;
 use crate::domain::{
-    DemoId, EndReason, Ending, Failure, NewSandbox, Sandbox, SandboxId, SandboxStatus, Timestamp,
-    Usage, VendorId,
+    DemoId, EndReason, Ending, Failure, NewSandbox, Received, Sandbox, SandboxId, SandboxStatus,
+    Timestamp, Usage, VendorId,
 };
 use crate::store::{Capacity, LiveCounts, Result, SandboxFilter, SandboxStore, StoreError, Wake};
 
@@ -66,8 +66,9 @@ pub(super) async fn insert_row<'e>(
     };
     let done = sqlx::query(concat!(
         "INSERT INTO sandboxes (id, demo_id, vendor_id, token_hash, status, spec, created_at,
-                                expires_at, files, prospect, idle_ms, profiles, addr_slot)
-         SELECT ?1, ?2, ?3, ?4, 'provisioning', ?5, ?6, ?7, ?8, ?9, ?10, ?11,
+                                expires_at, files, prospect, idle_ms, profiles, receiving,
+                                addr_slot)
+         SELECT ?1, ?2, ?3, ?4, 'provisioning', ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?16,
                 COALESCE(?12, (SELECT MIN(free) FROM (",
         held_slots!(),
         ")))
@@ -96,6 +97,7 @@ pub(super) async fn insert_row<'e>(
     .bind(running_cap)
     .bind(i64::from(capacity.live))
     .bind(capacity.per_demo.map_or(i64::MAX, i64::from))
+    .bind(s.receiving)
     .execute(db)
     .await?;
     Ok(done.rows_affected() == 1)
@@ -139,13 +141,39 @@ impl SandboxStore for SqliteStore {
         Err(self.which_limit(s.demo_id, capacity, true).await?)
     }
 
+    async fn receive(&self, id: SandboxId, r: &Received) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE sandboxes
+             SET receiving = 0, created_at = ?, expires_at = ?, files = ?, profiles = ?,
+                 prospect = ?
+             WHERE id = ? AND receiving = 1 AND status = 'provisioning'",
+        )
+        .bind(r.created_at.millis())
+        .bind(r.expires_at.millis())
+        .bind(json(&r.files)?)
+        .bind(json(&r.profiles)?)
+        .bind(json(&r.prospect)?)
+        .bind(id.to_string())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn forget_unreceived(&self, id: Option<SandboxId>) -> Result<Vec<SandboxId>> {
+        let query = sqlx::query(
+            "DELETE FROM sandboxes WHERE receiving = 1 AND (?1 IS NULL OR id = ?1) RETURNING id",
+        )
+        .bind(id.map(|id| id.to_string()));
+        self.all(query, id_of).await
+    }
+
     async fn sandbox(&self, id: SandboxId) -> Result<Option<Sandbox>> {
         let query = sqlx::query("SELECT * FROM sandboxes WHERE id = ?").bind(id.to_string());
         self.one(query, sandbox_from).await
     }
 
     async fn sandboxes(&self, filter: &SandboxFilter) -> Result<Vec<Sandbox>> {
-        let mut q = QueryBuilder::new("SELECT * FROM sandboxes WHERE 1 = 1");
+        let mut q = QueryBuilder::new("SELECT * FROM sandboxes WHERE receiving = 0");
         if let Some(vendor) = filter.vendor {
             q.push(" AND vendor_id = ").push_bind(vendor.to_string());
         }

@@ -78,6 +78,7 @@ fn new_sandbox(demo: &Demo, expires_at: Timestamp) -> NewSandbox {
         files: vec![],
         profiles: vec![],
         prospect: Prospect::default(),
+        receiving: false,
     }
 }
 
