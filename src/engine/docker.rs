@@ -51,8 +51,11 @@ use super::{
     PullCredentials, PullFailure, PullProgress, Removed, Result, SANDBOX_LABEL, StatsReading,
     isolate_host, last_line, network, output_tail, owner, probe,
 };
-use crate::domain::{DemoId, ImageRef, SandboxId};
+use crate::domain::{DemoId, DemoSpec, ImageRef, SandboxId};
 use crate::sandbox_dirs::Owner;
+
+/// How long a demo's owner, once looked up, is taken as known.
+const OWNER_FRESH: Duration = Duration::from_secs(60);
 
 /// Retries of an idempotent call while the Engine is unreachable.
 const RETRIES: u32 = 4;
@@ -244,9 +247,9 @@ struct Inner {
     healthy: AtomicBool,
     /// When the host firewall rules were last checked (`ensure_network`).
     rules_checked: std::sync::Mutex<Option<std::time::Instant>>,
-    /// Owners of users by name, by image id and `user`: looking one up reads files out of
-    /// a container.
-    owners: std::sync::Mutex<HashMap<(String, String), Owner>>,
+    /// Owners by image reference and `user`, and when each was looked up: looking one up
+    /// takes an Engine call or three, for every trial otherwise.
+    owners: std::sync::Mutex<HashMap<(String, String), (Owner, std::time::Instant)>>,
 }
 
 impl DockerEngine {
@@ -737,7 +740,19 @@ impl Engine for DockerEngine {
         .await
     }
 
-    async fn owner(&self, sandbox: SandboxId) -> Result<Owner> {
+    async fn owner(&self, sandbox: SandboxId, spec: &DemoSpec) -> Result<Owner> {
+        let given = spec.user.clone().unwrap_or_default();
+        if let Some(owner) = spec.user.as_deref().and_then(owner::numeric) {
+            return Ok(owner);
+        }
+        // By the image reference as the demo names it (a digest for a pulled image): a tag
+        // moved to an image with another user is noticed within `OWNER_FRESH`.
+        let key = (spec.image.clone(), given);
+        if let Some((owner, at)) = self.inner.owners.lock().expect("owners lock").get(&key)
+            && at.elapsed() < OWNER_FRESH
+        {
+            return Ok(*owner);
+        }
         let name = self.container_name(sandbox);
         let docker = self.client().await?;
         let info = docker
@@ -745,26 +760,24 @@ impl Engine for DockerEngine {
             .await
             .map_err(|e| EngineError::from_bollard(e, "container"))?;
         let user = info.config.and_then(|c| c.user).unwrap_or_default();
-        if let Some(owner) = owner::numeric(&user) {
-            return Ok(owner);
-        }
-        let key = (info.image.unwrap_or_default(), user.clone());
-        if let Some(owner) = self.inner.owners.lock().expect("owners lock").get(&key) {
-            return Ok(*owner);
-        }
-        let passwd = self.read_small_file(&name, "/etc/passwd").await?;
-        let group = if owner::needs_group(&user) {
-            self.read_small_file(&name, "/etc/group").await?
-        } else {
-            None
+        let owner = match owner::numeric(&user) {
+            Some(owner) => owner,
+            None => {
+                let passwd = self.read_small_file(&name, "/etc/passwd").await?;
+                let group = if owner::needs_group(&user) {
+                    self.read_small_file(&name, "/etc/group").await?
+                } else {
+                    None
+                };
+                owner::resolve(&user, passwd.as_deref(), group.as_deref())
+                    .map_err(EngineError::NoSuchUser)?
+            }
         };
-        let owner = owner::resolve(&user, passwd.as_deref(), group.as_deref())
-            .map_err(EngineError::NoSuchUser)?;
         self.inner
             .owners
             .lock()
             .expect("owners lock")
-            .insert(key, owner);
+            .insert(key, (owner, std::time::Instant::now()));
         Ok(owner)
     }
 

@@ -18,7 +18,7 @@ use super::{
     ContainerState, Engine, EngineError, ExecOutcome, Found, Labelled, NetworkRepair, NewContainer,
     PullCredentials, PullProgress, Removed, Result, StatsReading, Subnet,
 };
-use crate::domain::{DemoId, SandboxId};
+use crate::domain::{DemoId, DemoSpec, SandboxId};
 use crate::sandbox_dirs::Owner;
 
 /// The calls, to hold, fail or count.
@@ -387,7 +387,7 @@ impl Engine for FakeEngine {
         self.leave(Op::Create, result).await
     }
 
-    async fn owner(&self, sandbox: SandboxId) -> Result<Owner> {
+    async fn owner(&self, sandbox: SandboxId, _spec: &DemoSpec) -> Result<Owner> {
         let result = self
             .enter(Op::Owner, Some(sandbox))
             .and_then(|()| self.with_container(sandbox, |_| Ok(())));

@@ -340,8 +340,8 @@ pub trait Engine: Send + Sync + 'static {
     /// volume at each writable path. Not started.
     async fn create(&self, container: &NewContainer<'_>) -> Result<()>;
     /// The user and group the container's processes run as (the demo's `user`, else the
-    /// image's), as numbers: who must own its data.
-    async fn owner(&self, sandbox: SandboxId) -> Result<Owner>;
+    /// image's), as numbers: who must own its data. `spec` is what it was made from.
+    async fn owner(&self, sandbox: SandboxId, spec: &DemoSpec) -> Result<Owner>;
     /// Starts the container; one already running is fine.
     async fn start(&self, sandbox: SandboxId) -> Result<()>;
     /// Stops the container, keeping it and its volumes; one already stopped is fine.

@@ -28,7 +28,7 @@ use axum::extract::{ConnectInfo, Request};
 use axum::http::{HeaderMap, header};
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt, stream};
-use tabular::sniff::{self, Content, Utf8Check};
+use tabular::sniff::{self, Content};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
@@ -351,7 +351,6 @@ where
                 } else {
                     (Vec::new(), false)
                 };
-                let mut utf8 = text.then(Utf8Check::new);
                 let head = (!head.is_empty()).then(|| Ok(Bytes::from(head)));
                 let rest = stream::unfold((&mut form, ended), |(form, ended)| async move {
                     if ended {
@@ -363,13 +362,10 @@ where
                         Err(e) => Some((Err(spool_error(e)), (form, true))),
                     }
                 });
-                let content = stream::iter(head).chain(rest).inspect(|chunk| {
-                    if let (Some(check), Ok(chunk)) = (utf8.as_mut(), chunk) {
-                        check.feed(chunk);
-                    }
-                });
-                spool.write(name.clone(), pin!(content)).await?;
-                if let Some(at) = utf8.and_then(Utf8Check::finish) {
+                let content = pin!(stream::iter(head).chain(rest));
+                if !text {
+                    spool.write(name, content).await?;
+                } else if let Some(at) = spool.write_text(name.clone(), content).await? {
                     return Err(ApiError::UnsupportedType(sniff::not_utf8(
                         name.as_str(),
                         at,

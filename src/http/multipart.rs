@@ -358,22 +358,10 @@ where
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    if needle.is_empty() || haystack.len() < needle.len() {
+    if needle.is_empty() {
         return None;
     }
-    let first = needle[0];
-    let mut from = 0;
-    while let Some(at) = haystack[from..=haystack.len() - needle.len()]
-        .iter()
-        .position(|b| *b == first)
-    {
-        let at = from + at;
-        if haystack[at..].starts_with(needle) {
-            return Some(at);
-        }
-        from = at + 1;
-    }
-    None
+    memchr::memmem::find(haystack, needle)
 }
 
 /// The part's name and file name from its header block (lines `Name: value`, CRLF apart).

@@ -214,7 +214,7 @@ impl Lifecycle {
             }
             return Err(err.into());
         }
-        let owner = engine.owner(id).await?;
+        let owner = engine.owner(id, spec).await?;
         dirs.hand_over(id, owner).await?;
         self.start_container(id, "while starting a warm pool member")
             .await?;

@@ -50,7 +50,9 @@ pub async fn wait_ready(
 ) -> Result<(), NotReady> {
     let deadline = Instant::now() + Duration::from_secs(u64::from(ready.timeout_seconds));
     let mut pause = FIRST_PAUSE;
-    let mut last_state_check = Instant::now();
+    // The first attempt that fails asks whether the demo still runs (one that exited at
+    // start fails at once, in words), then every `STATE_EVERY`.
+    let mut last_state_check: Option<Instant> = None;
     loop {
         let last = match engine.probe(addr, &ready.http_path).await {
             Ok(status) if status < 500 => return Ok(()),
@@ -65,8 +67,8 @@ pub async fn wait_ready(
                 last: format!(" (last: {last})"),
             });
         }
-        if last_state_check.elapsed() >= STATE_EVERY {
-            last_state_check = Instant::now();
+        if last_state_check.is_none_or(|at| at.elapsed() >= STATE_EVERY) {
+            last_state_check = Some(Instant::now());
             if let Ok(state) = engine.state(id).await
                 && !state.running
             {

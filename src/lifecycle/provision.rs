@@ -247,7 +247,7 @@ impl Provision {
         let engine = lifecycle.engine();
         if self.origin == Origin::Warm {
             return engine
-                .owner(id)
+                .owner(id, spec)
                 .await
                 .map_err(failed("finding the demo's user"));
         }
@@ -279,7 +279,7 @@ impl Provision {
         made.map_err(failed("creating the container"))?;
         checkpoint(cancel)?;
         let owner = engine
-            .owner(id)
+            .owner(id, spec)
             .await
             .map_err(failed("finding the demo's user"))?;
         lifecycle
@@ -289,17 +289,12 @@ impl Provision {
             .await
             .map_err(|e| Stop::Failed(e.to_string()))?;
         checkpoint(cancel)?;
+        // Whether it keeps running is the load command's and the probe's to find out (both
+        // say so in words): one Engine call fewer for every trial.
         lifecycle
             .start_container(id, "while starting a new sandbox")
             .await
             .map_err(failed("starting the container"))?;
-        let state = engine
-            .state(id)
-            .await
-            .map_err(failed("inspecting the container"))?;
-        if !state.running {
-            return Err(Stop::Failed(probe::NotReady::exited(state).to_string()));
-        }
         Ok(owner)
     }
 
@@ -343,7 +338,7 @@ impl Provision {
         if let Some(command) = &spec.load_command {
             let limit = Duration::from_secs(u64::from(spec.ready.timeout_seconds));
             let outcome = unless_cancelled(cancel, async {
-                tokio::time::timeout(limit, engine.exec(id, command))
+                let ran = tokio::time::timeout(limit, engine.exec(id, command))
                     .await
                     .map_err(|_| {
                         Stop::Failed(format!(
@@ -351,8 +346,17 @@ impl Provision {
                              ran longer than {} seconds)",
                             limit.as_secs()
                         ))
-                    })?
-                    .map_err(failed("running the load command"))
+                    })?;
+                match ran {
+                    Ok(outcome) => Ok(outcome),
+                    // A demo that exited since its start: said as the probe says it.
+                    Err(err) => match engine.state(id).await {
+                        Ok(state) if !state.running => {
+                            Err(Stop::Failed(probe::NotReady::exited(state).to_string()))
+                        }
+                        _ => Err(failed("running the load command")(err)),
+                    },
+                }
             })
             .await?;
             if outcome.exit_code != 0 {

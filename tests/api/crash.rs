@@ -280,9 +280,12 @@ async fn a_kill_mid_teardown_is_finished_at_restart() {
             "{kinds:?}"
         );
         assert!(
-            kinds[ended.unwrap() + 1..kinds.len() - 1]
-                .iter()
-                .all(|k| k == "container_removed" || k == "volumes_removed"),
+            kinds[ended.unwrap() + 1..kinds.len() - 1].iter().all(|k| [
+                "container_removed",
+                "volumes_removed",
+                "files_removed"
+            ]
+            .contains(&k.as_str())),
             "{kinds:?}"
         );
         // Ending it again is harmless and says the same.
