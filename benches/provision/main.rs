@@ -1,5 +1,6 @@
 //! testdrive's benchmarks against the real Docker Engine, side by side with what the Engine
-//! does without testdrive, in one process run (issue 6). `cargo bench --bench provision`.
+//! does without testdrive, in one process run (issues 6 and 16).
+//! `cargo bench --bench provision`.
 //!
 //! Parts, in the order they run (each module's header says exactly what it measures):
 //!
@@ -9,7 +10,7 @@
 //! | `warm`       | 2     | `provisioning.rs` | the same from a warm pool (skipped while `warm_pool` is refused) |
 //! | `expiry`     | 3     | `expiry.rs`       | deadline → last object gone, 50 expiries      |
 //! | `throughput` | 4     | `throughput.rs`   | sandboxes ready per second at concurrency 1, 4, 16 vs Engine create+start |
-//! | `upload`     | 5     | `upload.rs`       | RSS growth during a 1 GiB upload              |
+//! | `upload`     | 5, 16 | `upload.rs`       | a 1 GiB upload vs `curl -o` of the same bytes, and RSS growth |
 //! | `status`     | 6     | `http.rs`         | `GET /v1/sandboxes/{id}` requests per second  |
 //! | `proxy`      | 6     | `http.rs`         | `/s/{id}/<file>` vs the container directly    |
 //! | `memory`     | 7     | `memory.rs`       | RSS per live sandbox at 200 live              |
@@ -26,10 +27,10 @@
 //! warm iterations per side), `BENCH_EXPIRY` [50], `BENCH_CONCURRENCY` [1,4,16],
 //! `BENCH_TP_ROUNDS` [3], `BENCH_CLIENTS` [32] and `BENCH_LOAD_SECONDS` [5] (status),
 //! `BENCH_PROXY_CLIENTS` [16], `BENCH_PROXY_SECONDS` [3], `BENCH_PROXY_ROUNDS` [3],
-//! `BENCH_UPLOAD_MIB` [1024], `BENCH_LIVE` [200], `BENCH_THOUSAND` [1000] (sandboxes of part
-//! `thousand`; `max_sandboxes` follows it), `BENCH_THOUSAND_ROUNDS` [3],
-//! `BENCH_THOUSAND_CLIENTS` [4], `BENCH_NOTE` (free text for the report,
-//! e.g. what else ran on the machine).
+//! `BENCH_UPLOAD_MIB` [1024], `BENCH_UPLOAD_ROUNDS` [3] (per side), `BENCH_LIVE` [200],
+//! `BENCH_THOUSAND` [1000] (sandboxes of part `thousand`; `max_sandboxes` follows it),
+//! `BENCH_THOUSAND_ROUNDS` [3], `BENCH_THOUSAND_CLIENTS` [4], `BENCH_NOTE` (free text for
+//! the report, e.g. what else ran on the machine).
 //!
 //! Layout: `main.rs` starts the service and runs the parts; `service.rs` is the API client,
 //! `raw.rs` the raw CLI and Engine paths, `load.rs` an HTTP load generator, `common.rs`
@@ -76,6 +77,9 @@ pub struct Ctx {
     pub instance: String,
     /// The 1 MB CSV of the cold and warm parts.
     pub csv: Vec<u8>,
+    /// The service's data directory (`<data_dir>/sandboxes/<id>/` holds each sandbox's
+    /// upload and data): part `upload` writes its `curl -o` file beside it.
+    pub data_dir: std::path::PathBuf,
     /// The load generator's runtime.
     pub load: tokio::runtime::Handle,
     pub max_sandboxes: u32,
@@ -299,7 +303,8 @@ async fn run(
         22
     };
     let network = tokio::task::block_in_place(|| cleanup.create_network(prefix))?;
-    let (running, config) = start_service(&network, dir.path().join("data"), parts).await?;
+    let data_dir = dir.path().join("data");
+    let (running, config) = start_service(&network, data_dir.clone(), parts).await?;
     let instance = running.state.store.instance_id().await?;
     cleanup.watch_instance(&instance);
     let addr: SocketAddr = running.addr;
@@ -320,6 +325,7 @@ async fn run(
         raw: Raw::new(network.clone(), csv_path).await?,
         instance: instance.clone(),
         csv,
+        data_dir,
         load,
         max_sandboxes: config.max_sandboxes,
         max_upload_bytes: config.policy.max_upload_bytes,
@@ -397,7 +403,7 @@ async fn run(
         let text = report::render(&Run {
             date: date.clone(),
             title: "Provisioning, teardown, throughput, memory and HTTP",
-            targets: "Targets (issue 6)",
+            targets: "Targets (issues 6 and 16)",
             parts: if full {
                 "all".to_string()
             } else {

@@ -1,9 +1,12 @@
 //! Parts `cold` and `warm` (issue items 1 and 2): one sandbox at a time through the API
 //! against the raw CLI path, interleaved (testdrive, raw, testdrive, raw…).
 //!
-//! - cold: `POST /v1/sandboxes?wait=60` with a 1 MB CSV until the answer says `ready`;
+//! - cold: `POST /v1/sandboxes?wait=60` with a 1 MB CSV until the answer says `ready`. The
+//!   service makes and starts the container while the file still streams into the sandbox's
+//!   upload directory, then renames the file into the data directory bound at `/data`;
 //! - warm: the same against a demo with `warm_pool: 2`, each creation taken from a full
-//!   pool (skipped, with a note, while the service refuses the field with 422);
+//!   pool (skipped, with a note, while the service refuses the field with 422): the member
+//!   is claimed when the form names the demo and runs already, so only the rename is left;
 //! - raw: `docker create` (same hardening and limits) + `docker cp` of the same file +
 //!   `docker start` + GET the port every 10 ms until it answers.
 //!
@@ -23,9 +26,12 @@ use crate::service::{Registered, ServiceRun, timed_sandbox};
 /// The warm pool the `warm` part asks for.
 const WARM_POOL: usize = 2;
 
-/// The issue's targets: medians against the raw path.
-const COLD_TARGET: f64 = 1.15;
-const WARM_TARGET: f64 = 0.25;
+/// The targets, medians against the raw path: issue 16's, which tighten issue 6's (1.15×
+/// cold, 0.25× warm) for the same figures.
+const COLD_TARGET: f64 = 0.80;
+const WARM_TARGET: f64 = 0.10;
+/// Issue 16: a warm-pool creation's median, absolute (ms).
+const WARM_TARGET_MS: f64 = 30.0;
 
 struct Runs {
     service: Vec<ServiceRun>,
@@ -91,7 +97,15 @@ pub async fn cold(ctx: &Ctx) -> Result<Section> {
          (one testdrive sandbox, then one raw container). testdrive: the wall time of `POST \
          /v1/sandboxes?wait=60` with a 1 MB CSV (multipart, reqwest) until the answer says \
          `ready`, then, timed separately, `DELETE /v1/sandboxes/{{id}}` (which answers once \
-         container, volume and spool are gone). Raw: the docker CLI from the same process, \
+         the container and the sandbox's directory, upload and data, are gone). The service \
+         begins as soon as the form names the demo: it records the sandbox, creates the \
+         container with the sandbox's data directory bind-mounted at /data, hands that \
+         directory to the demo's user (looked up with `inspect_container` once a minute per \
+         image and user) and starts the \
+         container, all while the file still streams into the sandbox's upload directory \
+         (hashed and profiled on the way); once the upload is complete the file is renamed \
+         into the data directory (no copy, no archive, no Engine call). Raw (the Engine's own \
+         way of putting a file into a new container): the docker CLI from the same process, \
          `docker create` with the same hardening and limits (`--read-only --tmpfs /tmp \
          --cap-drop ALL --security-opt no-new-privileges --memory 256m --memory-swap 256m \
          --cpus 0.5 --pids-limit 128`, a volume at /data, the sandbox network with `--ip`, \
@@ -102,9 +116,9 @@ pub async fn cold(ctx: &Ctx) -> Result<Section> {
     tables(&mut s, &runs, "testdrive (cold)", false);
     if let Some(v) = verdict(&runs) {
         s.verdict(
-            "1. cold provisioning / raw CLI path (median)",
+            "1. cold provisioning / raw CLI path (median) (issue 16)",
             v.1,
-            &format!("≤ {COLD_TARGET}×"),
+            &format!("≤ {COLD_TARGET:.2}×"),
             Some(v.0 <= COLD_TARGET),
         );
     }
@@ -135,9 +149,15 @@ pub async fn warm(ctx: &Ctx) -> Result<Section> {
                  the field is accepted."
             ));
             s.verdict(
-                "2. warm-pool provisioning / raw CLI path (median)",
+                "2. warm-pool provisioning / raw CLI path (median) (issue 16)",
                 "skipped (warm_pool refused with 422)".to_string(),
-                &format!("≤ {WARM_TARGET}×"),
+                &format!("≤ {WARM_TARGET:.2}×"),
+                None,
+            );
+            s.verdict(
+                "2. warm-pool provisioning, median (issue 16)",
+                "skipped (warm_pool refused with 422)".to_string(),
+                &format!("≤ {WARM_TARGET_MS:.0} ms"),
                 None,
             );
             return Ok(s);
@@ -167,7 +187,10 @@ pub async fn warm(ctx: &Ctx) -> Result<Section> {
          unmeasured, interleaved, same 1 MB CSV, same raw path), against a demo registered with \
          `\"warm_pool\": {WARM_POOL}`. Before each testdrive creation the bench waits, untimed, \
          until the pool is full again (`wait_pool_full`: {}), so every creation is served from a \
-         full pool.\n",
+         full pool. A member runs already, its empty data directory bind-mounted at /data: the \
+         trial claims it as soon as the form names the demo (and learns the demo's user, \
+         looked up once a minute per image), and once the upload is complete renames the file \
+         into place.\n",
         POOL_FULL_METHOD
     ));
     let claimed = runs.service.iter().filter(|r| r.from_pool).count();
@@ -189,10 +212,19 @@ pub async fn warm(ctx: &Ctx) -> Result<Section> {
     }
     if let Some(v) = verdict(&runs) {
         s.verdict(
-            "2. warm-pool provisioning / raw CLI path (median)",
+            "2. warm-pool provisioning / raw CLI path (median) (issue 16)",
             v.1,
-            &format!("≤ {WARM_TARGET}×"),
+            &format!("≤ {WARM_TARGET:.2}×"),
             Some(v.0 <= WARM_TARGET),
+        );
+    }
+    let totals: Vec<f64> = runs.service.iter().map(|r| r.total).collect();
+    if let Some(t) = stats(&totals) {
+        s.verdict(
+            "2. warm-pool provisioning, median (issue 16)",
+            format!("{} ms (p90 {} ms)", num(t.median), num(t.p90)),
+            &format!("≤ {WARM_TARGET_MS:.0} ms"),
+            Some(t.median <= WARM_TARGET_MS),
         );
     }
     Ok(s)
@@ -332,7 +364,8 @@ fn tables(s: &mut Section, runs: &Runs, ours: &str, warm: bool) {
         .collect();
     if let Some(st) = stats(&internal) {
         s.line(format!(
-            "| (service's own \"ready in N ms\") | provisioning task start → ready | {} | {} |",
+            "| (service's own \"ready in N ms\") | the form named the demo (during the upload) → \
+             ready | {} | {} |",
             num(st.median),
             num(st.p90)
         ));
@@ -360,16 +393,28 @@ fn tables(s: &mut Section, runs: &Runs, ours: &str, warm: bool) {
     }
 }
 
+/// What happens in a stretch between two of the sandbox's events. `created` is recorded
+/// when the upload is complete (its last byte written); a cold sandbox's container is
+/// created and started meanwhile (begun when the form named the demo), a warm one's member
+/// claimed at that same moment.
 fn stretch_meaning(label: &str, warm: bool) -> &'static str {
     match label {
         "request sent → created" if warm => {
-            "multipart upload, spooling the file, claiming a pool member (one transaction)"
+            "multipart upload into the sandbox's upload directory, hashed and profiled; the \
+             pool member claimed (one transaction) when the form named the demo"
         }
-        "request sent → created" => "multipart upload, spooling the file, the database record",
-        "created → data_placed" if warm => "tar upload of the file into the running member",
-        "created → data_placed" => "`create_container` + tar upload of the file",
-        "data_placed → started" if warm => "nothing (the member runs already): an event",
-        "data_placed → started" => "`start_container` + `inspect_container` (is it running)",
+        "request sent → created" => {
+            "multipart upload into the sandbox's upload directory, hashed and profiled, while \
+             the container is made (record, `create_container`, data directory handed to the \
+             demo's user, `start_container`)"
+        }
+        "created → data_placed" if warm => "renaming the file into place",
+        "created → data_placed" => {
+            "the rest of `create_container` + `start_container` (begun when the form named the \
+             demo) + renaming the file into place"
+        }
+        "data_placed → started" if warm => "an event (the member runs already)",
+        "data_placed → started" => "an event (the container was started during the upload)",
         "started → loaded" => "the demo's load command",
         "started → ready" | "loaded → ready" => "readiness probe + recording `ready`",
         "ready → response received" => "waking the waiting request, the answer",

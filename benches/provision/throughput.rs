@@ -2,12 +2,14 @@
 //! against the Engine's own create + start at the same concurrency.
 //!
 //! At each concurrency `c`, a round makes `max(8, 2c)` sandboxes with `c` requests in flight
-//! at any moment: testdrive's `POST /v1/sandboxes?wait=60` (a tiny CSV) until `ready`, and
-//! the Engine's create + start through its API (bollard: the same hardened container body,
-//! with a volume, on the same network; no file, no readiness check). Rate = count / wall
-//! time from the first request to the last answer. The sides alternate which goes first
-//! from round to round; everything a round made is removed (untimed) before the next.
-//! After each testdrive round the sandboxes' event logs say where the time went.
+//! at any moment: testdrive's `POST /v1/sandboxes?wait=60` (a tiny CSV) until `ready` (its
+//! container made and started while the upload streams in, then the file renamed into the
+//! bind-mounted data directory), and the Engine's create + start through its API (bollard:
+//! the same hardened container body, with a volume, on the same network; no file, no
+//! readiness check). Rate = count / wall time from the first request to the last answer.
+//! The sides alternate which goes first from round to round; everything a round made is
+//! removed (untimed) before the next. After each testdrive round the sandboxes' event logs
+//! say where the time went.
 
 use std::time::Instant;
 
@@ -19,7 +21,19 @@ use crate::common::{Result, env_count, env_counts, ms, now_ms, stats};
 use crate::report::{Section, num};
 use crate::service::{Sandbox, TINY_CSV, event_stretches};
 
+/// Issue 6's target for every concurrency: testdrive's rate / the Engine's.
 const TARGET: f64 = 0.8;
+/// Issue 16's, tighter, at concurrency 16.
+const TARGET_AT_16: f64 = 0.95;
+
+/// The target at concurrency `c`, and the issue it comes from.
+fn target(c: usize) -> (f64, &'static str) {
+    if c == 16 {
+        (TARGET_AT_16, " (issue 16)")
+    } else {
+        (TARGET, "")
+    }
+}
 
 /// One round of one side.
 #[derive(Default)]
@@ -135,7 +149,10 @@ pub async fn run(ctx: &Ctx) -> Result<Section> {
     s.line(format!(
         "Method: at each concurrency c, {rounds} rounds per side of max(8, 2c) sandboxes with c \
          requests in flight. testdrive: `POST /v1/sandboxes?wait=60` with a tiny CSV until \
-         `ready` (so: create, tar upload, start, inspect, readiness probe, records). Engine: \
+         `ready` (so: the record, `create_container`, the data directory handed to the demo's \
+         user (looked up once a minute per image), `start_container`, all while the upload streams \
+         into the sandbox's upload directory; then the rename into the bind-mounted data \
+         directory, the readiness probe, records). Engine: \
          `create_container` + `start_container` through bollard with the same hardened body \
          (volume at /data, limits, network, address), no file and no readiness check, which is \
          the Engine's plain create + start. Rate = count / wall time of the round; the sides \
@@ -199,11 +216,12 @@ pub async fn run(ctx: &Ctx) -> Result<Section> {
             num(lb.median),
             num(lb.p90)
         ));
+        let (goal, issue) = target(c);
         s.verdict(
-            &format!("4. throughput at concurrency {c} / Engine's create+start (median)"),
+            &format!("4. throughput at concurrency {c} / Engine's create+start (median){issue}"),
             format!("{} / {} per s = {r:.2}×", num(a.median), num(b.median)),
-            &format!("≥ {TARGET}×"),
-            Some(r >= TARGET),
+            &format!("≥ {goal:.2}×"),
+            Some(r >= goal),
         );
         breakdown.push(format!(
             "| {c} | {} | {} | {} | {} | {} | {} | {} |",
@@ -221,10 +239,11 @@ pub async fn run(ctx: &Ctx) -> Result<Section> {
          testdrive's from its event log):\n",
     );
     s.line(
-        "| c | testdrive: request → created (upload, spool, record) | created → data_placed \
-         (`create_container` + tar upload) | data_placed → started (`start_container` + \
-         inspect) | started → ready (probe, record) | ready → answer | Engine: create | \
-         Engine: start |\n|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| c | testdrive: request → created (upload into the upload directory, hashed and \
+         profiled, while the container is made) | created → data_placed (the rest of \
+         `create_container` + `start_container`, renaming the file into place) | data_placed → \
+         started (an event) | started → ready (probe, record) | ready → answer | Engine: create \
+         | Engine: start |\n|---:|---:|---:|---:|---:|---:|---:|---:|",
     );
     for line in breakdown {
         s.line(line);
