@@ -7,10 +7,10 @@
 //! the demo reserves its whole upload limit in the spool's budget and begins the trial
 //! (`Lifecycle::begin`: its sandbox is recorded and made while the files arrive), and each
 //! file streams into the sandbox's upload directory under the demo's rules; a client that
-//! stops sending is cut off, and a refused upload is abandoned with everything made for it. A file
-//! named as text is judged by its first bytes before any of it is written (a workbook
-//! renamed `.csv` is refused in words, `tabular::sniff`) and followed to its end for UTF-8.
-//! Then the spool goes to the lifecycle, which renames the files into place.
+//! stops sending is cut off, and a refused upload is abandoned with everything made for
+//! it. A file named as text is judged by its first bytes before any of it is written (a
+//! workbook renamed `.csv` is refused in words, `tabular::sniff`) and followed to its end
+//! for UTF-8. Then the spool goes to the lifecycle, which renames the files into place.
 //!
 //! The spool's disk keeps a floor of free space (`SpoolDisk`): a request whose
 //! Content-Length would take the disk under it is refused before its body is read, and any

@@ -58,6 +58,18 @@ pub struct TestApp {
     _dir: Option<TempDir>,
 }
 
+/// The names in a directory (none if it is missing).
+pub fn names_in(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Under a `sandboxes/` directory: each sandbox's `upload/` and everything in it, as paths.
 pub fn upload_entries(root: &std::path::Path) -> Vec<String> {
     fn walk(dir: &std::path::Path, out: &mut Vec<String>) {
@@ -417,13 +429,7 @@ impl TestApp {
 
     /// The sandboxes that have a directory (their data, or an upload arriving).
     pub fn sandbox_dirs(&self) -> Vec<String> {
-        std::fs::read_dir(self.data_dir.join("sandboxes"))
-            .map(|dir| {
-                dir.filter_map(|e| e.ok())
-                    .map(|e| e.file_name().to_string_lossy().to_string())
-                    .collect()
-            })
-            .unwrap_or_default()
+        names_in(&self.data_dir.join("sandboxes"))
     }
 
     /// Containers and volumes this app's service made that still exist.

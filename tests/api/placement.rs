@@ -263,14 +263,16 @@ fn running_sandboxes(app: &TestApp) -> Vec<String> {
         .collect()
 }
 
-fn sandbox_dirs(app: &TestApp) -> Vec<String> {
-    std::fs::read_dir(app.data_dir.join("sandboxes"))
-        .map(|d| {
-            d.filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default()
+/// Waits until exactly one of this deployment's containers runs: the one of the upload
+/// under way. Its sandbox.
+async fn the_one_running(app: &TestApp) -> String {
+    let running = poll(
+        Duration::from_millis(20),
+        async || running_sandboxes(app),
+        |ids| ids.len() == 1,
+    )
+    .await;
+    running[0].clone()
 }
 
 #[tokio::test]
@@ -280,13 +282,8 @@ async fn the_sandbox_runs_while_the_files_arrive_and_a_cut_upload_leaves_nothing
 
     // Cut short: its container was made and started, then everything goes.
     let upload = SlowUpload::begin(&app, &demo).await;
-    let running = poll(
-        Duration::from_millis(20),
-        async || running_sandboxes(&app),
-        |ids| ids.len() == 1,
-    )
-    .await;
-    assert_eq!(sandbox_dirs(&app), running, "its directory is there too");
+    let running = the_one_running(&app).await;
+    assert_eq!(app.sandbox_dirs(), [running], "its directory is there too");
     assert!(
         app.sandboxes().await.is_empty(),
         "a sandbox whose files are still arriving is in no list"
@@ -294,7 +291,7 @@ async fn the_sandbox_runs_while_the_files_arrive_and_a_cut_upload_leaves_nothing
     upload.cut().await;
     poll(
         Duration::from_millis(50),
-        async || (app.instance_objects(), sandbox_dirs(&app)),
+        async || (app.instance_objects(), app.sandbox_dirs()),
         |(objects, dirs)| objects.is_empty() && dirs.is_empty(),
     )
     .await;
@@ -302,15 +299,10 @@ async fn the_sandbox_runs_while_the_files_arrive_and_a_cut_upload_leaves_nothing
 
     // Finished: the sandbox that ran while the file arrived is the prospect's.
     let upload = SlowUpload::begin(&app, &demo).await;
-    let running = poll(
-        Duration::from_millis(20),
-        async || running_sandboxes(&app),
-        |ids| ids.len() == 1,
-    )
-    .await;
+    let running = the_one_running(&app).await;
     let body = upload.finish().await;
     assert_eq!(body["status"], "ready", "{body}");
-    assert_eq!(body["id"].as_str().unwrap(), running[0]);
+    assert_eq!(body["id"].as_str().unwrap(), running);
     let (id, token) = (
         body["id"].as_str().unwrap(),
         body["token"].as_str().unwrap(),

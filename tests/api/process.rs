@@ -272,13 +272,7 @@ impl ChildService {
 
     /// The sandboxes that have a directory (their data, or an upload arriving).
     pub fn sandbox_dirs(&self) -> Vec<String> {
-        std::fs::read_dir(self.spool_dir())
-            .map(|dir| {
-                dir.filter_map(|e| e.ok())
-                    .map(|e| e.file_name().to_string_lossy().to_string())
-                    .collect()
-            })
-            .unwrap_or_default()
+        crate::helpers::names_in(&self.spool_dir())
     }
 
     /// Every container and volume of this deployment on the Engine, and any network
