@@ -93,14 +93,19 @@ where
 
 impl Lifecycle {
     /// Removes the directories of sandboxes the database does not know (an upload cut
-    /// short, a removal that failed). Listed first, then each asked about: a warm member
-    /// first, since a claim turns one into a sandbox in one transaction; a sandbox's own
+    /// short, a removal that failed). Listed first, then each asked about; a sandbox's own
     /// teardown removes its directory, so only unknown ones go here.
     async fn sweep_dirs(&self) -> Result<(), LifecycleError> {
         let dirs = &self.inner.settings.dirs;
+        let store = self.store();
         for id in dirs.listed().await? {
-            let store = self.store();
-            if store.warm_member(id).await?.is_some() || store.sandbox(id).await?.is_some() {
+            // Most are live sandboxes: one query. A claim turns a warm member into a
+            // sandbox in one transaction, so one being claimed now is found as the one or,
+            // asked after it, as the other.
+            if store.sandbox(id).await?.is_some()
+                || store.warm_member(id).await?.is_some()
+                || store.sandbox(id).await?.is_some()
+            {
                 continue;
             }
             dirs.remove(id).await?;

@@ -7,7 +7,7 @@ use reqwest::header::{CONTENT_SECURITY_POLICY, LOCATION, SET_COOKIE};
 use reqwest::multipart::{Form, Part};
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, assert_no_objects, require_images, sha256_hex};
+use crate::helpers::{Api, TestApp, assert_no_objects, require_images, sha256_hex};
 
 /// Posts the demo page's form as its script does (`Accept: application/json`) or as a
 /// browser without scripts does.
@@ -46,7 +46,7 @@ pub(crate) fn cookie_value(set_cookie: &str) -> String {
     set_cookie.split(';').next().unwrap().to_string()
 }
 
-async fn get_with_cookie(app: &TestApp, path: &str, cookie: &str) -> reqwest::Response {
+async fn get_with_cookie(app: &Api, path: &str, cookie: &str) -> reqwest::Response {
     app.http
         .get(app.url(path))
         .header("cookie", cookie)
@@ -74,10 +74,9 @@ async fn post_with_cookie(
         .unwrap()
 }
 
-/// The page key a page shows its script (`data-key`), fetched as a browser navigates.
-pub(crate) async fn page_key(app: &TestApp, path: &str, cookie: &str) -> String {
-    let html = app
-        .http
+/// A page as a browser navigating to it gets it, with `cookie`.
+pub(crate) async fn page_html(app: &Api, path: &str, cookie: &str) -> String {
+    app.http
         .get(app.url(path))
         .header("cookie", cookie)
         .header("sec-fetch-mode", "navigate")
@@ -86,9 +85,18 @@ pub(crate) async fn page_key(app: &TestApp, path: &str, cookie: &str) -> String 
         .unwrap()
         .text()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// The page key a page shows its script (`data-key`).
+pub(crate) fn key_of(html: &str) -> String {
     let start = html.find("data-key=\"").expect("the page shows a key") + "data-key=\"".len();
     html[start..start + 32].to_string()
+}
+
+/// The page key a page shows its script, fetched as a browser navigates.
+pub(crate) async fn page_key(app: &Api, path: &str, cookie: &str) -> String {
+    key_of(&page_html(app, path, cookie).await)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -303,7 +311,7 @@ async fn the_form_works_without_scripts_and_refusals_leave_nothing() {
 }
 
 /// Reads the first `snapshot` event of a console's stream.
-pub(crate) async fn first_snapshot(app: &TestApp, console: &str, cookie: &str, key: &str) -> Value {
+pub(crate) async fn first_snapshot(app: &Api, console: &str, cookie: &str, key: &str) -> Value {
     let mut res = get_with_cookie(app, &format!("{console}/stream?key={key}"), cookie).await;
     assert_eq!(res.status(), StatusCode::OK);
     assert!(
@@ -325,12 +333,7 @@ pub(crate) async fn first_snapshot(app: &TestApp, console: &str, cookie: &str, k
     panic!("the stream ended without a snapshot: {text}");
 }
 
-pub(crate) async fn login(
-    app: &TestApp,
-    console: &str,
-    token: &str,
-    site: &str,
-) -> reqwest::Response {
+pub(crate) async fn login(app: &Api, console: &str, token: &str, site: &str) -> reqwest::Response {
     app.http
         .post(app.url(&format!("{console}/login")))
         .header("sec-fetch-site", site)

@@ -93,17 +93,13 @@ async fn files_are_renamed_into_a_bound_directory_the_demo_user_owns_and_go_at_t
         (StatusCode::OK, String::from_utf8(content).unwrap())
     );
 
-    let res = app
-        .delete(&format!("/v1/sandboxes/{id}"), Some(token))
-        .await;
-    assert_eq!(res.status(), StatusCode::OK);
-    let ended: Value = res.json().await.unwrap();
-    assert!(ended["data_deleted_at"].is_string(), "{ended}");
+    app.end_sandbox(id, token).await;
     assert!(
         !data.parent().unwrap().exists(),
         "the sandbox's directory goes before DELETE answers"
     );
-    assert_no_objects(id);
+    let ended = app.sandbox(id).await;
+    assert!(ended["data_deleted_at"].is_string(), "{ended}");
 }
 
 #[tokio::test]

@@ -12,6 +12,7 @@ use tabular::fixtures::{self, Fixture, Reading};
 use tabular::sniff::Content;
 
 use crate::helpers::{Api, Recorded, merge, poll, recording_receiver, require_images};
+use crate::pages::{cookie_value, first_snapshot, key_of, login, page_html, set_cookies};
 use crate::process::ChildService;
 
 /// The markers of `markers` that `text` holds.
@@ -25,58 +26,16 @@ fn leaked<'a>(text: &str, markers: &'a [String]) -> Vec<&'a str> {
 
 /// Signs in to a console (`/ops` or `/vendor`): its page, and its first snapshot.
 async fn console(api: &Api, base: &str, token: &str) -> (String, String) {
-    let res = api
-        .http
-        .post(api.url(&format!("{base}/login")))
-        .header("sec-fetch-site", "same-origin")
-        .form(&[("token", token)])
-        .send()
-        .await
-        .unwrap();
-    let cookie = res
-        .headers()
-        .get_all(reqwest::header::SET_COOKIE)
+    let res = login(api, base, token, "same-origin").await;
+    let cookie = set_cookies(&res)
         .iter()
-        .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_string())
+        .map(|c| cookie_value(c))
         .collect::<Vec<_>>()
         .join("; ");
     assert!(!cookie.is_empty(), "{base}: signed in");
-    let page = api
-        .http
-        .get(api.url(base))
-        .header("cookie", &cookie)
-        .header("sec-fetch-mode", "navigate")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let start = page.find("data-key=\"").expect("the console shows a key") + "data-key=\"".len();
-    let key = &page[start..start + 32];
-    let mut res = api
-        .http
-        .get(api.url(&format!("{base}/stream?key={key}")))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::OK, "{base}/stream");
-    let mut stream = String::new();
-    let snapshot = tokio::time::timeout(Duration::from_secs(30), async {
-        while let Some(chunk) = res.chunk().await.unwrap() {
-            stream.push_str(&String::from_utf8_lossy(&chunk));
-            if let Some(start) = stream.find("event: snapshot\ndata: ")
-                && stream[start..].contains("\n\n")
-            {
-                return stream[start..].to_string();
-            }
-        }
-        panic!("{base}: the stream ended without a snapshot: {stream}");
-    })
-    .await
-    .expect("a snapshot");
-    (page, snapshot)
+    let page = page_html(api, base, &cookie).await;
+    let snapshot = first_snapshot(api, base, &cookie, &key_of(&page)).await;
+    (page, snapshot.to_string())
 }
 
 /// What `token` reads at `path`, which answers it (a receipt may be `409` before the end).
