@@ -30,7 +30,10 @@ async fn a_prospect_tries_the_demo_on_their_own_data_and_it_is_destroyed() {
     let entry = &catalog["items"][0];
     assert_eq!(entry["id"], demo.as_str());
     assert_eq!(entry["vendor"], "Acme Analytics");
-    assert_eq!(entry["upload"]["extensions"], json!(["csv", "json"]));
+    assert_eq!(
+        entry["upload"]["extensions"],
+        json!(["csv", "json", "jsonl", "ndjson"])
+    );
 
     // …uploads a 1 MB CSV with the information sheet and waits for the sandbox.
     let csv = csv_of_size(1 << 20);

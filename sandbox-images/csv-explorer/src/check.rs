@@ -1,7 +1,8 @@
-//! `csv-explorer check`: the demo's load command. Validates every file and
-//! exits 0, or lists the problems on stderr and exits 1. By testdrive's convention the
-//! last line on stderr is shown to the prospect as the reason: it names the first bad file
-//! and its most useful problem in plain words, never a value from the data.
+//! `csv-explorer check`: the demo's load command. Validates every file the Explorer lists
+//! (dot-files and dot-directories such as `.testdrive/` are not data) and exits 0, or lists
+//! the problems on stderr and exits 1. By testdrive's convention the last line on stderr is
+//! shown to the prospect as the reason: it names the first bad file and its most useful
+//! problem in plain words, never a value from the data.
 
 use std::io::Read;
 use std::path::Path;
@@ -9,8 +10,9 @@ use std::process::ExitCode;
 
 use tabular::sniff;
 
-use crate::csvparse::Record;
-use crate::jsonscan;
+use serde::de::IgnoredAny;
+
+use crate::delimited::{self, Reader};
 use crate::summary::{self, Entry, Kind};
 
 /// Problems listed per file before summarising the rest.
@@ -32,6 +34,7 @@ pub fn run(dir: &Path) -> ExitCode {
             None => match Kind::of(&f.name) {
                 Kind::Csv => check_csv(f),
                 Kind::Json => check_json(f),
+                Kind::Ndjson => check_ndjson(f),
                 Kind::Other => {
                     println!("skip {}: not a CSV or JSON file", f.name);
                     continue;
@@ -99,26 +102,26 @@ fn wrong_file(f: &Entry) -> Option<String> {
 }
 
 pub fn check_csv(f: &Entry) -> Result<String, Vec<String>> {
-    let mut r =
-        summary::open_csv(&f.path, &f.name).map_err(|e| vec![format!("cannot open: {e}")])?;
-    let mut rec = Record::default();
-    let mut problems = Vec::new();
     let io_err = |e: std::io::Error| vec![format!("read error: {e}")];
-    if !r.read_record(&mut rec).map_err(io_err)? {
+    let dialect =
+        delimited::dialect(&f.path, &f.name).map_err(|e| vec![format!("cannot open: {e}")])?;
+    let mut r = Reader::open(&f.path, &dialect).map_err(|e| vec![format!("cannot open: {e}")])?;
+    let mut problems = Vec::new();
+    if !r.read().map_err(io_err)? {
         return Ok("empty file".into());
     }
-    let width = rec.n_fields;
+    let width = r.fields();
     let (mut rows, mut ragged) = (0u64, 0u64);
-    while r.read_record(&mut rec).map_err(io_err)? {
+    while r.read().map_err(io_err)? {
         rows += 1;
-        if rec.n_fields != width {
+        if r.fields() != width {
             ragged += 1;
             if problems.len() < MAX_PROBLEMS {
                 problems.push(format!(
                     "line {} has {}, but the header has {}; every row needs as many fields \
                      as the header",
-                    rec.line,
-                    fields(rec.n_fields),
+                    r.line(),
+                    fields(r.fields()),
                     fields(width)
                 ));
             }
@@ -131,7 +134,7 @@ pub fn check_csv(f: &Entry) -> Result<String, Vec<String>> {
         ));
     }
     // The encoding and an unclosed quote explain the rest: they come first.
-    if let Some(l) = r.unterminated_quote_line {
+    if let Some(l) = r.unclosed_quote_line().map_err(io_err)? {
         problems.insert(
             0,
             format!("the quoted field that starts on line {l} is never closed"),
@@ -162,17 +165,30 @@ fn fields(n: usize) -> String {
 
 pub fn check_json(f: &Entry) -> Result<String, Vec<String>> {
     let r = summary::open_buffered(&f.path).map_err(|e| vec![format!("cannot open: {e}")])?;
-    match jsonscan::validate(r) {
-        Ok(()) => Ok("valid JSON".into()),
-        Err(e) if e.is_io() => Err(vec![format!("read error: {e}")]),
-        Err(e) if e.is_eof() => Err(vec![
-            "the JSON ends too early (is the file cut off?)".to_string(),
-        ]),
-        Err(e) => Err(vec![format!(
-            "not valid JSON at line {} column {}",
-            e.line(),
-            e.column()
-        )]),
+    match serde_json::from_reader::<_, IgnoredAny>(r) {
+        Ok(_) => Ok("valid JSON".into()),
+        Err(e) => Err(vec![json_problem(&e)]),
+    }
+}
+
+/// One JSON value per line. Values are skipped, not kept: a line may be as big as the file.
+pub fn check_ndjson(f: &Entry) -> Result<String, Vec<String>> {
+    let r = summary::open_buffered(&f.path).map_err(|e| vec![format!("cannot open: {e}")])?;
+    let mut values = 0u64;
+    for value in serde_json::Deserializer::from_reader(r).into_iter::<IgnoredAny>() {
+        value.map_err(|e| vec![json_problem(&e)])?;
+        values += 1;
+    }
+    Ok(format!("{values} JSON values"))
+}
+
+fn json_problem(e: &serde_json::Error) -> String {
+    if e.is_io() {
+        format!("read error: {e}")
+    } else if e.is_eof() {
+        "the JSON ends too early (is the file cut off?)".to_string()
+    } else {
+        format!("not valid JSON at line {} column {}", e.line(), e.column())
     }
 }
 
@@ -218,6 +234,14 @@ mod tests {
         assert!(check_json(&entry(&d, "ok.json", b"{\"a\":[1,2]}")).is_ok());
         let bad = check_json(&entry(&d, "bad.json", b"{\"a\":[1,2}")).unwrap_err();
         assert_eq!(bad, ["not valid JSON at line 1 column 10"]);
+        let cut = check_json(&entry(&d, "cut.json", b"[{\"a\": 1},")).unwrap_err();
+        assert_eq!(cut, ["the JSON ends too early (is the file cut off?)"]);
+        fs::remove_file(d.join("cut.json")).unwrap();
+        let lines = entry(&d, "events.ndjson", b"{\"a\": 1}\n\n[2]\n\"three\"\n");
+        assert_eq!(check_ndjson(&lines), Ok("3 JSON values".into()));
+        let bad = check_ndjson(&entry(&d, "bad.jsonl", b"{\"a\": 1}\n{\"a\" 2}\n"));
+        assert_eq!(bad.unwrap_err(), ["not valid JSON at line 2 column 6"]);
+        fs::remove_file(d.join("bad.jsonl")).unwrap();
         let book = entry(&d, "book.csv", b"PK\x03\x04\x14\0\0\0 xl/workbook.xml\0\0");
         assert_eq!(
             wrong_file(&book).unwrap(),
@@ -235,6 +259,12 @@ mod tests {
         for n in ["ragged.csv", "latin1.csv", "open.csv", "bad.json"] {
             fs::remove_file(d.join(n)).unwrap();
         }
+        // testdrive's directory and other dot-files are not the prospect's data: whatever
+        // they hold, the check passes.
+        fs::create_dir(d.join(".testdrive")).unwrap();
+        fs::write(d.join(".testdrive/prospect.json"), "{not json").unwrap();
+        fs::write(d.join(".testdrive/notes.csv"), "a,b\n1\n").unwrap();
+        fs::write(d.join(".ragged.csv"), "a,b\n1\n").unwrap();
         assert_eq!(run(&d), ExitCode::SUCCESS);
         assert_eq!(run(&d.join("missing")), ExitCode::FAILURE);
         fs::remove_dir_all(&d).unwrap();

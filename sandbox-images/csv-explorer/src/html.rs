@@ -1,11 +1,12 @@
-//! The single HTML page. Every URL in it is relative: the page is served
-//! under a path prefix (`/s/<sandbox-id>/`) by the testdrive proxy.
+//! The single HTML page: the prospect's greeting, every file's table and statistics, and
+//! the live search's script. Every URL in it is relative: the page is served under a path
+//! prefix (`/s/<sandbox-id>/`) by the testdrive proxy.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
 
-use crate::http::percent_encode;
-use crate::jsonscan::Shape;
+use crate::prospect::Prospect;
+use crate::records::Shape;
 use crate::stats::{ColType, ColumnReport, Table};
 use crate::summary::{FileSummary, Kind};
 
@@ -23,6 +24,19 @@ pub fn escape(s: &str) -> String {
             '"' => out.push_str("&quot;"),
             '\'' => out.push_str("&#39;"),
             c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Percent-encodes everything but unreserved characters (a file name in a URL path).
+pub fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            let _ = write!(out, "%{b:02X}");
         }
     }
     out
@@ -197,6 +211,9 @@ fn file_section(out: &mut String, idx: usize, f: &FileSummary) {
         (_, Some(Shape::Scalar(v))) => {
             let _ = write!(out, "<p>The document is a single {}.</p>", escape(v));
         }
+        (_, Some(Shape::Array { len: 0, .. })) if f.kind == Kind::Ndjson => {
+            out.push_str("<p>The file holds no JSON values.</p>")
+        }
         (_, Some(Shape::Array { len: 0, .. })) => {
             out.push_str("<p>The document is an empty array.</p>")
         }
@@ -208,8 +225,43 @@ fn file_section(out: &mut String, idx: usize, f: &FileSummary) {
     out.push_str("</section>");
 }
 
+/// Who the demo was prepared for, and what they asked: the first thing on the page.
+fn greeting(out: &mut String, p: &Prospect) {
+    if p.is_empty() {
+        return;
+    }
+    out.push_str("<section id=\"prepared-for\" class=prepared aria-label=\"Prepared for you\">");
+    if let Some(company) = &p.company {
+        let _ = write!(
+            out,
+            "<p class=for>Prepared for <strong id=\"prospect-company\">{}</strong></p>",
+            escape(company)
+        );
+    }
+    if let Some(needs) = &p.needs {
+        let _ = write!(
+            out,
+            "<p class=needs>Your question: <q id=\"prospect-needs\">{}</q></p>",
+            escape(needs)
+        );
+    }
+    if let Some(note) = &p.invitation_note {
+        let _ = write!(
+            out,
+            "<p class=invite id=\"invitation-note\">{}</p>",
+            escape(note)
+        );
+    }
+    out.push_str("</section>");
+}
+
 /// Renders the whole page.
-pub fn index(data_dir: &str, files: &[Arc<FileSummary>], problem: Option<&str>) -> String {
+pub fn index(
+    data_dir: &str,
+    files: &[Arc<FileSummary>],
+    problem: Option<&str>,
+    prospect: Option<&Prospect>,
+) -> String {
     let mut out = String::with_capacity(64 * 1024);
     out.push_str(HEAD);
     let total: u64 = files.iter().map(|f| f.size).sum();
@@ -218,7 +270,7 @@ pub fn index(data_dir: &str, files: &[Arc<FileSummary>], problem: Option<&str>) 
         "<header><div class=wrap><h1>CSV Explorer</h1><p class=sub>{} in <code>{}</code> · {}</p>\
          <div class=search><input id=q type=search maxlength=200 placeholder=\"Search every row…\" \
          autocomplete=off aria-label=\"Search every row of every file\"><span id=status aria-live=polite></span></div>\
-         </div></header><main class=wrap><section id=results hidden></section>",
+         </div></header><main class=wrap>",
         if files.len() == 1 {
             "1 file".to_string()
         } else {
@@ -227,6 +279,10 @@ pub fn index(data_dir: &str, files: &[Arc<FileSummary>], problem: Option<&str>) 
         escape(data_dir),
         human_size(total),
     );
+    if let Some(p) = prospect {
+        greeting(&mut out, p);
+    }
+    out.push_str("<section id=results hidden></section>");
     if let Some(p) = problem {
         let _ = write!(out, "<p class=\"note err\">{}</p>", escape(p));
     }
@@ -293,6 +349,8 @@ h3{font-size:14px;margin:14px 0 6px;color:var(--muted);text-transform:uppercase;
 .note{background:rgba(255,193,7,.15);border-left:3px solid #e0a800;padding:6px 10px;margin:8px 0;font-size:14px}
 .err{background:rgba(220,53,69,.12);border-color:#dc3545}
 .muted,.empty{color:var(--muted)}
+.prepared{background:var(--card);border:1px solid var(--line);border-left:4px solid var(--accent);border-radius:10px;padding:10px 16px;margin:16px 0}
+.prepared p{margin:4px 0;overflow-wrap:anywhere}.prepared .for{font-size:16px}.prepared .needs q{font-style:italic}.prepared .invite{color:var(--muted)}
 .toc{display:flex;flex-wrap:wrap;gap:6px;margin:16px 0 0}
 .toc a{background:var(--card);border:1px solid var(--line);border-radius:99px;padding:2px 10px;text-decoration:none;font-size:13px}
 .scroll{overflow:auto;border:1px solid var(--line);border-radius:8px;max-width:100%}
@@ -432,6 +490,7 @@ mod tests {
         assert_eq!(human_size(210_329), "205 KiB");
         assert_eq!(human_size(1_048_500), "1 MiB");
         assert_eq!(human_size(52_428_800), "50 MiB");
+        assert_eq!(percent_encode("a bé/x.csv"), "a%20b%C3%A9%2Fx.csv");
     }
 
     #[test]
@@ -473,7 +532,7 @@ mod tests {
 
     #[test]
     fn page_uses_only_relative_urls() {
-        let page = index("/data", &[], None);
+        let page = index("/data", &[], None, None);
         assert!(page.contains("No files yet"));
         for bad in [
             "href=\"/", "src=\"/", "http://", "https://", "'/ws'", "\"/ws\"", "fetch('/",
@@ -481,5 +540,37 @@ mod tests {
             assert!(!page.contains(bad), "page contains {bad}");
         }
         assert!(page.contains("new URL('ws', location.href)"));
+    }
+
+    #[test]
+    fn greets_the_prospect_with_their_words_escaped() {
+        let hostile = crate::prospect::parse(
+            br#"{"company": "<script>alert(1)</script> & Co", "needs": "Does it \"scale\"?",
+                 "invitation_note": "Hi <b>Ana</b>"}"#,
+        )
+        .unwrap();
+        let page = index("/data", &[], None, Some(&hostile));
+        assert!(
+            page.contains(
+                "<strong id=\"prospect-company\">&lt;script&gt;alert(1)&lt;/script&gt; &amp; Co</strong>"
+            ),
+            "{page}"
+        );
+        assert!(
+            page.contains("Your question: <q id=\"prospect-needs\">Does it &quot;scale&quot;?</q>")
+        );
+        assert!(page.contains("Hi &lt;b&gt;Ana&lt;/b&gt;"));
+        assert!(!page.contains("<script>alert"));
+        // The greeting comes first, above the search results and the files.
+        let at = |s: &str| page.find(s).unwrap();
+        assert!(at("id=\"prepared-for\"") < at("id=results"));
+        // Only what was given.
+        let needs_only = crate::prospect::parse(br#"{"needs": "Regions?"}"#).unwrap();
+        let page = index("/data", &[], None, Some(&needs_only));
+        assert!(page.contains("id=\"prospect-needs\"") && !page.contains("Prepared for <"));
+        for nobody in [None, Some(&crate::prospect::Prospect::default())] {
+            let page = index("/data", &[], None, nobody);
+            assert!(!page.contains("prepared-for"), "{page}");
+        }
     }
 }

@@ -1,21 +1,21 @@
-//! CSV Explorer: the testdrive demo product. Shows the CSV and JSON files of
-//! a data directory as tables with per-column statistics, serves them raw,
-//! and offers a live search over a WebSocket.
+//! CSV Explorer: the testdrive demo product. Shows the CSV, JSON and NDJSON files of a
+//! data directory as tables with per-column statistics, serves them raw, offers a live
+//! search over a WebSocket, and greets the prospect with what they told the vendor.
 //!
 //! Usage:
 //!   csv-explorer            serve on $PORT (8080) the files of $DATA_DIR (/data)
 //!   csv-explorer check      validate every file of $DATA_DIR; exit 0 or 1
 
 mod check;
-mod csvparse;
+mod delimited;
 mod html;
-mod http;
-mod jsonscan;
+mod live;
+mod prospect;
+mod records;
 mod search;
 mod server;
 mod stats;
 mod summary;
-mod ws;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -25,7 +25,8 @@ const USAGE: &str = "usage: csv-explorer [serve | check [DIR] | help]
   serve   (default) HTTP server on $PORT (default 8080) for the files in
           $DATA_DIR (default /data)
   check   validate every file in DIR or $DATA_DIR: CSV files must be UTF-8
-          with the same number of fields on every row, JSON files must parse.
+          with the same number of fields on every row, JSON files must parse,
+          NDJSON files (.ndjson, .jsonl) must hold one JSON value per line.
           Exit status 0 when all are fine, 1 otherwise (details on stderr).";
 
 fn data_dir() -> PathBuf {
@@ -49,7 +50,6 @@ fn main() -> ExitCode {
                     }
                 },
             };
-            server::install_signal_handlers();
             match server::run(port, data_dir()) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

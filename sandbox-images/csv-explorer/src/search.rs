@@ -1,9 +1,10 @@
-//! Case-insensitive search over every row of every CSV/JSON file, streamed.
+//! Case-insensitive search over every row of every file the Explorer lists (CSV, JSON,
+//! NDJSON), streamed, and the answer the live search sends.
 
 use std::path::Path;
 
-use crate::csvparse::Record;
-use crate::jsonscan::{self, ColumnMap, RowSink};
+use crate::delimited::{self, Reader};
+use crate::records::{self, Columns, Element, Stop};
 use crate::stats::truncate_chars;
 use crate::summary::{self, Kind};
 
@@ -13,7 +14,6 @@ const RESULT_CELL_CHARS: usize = 200;
 const RESULT_CELLS: usize = 100;
 /// Rows between two checks of the cancel flag.
 const CANCEL_EVERY: u64 = 1024;
-const CANCELLED: &str = "search cancelled";
 
 /// Case-insensitive substring matcher (Unicode lowercase, ASCII fast path).
 pub struct Matcher {
@@ -98,9 +98,13 @@ pub fn search(dir: &Path, query: &str, cancelled: &dyn Fn() -> bool) -> Outcome 
         return out;
     };
     for f in files {
+        if cancelled() {
+            out.cancelled = true;
+            return out;
+        }
         let done = match Kind::of(&f.name) {
             Kind::Csv => search_csv(&f, &mut m, &mut out, cancelled),
-            Kind::Json => search_json(&f, &mut m, &mut out, cancelled),
+            Kind::Json | Kind::Ndjson => search_json(&f, &mut m, &mut out, cancelled),
             Kind::Other => Ok(()),
         };
         if done.is_err() {
@@ -116,55 +120,28 @@ fn search_csv(
     m: &mut Matcher,
     out: &mut Outcome,
     cancelled: &dyn Fn() -> bool,
-) -> Result<(), ()> {
-    let Ok(layout) = summary::table_layout(&f.path, &f.name) else {
+) -> Result<(), Stop> {
+    let Ok(layout) = delimited::layout(&f.path, &f.name) else {
         return Ok(());
     };
-    let Ok(mut r) = summary::open_csv(&f.path, &f.name) else {
+    let Ok(mut r) = Reader::open(&f.path, &layout.dialect) else {
         return Ok(());
     };
-    let mut rec = Record::default();
     // A header names, it is not searched; a first line of data is.
-    if layout.header && !matches!(r.read_record(&mut rec), Ok(true)) {
+    if layout.header && !matches!(r.read(), Ok(true)) {
         return Ok(());
     }
     let mut n = 0u64;
-    while let Ok(true) = r.read_record(&mut rec) {
+    while let Ok(true) = r.read() {
         n += 1;
         if n.is_multiple_of(CANCEL_EVERY) && cancelled() {
-            return Err(());
+            return Err(Stop);
         }
-        if rec.iter().any(|c| m.is_match(&c)) {
-            out.hit(&f.name, rec.iter());
+        if r.cells().any(|c| m.is_match(&c)) {
+            out.hit(&f.name, r.cells());
         }
     }
     Ok(())
-}
-
-struct SearchSink<'a> {
-    file: &'a str,
-    map: ColumnMap,
-    m: &'a mut Matcher,
-    out: &'a mut Outcome,
-    cancelled: &'a dyn Fn() -> bool,
-    n: u64,
-}
-
-impl RowSink for SearchSink<'_> {
-    fn column(&mut self, key: &str) -> Option<(usize, bool)> {
-        self.map.get_or_add(key)
-    }
-
-    fn row(&mut self, cells: &[String]) -> Result<(), String> {
-        self.n += 1;
-        if self.n.is_multiple_of(CANCEL_EVERY) && (self.cancelled)() {
-            return Err(CANCELLED.to_string());
-        }
-        if cells.iter().any(|c| self.m.is_match(c)) {
-            self.out.hit(self.file, cells.iter());
-        }
-        Ok(())
-    }
 }
 
 fn search_json(
@@ -172,22 +149,31 @@ fn search_json(
     m: &mut Matcher,
     out: &mut Outcome,
     cancelled: &dyn Fn() -> bool,
-) -> Result<(), ()> {
+) -> Result<(), Stop> {
     let Ok(r) = summary::open_buffered(&f.path) else {
         return Ok(());
     };
-    let mut sink = SearchSink {
-        file: &f.name,
-        map: ColumnMap::default(),
-        m,
-        out,
-        cancelled,
-        n: 0,
+    let (mut columns, mut n, mut stopped) = (Columns::default(), 0u64, false);
+    let mut each = |element: Element| {
+        n += 1;
+        if n.is_multiple_of(CANCEL_EVERY) && cancelled() {
+            stopped = true;
+            return Err(Stop);
+        }
+        columns.fill(&element);
+        let cells = columns.cells();
+        if cells.iter().any(|c| m.is_match(c)) {
+            out.hit(&f.name, cells.iter());
+        }
+        Ok(())
     };
-    match jsonscan::scan(r, &mut sink) {
-        Err(e) if e.to_string().starts_with(CANCELLED) => Err(()),
-        _ => Ok(()),
-    }
+    // A file that is not valid JSON still had its rows up to the error searched.
+    let _ = if Kind::of(&f.name) == Kind::Ndjson {
+        records::read_ndjson(r, &mut each)
+    } else {
+        records::read_json(r, &mut each)
+    };
+    if stopped { Err(Stop) } else { Ok(()) }
 }
 
 #[cfg(test)]
@@ -231,9 +217,18 @@ mod tests {
         )
         .unwrap();
         fs::write(d.join("c.txt"), "north").unwrap();
+        fs::write(
+            d.join("d.jsonl"),
+            "{\"city\": \"Northampton\"}\n{\"city\": \"Leeds\"}\n",
+        )
+        .unwrap();
+        // Never searched: testdrive's directory and dot-files.
+        fs::create_dir(d.join(".testdrive")).unwrap();
+        fs::write(d.join(".testdrive/prospect.json"), r#"{"needs": "north"}"#).unwrap();
+        fs::write(d.join(".north.csv"), "north\nnorth\n").unwrap();
 
         let o = search(&d, "north", &|| false);
-        assert_eq!(o.matches, 3);
+        assert_eq!(o.matches, 4);
         assert_eq!(
             o.rows[0],
             (
@@ -243,6 +238,10 @@ mod tests {
         );
         assert_eq!(o.rows[2].0, "b.json");
         assert_eq!(o.to_json()["rows"][2]["row"][0], "North Pole");
+        assert_eq!(
+            o.rows[3],
+            ("d.jsonl".to_string(), vec!["Northampton".to_string()])
+        );
         // The header row is not a match.
         assert_eq!(search(&d, "region", &|| false).matches, 0);
         assert_eq!(search(&d, "", &|| false).matches, 0);

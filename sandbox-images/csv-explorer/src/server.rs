@@ -1,389 +1,305 @@
-//! Thread-per-connection HTTP server and routing.
+//! The HTTP server on axum: the routes (page, files, their summary as JSON, health check,
+//! live search), the headers every answer carries, and a prompt, graceful stop.
 
-use std::fs::{self, File};
-use std::io::{self, BufReader, Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::future::Future;
+use std::io;
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::thread;
+use std::sync::atomic::AtomicUsize;
 use std::time::{Duration, Instant};
 
-use crate::http::{self, HttpError, Request, Response};
-use crate::summary::{self, Cache};
-use crate::{html, ws};
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use tokio::net::TcpListener;
 
-/// Concurrent connections (each is a thread; the sandbox allows 128 pids).
-pub const MAX_CONNECTIONS: usize = 64;
-/// Concurrent WebSocket sessions (each uses a second thread).
-pub const MAX_WS: usize = 16;
-/// An idle keep-alive connection is closed after this long. Kept well above
-/// the idle timeout of testdrive's upstream connection pool (30 s) so the
-/// proxy, not us, closes idle connections: no request races a close.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(75);
-const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
+use crate::summary::{self, Cache, FileSummary};
+use crate::{html, live, prospect};
 
-pub struct State {
+/// Threads for the blocking work (reading and summarising files, searches): what bounds
+/// the process's threads, as the sandbox counts them against its pids limit (128).
+/// Connections are tasks, not threads.
+const BLOCKING_THREADS: usize = 24;
+/// After SIGTERM, open requests (a download) get this long to finish.
+const GRACE: Duration = Duration::from_secs(2);
+
+pub struct AppState {
     pub data_dir: PathBuf,
     pub cache: Cache,
-    ws_sessions: AtomicUsize,
+    /// Live-search sessions open.
+    pub live_sessions: AtomicUsize,
 }
 
-/// Decrements a counter when dropped.
-struct Slot(Arc<AtomicUsize>);
+pub type Shared = Arc<AppState>;
 
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
+/// Serves on `0.0.0.0:port` until SIGTERM or SIGINT.
 pub fn run(port: u16, data_dir: PathBuf) -> io::Result<()> {
-    let listener = TcpListener::bind(("0.0.0.0", port))?;
-    serve(listener, data_dir);
-    Ok(())
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .max_blocking_threads(BLOCKING_THREADS)
+        .build()?;
+    let result = rt.block_on(async {
+        let listener = TcpListener::bind(("0.0.0.0", port)).await?;
+        serve(listener, data_dir, stop_signal()?).await
+    });
+    // A search still running in the blocking pool is abandoned, not waited for.
+    rt.shutdown_background();
+    result
 }
 
-/// Makes the process exit promptly on SIGTERM/SIGINT. As PID 1 in a
-/// container it would otherwise ignore them and `docker stop` would wait for
-/// its timeout. `_exit` is async-signal-safe; there is nothing to flush.
-pub fn install_signal_handlers() {
-    unsafe extern "C" {
-        fn signal(signum: i32, handler: extern "C" fn(i32)) -> usize;
-        fn _exit(status: i32) -> !;
-    }
-    extern "C" fn on_signal(_: i32) {
-        // SAFETY: _exit is async-signal-safe.
-        unsafe { _exit(0) }
-    }
-    const SIGINT: i32 = 2;
-    const SIGTERM: i32 = 15;
-    // SAFETY: installing a handler that only calls _exit.
-    unsafe {
-        signal(SIGINT, on_signal);
-        signal(SIGTERM, on_signal);
-    }
+/// SIGTERM (`docker stop`) or SIGINT. As PID 1 in a container the process would ignore
+/// them without a handler, and `docker stop` would wait for its timeout.
+fn stop_signal() -> io::Result<impl Future<Output = ()> + Send + 'static> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    })
 }
 
-pub fn serve(listener: TcpListener, data_dir: PathBuf) {
-    let state = Arc::new(State {
+/// Serves until `stop` completes, then lets open requests finish for at most `GRACE`.
+pub async fn serve(
+    listener: TcpListener,
+    data_dir: PathBuf,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    let state = Arc::new(AppState {
         data_dir,
         cache: Cache::default(),
-        ws_sessions: AtomicUsize::new(0),
+        live_sessions: AtomicUsize::new(0),
     });
-    if let Ok(addr) = listener.local_addr() {
+    eprintln!(
+        "csv-explorer {} listening on http://{}/, files from {}",
+        env!("CARGO_PKG_VERSION"),
+        listener.local_addr()?,
+        state.data_dir.display()
+    );
+    // Summarise the files in the background so the first page view is fast.
+    let warm = state.clone();
+    drop(tokio::task::spawn_blocking(move || {
+        if let Ok(files) = summary::list_files(&warm.data_dir) {
+            for f in &files {
+                warm.cache.get(f);
+            }
+        }
+    }));
+    let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
+    let graceful = axum::serve(listener, router(state)).with_graceful_shutdown(async move {
+        stop.await;
+        eprintln!("csv-explorer: stopping");
+        let _ = stopping.send(());
+    });
+    tokio::select! {
+        served = graceful => served,
+        _ = async {
+            let _ = stopped.await;
+            tokio::time::sleep(GRACE).await;
+        } => Ok(()),
+    }
+}
+
+pub fn router(state: Shared) -> Router {
+    Router::new()
+        .route("/", get(index))
+        .route("/index.html", get(index))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/api/files", get(api_files))
+        .route("/ws", get(live::upgrade))
+        .route("/files/{*name}", get(file))
+        .fallback(|| async { text(StatusCode::NOT_FOUND, "not found") })
+        .layer(middleware::from_fn(log_and_mark))
+        .with_state(state)
+}
+
+/// Every answer: never sniffed, never cached (the files change under the same name), and
+/// logged (but for the readiness probe's).
+async fn log_and_mark(req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let (method, path) = (req.method().clone(), req.uri().path().to_owned());
+    let mut res = next.run(req).await;
+    let headers = res.headers_mut();
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if path != "/healthz" || res.status() != StatusCode::OK {
         eprintln!(
-            "csv-explorer {} listening on http://{addr}/, files from {}",
-            env!("CARGO_PKG_VERSION"),
-            state.data_dir.display()
+            "{method} {path} {} {}ms",
+            res.status().as_u16(),
+            started.elapsed().as_millis()
         );
     }
-    // Summarise the files in the background so the first page view is fast.
-    {
-        let state = state.clone();
-        let _ = thread::Builder::new().name("warm".into()).spawn(move || {
-            if let Ok(files) = summary::list_files(&state.data_dir) {
-                for f in &files {
-                    state.cache.get(f);
-                }
-            }
-        });
-    }
-    let active = Arc::new(AtomicUsize::new(0));
-    for conn in listener.incoming() {
-        let mut stream = match conn {
-            Ok(s) => s,
-            Err(e) => {
-                // EMFILE and friends: back off instead of spinning.
-                eprintln!("accept: {e}");
-                thread::sleep(Duration::from_millis(50));
-                continue;
-            }
+    res
+}
+
+pub fn text(status: StatusCode, body: &str) -> Response {
+    (status, format!("{body}\n")).into_response()
+}
+
+/// Runs file work off the async thread.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, Response> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|_| text(StatusCode::INTERNAL_SERVER_ERROR, "internal error"))
+}
+
+/// Every listed file's summary (cached), or why the directory cannot be read.
+fn summaries(state: &AppState) -> Result<Vec<Arc<FileSummary>>, String> {
+    let files = summary::list_files(&state.data_dir).map_err(|e| {
+        format!(
+            "Cannot read the data directory {}: {e}",
+            state.data_dir.display()
+        )
+    })?;
+    let names: Vec<&str> = files.iter().map(|f| f.name.as_str()).collect();
+    state.cache.retain(&names);
+    Ok(files.iter().map(|f| state.cache.get(f)).collect())
+}
+
+async fn index(State(state): State<Shared>) -> Response {
+    let page = blocking(move || {
+        // Read at every view: testdrive may write it after the server started.
+        let prospect = prospect::load(&state.data_dir);
+        let (files, problem) = match summaries(&state) {
+            Ok(files) => (files, None),
+            Err(problem) => (Vec::new(), Some(problem)),
         };
-        if active.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
-            active.fetch_sub(1, Ordering::SeqCst);
-            let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
-            let resp = Response::text(503, "too many connections").header("Retry-After", "1");
-            let _ = http::write_response(&mut stream, &resp, false, false);
-            continue;
-        }
-        let slot = Slot(active.clone());
-        let state = state.clone();
-        let spawned = thread::Builder::new().name("conn".into()).spawn(move || {
-            let _slot = slot;
-            handle_connection(stream, &state);
-        });
-        if let Err(e) = spawned {
-            eprintln!("cannot start a thread: {e}");
-        }
+        html::index(
+            &state.data_dir.display().to_string(),
+            &files,
+            problem.as_deref(),
+            prospect.as_ref(),
+        )
+    })
+    .await;
+    match page {
+        Ok(page) => (
+            [
+                (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+                (header::CONTENT_SECURITY_POLICY, html::CSP),
+                (header::REFERRER_POLICY, "no-referrer"),
+            ],
+            page,
+        )
+            .into_response(),
+        Err(res) => res,
     }
 }
 
-enum Reply {
-    Resp(Response),
-    File {
-        file: File,
-        len: u64,
-        content_type: &'static str,
-    },
-    Upgrade(String),
-}
-
-fn handle_connection(stream: TcpStream, state: &State) {
-    let _ = stream.set_nodelay(true);
-    let _ = stream.set_read_timeout(Some(IDLE_TIMEOUT));
-    let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
-    let Ok(read_half) = stream.try_clone() else {
-        return;
-    };
-    let mut reader = BufReader::with_capacity(8 * 1024, read_half);
-    let mut w = stream;
-    loop {
-        let req = match http::read_request(&mut reader) {
-            Ok(Some(r)) => r,
-            Ok(None) | Err(HttpError::Io) => return,
-            Err(e) => {
-                let resp = match e {
-                    HttpError::TooLarge => Response::text(431, "request head too large"),
-                    HttpError::Version => Response::text(505, "HTTP/1.x only"),
-                    HttpError::Bad(what) => Response::text(400, &format!("bad request: {what}")),
-                    HttpError::Io => return,
-                };
-                let _ = http::write_response(&mut w, &resp, false, false);
-                linger_close(&w, &mut reader);
-                return;
+async fn api_files(State(state): State<Shared>) -> Response {
+    let body = blocking(move || {
+        let data_dir = state.data_dir.display().to_string();
+        match summaries(&state) {
+            Ok(files) => {
+                let files: Vec<_> = files.iter().map(|f| f.to_json()).collect();
+                let v = serde_json::json!({ "data_dir": data_dir, "files": files });
+                (StatusCode::OK, v)
             }
-        };
-        let started = Instant::now();
-        let is_head = req.method == "HEAD";
-        let body_ok = http::discard_body(&mut reader, &req);
-        let keep_alive = req.keep_alive() && body_ok;
-        let reply = if matches!(req.method.as_str(), "GET" | "HEAD") {
-            route(state, &req)
-        } else {
-            Reply::Resp(Response::text(405, "method not allowed").header("Allow", "GET, HEAD"))
-        };
-        let status = match &reply {
-            Reply::Resp(r) => r.status,
-            Reply::File { .. } => 200,
-            Reply::Upgrade(_) => 101,
-        };
-        if req.path != "/healthz" || status != 200 {
-            eprintln!(
-                "{} {} {status} {}ms",
-                req.method,
-                req.path,
-                started.elapsed().as_millis()
-            );
+            Err(problem) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                serde_json::json!({ "error": problem }),
+            ),
         }
-        let ok = match reply {
-            Reply::Resp(resp) => {
-                let resp = resp
-                    .header("X-Content-Type-Options", "nosniff")
-                    .header("Cache-Control", "no-store");
-                http::write_response(&mut w, &resp, is_head, keep_alive).is_ok()
-            }
-            Reply::File {
-                file,
-                len,
-                content_type,
-            } => send_file(&mut w, file, len, content_type, is_head, keep_alive),
-            Reply::Upgrade(accept) => {
-                let slot = state.ws_sessions.fetch_add(1, Ordering::SeqCst);
-                if slot >= MAX_WS || !body_ok {
-                    state.ws_sessions.fetch_sub(1, Ordering::SeqCst);
-                    let resp = if body_ok {
-                        Response::text(503, "too many live-search sessions")
-                    } else {
-                        Response::text(400, "an upgrade request has no body")
-                    };
-                    let _ = http::write_response(&mut w, &resp, false, false);
-                    linger_close(&w, &mut reader);
-                    return;
-                }
-                let head = http::head(
-                    101,
-                    &[
-                        ("Upgrade", "websocket".into()),
-                        ("Connection", "Upgrade".into()),
-                        ("Sec-WebSocket-Accept", accept),
-                    ],
-                    None,
-                    false,
-                );
-                if w.write_all(&head).is_ok() {
-                    ws::session(reader, w, state.data_dir.clone());
-                }
-                state.ws_sessions.fetch_sub(1, Ordering::SeqCst);
-                return;
-            }
-        };
-        if !ok {
-            return;
+    })
+    .await;
+    match body {
+        Ok((status, v)) => {
+            let mut body = serde_json::to_vec_pretty(&v).unwrap_or_default();
+            body.push(b'\n');
+            (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
         }
-        if !keep_alive {
-            if !body_ok {
-                linger_close(&w, &mut reader);
-            }
-            return;
-        }
+        Err(res) => res,
     }
 }
 
-/// Closes after an error without resetting the connection: unread request
-/// bytes would make the kernel send RST, and the client could lose our
-/// response. Shut down our side, then drain for a short while.
-fn linger_close(w: &TcpStream, reader: &mut BufReader<TcpStream>) {
-    let _ = w.shutdown(Shutdown::Write);
-    let _ = w.set_read_timeout(Some(Duration::from_millis(500)));
-    let mut buf = [0u8; 8192];
-    let mut total = 0;
-    while total < 1 << 20 {
-        match reader.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => total += n,
-        }
-    }
-}
-
-fn send_file(
-    w: &mut TcpStream,
-    file: File,
-    len: u64,
-    content_type: &str,
-    is_head: bool,
-    keep_alive: bool,
-) -> bool {
-    let headers = [
-        ("Content-Type", content_type.to_string()),
-        ("X-Content-Type-Options", "nosniff".to_string()),
-        ("Cache-Control", "no-store".to_string()),
-    ];
-    if w.write_all(&http::head(200, &headers, Some(len), keep_alive))
-        .is_err()
-    {
-        return false;
-    }
-    if is_head {
-        return true;
-    }
-    // io::copy uses sendfile(2) for File -> TcpStream.
-    matches!(io::copy(&mut file.take(len), w), Ok(n) if n == len)
-}
-
-fn route(state: &State, req: &Request) -> Reply {
-    match req.path.as_str() {
-        "/" | "/index.html" => Reply::Resp(index(state)),
-        "/healthz" => Reply::Resp(Response::new(200, "text/plain; charset=utf-8", "ok")),
-        "/api/files" => Reply::Resp(api_files(state)),
-        "/ws" => match ws::check_handshake(req) {
-            Ok(accept) if req.method == "GET" => Reply::Upgrade(accept),
-            Ok(_) => Reply::Resp(Response::text(400, "WebSocket upgrade needs GET")),
-            Err(resp) => Reply::Resp(resp),
-        },
-        p => match p.strip_prefix("/files/") {
-            Some(name) => file(&state.data_dir, name),
-            None => Reply::Resp(Response::text(404, "not found")),
-        },
-    }
-}
-
-fn file(dir: &Path, raw_name: &str) -> Reply {
-    let Some(name) = http::percent_decode(raw_name) else {
-        return Reply::Resp(Response::text(400, "bad file name"));
-    };
+/// A file exactly as uploaded, streamed. Regular files of the listing only: no
+/// directories, no links, nothing hidden (such as `.testdrive/`).
+async fn file(State(state): State<Shared>, Path(name): Path<String>) -> Response {
     if !summary::valid_name(&name) {
-        return Reply::Resp(Response::text(400, "bad file name"));
+        return text(StatusCode::BAD_REQUEST, "bad file name");
     }
-    let path = dir.join(&name);
-    let not_found = || Reply::Resp(Response::text(404, "no such file"));
-    // Regular files only: no symlinks, no directories.
-    match fs::symlink_metadata(&path) {
+    let path = state.data_dir.join(&name);
+    let not_found = || text(StatusCode::NOT_FOUND, "no such file");
+    match tokio::fs::symlink_metadata(&path).await {
         Ok(m) if m.is_file() => {}
         _ => return not_found(),
     }
-    let Ok(file) = File::open(&path) else {
+    let Ok(file) = tokio::fs::File::open(&path).await else {
         return not_found();
     };
-    let Ok(meta) = file.metadata() else {
+    let Ok(meta) = file.metadata().await else {
         return not_found();
     };
-    Reply::File {
-        file,
-        len: meta.len(),
-        content_type: summary::content_type(&name),
-    }
-}
-
-fn summaries(state: &State) -> (Vec<Arc<summary::FileSummary>>, Option<String>) {
-    match summary::list_files(&state.data_dir) {
-        Ok(files) => {
-            let names: Vec<&str> = files.iter().map(|f| f.name.as_str()).collect();
-            state.cache.retain(&names);
-            (files.iter().map(|f| state.cache.get(f)).collect(), None)
-        }
-        Err(e) => (
-            Vec::new(),
-            Some(format!(
-                "Cannot read the data directory {}: {e}",
-                state.data_dir.display()
-            )),
-        ),
-    }
-}
-
-fn index(state: &State) -> Response {
-    let (files, problem) = summaries(state);
-    let page = html::index(
-        &state.data_dir.display().to_string(),
-        &files,
-        problem.as_deref(),
-    );
-    Response::new(200, "text/html; charset=utf-8", page)
-        .header("Content-Security-Policy", html::CSP)
-        .header("Referrer-Policy", "no-referrer")
-}
-
-fn api_files(state: &State) -> Response {
-    let (files, problem) = summaries(state);
-    if let Some(p) = problem {
-        let mut r = Response::json(&serde_json::json!({ "error": p }));
-        r.status = 500;
-        return r;
-    }
-    let files: Vec<_> = files.iter().map(|f| f.to_json()).collect();
-    Response::json(&serde_json::json!({
-        "data_dir": state.data_dir.display().to_string(),
-        "files": files,
-    }))
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                summary::content_type(&name).to_string(),
+            ),
+            (header::CONTENT_LENGTH, meta.len().to_string()),
+        ],
+        Body::from_stream(tokio_util::io::ReaderStream::with_capacity(file, 64 * 1024)),
+    )
+        .into_response()
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
-    use std::io::{BufRead, Read};
-    use std::net::SocketAddr;
+    use std::fs;
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::{SocketAddr, TcpStream};
+    use std::thread;
 
-    fn start(files: &[(&str, &[u8])]) -> (SocketAddr, PathBuf) {
-        let dir = std::env::temp_dir().join(format!(
-            "csv-explorer-server-{}-{:?}",
-            std::process::id(),
-            thread::current().id()
-        ));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
+    /// A server on a free port over a fresh directory holding `files`; it stops when
+    /// `stop` ends. Returns its address and directory, and the thread it runs on.
+    pub fn start_with(
+        files: &[(&str, &[u8])],
+        stop: impl Future<Output = ()> + Send + 'static,
+    ) -> (SocketAddr, PathBuf, thread::JoinHandle<()>) {
+        let dir = crate::summary::tests::temp_dir("server");
         for (name, content) in files {
+            if let Some(parent) = std::path::Path::new(name).parent() {
+                fs::create_dir_all(dir.join(parent)).unwrap();
+            }
             fs::write(dir.join(name), content).unwrap();
         }
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
         let d = dir.clone();
-        thread::spawn(move || serve(listener, d));
+        let server = thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let listener = TcpListener::from_std(listener).unwrap();
+                serve(listener, d, stop).await.unwrap();
+            });
+            rt.shutdown_background();
+        });
+        (addr, dir, server)
+    }
+
+    pub fn start(files: &[(&str, &[u8])]) -> (SocketAddr, PathBuf) {
+        let (addr, dir, _) = start_with(files, std::future::pending());
         (addr, dir)
     }
 
-    /// Reads one response: (status, headers, body).
-    fn response(r: &mut BufReader<TcpStream>, head_only: bool) -> (u16, String, Vec<u8>) {
+    /// Reads one response: (status, head, body).
+    pub fn response(r: &mut BufReader<TcpStream>, head_only: bool) -> (u16, String, Vec<u8>) {
         let mut head = String::new();
         loop {
             let mut line = String::new();
@@ -391,33 +307,59 @@ mod tests {
             if line == "\r\n" || line.is_empty() {
                 break;
             }
-            head.push_str(&line);
+            head.push_str(&line.to_ascii_lowercase());
         }
         let status = head[9..12].parse().unwrap();
         let len = head
             .lines()
-            .find_map(|l| l.strip_prefix("Content-Length: "))
-            .map(|v| v.trim().parse::<usize>().unwrap())
-            .unwrap_or(0);
-        let mut body = vec![0; if head_only { 0 } else { len }];
-        r.read_exact(&mut body).unwrap();
+            .find_map(|l| l.strip_prefix("content-length: "))
+            .map(|v| v.trim().parse::<usize>().unwrap());
+        let mut body = Vec::new();
+        if !head_only {
+            match len {
+                Some(len) => {
+                    body.resize(len, 0);
+                    r.read_exact(&mut body).unwrap();
+                }
+                None if head.contains("transfer-encoding: chunked") => loop {
+                    let mut size = String::new();
+                    r.read_line(&mut size).unwrap();
+                    let size = usize::from_str_radix(size.trim(), 16).unwrap();
+                    let mut chunk = vec![0; size + 2];
+                    r.read_exact(&mut chunk).unwrap();
+                    if size == 0 {
+                        break;
+                    }
+                    body.extend_from_slice(&chunk[..size]);
+                },
+                None => {}
+            }
+        }
         (status, head, body)
     }
 
-    fn connect(addr: SocketAddr) -> (TcpStream, BufReader<TcpStream>) {
+    pub fn connect(addr: SocketAddr) -> (TcpStream, BufReader<TcpStream>) {
         let s = TcpStream::connect(addr).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         let r = BufReader::new(s.try_clone().unwrap());
         (s, r)
     }
 
-    const CSV: &[u8] = b"region,amount\n\"North, East\",10\nSouth,2.5\n";
+    pub const CSV: &[u8] = b"region,amount\n\"North, East\",10\nSouth,2.5\n";
 
     #[test]
     fn http_end_to_end() {
         let (addr, dir) = start(&[
             ("sales.csv", CSV),
             ("people.json", br#"[{"name":"Ann","age":41}]"#),
+            (
+                "events.ndjson",
+                b"{\"what\": \"launch\"}\n{\"what\": \"party\"}\n",
+            ),
+            (
+                ".testdrive/prospect.json",
+                br#"{"company": "Initech <Ltd>"}"#,
+            ),
         ]);
         let (mut s, mut r) = connect(addr);
         // Keep-alive: several requests on one connection.
@@ -430,36 +372,60 @@ mod tests {
         let (status, head, body) = response(&mut r, false);
         let page = String::from_utf8(body).unwrap();
         assert_eq!(status, 200);
-        assert!(head.contains("text/html"));
+        assert!(head.contains("text/html") && head.contains("content-security-policy"));
+        assert!(head.contains("x-content-type-options: nosniff"));
         assert!(page.contains("North, East") && page.contains("people.json"));
         assert!(page.contains("href=\"files/sales.csv\""));
+        assert!(page.contains("launch") && page.contains("NDJSON"));
+        assert!(page.contains("Prepared for <strong id=\"prospect-company\">Initech &lt;Ltd&gt;"));
+        assert!(
+            !page.contains("prospect.json"),
+            "testdrive's directory is not listed"
+        );
 
-        s.write_all(b"GET /files/sales.csv HTTP/1.1\r\n\r\n")
+        s.write_all(b"GET /files/sales.csv HTTP/1.1\r\nHost: x\r\n\r\n")
             .unwrap();
         let (status, head, body) = response(&mut r, false);
         assert_eq!((status, body.as_slice()), (200, CSV));
         assert!(head.contains("text/csv"));
 
-        s.write_all(b"HEAD /files/sales.csv HTTP/1.1\r\n\r\n")
+        s.write_all(b"HEAD /files/sales.csv HTTP/1.1\r\nHost: x\r\n\r\n")
             .unwrap();
         let (status, head, _) = response(&mut r, true);
         assert_eq!(status, 200);
-        assert!(head.contains(&format!("Content-Length: {}", CSV.len())));
+        assert!(
+            head.contains(&format!("content-length: {}", CSV.len())),
+            "{head}"
+        );
 
-        s.write_all(b"GET /api/files HTTP/1.1\r\n\r\n").unwrap();
+        s.write_all(b"GET /api/files HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
         let (_, _, body) = response(&mut r, false);
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
-        assert_eq!(v["files"][1]["name"], "sales.csv");
-        assert_eq!(v["files"][1]["columns"][1]["type"], "number");
-        assert_eq!(v["files"][0]["columns"][1]["max"], 41);
+        assert_eq!(v["files"][2]["name"], "sales.csv");
+        assert_eq!(v["files"][2]["columns"][1]["type"], "number");
+        assert_eq!(v["files"][1]["columns"][1]["max"], 41);
+        assert_eq!(v["files"][0]["rows"], 2);
 
         for (req, want) in [
-            (&b"GET /nope HTTP/1.1\r\n\r\n"[..], 404),
-            (b"GET /files/missing.csv HTTP/1.1\r\n\r\n", 404),
-            (b"GET /files/..%2Fsecret HTTP/1.1\r\n\r\n", 400),
-            (b"GET /files/%2e%2e HTTP/1.1\r\n\r\n", 400),
-            (b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello", 405),
-            (b"GET /ws HTTP/1.1\r\n\r\n", 426),
+            (&b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n"[..], 404),
+            (b"GET /files/missing.csv HTTP/1.1\r\nHost: x\r\n\r\n", 404),
+            (b"GET /files/..%2Fsecret HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+            (b"GET /files/%2e%2e HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+            (
+                b"GET /files/.testdrive/prospect.json HTTP/1.1\r\nHost: x\r\n\r\n",
+                400,
+            ),
+            (
+                b"GET /files/.testdrive%2Fprospect.json HTTP/1.1\r\nHost: x\r\n\r\n",
+                400,
+            ),
+            (b"GET /files/.testdrive HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+            (
+                b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello",
+                405,
+            ),
+            (b"GET /ws HTTP/1.1\r\nHost: x\r\n\r\n", 426),
         ] {
             s.write_all(req).unwrap();
             assert_eq!(
@@ -470,80 +436,29 @@ mod tests {
             );
         }
         // Still the same connection after all that.
-        s.write_all(b"GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n")
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
             .unwrap();
-        let (_, head, _) = response(&mut r, false);
-        assert!(head.contains("Connection: close"));
+        let (status, _, _) = response(&mut r, false);
+        assert_eq!(status, 200);
         let mut rest = Vec::new();
         r.read_to_end(&mut rest).unwrap();
         assert!(rest.is_empty());
-
-        // Garbage and oversized heads get an error, then the connection closes.
-        let (mut s, mut r) = connect(addr);
-        s.write_all(b"\x16\x03\x01 garbage\r\n\r\n").unwrap();
-        assert_eq!(response(&mut r, false).0, 400);
-        let (mut s, mut r) = connect(addr);
-        let mut big = b"GET / HTTP/1.1\r\nX: ".to_vec();
-        big.extend(vec![b'a'; 20_000]);
-        let _ = s.write_all(&big);
-        assert_eq!(response(&mut r, false).0, 431);
         fs::remove_dir_all(dir).unwrap();
     }
 
+    /// The stop is graceful and prompt: an idle keep-alive connection does not hold it.
     #[test]
-    fn websocket_search() {
-        let (addr, dir) = start(&[("sales.csv", CSV)]);
+    fn stops_promptly() {
+        let (addr, dir, server) = start_with(&[("a.csv", b"a\n1\n")], async {
+            tokio::time::sleep(Duration::from_millis(300)).await
+        });
         let (mut s, mut r) = connect(addr);
-        s.write_all(
-            b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-        )
-        .unwrap();
-        let (status, head, _) = response(&mut r, true);
-        assert_eq!(status, 101);
-        assert!(head.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo="));
-
-        let read_server_frame = |r: &mut BufReader<TcpStream>| {
-            let mut h = [0u8; 2];
-            r.read_exact(&mut h).unwrap();
-            let mut len = (h[1] & 0x7f) as usize;
-            if len == 126 {
-                let mut b = [0u8; 2];
-                r.read_exact(&mut b).unwrap();
-                len = u16::from_be_bytes(b) as usize;
-            }
-            let mut p = vec![0; len];
-            r.read_exact(&mut p).unwrap();
-            (h[0] & 0x0f, p)
-        };
-        let frame = |fin: bool, op: u8, p: &[u8]| crate::ws::tests::client_frame(fin, op, p);
-
-        s.write_all(&frame(true, ws::OP_PING, b"hi")).unwrap();
-        assert_eq!(read_server_frame(&mut r), (ws::OP_PONG, b"hi".to_vec()));
-
-        // A fragmented text message: "NORTH" in two parts.
-        s.write_all(&frame(false, ws::OP_TEXT, b"NOR")).unwrap();
-        s.write_all(&frame(true, ws::OP_CONT, b"TH")).unwrap();
-        let (op, p) = read_server_frame(&mut r);
-        assert_eq!(op, ws::OP_TEXT);
-        let v: serde_json::Value = serde_json::from_slice(&p).unwrap();
-        assert_eq!(v["query"], "NORTH");
-        assert_eq!(v["matches"], 1);
-        assert_eq!(v["rows"][0]["file"], "sales.csv");
-        assert_eq!(
-            v["rows"][0]["row"],
-            serde_json::json!(["North, East", "10"])
-        );
-
-        s.write_all(&frame(true, ws::OP_CLOSE, &1000u16.to_be_bytes()))
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
             .unwrap();
-        assert_eq!(
-            read_server_frame(&mut r),
-            (ws::OP_CLOSE, 1000u16.to_be_bytes().to_vec())
-        );
-        let mut rest = Vec::new();
-        r.read_to_end(&mut rest).unwrap();
-        assert!(rest.is_empty());
+        assert_eq!(response(&mut r, false).0, 200);
+        let started = Instant::now();
+        server.join().unwrap();
+        assert!(started.elapsed() < GRACE, "{:?}", started.elapsed());
         fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -328,11 +328,13 @@ impl TableBuilder {
     }
 
     pub fn cell(&mut self, i: usize, v: &str) {
+        if i >= MAX_COLUMNS {
+            // Counted once per column, however many rows reach it.
+            self.extra_columns = self.extra_columns.max((i + 1 - MAX_COLUMNS) as u64);
+            return;
+        }
         while i >= self.columns.len() {
-            let name = layout::column_name(self.columns.len());
-            if self.add_column(name).is_none() {
-                return;
-            }
+            self.add_column(layout::column_name(self.columns.len()));
         }
         self.columns[i].add(v, &mut self.budget);
         if self.rows < PREVIEW_ROWS as u64 {
@@ -491,6 +493,15 @@ mod tests {
         assert_eq!((t.columns[1].non_empty, t.columns[1].empty), (2, 1));
         assert_eq!((t.columns[2].non_empty, t.columns[2].empty), (1, 2));
         assert_eq!(t.preview[2], ["3", "y", "extra"]);
+        let mut t = TableBuilder::new(Vec::new(), Dialect::default());
+        for _ in 0..3 {
+            for i in 0..MAX_COLUMNS + 2 {
+                t.cell(i, "x");
+            }
+            t.end_row(MAX_COLUMNS + 2);
+        }
+        let t = t.finish();
+        assert_eq!((t.columns.len(), t.extra_columns), (MAX_COLUMNS, 2));
     }
 
     #[test]

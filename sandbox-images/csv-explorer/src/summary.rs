@@ -1,17 +1,18 @@
-//! Listing the data directory and summarising each file (cached per
-//! size + mtime).
+//! The data directory: which files it lists (never a dot-file or dot-directory such as
+//! testdrive's `.testdrive/`), and each file's summary, cached per size + mtime.
 
 use std::collections::HashMap;
 use std::fs::{self, File};
-use std::io::{self, BufRead, BufReader};
+use std::io::{self, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::csvparse::{CsvReader, Record};
-use crate::jsonscan::{self, ColumnMap, RowSink, Shape};
+use tabular::Dialect;
+
+use crate::delimited::{self, Reader};
+use crate::records::{self, Columns, Element, Shape, Stop};
 use crate::stats::{Table, TableBuilder};
-use tabular::{Dialect, layout};
 
 /// Most files listed from the data directory.
 pub const MAX_FILES: usize = 500;
@@ -21,6 +22,8 @@ const READ_BUF: usize = 256 * 1024;
 pub enum Kind {
     Csv,
     Json,
+    /// One JSON value per line (`.ndjson`, `.jsonl`).
+    Ndjson,
     Other,
 }
 
@@ -30,6 +33,7 @@ impl Kind {
         match ext.as_deref() {
             Some("csv" | "tsv" | "tab") => Kind::Csv,
             Some("json") => Kind::Json,
+            Some("ndjson" | "jsonl") => Kind::Ndjson,
             _ => Kind::Other,
         }
     }
@@ -38,6 +42,7 @@ impl Kind {
         match self {
             Kind::Csv => "csv",
             Kind::Json => "json",
+            Kind::Ndjson => "ndjson",
             Kind::Other => "other",
         }
     }
@@ -49,12 +54,15 @@ pub fn content_type(name: &str) -> &'static str {
         Some("csv") => "text/csv; charset=utf-8",
         Some("tsv" | "tab") => "text/tab-separated-values; charset=utf-8",
         Some("json") => "application/json",
+        Some("ndjson" | "jsonl") => "application/x-ndjson",
         Some("txt" | "log" | "md") => "text/plain; charset=utf-8",
         _ => "application/octet-stream",
     }
 }
 
-/// A file name that may be served: no path separators, no `..`, not hidden.
+/// A file name that may be listed and served: no path separators, no `..`, not hidden (a
+/// dot-file, or a dot-directory such as `.testdrive/` where testdrive keeps what the
+/// prospect told the vendor, is never data).
 pub fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && !name.starts_with('.')
@@ -171,9 +179,14 @@ impl FileSummary {
                 );
             }
             Some(Shape::Array { len, objects }) => {
+                let kind = if self.kind == Kind::Ndjson {
+                    "lines"
+                } else {
+                    "array"
+                };
                 o.insert(
                     "json".into(),
-                    serde_json::json!({"type": "array", "length": len, "objects": objects}),
+                    serde_json::json!({"type": kind, "length": len, "objects": objects}),
                 );
             }
             None => {}
@@ -206,7 +219,7 @@ pub fn summarize(e: &Entry) -> FileSummary {
     }
     let result = match s.kind {
         Kind::Csv => summarize_csv(&e.path, &e.name, &mut s),
-        Kind::Json => summarize_json(&e.path, &mut s),
+        Kind::Json | Kind::Ndjson => summarize_json(&e.path, &mut s),
         Kind::Other => Ok(()),
     };
     if let Err(err) = result {
@@ -219,121 +232,53 @@ pub fn summarize(e: &Entry) -> FileSummary {
 /// What a file is when its bytes are not text (a workbook renamed `.csv`): never read as a
 /// table.
 fn not_text(path: &Path) -> Option<&'static str> {
-    let mut r = open_buffered(path).ok()?;
-    let head = r.fill_buf().ok()?;
-    tabular::sniff::Content::sniff(&head[..head.len().min(SNIFF_BYTES)]).describe()
+    let mut head = Vec::with_capacity(tabular::sniff::HEAD_BYTES);
+    File::open(path)
+        .ok()?
+        .take(tabular::sniff::HEAD_BYTES as u64)
+        .read_to_end(&mut head)
+        .ok()?;
+    tabular::sniff::Content::sniff(&head).describe()
 }
 
 pub fn open_buffered(path: &Path) -> io::Result<BufReader<File>> {
     Ok(BufReader::with_capacity(READ_BUF, File::open(path)?))
 }
 
-/// How a delimited file is laid out: its dialect, and whether its first record names the
-/// columns (by `tabular`'s rules, shared with testdrive's report).
-#[derive(Clone, Debug)]
-pub struct Layout {
-    pub dialect: Dialect,
-    pub header: bool,
-    /// One per field of the first record: its names, or `column 1…n`.
-    pub names: Vec<String>,
-}
-
-/// The head of a file looked at for its dialect.
-const SNIFF_BYTES: usize = 64 * 1024;
-/// Characters of a field kept to decide on the header.
-const HEADER_FIELD_CHARS: usize = 200;
-
-fn dialect_of(r: &mut BufReader<File>, name: &str) -> io::Result<Dialect> {
-    let head = r.fill_buf()?;
-    let head = &head[..head.len().min(SNIFF_BYTES)];
-    let lower = name.to_ascii_lowercase();
-    Ok(if lower.ends_with(".tsv") || lower.ends_with(".tab") {
-        Dialect::sniff_with_delimiter(head, b'\t')
-    } else {
-        Dialect::sniff(head)
-    })
-}
-
-/// Opens a CSV file with its sniffed delimiter (tab for .tsv/.tab), at its first record.
-pub fn open_csv(path: &Path, name: &str) -> io::Result<CsvReader<BufReader<File>>> {
-    let mut r = open_buffered(path)?;
-    let dialect = dialect_of(&mut r, name)?;
-    Ok(CsvReader::new(r, dialect.delimiter))
-}
-
-/// Reads the first records of a file to learn its layout. The caller opens it again to
-/// read it through: nothing here is held beyond a few rows' short fields.
-pub fn table_layout(path: &Path, name: &str) -> io::Result<Layout> {
-    let mut r = open_buffered(path)?;
-    let dialect = dialect_of(&mut r, name)?;
-    let mut r = CsvReader::new(r, dialect.delimiter);
-    let mut rec = Record::default();
-    let mut rows: Vec<Vec<String>> = Vec::new();
-    while rows.len() <= layout::HEADER_SAMPLE_ROWS && r.read_record(&mut rec)? {
-        rows.push(
-            rec.iter()
-                .take(crate::stats::MAX_COLUMNS)
-                .map(|c| crate::stats::truncate_chars(&c, HEADER_FIELD_CHARS))
-                .collect(),
-        );
-    }
-    let Some((first, below)) = rows.split_first() else {
-        return Ok(Layout {
-            dialect,
-            header: false,
-            names: Vec::new(),
-        });
-    };
-    // The prospect's own view of their file: a first line that could be names is taken as
-    // names (testdrive's report, for the vendor, takes it only when it can be nothing else).
-    let header = layout::first_line(first, below, &dialect) != layout::FirstLine::Data;
-    let names = if header {
-        first.iter().map(|n| n.trim().to_string()).collect()
-    } else {
-        (0..first.len()).map(layout::column_name).collect()
-    };
-    Ok(Layout {
-        dialect,
-        header,
-        names,
-    })
-}
-
 fn summarize_csv(path: &Path, name: &str, s: &mut FileSummary) -> io::Result<()> {
-    let layout = table_layout(path, name)?;
-    let mut r = CsvReader::new(open_buffered(path)?, layout.dialect.delimiter);
+    let layout = delimited::layout(path, name)?;
     s.delimiter = Some(layout.dialect.delimiter);
     s.header = Some(layout.header);
-    let mut rec = Record::default();
     if layout.names.is_empty() {
         s.notes.push("The file is empty.".into());
         s.table = Some(TableBuilder::new(Vec::new(), layout.dialect).finish());
         return Ok(());
     }
+    let mut r = Reader::open(path, &layout.dialect)?;
     let mut width = None;
     if layout.header {
-        r.read_record(&mut rec)?;
-        width = Some(rec.n_fields);
+        r.read()?;
+        width = Some(r.fields());
     } else {
         s.notes
             .push("The first line holds data, not column names: the columns are numbered.".into());
     }
     let mut t = TableBuilder::new(layout.names, layout.dialect);
     let (mut ragged, mut first_ragged, mut truncated) = (0u64, 0u64, 0u64);
-    while r.read_record(&mut rec)? {
-        for (i, cell) in rec.iter().enumerate() {
+    while r.read()? {
+        for (i, cell) in r.cells().enumerate() {
             t.cell(i, &cell);
         }
-        t.end_row(rec.len());
+        t.end_row(r.fields());
         // The first line sets the width, header or not.
-        let width = *width.get_or_insert(rec.n_fields);
-        if rec.n_fields != width {
+        let width = *width.get_or_insert(r.fields());
+        if r.fields() != width {
             if ragged == 0 {
-                first_ragged = rec.line;
+                first_ragged = r.line();
             }
             ragged += 1;
         }
-        truncated += rec.truncated as u64;
+        truncated += u64::from(r.truncated());
     }
     if ragged > 0 {
         let width = width.unwrap_or_default();
@@ -346,7 +291,7 @@ fn summarize_csv(path: &Path, name: &str, s: &mut FileSummary) -> io::Result<()>
             "{truncated} row(s) had very long values, cut for the statistics."
         ));
     }
-    if let Some(l) = r.unterminated_quote_line {
+    if let Some(l) = r.unclosed_quote_line()? {
         s.notes.push(format!(
             "A quoted value starting on line {l} is never closed."
         ));
@@ -360,74 +305,53 @@ fn summarize_csv(path: &Path, name: &str, s: &mut FileSummary) -> io::Result<()>
     Ok(())
 }
 
-struct StatsSink {
-    map: ColumnMap,
-    table: TableBuilder,
-}
-
-impl RowSink for StatsSink {
-    fn column(&mut self, key: &str) -> Option<(usize, bool)> {
-        let (i, new) = self.map.get_or_add(key)?;
-        if new {
-            self.table.add_column(key.to_string());
-        }
-        Some((i, new))
-    }
-
-    fn row(&mut self, cells: &[String]) -> Result<(), String> {
-        for (i, c) in cells.iter().enumerate() {
-            self.table.cell(i, c);
-        }
-        self.table.end_row(cells.len());
-        Ok(())
-    }
-}
-
+/// A JSON array's elements (or an NDJSON file's values) as the rows of a table.
 fn summarize_json(path: &Path, s: &mut FileSummary) -> io::Result<()> {
-    let r = open_buffered(path)?;
-    let mut sink = StatsSink {
-        map: ColumnMap::default(),
-        table: TableBuilder::new(Vec::new(), Dialect::default()),
+    let mut columns = Columns::default();
+    let mut table = TableBuilder::new(Vec::new(), Dialect::default());
+    let mut each = |element: Element| -> Result<(), Stop> {
+        let known = columns.names.len();
+        columns.fill(&element);
+        for name in &columns.names[known..] {
+            table.add_column(name.clone());
+        }
+        for (i, c) in columns.cells().iter().enumerate() {
+            table.cell(i, c);
+        }
+        table.end_row(columns.cells().len());
+        Ok(())
     };
-    match jsonscan::scan(r, &mut sink) {
+    let r = open_buffered(path)?;
+    let read = if s.kind == Kind::Ndjson {
+        records::read_ndjson(r, &mut each)
+    } else {
+        records::read_json(r, &mut each)
+    };
+    match read {
         Ok(shape) => {
             if let Shape::Array { len, objects } = shape {
                 if objects < len && objects > 0 {
                     s.notes.push(format!(
                         "{} of {len} elements are not objects; they are shown in the {} column.",
                         len - objects,
-                        jsonscan::VALUE_COLUMN
+                        records::VALUE_COLUMN
                     ));
                 }
-                s.table = Some(
-                    std::mem::replace(
-                        &mut sink.table,
-                        TableBuilder::new(Vec::new(), Dialect::default()),
-                    )
-                    .finish(),
-                );
+                s.table = Some(table.finish());
             }
             s.shape = Some(shape);
         }
+        Err(e) if e.is_io() => return Err(io::Error::other(e)),
         Err(e) => {
-            if e.is_io() {
-                return Err(io::Error::other(e));
-            }
             s.error = Some(format!("Invalid JSON: {e}"));
-            if sink.table.rows() > 0 {
+            if table.rows() > 0 {
                 s.notes
                     .push("The table shows the rows read before the error.".into());
-                s.table = Some(
-                    std::mem::replace(
-                        &mut sink.table,
-                        TableBuilder::new(Vec::new(), Dialect::default()),
-                    )
-                    .finish(),
-                );
+                s.table = Some(table.finish());
             }
         }
     }
-    if sink.map.overflow {
+    if columns.overflow {
         s.notes.push(format!(
             "Only the first {} distinct keys are shown as columns.",
             crate::stats::MAX_COLUMNS
@@ -478,7 +402,7 @@ impl Cache {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::stats::{ColType, Scalar};
 
@@ -502,6 +426,9 @@ mod tests {
         assert!(!valid_name(""));
         assert_eq!(Kind::of("X.CSV"), Kind::Csv);
         assert_eq!(Kind::of("x.json"), Kind::Json);
+        assert_eq!(Kind::of("x.jsonl"), Kind::Ndjson);
+        assert_eq!(Kind::of("x.NDJSON"), Kind::Ndjson);
+        assert_eq!(content_type("x.jsonl"), "application/x-ndjson");
         assert_eq!(Kind::of("x"), Kind::Other);
     }
 
@@ -522,6 +449,9 @@ mod tests {
         fs::write(d.join("bad.json"), r#"[{"id":1},"#).unwrap();
         fs::create_dir(d.join("subdir")).unwrap();
         fs::write(d.join(".hidden"), "x").unwrap();
+        // testdrive's own directory, with what the prospect told the vendor: never data.
+        fs::create_dir(d.join(".testdrive")).unwrap();
+        fs::write(d.join(".testdrive/prospect.json"), r#"{"company": "x"}"#).unwrap();
 
         let files = list_files(&d).unwrap();
         let names: Vec<_> = files.iter().map(|f| f.name.as_str()).collect();
@@ -557,6 +487,46 @@ mod tests {
         let b = cache.get(&files[0]);
         assert!(b.error.as_deref().unwrap().starts_with("Invalid JSON"));
         assert_eq!(b.table.as_ref().unwrap().rows, 1);
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn ndjson_reads_as_a_table_of_records() {
+        let d = temp_dir("ndjson");
+        fs::write(
+            d.join("events.ndjson"),
+            "{\"id\": 1, \"when\": \"2024-01-02\", \"ok\": true}\n\
+             {\"id\": 2, \"ok\": false, \"extra\": {\"a\": 1}}\n",
+        )
+        .unwrap();
+        fs::write(d.join("cut.jsonl"), "{\"id\": 1}\n{\"id\": \n").unwrap();
+        let files = list_files(&d).unwrap();
+        let cut = summarize(&files[0]);
+        assert!(cut.error.as_deref().unwrap().starts_with("Invalid JSON"));
+        assert_eq!(cut.table.as_ref().unwrap().rows, 1);
+        let s = summarize(&files[1]);
+        assert_eq!(s.kind, Kind::Ndjson);
+        assert_eq!(s.error, None);
+        let t = s.table.as_ref().unwrap();
+        assert_eq!(t.rows, 2);
+        let columns: Vec<_> = t
+            .columns
+            .iter()
+            .map(|c| (c.name.as_str(), c.kind.as_str()))
+            .collect();
+        assert_eq!(
+            columns,
+            [
+                ("id", "integer"),
+                ("when", "date"),
+                ("ok", "boolean"),
+                ("extra", "text")
+            ]
+        );
+        assert_eq!(t.preview[1], ["2", "", "false", r#"{"a":1}"#]);
+        let v = s.to_json();
+        assert_eq!(v["json"]["type"], "lines");
+        assert_eq!(v["kind"], "ndjson");
         fs::remove_dir_all(&d).unwrap();
     }
 
