@@ -23,6 +23,7 @@ use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+use crate::domain::upload::NOTE_DIR;
 use crate::domain::{SandboxId, StagedFile};
 
 /// The user and group a demo runs as, who owns its data.
@@ -166,6 +167,38 @@ impl SandboxDirs {
         .await
     }
 
+    /// Puts `prospect.json` (`json`) into `data/.testdrive/`, both given to `owner`. The
+    /// directory is made beside `data/`, where the demo cannot reach, and renamed into
+    /// place: whatever the demo left under that name (a link, a file, a directory) is
+    /// removed first, never followed.
+    pub async fn place_note(
+        &self,
+        id: SandboxId,
+        json: &[u8],
+        owner: Owner,
+    ) -> Result<(), PlaceError> {
+        let (staged, target) = (self.dir(id).join("note"), self.data(id).join(NOTE_DIR));
+        let json = json.to_vec();
+        blocking(move || {
+            remove_entry(&staged)?;
+            private_dir(&staged)?;
+            let file = staged.join("prospect.json");
+            std::fs::write(&file, &json)?;
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(PRIVATE_FILE))?;
+            give(&file, owner)?;
+            give(&staged, owner)?;
+            if std::fs::rename(&staged, &target).is_ok() {
+                return Ok(());
+            }
+            // Something of the demo's is there (a rename onto a link or a file, or onto a
+            // directory that is not empty, fails): it goes, and the rename is tried once more.
+            remove_entry(&target)?;
+            std::fs::rename(&staged, &target)
+                .map_err(|_| PlaceError::Occupied(NOTE_DIR.to_string()))
+        })
+        .await
+    }
+
     /// Removes the sandbox's directory and everything in it (never through a link); whether
     /// there was one.
     pub async fn remove(&self, id: SandboxId) -> io::Result<bool> {
@@ -196,6 +229,21 @@ impl SandboxDirs {
             Ok(ids)
         })
         .await
+    }
+}
+
+/// Removes whatever is at `path` without following it: a link or a file, or a directory
+/// with everything in it. Nothing there is fine.
+fn remove_entry(path: &Path) -> io::Result<()> {
+    let removed = match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+        Ok(meta) if meta.is_dir() => std::fs::remove_dir_all(path),
+        Ok(_) => std::fs::remove_file(path),
+    };
+    match removed {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        other => other,
     }
 }
 
@@ -287,6 +335,46 @@ mod tests {
         dirs.remove(id).await.unwrap();
         assert_eq!(std::fs::read(outside.join("secret")).unwrap(), b"keep");
         assert!(!dirs.dir(id).exists());
+    }
+
+    #[tokio::test]
+    async fn the_note_replaces_whatever_the_demo_left_under_its_name_without_following_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let outside = tmp.path().join("outside");
+        std::fs::create_dir(&outside).unwrap();
+        let dirs = SandboxDirs::new(tmp.path().join("sandboxes"), None);
+        let owner = Owner {
+            uid: rustix::process::geteuid().as_raw(),
+            gid: rustix::process::getegid().as_raw(),
+        };
+        let note = |id| dirs.data(id).join(NOTE_DIR).join("prospect.json");
+        // Nothing there; a link to a directory outside; a file; a full directory.
+        let cases: [&dyn Fn(&Path); 4] = [
+            &|_| {},
+            &|data| std::os::unix::fs::symlink(&outside, data.join(NOTE_DIR)).unwrap(),
+            &|data| std::fs::write(data.join(NOTE_DIR), b"demo's").unwrap(),
+            &|data| {
+                std::fs::create_dir(data.join(NOTE_DIR)).unwrap();
+                std::fs::write(data.join(NOTE_DIR).join("prospect.json"), b"forged").unwrap();
+            },
+        ];
+        for left in cases {
+            let id = SandboxId::new();
+            dirs.prepare(id).await.unwrap();
+            left(&dirs.data(id));
+            dirs.place_note(id, b"{}\n", owner).await.unwrap();
+            assert_eq!(std::fs::read(note(id)).unwrap(), b"{}\n");
+            let dir = std::fs::symlink_metadata(dirs.data(id).join(NOTE_DIR)).unwrap();
+            assert!(dir.is_dir() && !dir.is_symlink());
+            assert_eq!(dir.mode() & 0o777, 0o700);
+            assert_eq!(std::fs::metadata(note(id)).unwrap().mode() & 0o777, 0o600);
+            assert!(
+                !dirs.dir(id).join("note").exists(),
+                "nothing staged is left"
+            );
+            dirs.remove(id).await.unwrap();
+        }
+        assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
     }
 
     #[test]

@@ -129,6 +129,66 @@
   }
   if (openLink && state.status !== "provisioning") openLink.hidden = false;
 
+  // What the prospect says to the vendor: a JSON body, the same page key.
+  function say(path, body, errorEl) {
+    errorEl.hidden = true;
+    return fetch(base + path, {
+      method: "POST",
+      headers: { Accept: "application/json", "Content-Type": "application/json", "X-Testdrive-Page": key },
+      body: JSON.stringify(body)
+    }).then(function (r) {
+      if (r.ok) return true;
+      return r.json().catch(function () { return {}; }).then(function (problem) {
+        errorEl.textContent = problem.detail || ("The server answered " + r.status + ".");
+        errorEl.hidden = false;
+        return false;
+      });
+    });
+  }
+
+  var contactOpen = document.getElementById("contact-open");
+  var contactForm = document.getElementById("contact-form");
+  if (contactOpen && contactForm) {
+    contactOpen.addEventListener("click", function () {
+      contactForm.hidden = false;
+      contactOpen.hidden = true;
+      document.getElementById("contact-message").focus();
+    });
+    contactForm.addEventListener("submit", function (e) {
+      e.preventDefault();
+      var message = document.getElementById("contact-message");
+      var send = document.getElementById("contact-send");
+      send.disabled = true;
+      say("/contact", { message: message.value }, document.getElementById("contact-error")).then(function (ok) {
+        send.disabled = false;
+        if (!ok) return;
+        message.value = "";
+        contactForm.hidden = true;
+        contactOpen.hidden = false;
+        document.getElementById("contact-sent").hidden = false;
+      });
+    });
+  }
+
+  var feedbackForm = document.getElementById("feedback-form");
+  if (feedbackForm) {
+    feedbackForm.addEventListener("submit", function (e) {
+      e.preventDefault();
+      var answers = {};
+      Array.prototype.forEach.call(feedbackForm.querySelectorAll("[data-question]"), function (el) {
+        if (el.value.trim() !== "") answers[el.dataset.question] = el.value;
+      });
+      var send = document.getElementById("feedback-send");
+      send.disabled = true;
+      say("/feedback", { answers: answers }, document.getElementById("feedback-error")).then(function (ok) {
+        send.disabled = false;
+        if (!ok) return;
+        feedbackForm.hidden = true;
+        document.getElementById("feedback-sent").hidden = false;
+      });
+    });
+  }
+
   Array.prototype.forEach.call(document.querySelectorAll("time[datetime]"), showTime);
   setInterval(tick, 1000);
   tick();

@@ -123,6 +123,12 @@
     if (total > maxBytes) {
       found.push("The files are too large: " + size(total) + " in all, at most " + size(maxBytes) + " accepted.");
     }
+    Array.prototype.forEach.call(form.querySelectorAll("[required]"), function (el) {
+      if (el.value.trim() === "") {
+        var label = form.querySelector("label[for='" + el.id + "']");
+        found.push("Please answer: " + (label ? label.textContent.replace(" (required)", "") : el.name) + ".");
+      }
+    });
     return found;
   }
 
@@ -163,6 +169,10 @@
   // What the prospect filled in, kept in this tab so that "Try again" after a failed trial
   // brings it back. Files cannot be: a page may not set a file input.
   var FIELDS = ["seconds", "email", "company", "needs"];
+  // The vendor's questions, `q.<id>`, in the order the page asks them.
+  Array.prototype.forEach.call(form.elements, function (el) {
+    if (el.name && el.name.indexOf("q.") === 0) FIELDS.push(el.name);
+  });
   var storeKey = "testdrive.form." + form.elements.demo.value;
 
   function keepAnswers() {
@@ -236,7 +246,8 @@
     // The demo field first: the server reads the form in order and needs it before files.
     var data = new FormData();
     data.append("demo", form.elements.demo.value);
-    ["seconds", "email", "company", "needs"].forEach(function (name) {
+    if (form.elements.invitation) data.append("invitation", form.elements.invitation.value);
+    FIELDS.forEach(function (name) {
       var field = form.elements[name];
       if (field && field.value.trim() !== "") data.append(name, field.value);
     });

@@ -8,6 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::conversation::{Answers, ContactMessage};
 use super::{EndReason, Timestamp};
 
 /// What went wrong with a sandbox, in words. It is shown to the vendor and operators,
@@ -119,6 +120,14 @@ pub enum SandboxEvent {
     FilesRemoved,
     /// Nothing of the sandbox is left: no container, volume or spooled upload.
     DataDeleted,
+    /// The prospect answered the demo's exit questions (what they chose to tell the vendor).
+    Feedback {
+        answers: Answers,
+    },
+    /// The prospect asked to talk to a person.
+    ContactRequested {
+        message: ContactMessage,
+    },
 }
 
 impl SandboxEvent {
@@ -147,6 +156,8 @@ impl SandboxEvent {
             VolumesRemoved => "volumes_removed",
             FilesRemoved => "files_removed",
             DataDeleted => "data_deleted",
+            Feedback { .. } => "feedback",
+            ContactRequested { .. } => "contact_requested",
         }
     }
 
@@ -194,6 +205,9 @@ impl SandboxEvent {
             DataDeleted => {
                 Some("no container, volume or spooled upload of this sandbox remains".to_string())
             }
+            Feedback { answers } => Some(format!("{} answer(s)", answers.len())),
+            // What they wrote is the vendor's to read in the report, not a line of history.
+            ContactRequested { .. } => Some("the prospect asked to talk to a person".to_string()),
             Loaded | Slept | ContainerRemoved | VolumesRemoved | FilesRemoved => None,
         }
     }
@@ -269,6 +283,12 @@ mod tests {
             VolumesRemoved,
             FilesRemoved,
             DataDeleted,
+            Feedback {
+                answers: serde_json::from_value(serde_json::json!({"fit": "Yes"})).unwrap(),
+            },
+            ContactRequested {
+                message: ContactMessage::parse("Call me, please").unwrap(),
+            },
         ]
     }
 
@@ -319,6 +339,11 @@ mod tests {
                 (
                     "data_deleted",
                     s("no container, volume or spooled upload of this sandbox remains")
+                ),
+                ("feedback", s("1 answer(s)")),
+                (
+                    "contact_requested",
+                    s("the prospect asked to talk to a person")
                 ),
             ]
         );

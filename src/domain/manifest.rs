@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::conversation::{Question, QuestionManifest};
 use super::upload::UploadRules;
 use super::{ImageRef, Invalid, parse_text};
 
@@ -86,6 +87,10 @@ pub struct DemoManifest {
     /// At most this many live sandboxes of this demo at once (`null`: only the service's
     /// own limits apply).
     pub max_sandboxes: Option<i64>,
+    /// Asked on the demo's page before the trial.
+    pub questions: Option<Vec<QuestionManifest>>,
+    /// Asked on the trial page once the trial ends, beside the deletion receipt.
+    pub exit_questions: Option<Vec<QuestionManifest>>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize, utoipa::ToSchema)]
@@ -144,6 +149,11 @@ pub struct DemoSpec {
     pub warm_pool: u32,
     #[serde(default)]
     pub max_sandboxes: Option<u32>,
+    /// Changing them changes the spec, so warm pool members of the old one are replaced.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub questions: Vec<Question>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exit_questions: Vec<Question>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -461,6 +471,12 @@ impl DemoSpec {
             .map(|n| in_range("max_sandboxes", n, 1, 100_000).map(|n| n as u32))
             .transpose()?;
 
+        let questions = Question::parse_list("questions", manifest.questions.unwrap_or_default())?;
+        let exit_questions = Question::parse_list(
+            "exit_questions",
+            manifest.exit_questions.unwrap_or_default(),
+        )?;
+
         Ok(DemoSpec {
             slug,
             title,
@@ -479,6 +495,8 @@ impl DemoSpec {
             upload,
             warm_pool,
             max_sandboxes,
+            questions,
+            exit_questions,
         })
     }
 

@@ -6,6 +6,7 @@
 //! asked what a sandbox is.
 
 pub mod access;
+pub mod conversation;
 pub mod demo;
 pub mod event;
 pub mod ids;
@@ -25,6 +26,10 @@ pub mod vendor;
 pub mod webhook;
 
 pub use access::{ImageGrant, RegistryLogin, StoredLogin, given_image};
+pub use conversation::{
+    Answers, ContactMessage, Funnel, Invitation, InvitationId, InvitationState, ProspectNote,
+    Question,
+};
 pub use demo::{Demo, ImageStatus};
 pub use event::{Ending, EventRecord, Failure, SandboxEvent};
 pub use ids::{DemoId, SandboxId, VendorId};

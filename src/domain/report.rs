@@ -1,10 +1,12 @@
 //! The vendor's trial report: what the prospect did, never the data itself. The information
 //! sheet, how long and how much the demo was used, how soon it was first opened, extensions,
-//! how the trial ended, and the shape of each file (profiled while it streamed in). Built
+//! how the trial ended, the shape of each file (profiled while it streamed in), and the
+//! conversation: the invitation, the answers before and after, contact requests. Built
 //! from the sandbox record and its history, so it outlives the data.
 
 use serde::Serialize;
 
+use super::conversation::{Answers, Invitation, InvitationId};
 use super::event::{EventRecord, SandboxEvent};
 use super::profile::{FileProfile, ProfiledFile};
 use super::{
@@ -32,6 +34,54 @@ pub struct TrialReport {
     pub extensions: Extensions,
     pub usage: ReportUsage,
     pub files: Vec<FileReport>,
+    /// The invitation the trial came from.
+    pub invitation: Option<InvitationReport>,
+    /// Answers to the demo's `questions`, given with the files.
+    pub answers: Answers,
+    /// Answers to the demo's `exit_questions`, each time they were sent.
+    pub feedback: Vec<FeedbackReport>,
+    /// Each time the prospect asked to talk to a person.
+    pub contact_requests: Vec<ContactReport>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct InvitationReport {
+    #[schema(value_type = String, format = Uuid)]
+    pub id: InvitationId,
+    pub company: String,
+    pub email: Option<String>,
+    pub note: Option<String>,
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: Timestamp,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub opened_at: Option<Timestamp>,
+}
+
+impl From<&Invitation> for InvitationReport {
+    fn from(i: &Invitation) -> Self {
+        InvitationReport {
+            id: i.id,
+            company: i.company.clone(),
+            email: i.email.clone(),
+            note: i.note.clone(),
+            created_at: i.created_at,
+            opened_at: i.opened_at,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct FeedbackReport {
+    #[schema(value_type = String, format = DateTime)]
+    pub at: Timestamp,
+    pub answers: Answers,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct ContactReport {
+    #[schema(value_type = String, format = DateTime)]
+    pub at: Timestamp,
+    pub message: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
@@ -75,7 +125,32 @@ impl FileReport {
 }
 
 impl TrialReport {
-    pub fn of(sandbox: &Sandbox, events: &[EventRecord]) -> TrialReport {
+    /// `invitation`: the one the trial came with (`sandbox.invitation_id`), if still kept.
+    pub fn of(
+        sandbox: &Sandbox,
+        events: &[EventRecord],
+        invitation: Option<&Invitation>,
+    ) -> TrialReport {
+        let feedback = events
+            .iter()
+            .filter_map(|e| match &e.event {
+                SandboxEvent::Feedback { answers } => Some(FeedbackReport {
+                    at: e.at,
+                    answers: answers.clone(),
+                }),
+                _ => None,
+            })
+            .collect();
+        let contact_requests = events
+            .iter()
+            .filter_map(|e| match &e.event {
+                SandboxEvent::ContactRequested { message } => Some(ContactReport {
+                    at: e.at,
+                    message: message.as_str().to_string(),
+                }),
+                _ => None,
+            })
+            .collect();
         let extensions: Vec<u64> = events
             .iter()
             .filter_map(|e| match e.event {
@@ -118,6 +193,10 @@ impl TrialReport {
                 last_active_at: sandbox.last_active_at,
             },
             files,
+            invitation: invitation.map(InvitationReport::from),
+            answers: sandbox.answers.clone(),
+            feedback,
+            contact_requests,
         }
     }
 }
@@ -172,7 +251,7 @@ mod tests {
             },
         };
         let events = [extended(1_201_000), extended(1_501_000)];
-        let report = TrialReport::of(&sandbox, &events);
+        let report = TrialReport::of(&sandbox, &events, None);
         assert_eq!(report.window_seconds, 900);
         assert_eq!(
             report.extensions,

@@ -4,6 +4,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use super::conversation::{Answers, InvitationId};
 use super::event::Failure;
 use super::profile::ProfiledFile;
 use super::token::TokenHash;
@@ -47,6 +48,10 @@ pub struct Sandbox {
     pub load_output: Option<String>,
     /// What went wrong, in words, when the sandbox `failed` (never what the demo printed).
     pub failure: Option<Failure>,
+    /// The invitation the trial was started with, if any.
+    pub invitation_id: Option<InvitationId>,
+    /// The prospect's answers to the demo's `questions`, given with the files.
+    pub answers: Answers,
 }
 
 impl Sandbox {
@@ -117,6 +122,9 @@ pub struct Received {
     pub files: Vec<FileRecord>,
     pub profiles: Vec<ProfiledFile>,
     pub prospect: Prospect,
+    pub answers: Answers,
+    /// Taken in the same statement: a used or expired invitation refuses the trial.
+    pub invitation: Option<InvitationId>,
 }
 
 /// Proxy activity gathered in memory and written in batches.
@@ -163,6 +171,8 @@ impl Sandbox {
             first_opened_at: None,
             load_output: None,
             failure: None,
+            invitation_id: None,
+            answers: Answers::default(),
         }
     }
 }

@@ -7,6 +7,10 @@ use serde::{Deserialize, Serialize};
 
 use super::Invalid;
 
+/// The directory in `data_path` where testdrive puts `prospect.json`; no upload may take
+/// its name.
+pub const NOTE_DIR: &str = ".testdrive";
+
 /// A file name that is safe to place at `{data_path}/{name}` inside a sandbox: one path
 /// component, no separators, no `..`, no control or bidirectional-override characters, at most
 /// 255 bytes (the usual file-system limit).
@@ -33,6 +37,9 @@ impl UploadName {
         }
         if raw == "." || raw == ".." {
             return fail("is not a file name");
+        }
+        if raw == NOTE_DIR {
+            return fail("is the name testdrive keeps for what the demo is told about you");
         }
         if raw.chars().any(|c| c.is_control() || is_bidi_control(c)) {
             return Err(Invalid::new(

@@ -109,6 +109,14 @@ impl Caller {
     }
 
     /// Whether the caller sees the prospect's information sheet.
+    /// Only the prospect (the sandbox token) speaks for the prospect.
+    pub fn require_prospect(self) -> Result<(), ApiError> {
+        match self {
+            Caller::Sandbox(_) => Ok(()),
+            _ => Err(ApiError::Forbidden),
+        }
+    }
+
     pub fn sees_prospect(self) -> bool {
         !matches!(self, Caller::Sandbox(_))
     }

@@ -184,7 +184,9 @@ impl From<LifecycleError> for ApiError {
     fn from(err: LifecycleError) -> Self {
         match err {
             LifecycleError::NotFound => ApiError::NotFound("no such sandbox"),
-            LifecycleError::Ended => ApiError::Conflict(err.to_string()),
+            LifecycleError::Ended | LifecycleError::Enough(_) => {
+                ApiError::Conflict(err.to_string())
+            }
             LifecycleError::TooLong { .. } => ApiError::invalid("seconds", err.to_string()),
             LifecycleError::Capacity(why) => capacity(why),
             LifecycleError::WakeFailed(_) => ApiError::BadGateway(err.to_string()),

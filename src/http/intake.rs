@@ -33,12 +33,17 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use super::client::{ClientAddress, ClientKey};
+use super::invitations::open_invitation;
 use super::multipart::{self, Limits, MultipartError, MultipartReader};
 use super::origins::url_parts;
 use super::{ApiError, AppState};
+use crate::domain::conversation::MAX_ANSWER_CHARS;
 use crate::domain::token::IssuedToken;
-use crate::domain::{Demo, DemoId, Prospect, Sandbox, ServiceEvent, TrialWindow, UploadName};
-use crate::lifecycle::{Begun, Lifecycle};
+use crate::domain::{
+    Answers, Demo, DemoId, Invitation, InvitationId, Prospect, Sandbox, ServiceEvent, TrialWindow,
+    UploadName,
+};
+use crate::lifecycle::{Begun, Introduction, Lifecycle};
 use crate::spool::{DiskClaim, Spool, SpoolBudget, SpoolDisk, SpoolError};
 use crate::store::Store;
 
@@ -54,6 +59,12 @@ const PART_HEADER_BYTES: usize = 8 * 1024;
 
 /// Parts in one form: a few text fields and up to the policy's `max_files` files.
 const MAX_PARTS: usize = 1000;
+
+/// Answers to the demo's questions come as `q.<question id>`.
+const ANSWER_PREFIX: &str = "q.";
+
+/// Answer fields in one form (a demo asks at most 20 questions).
+const MAX_ANSWERS: usize = 40;
 
 /// The body limit of a route that takes a trial's form: the largest upload any demo may
 /// allow, plus the form's other fields. The form reader holds the request to less (see
@@ -214,7 +225,7 @@ impl Drop for Claim<'_> {
 /// Everything the form carried, checked, with the files already in the spool.
 struct Form {
     window: TrialWindow,
-    prospect: Prospect,
+    introduction: Introduction,
     spool: Spool,
 }
 
@@ -274,6 +285,9 @@ where
     let mut chosen: Option<(Demo, Spool)> = None;
     let mut seconds = None;
     let mut prospect = Prospect::default();
+    let mut answers: Vec<(String, String)> = Vec::new();
+    let mut invitation: Option<InvitationId> = None;
+    let mut opened: Option<Invitation> = None;
     loop {
         let part = match form.next_part().await {
             Ok(Some(part)) => part,
@@ -336,6 +350,26 @@ where
                 let text = text_field(&mut form, "needs", 16384).await?;
                 prospect.needs = Prospect::parse_needs(&text)?;
             }
+            "invitation" => {
+                if invitation.is_some() {
+                    return Err(ApiError::invalid("invitation", "is given twice"));
+                }
+                let text = text_field(&mut form, "invitation", 64).await?;
+                let id = InvitationId::parse(&text)?;
+                invitation = Some(id);
+                // Refused before the files are read when the demo is known already.
+                if let Some((demo, _)) = &chosen {
+                    opened = Some(open_invitation(state, id, demo).await?);
+                }
+            }
+            name if name.starts_with(ANSWER_PREFIX) => {
+                if answers.len() >= MAX_ANSWERS {
+                    return Err(ApiError::invalid(name, "too many answers"));
+                }
+                let limit = MAX_ANSWER_CHARS * 4;
+                let text = text_field(&mut form, name, limit).await?;
+                answers.push((name[ANSWER_PREFIX.len()..].to_string(), text));
+            }
             "file" => {
                 let Some((_, spool)) = chosen.as_mut() else {
                     return Err(ApiError::invalid(
@@ -375,7 +409,8 @@ where
             other => {
                 return Err(ApiError::invalid(
                     other,
-                    "is not a field of this form (demo, seconds, email, company, needs, file)",
+                    "is not a field of this form (demo, seconds, email, company, needs, \
+                     invitation, q.<question id>, file)",
                 ));
             }
         }
@@ -386,9 +421,23 @@ where
     }
     spool.release_unused();
     let window = TrialWindow::parse(seconds.as_deref(), &demo.spec.trial)?;
+    let answers = Answers::parse(
+        answers.iter().map(|(id, a)| (id.as_str(), a.as_str())),
+        &demo.spec.questions,
+        ANSWER_PREFIX,
+    )?;
+    let invitation = match (opened, invitation) {
+        (Some(opened), _) => Some(opened),
+        (None, Some(id)) => Some(open_invitation(state, id, &demo).await?),
+        (None, None) => None,
+    };
     Ok(Form {
         window,
-        prospect,
+        introduction: Introduction {
+            prospect,
+            answers,
+            invitation,
+        },
         spool,
     })
 }
@@ -562,7 +611,9 @@ async fn trial(
     };
     drop(upload);
     let begun = begun.ok_or_else(|| ApiError::invalid("demo", "is required"))?;
-    let created = begun.finish(form.window, form.prospect, form.spool).await?;
+    let created = begun
+        .finish(form.window, form.introduction, form.spool)
+        .await?;
     let mut sandbox = created.sandbox;
     if let Some(claim) = claim {
         // The sandbox exists and its token is only in this answer: a failure here costs

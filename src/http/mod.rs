@@ -2,9 +2,9 @@
 //! browser's pages (`pages`) and the way into sandboxes (`proxy`), siblings that never
 //! import each other. What they share lives beside them: who is calling (`auth`), errors as
 //! problem documents (`error`), JSON and query extractors (`extract`), browser credentials
-//! and cross-site checks (`session`), and trial intake (`intake`), the one way a trial
-//! starts from a form, with its bounded form reader (`multipart`) and who the client is
-//! behind proxies (`client`). Handlers parse and authorize, then call the domain's services
+//! and cross-site checks (`session`), invitations (`invitations`), and trial intake
+//! (`intake`), the one way a trial starts from a form, with its bounded form reader
+//! (`multipart`) and who the client is behind proxies (`client`). Handlers parse and authorize, then call the domain's services
 //! (registry, lifecycle, webhooks); the router is assembled once, here, and served by
 //! `server`, which bounds connections.
 
@@ -14,6 +14,7 @@ mod client;
 mod error;
 mod extract;
 mod intake;
+mod invitations;
 mod multipart;
 pub mod origins;
 mod pages;

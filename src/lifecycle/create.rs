@@ -15,7 +15,8 @@ use super::{Lifecycle, LifecycleError, Result};
 use crate::domain::pool::WarmState;
 use crate::domain::token::IssuedToken;
 use crate::domain::{
-    Demo, NewSandbox, Prospect, Received, Sandbox, SandboxEvent, SandboxId, TrialWindow,
+    Answers, Demo, Invitation, NewSandbox, Prospect, ProspectNote, Received, Sandbox, SandboxEvent,
+    SandboxId, TrialWindow,
 };
 use crate::spool::Spool;
 use crate::store::Capacity;
@@ -31,6 +32,15 @@ pub struct Created {
     pub progress: watch::Receiver<Phase>,
 }
 
+/// What the prospect told the vendor with their files: the information sheet, their
+/// answers to the demo's questions, and the invitation they came with.
+#[derive(Clone, Debug, Default)]
+pub struct Introduction {
+    pub prospect: Prospect,
+    pub answers: Answers,
+    pub invitation: Option<Invitation>,
+}
+
 /// A trial whose files are still arriving. Dropped without `finish`, it is abandoned: the
 /// sandbox and everything made for it go, as if it never was.
 pub struct Begun {
@@ -38,8 +48,9 @@ pub struct Begun {
     id: SandboxId,
     token: IssuedToken,
     origin: Origin,
-    /// Hands the spooled files to the provisioning; dropped, it abandons.
-    files: Option<oneshot::Sender<Spool>>,
+    /// Hands the spooled files, and what the demo is told of the prospect, to the
+    /// provisioning; dropped, it abandons.
+    files: Option<oneshot::Sender<(Spool, ProspectNote)>>,
     progress: watch::Receiver<Phase>,
 }
 
@@ -210,21 +221,35 @@ impl Begun {
     }
 
     /// Every file is in `spool`: the sandbox gets its files, its prospect and its trial
-    /// window (from now), shows in lists, and its provisioning places the files.
+    /// window (from now), takes its invitation (refused if that is used up or expired
+    /// meanwhile), shows in lists, and its provisioning places the files and
+    /// `prospect.json`.
     pub async fn finish(
         mut self,
         window: TrialWindow,
-        prospect: Prospect,
+        introduction: Introduction,
         spool: Spool,
     ) -> Result<Created> {
         let lifecycle = self.lifecycle.clone();
         let (id, now) = (self.id, lifecycle.now());
+        let Introduction {
+            prospect,
+            answers,
+            invitation,
+        } = introduction;
+        let note = ProspectNote::new(
+            &prospect,
+            &answers,
+            invitation.as_ref().and_then(|i| i.note.as_deref()),
+        );
         let received = Received {
             created_at: now,
             expires_at: now.plus_seconds(window.seconds()),
             files: spool.records().to_vec(),
             profiles: spool.profiles().to_vec(),
             prospect,
+            answers,
+            invitation: invitation.map(|i| i.id),
         };
         if !lifecycle.inner.store.receive(id, &received).await? {
             return Err(LifecycleError::Ended);
@@ -240,7 +265,7 @@ impl Begun {
         lifecycle.inner.wakeups.deadlines.notify_one();
         // A provisioning stopped meanwhile drops the spool, which deletes it.
         if let Some(files) = self.files.take() {
-            let _ = files.send(spool);
+            let _ = files.send((spool, note));
         }
         Ok(Created {
             sandbox: lifecycle.record(id).await?,

@@ -5,7 +5,9 @@
 
 use std::sync::Arc;
 
-use crate::domain::{SandboxEvent, SandboxId, ServiceEvent, ServiceEventRecord, Timestamp};
+use crate::domain::{
+    Sandbox, SandboxEvent, SandboxId, ServiceEvent, ServiceEventRecord, Timestamp,
+};
 use crate::store::{NewEvent, Store};
 use crate::webhooks::{self, Webhooks};
 
@@ -45,6 +47,29 @@ impl History {
         if let Err(err) = written {
             tracing::warn!(sandbox_id = %id, kind = event.kind(), %err, "could not record an event");
         }
+    }
+
+    /// Records `event`, which the prospect caused, with its announcement, and says whether
+    /// it was written: the prospect is told only once it is kept.
+    pub(super) async fn record_or_fail(
+        &self,
+        sandbox: &Sandbox,
+        at: Timestamp,
+        event: SandboxEvent,
+    ) -> crate::store::Result<()> {
+        let delivery = webhooks::delivery(&event, at, sandbox);
+        self.store
+            .append_event(NewEvent {
+                sandbox: sandbox.id,
+                at,
+                event: &event,
+                announce: delivery.as_ref(),
+            })
+            .await?;
+        if delivery.is_some() {
+            self.webhooks.ring();
+        }
+        Ok(())
     }
 
     /// Records an event of the deployment, for the operators (and, when it is about a

@@ -20,6 +20,7 @@
 //!   `turns` gives each sandbox one Engine operation at a time.
 
 mod activity;
+mod conversation;
 mod create;
 mod disk;
 mod end;
@@ -47,7 +48,8 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 pub use activity::Activity;
-pub use create::{Begun, Created};
+pub use conversation::MAX_PER_TRIAL;
+pub use create::{Begun, Created, Introduction};
 pub use provision::Phase;
 pub use scheduler::{Scheduler, Timetable, TrialDeadlines};
 pub use usage::ResourceUse;
@@ -81,6 +83,9 @@ pub enum LifecycleError {
     Place(#[from] crate::sandbox_dirs::PlaceError),
     #[error("cannot measure a sandbox's disk use: {0}")]
     Disk(std::io::Error),
+    /// The prospect has said this as often as a trial may.
+    #[error("{0}")]
+    Enough(String),
 }
 
 impl From<StoreError> for LifecycleError {

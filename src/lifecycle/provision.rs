@@ -26,7 +26,7 @@ use super::Lifecycle;
 use super::images::Vanished;
 use super::probe;
 use crate::domain::sandbox::LoadOutput;
-use crate::domain::{DemoId, DemoSpec, Ending, SandboxEvent, SandboxId};
+use crate::domain::{DemoId, DemoSpec, Ending, ProspectNote, SandboxEvent, SandboxId};
 use crate::engine::{EngineError, NewContainer};
 use crate::sandbox_dirs::Owner;
 use crate::spool::Spool;
@@ -128,7 +128,7 @@ enum Stop {
 
 /// How the wait for the files ended.
 enum Arrival {
-    Files(Spool),
+    Files(Spool, ProspectNote),
     /// The upload was refused or abandoned: nothing of the sandbox may remain.
     Abandoned,
     Cancelled,
@@ -172,13 +172,17 @@ pub(super) struct Provision {
 
 impl Provision {
     /// Runs in the background; the files come through `files` once they are all in.
-    pub(super) fn spawn(self, lifecycle: Lifecycle, files: oneshot::Receiver<Spool>) {
+    pub(super) fn spawn(
+        self,
+        lifecycle: Lifecycle,
+        files: oneshot::Receiver<(Spool, ProspectNote)>,
+    ) {
         let span =
             tracing::info_span!("sandbox.provision", sandbox_id = %self.id, demo_id = %self.demo);
         tokio::spawn(self.run(lifecycle, files).instrument(span));
     }
 
-    async fn run(self, lifecycle: Lifecycle, files: oneshot::Receiver<Spool>) {
+    async fn run(self, lifecycle: Lifecycle, files: oneshot::Receiver<(Spool, ProspectNote)>) {
         let id = self.id;
         let prepared = self.prepare(&lifecycle).await;
         // A failure while the files arrive is reported once they are in (after `created`);
@@ -186,7 +190,7 @@ impl Provision {
         let arrival = tokio::select! {
             biased;
             _ = self.cancel.cancelled() => Arrival::Cancelled,
-            files = files => files.map_or(Arrival::Abandoned, Arrival::Files),
+            files = files => files.map_or(Arrival::Abandoned, |(spool, note)| Arrival::Files(spool, note)),
         };
         let outcome = match (prepared, arrival) {
             (_, Arrival::Abandoned) => {
@@ -196,8 +200,10 @@ impl Provision {
                 return;
             }
             (_, Arrival::Cancelled) => Err(Stop::Cancelled),
-            (Err(stop), Arrival::Files(_)) => Err(stop),
-            (Ok(owner), Arrival::Files(spool)) => self.complete(&lifecycle, owner, spool).await,
+            (Err(stop), Arrival::Files(..)) => Err(stop),
+            (Ok(owner), Arrival::Files(spool, note)) => {
+                self.complete(&lifecycle, owner, spool, note).await
+            }
         };
         let outcome = match outcome {
             Ok(addr) => lifecycle
@@ -298,12 +304,14 @@ impl Provision {
         Ok(owner)
     }
 
-    /// Once the files are in: places them, runs the load command, waits for the probe.
+    /// Once the files are in: places them and `prospect.json`, runs the load command,
+    /// waits for the probe.
     async fn complete(
         &self,
         lifecycle: &Lifecycle,
         owner: Owner,
         spool: Spool,
+        note: ProspectNote,
     ) -> Result<SocketAddr, Stop> {
         let (id, spec, cancel) = (self.id, &self.spec, &self.cancel);
         let engine = lifecycle.engine();
@@ -319,6 +327,12 @@ impl Provision {
             .settings()
             .dirs
             .place(id, files, owner)
+            .await
+            .map_err(|e| Stop::Failed(e.to_string()))?;
+        lifecycle
+            .settings()
+            .dirs
+            .place_note(id, &note.to_json(), owner)
             .await
             .map_err(|e| Stop::Failed(e.to_string()))?;
         if let Err(err) = spool.discard().await {

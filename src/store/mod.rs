@@ -19,9 +19,9 @@ use crate::domain::pool::{NewWarmMember, WarmMember, WarmState};
 use crate::domain::token::TokenHash;
 use crate::domain::webhook::{Attempt, Delivery, DeliveryRecord, NewDelivery};
 use crate::domain::{
-    Demo, DemoId, Ending, EventRecord, ImageGrant, ImageStatus, NewSandbox, Received,
-    RegistryServer, Sandbox, SandboxEvent, SandboxId, SandboxStatus, ServiceEventRecord,
-    StoredLogin, Timestamp, Usage, Vendor, VendorId,
+    Demo, DemoId, Ending, EventRecord, Funnel, ImageGrant, ImageStatus, Invitation, InvitationId,
+    NewSandbox, Received, RegistryServer, Sandbox, SandboxEvent, SandboxId, SandboxStatus,
+    ServiceEventRecord, StoredLogin, Timestamp, Usage, Vendor, VendorId,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -324,11 +324,36 @@ pub trait AccessStore: Send + Sync {
     async fn is_given(&self, vendor: VendorId, image: &str) -> Result<bool>;
 }
 
+/// The sales conversation's own records: invitations, and what the funnel counts.
+/// (Answers live on the sandbox; feedback and contact requests in its history.)
+#[async_trait]
+pub trait ConversationStore: Send + Sync {
+    async fn insert_invitation(&self, invitation: &Invitation) -> Result<()>;
+    async fn invitation(&self, id: InvitationId) -> Result<Option<Invitation>>;
+    /// Invitations (from one vendor), newest first.
+    async fn invitations(&self, vendor: Option<VendorId>, limit: u32) -> Result<Vec<Invitation>>;
+    /// Notes the first time the invitation's link was opened.
+    async fn invitation_opened(&self, id: InvitationId, at: Timestamp) -> Result<()>;
+    /// Counts one view of the demo's page.
+    async fn page_viewed(&self, demo: DemoId, at: Timestamp) -> Result<()>;
+    /// The demo's funnel: page views since `since`, and how far the trials started since
+    /// then got.
+    async fn funnel(&self, demo: DemoId, since: Timestamp) -> Result<Funnel>;
+    /// The newest feedback and contact requests on the vendor's (every) trials, newest
+    /// first: the sandbox, its demo and information sheet, and the event.
+    async fn conversations(
+        &self,
+        vendor: Option<VendorId>,
+        limit: u32,
+    ) -> Result<Vec<(Sandbox, EventRecord)>>;
+}
+
 /// The whole database.
 #[async_trait]
 pub trait Store:
     VendorStore
     + DemoStore
+    + ConversationStore
     + SandboxStore
     + HistoryStore
     + PoolStore

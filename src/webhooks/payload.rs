@@ -8,7 +8,7 @@ use serde::{Serialize, Serializer};
 use sha2::Sha256;
 
 use crate::domain::webhook::NewDelivery;
-use crate::domain::{Ending, Sandbox, SandboxEvent, Timestamp};
+use crate::domain::{Answers, Ending, Sandbox, SandboxEvent, Timestamp};
 
 /// The webhook type announcing `event`, if vendors hear of it.
 pub fn announced_as(event: &SandboxEvent) -> Option<&'static str> {
@@ -21,6 +21,8 @@ pub fn announced_as(event: &SandboxEvent) -> Option<&'static str> {
             ..
         } => "sandbox.failed",
         SandboxEvent::Ended { .. } => "sandbox.ended",
+        SandboxEvent::Feedback { .. } => "sandbox.feedback",
+        SandboxEvent::ContactRequested { .. } => "prospect.contact_requested",
         _ => return None,
     })
 }
@@ -32,16 +34,34 @@ struct Body<'a> {
     kind: &'a str,
     at: Timestamp,
     sandbox: SandboxPayload<'a>,
+    /// `sandbox.feedback`: the answers to the demo's exit questions.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    feedback: Option<Feedback<'a>>,
+    /// `prospect.contact_requested`: what the prospect wrote (their email and company are
+    /// in `sandbox.prospect`, when they gave them).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    contact: Option<Contact<'a>>,
 }
 
-/// The sandbox as the vendor sees it: its state and times, the information sheet and the
-/// files' names, sizes and hashes; never its token or address.
+#[derive(Serialize)]
+struct Feedback<'a> {
+    answers: &'a Answers,
+}
+
+#[derive(Serialize)]
+struct Contact<'a> {
+    message: &'a str,
+}
+
+/// The sandbox as the vendor sees it: its state and times, the information sheet, the
+/// invitation and answers, and the files' names, sizes and hashes; never its token or
+/// address.
 struct SandboxPayload<'a>(&'a Sandbox);
 
 impl Serialize for SandboxPayload<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let sandbox = self.0;
-        let mut out = serializer.serialize_struct("Sandbox", 11)?;
+        let mut out = serializer.serialize_struct("Sandbox", 13)?;
         out.serialize_field("id", &sandbox.id)?;
         out.serialize_field("demo_id", &sandbox.demo_id)?;
         out.serialize_field("status", &sandbox.status)?;
@@ -52,6 +72,8 @@ impl Serialize for SandboxPayload<'_> {
         out.serialize_field("end_reason", &sandbox.end_reason)?;
         out.serialize_field("data_deleted_at", &sandbox.data_deleted_at)?;
         out.serialize_field("prospect", &sandbox.prospect)?;
+        out.serialize_field("invitation_id", &sandbox.invitation_id)?;
+        out.serialize_field("answers", &sandbox.answers)?;
         out.serialize_field("files", &sandbox.files)?;
         out.end()
     }
@@ -67,6 +89,16 @@ pub fn delivery(event: &SandboxEvent, at: Timestamp, sandbox: &Sandbox) -> Optio
         kind: webhook_type,
         at,
         sandbox: SandboxPayload(sandbox),
+        feedback: match event {
+            SandboxEvent::Feedback { answers } => Some(Feedback { answers }),
+            _ => None,
+        },
+        contact: match event {
+            SandboxEvent::ContactRequested { message } => Some(Contact {
+                message: message.as_str(),
+            }),
+            _ => None,
+        },
     };
     Some(NewDelivery {
         body: serde_json::to_string(&body).expect("a webhook body serialises"),
@@ -114,6 +146,25 @@ mod tests {
         );
         assert_eq!(announced_as(&SandboxEvent::Slept), None);
         assert_eq!(announced_as(&SandboxEvent::VolumesRemoved), None);
+    }
+
+    #[test]
+    fn what_the_prospect_says_travels_in_its_own_field() {
+        let sandbox = Sandbox::example();
+        let at = Timestamp::from_millis(1);
+        let answers = serde_json::from_value(serde_json::json!({"fit": "Yes"})).unwrap();
+        let d = delivery(&SandboxEvent::Feedback { answers }, at, &sandbox).unwrap();
+        let body: serde_json::Value = serde_json::from_str(&d.body).unwrap();
+        assert_eq!(body["type"], "sandbox.feedback");
+        assert_eq!(body["feedback"]["answers"]["fit"], "Yes");
+        assert!(body.get("contact").is_none());
+        assert_eq!(body["sandbox"]["answers"], serde_json::json!({}));
+        let message = crate::domain::ContactMessage::parse("Call me").unwrap();
+        let d = delivery(&SandboxEvent::ContactRequested { message }, at, &sandbox).unwrap();
+        let body: serde_json::Value = serde_json::from_str(&d.body).unwrap();
+        assert_eq!(body["type"], "prospect.contact_requested");
+        assert_eq!(body["contact"]["message"], "Call me");
+        assert!(body.get("feedback").is_none());
     }
 
     #[test]

@@ -14,7 +14,7 @@ use utoipa_axum::routes;
 use super::auth::demo_id;
 use super::{ApiError, ApiJson, ApiQuery, AppState, Caller, Page, Problem, page_of};
 use crate::domain::page::{self, Limit};
-use crate::domain::{Demo, ImageStatus};
+use crate::domain::{Demo, Funnel, ImageStatus};
 use crate::domain::{DemoId, DemoManifest, DemoSpec, Timestamp, VendorId};
 use crate::engine::PullProgress;
 use crate::registry::Acting;
@@ -24,6 +24,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(create_demo, list_demos))
         .routes(routes!(get_demo, patch_demo, delete_demo))
         .routes(routes!(pull_demo))
+        .routes(routes!(demo_funnel))
 }
 
 #[derive(Serialize, ToSchema)]
@@ -241,4 +242,60 @@ async fn delete_demo(
     }
     state.lifecycle.pools_changed();
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct FunnelParams {
+    /// RFC 3339; 30 days ago when absent.
+    since: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct FunnelView {
+    #[schema(value_type = String, format = Uuid)]
+    demo_id: DemoId,
+    #[schema(value_type = String, format = DateTime)]
+    since: Timestamp,
+    #[schema(value_type = String, format = DateTime)]
+    until: Timestamp,
+    #[serde(flatten)]
+    counts: Funnel,
+}
+
+/// When a funnel starts: `since` as given, or 30 days ago; never in the future.
+pub fn funnel_since(raw: Option<&str>, now: Timestamp) -> Result<Timestamp, ApiError> {
+    match raw {
+        None => Ok(Timestamp::from_millis(now.millis() - 30 * 24 * 3600 * 1000)),
+        Some(raw) => Timestamp::parse_rfc3339(raw)
+            .filter(|since| *since <= now)
+            .ok_or_else(|| {
+                ApiError::invalid("since", "must be an RFC 3339 time, not in the future")
+            }),
+    }
+}
+
+/// How far the demo's visitors got since `since`: page views then, and of the trials
+/// started since, how many were ready, opened, used 5 minutes, extended, answered the exit
+/// questions and asked for a person.
+#[utoipa::path(get, path = "/v1/demos/{id}/funnel", tag = "demos", params(FunnelParams),
+    responses((status = 200, body = FunnelView), (status = 404, body = Problem), (status = 422, body = Problem)),
+    security(("bearer" = [])))]
+async fn demo_funnel(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiQuery(params): ApiQuery<FunnelParams>,
+) -> Result<axum::Json<FunnelView>, ApiError> {
+    let demo = caller.may_see_demo(state.store.demo(demo_id(&id)?).await?)?;
+    let now = Timestamp::now();
+    let since = funnel_since(params.since.as_deref(), now)?;
+    let counts = state.store.funnel(demo.id, since).await?;
+    Ok(axum::Json(FunnelView {
+        demo_id: demo.id,
+        since,
+        until: now,
+        counts,
+    }))
 }

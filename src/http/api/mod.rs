@@ -4,6 +4,7 @@
 mod access;
 mod catalog;
 mod demos;
+mod invitations;
 mod ops;
 mod receipts;
 mod sandboxes;
@@ -119,6 +120,7 @@ pub(super) fn routes(max_upload_bytes: u64) -> (Router<AppState>, utoipa::openap
         .merge(vendors::router())
         .merge(access::router())
         .merge(demos::router())
+        .merge(invitations::router())
         .merge(catalog::router())
         .merge(sandboxes::router(max_upload_bytes))
         .merge(ops::router())

@@ -20,7 +20,8 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 /// What the prospect did: the information sheet, use of the demo, extensions, how the trial
-/// ended, and the shape of each file (CSV columns and types, JSON keys) — never a value.
+/// ended, the shape of each file (CSV columns and types, JSON keys) — never a value — and
+/// what they told the vendor: the invitation, answers, feedback and contact requests.
 /// Vendor and operators; kept after the data is deleted.
 #[utoipa::path(get, path = "/v1/sandboxes/{id}/report", tag = "sandboxes",
     params(("id" = String, Path)),
@@ -36,7 +37,15 @@ async fn report(
     let sandbox = auth::sandbox(&state, caller, &id).await?;
     let sandbox = state.lifecycle.with_pending_activity(sandbox);
     let events = state.store.history(sandbox.id).await?;
-    Ok(axum::Json(TrialReport::of(&sandbox, &events)))
+    let invitation = match sandbox.invitation_id {
+        Some(id) => state.store.invitation(id).await?,
+        None => None,
+    };
+    Ok(axum::Json(TrialReport::of(
+        &sandbox,
+        &events,
+        invitation.as_ref(),
+    )))
 }
 
 /// The deletion receipt: each file's name, bytes and sha256, and when its copies, the

@@ -13,7 +13,8 @@ use super::auth::SeenSandbox;
 use super::{ApiError, ApiJson, ApiQuery, AppState, Caller, Items, NoQuery, Page, Problem};
 use crate::domain::page::{self, Limit};
 use crate::domain::{
-    DemoId, EndReason, FileRecord, Prospect, Sandbox, SandboxId, SandboxStatus, Timestamp,
+    Answers, ContactMessage, DemoId, EndReason, FileRecord, InvitationId, Prospect, Sandbox,
+    SandboxId, SandboxStatus, Timestamp,
 };
 use crate::http::intake;
 use crate::store::SandboxFilter;
@@ -26,6 +27,8 @@ pub fn router(max_upload_bytes: u64) -> OpenApiRouter<AppState> {
         .routes(routes!(get_sandbox, delete_sandbox))
         .routes(routes!(extend_sandbox))
         .routes(routes!(sandbox_events))
+        .routes(routes!(sandbox_feedback))
+        .routes(routes!(sandbox_contact))
 }
 
 #[derive(Serialize, ToSchema)]
@@ -62,6 +65,12 @@ pub struct SandboxView {
     /// The information sheet; vendor and operators only.
     #[serde(skip_serializing_if = "Option::is_none")]
     prospect: Option<Prospect>,
+    /// The invitation the trial was started with.
+    #[schema(value_type = Option<String>, format = Uuid)]
+    invitation_id: Option<InvitationId>,
+    /// Answers to the demo's `questions`, by question id; vendor and operators only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    answers: Option<Answers>,
     /// Why a `failed` sandbox failed, in words that carry no data: to everyone who sees it.
     #[serde(skip_serializing_if = "Option::is_none")]
     failure: Option<String>,
@@ -117,6 +126,8 @@ impl SandboxView {
                 last_active_at: sandbox.last_active_at,
             },
             prospect: caller_sees_prospect.then_some(sandbox.prospect),
+            invitation_id: sandbox.invitation_id,
+            answers: caller_sees_prospect.then_some(sandbox.answers),
             failure,
             load_message,
             load_output,
@@ -144,6 +155,11 @@ pub struct SandboxForm {
     company: Option<String>,
     /// "What do you want to find out?"
     needs: Option<String>,
+    /// The invitation the prospect came with (its id).
+    invitation: Option<String>,
+    /// Answers to the demo's `questions`: one field `q.<question id>` each.
+    #[schema(rename = "q.<question id>")]
+    answer: Option<String>,
     /// One or more files.
     #[schema(value_type = Vec<String>, format = Binary)]
     file: Vec<Vec<u8>>,
@@ -316,4 +332,65 @@ async fn sandbox_events(
         })
         .collect();
     Ok(axum::Json(Items { items }))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FeedbackBody {
+    /// Answers to the demo's `exit_questions`, by question id.
+    #[schema(value_type = Object)]
+    answers: std::collections::BTreeMap<String, String>,
+}
+
+/// Answer the demo's exit questions (the sandbox token; also after the trial ended). The
+/// vendor hears of it as the `sandbox.feedback` webhook and in the report. A trial sends
+/// feedback at most 5 times.
+#[utoipa::path(post, path = "/v1/sandboxes/{id}/feedback", tag = "sandboxes",
+    params(("id" = String, Path)), request_body = FeedbackBody,
+    responses((status = 204), (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)),
+    security(("bearer" = [])))]
+async fn sandbox_feedback(
+    State(state): State<AppState>,
+    SeenSandbox { caller, sandbox }: SeenSandbox,
+    ApiJson(body): ApiJson<FeedbackBody>,
+) -> Result<StatusCode, ApiError> {
+    caller.require_prospect()?;
+    let answers = Answers::parse(
+        body.answers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        &sandbox.spec.exit_questions,
+        "answers.",
+    )?;
+    if answers.is_empty() {
+        return Err(ApiError::invalid(
+            "answers",
+            "must answer at least one exit question",
+        ));
+    }
+    state.lifecycle.feedback(&sandbox, answers).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ContactBody {
+    /// What the prospect would like to talk about (1 to 2000 characters).
+    message: String,
+}
+
+/// Ask to talk to a person (the sandbox token): `202`; the vendor hears of it as the
+/// `prospect.contact_requested` webhook, in the report and in its console. At most 5 per
+/// trial.
+#[utoipa::path(post, path = "/v1/sandboxes/{id}/contact", tag = "sandboxes",
+    params(("id" = String, Path)), request_body = ContactBody,
+    responses((status = 202), (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)),
+    security(("bearer" = [])))]
+async fn sandbox_contact(
+    State(state): State<AppState>,
+    SeenSandbox { caller, sandbox }: SeenSandbox,
+    ApiJson(body): ApiJson<ContactBody>,
+) -> Result<StatusCode, ApiError> {
+    caller.require_prospect()?;
+    let message = ContactMessage::parse(&body.message)?;
+    state.lifecycle.contact(&sandbox, message).await?;
+    Ok(StatusCode::ACCEPTED)
 }

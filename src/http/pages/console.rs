@@ -1,7 +1,10 @@
 //! The consoles: `/ops` for operators (admin token) and `/vendor` for a vendor (its key).
 //! Both show live sandboxes over server-sent events, one snapshot a second, with memory
 //! and CPU read from the Engine, recent lifecycle events, and an end button; the vendor's
-//! is scoped to its own demos and trials, like the API.
+//! is scoped to its own demos and trials, like the API, and holds the sales conversation
+//! (`sales`): invitations, answers and contact requests, and each demo's funnel.
+
+mod sales;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -19,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use super::auth::{self, resolve};
 use super::session::{self, CONSOLE_COOKIE_SECONDS};
-use super::{ApiError, AppState, Caller, PageError, render};
+use super::{ApiError, AppState, Caller, PageError, render, shown_time};
 use crate::domain::{
     DemoId, EndReason, ImageStatus, SandboxId, SandboxStatus, Timestamp, VendorId,
 };
@@ -101,7 +104,7 @@ pub fn router() -> Router<AppState> {
         router = router
             .route(
                 base,
-                get(move |s: State<AppState>, h: HeaderMap| page(console, s, h)),
+                get(move |s: State<AppState>, h: HeaderMap, u: Uri| page(console, s, h, u)),
             )
             .route(
                 &format!("{base}/login"),
@@ -126,7 +129,14 @@ pub fn router() -> Router<AppState> {
                 }),
             );
     }
-    router
+    router.route(
+        "/vendor/invitations",
+        post(
+            |s: State<AppState>, h: HeaderMap, u: Uri, f: axum::Form<sales::InviteForm>| async move {
+                sales::invite_from_console(s.0, h, u, f.0).await
+            },
+        ),
+    )
 }
 
 #[derive(Template)]
@@ -144,12 +154,15 @@ struct ConsolePage {
     page_key: String,
     ops: bool,
     heading: String,
+    /// The vendor's side of the sales conversation.
+    sales: Option<sales::SalesView>,
 }
 
 async fn page(
     console: Console,
     State(state): State<AppState>,
     headers: HeaderMap,
+    uri: Uri,
 ) -> Result<Response, PageError> {
     let base = console.base();
     let ops = console == Console::Ops;
@@ -170,11 +183,16 @@ async fn page(
             .unwrap_or_default(),
         _ => "Operations".to_string(),
     };
+    let sales = match caller {
+        Caller::Vendor(id) => Some(sales::view(&state, id, uri.query()).await?),
+        _ => None,
+    };
     Ok(render(&ConsolePage {
         base,
         ops,
         heading,
         page_key: session::page_key(&token),
+        sales,
     }))
 }
 

@@ -1,7 +1,8 @@
 //! The prospect's trial: `POST /trials` starts one from the demo page's form (the same
 //! path as `POST /v1/sandboxes`) and hands the sandbox token to the browser only as
 //! `HttpOnly` cookies, one for this page's paths and one for `/s/{id}/`; `/trials/{id}`
-//! shows its progress, countdown, extend and end, and after the end its deletion receipt.
+//! shows its progress, countdown, extend and end, a person to talk to, and after the end
+//! its deletion receipt beside the demo's exit questions.
 
 use askama::Template;
 use axum::Router;
@@ -10,7 +11,9 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use serde::Serialize;
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
 
 use super::session::{self, SANDBOX_COOKIE, TRIAL_COOKIE, TRIAL_COOKIE_SECONDS};
 use super::{
@@ -19,8 +22,11 @@ use super::{
 };
 use crate::domain::receipt::Receipt;
 use crate::domain::{
-    EndReason, Ending, EventRecord, Sandbox, SandboxEvent, SandboxStatus, Timestamp,
+    Answers, ContactMessage, EndReason, Ending, EventRecord, Question, Sandbox, SandboxEvent,
+    SandboxStatus, Timestamp,
 };
+use crate::http::ApiJson;
+use crate::lifecycle::MAX_PER_TRIAL;
 
 pub fn router(max_upload_bytes: u64) -> Router<AppState> {
     let body_limit = DefaultBodyLimit::max(intake::body_limit(max_upload_bytes));
@@ -31,6 +37,8 @@ pub fn router(max_upload_bytes: u64) -> Router<AppState> {
         .route("/trials/{id}/extend", post(extend))
         .route("/trials/{id}/end", post(end))
         .route("/trials/{id}/receipt.json", get(signed_receipt))
+        .route("/trials/{id}/feedback", post(feedback))
+        .route("/trials/{id}/contact", post(contact))
 }
 
 fn wants_json(headers: &HeaderMap) -> bool {
@@ -46,12 +54,14 @@ struct Started {
     location: String,
 }
 
-/// The demo's form a browser sent the trial from (`/demos/{id}`, from its `Referer`), for a
-/// refusal page to go back to. Only that path is taken, never another site's address.
+/// The demo's form a browser sent the trial from (`/demos/{id}` or `/invitations/{id}`,
+/// from its `Referer`), for a refusal page to go back to. Only that path is taken, never another site's address.
 fn demo_form_of(headers: &HeaderMap) -> Option<String> {
     let referer = headers.get(header::REFERER)?.to_str().ok()?;
     let path = referer.parse::<Uri>().ok()?.path().to_string();
-    let id = path.strip_prefix("/demos/")?;
+    let id = path
+        .strip_prefix("/demos/")
+        .or_else(|| path.strip_prefix("/invitations/"))?;
     (!id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')).then_some(path)
 }
 
@@ -281,8 +291,6 @@ struct ReceiptView {
 #[template(path = "trial.html")]
 struct TrialPage {
     page_key: String,
-    /// Where "Try again" goes: the demo's form, which the page's script fills in again.
-    demo_id: String,
     title: String,
     vendor: String,
     state: TrialState,
@@ -294,6 +302,15 @@ struct TrialPage {
     steps: Vec<(&'static str, bool)>,
     files: Vec<FileRow>,
     receipt: Option<ReceiptView>,
+    /// Where "Try again" goes: the demo's form (which its script fills in again), or the
+    /// invitation's page for an invited trial.
+    try_again: String,
+    /// The demo's exit questions, asked once the trial is over (unless answered).
+    exit_questions: Vec<Question>,
+    feedback_sent: bool,
+    /// Contact requests sent so far, and whether another may be.
+    contacts_sent: usize,
+    may_contact: bool,
 }
 
 #[derive(Template)]
@@ -349,9 +366,18 @@ async fn trial_page(
         .filter(|(kind, _)| *kind != "loaded" || sandbox.spec.load_command.is_some())
         .map(|(kind, label)| (*label, view.steps_done.contains(kind)))
         .collect();
+    let said = |kind: &str| events.iter().filter(|e| e.event.kind() == kind).count();
+    let contacts_sent = said("contact_requested");
     let page = TrialPage {
         page_key: session::page_key(&token),
-        demo_id: sandbox.demo_id.to_string(),
+        try_again: match sandbox.invitation_id {
+            Some(invitation) => format!("/invitations/{invitation}"),
+            None => format!("/demos/{}", sandbox.demo_id),
+        },
+        exit_questions: sandbox.spec.exit_questions.clone(),
+        feedback_sent: said("feedback") > 0,
+        contacts_sent,
+        may_contact: contacts_sent < MAX_PER_TRIAL,
         title: sandbox.spec.title.clone(),
         vendor,
         state_json: serde_json::to_string(&view).unwrap_or_default(),
@@ -441,4 +467,48 @@ async fn end(
         .end(sandbox.id, Ending::EndedByProspect)
         .await?;
     Ok(axum::Json(state_of(&state, &sandbox).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FeedbackForm {
+    answers: BTreeMap<String, String>,
+}
+
+/// The exit questions answered (the same rules as `POST /v1/sandboxes/{id}/feedback`).
+async fn feedback(
+    State(state): State<AppState>,
+    FromPage(sandbox): FromPage,
+    ApiJson(form): ApiJson<FeedbackForm>,
+) -> Result<StatusCode, ApiError> {
+    let answers = Answers::parse(
+        form.answers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        &sandbox.spec.exit_questions,
+        "answers.",
+    )?;
+    if answers.is_empty() {
+        return Err(ApiError::invalid(
+            "answers",
+            "answer at least one question before sending",
+        ));
+    }
+    state.lifecycle.feedback(&sandbox, answers).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ContactForm {
+    message: String,
+}
+
+/// A person to talk to (the same rules as `POST /v1/sandboxes/{id}/contact`).
+async fn contact(
+    State(state): State<AppState>,
+    FromPage(sandbox): FromPage,
+    ApiJson(form): ApiJson<ContactForm>,
+) -> Result<StatusCode, ApiError> {
+    let message = ContactMessage::parse(&form.message)?;
+    state.lifecycle.contact(&sandbox, message).await?;
+    Ok(StatusCode::ACCEPTED)
 }

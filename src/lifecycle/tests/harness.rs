@@ -17,14 +17,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::TokioClock;
 use crate::domain::token::TokenHash;
+use crate::domain::upload::NOTE_DIR;
 use crate::domain::{
-    Demo, DemoId, DemoManifest, DemoSpec, Ending, ImageStatus, Policy, Prospect, Sandbox,
-    SandboxEvent, SandboxId, SandboxStatus, Timestamp, TrialWindow, UploadName, Vendor, VendorId,
-    VendorName,
+    Demo, DemoId, DemoManifest, DemoSpec, Ending, ImageStatus, Policy, Sandbox, SandboxEvent,
+    SandboxId, SandboxStatus, Timestamp, TrialWindow, UploadName, Vendor, VendorId, VendorName,
 };
 use crate::engine::Engine;
 use crate::engine::fake::{FakeEngine, Gate, Op};
-use crate::lifecycle::{Lifecycle, LifecycleSettings, Result};
+use crate::lifecycle::{Introduction, Lifecycle, LifecycleSettings, Result};
 use crate::sandbox_dirs::SandboxDirs;
 use crate::spool::Spool;
 use crate::store::{SqliteStore, Store};
@@ -176,7 +176,7 @@ impl Harness {
             .expect("the file spools");
         let window = TrialWindow::parse(None, &demo.spec.trial).expect("a window");
         let created = begun
-            .finish(window, Prospect::default(), spool)
+            .finish(window, Introduction::default(), spool)
             .await
             .expect("the trial starts");
         created.sandbox.id
@@ -290,12 +290,21 @@ impl Harness {
     }
 
     /// The files in the sandbox's data directory: name → bytes.
+    /// The prospect's files in the sandbox's data directory, by size (not `.testdrive/`).
+    /// What the demo was told about the prospect (`.testdrive/prospect.json`), if placed.
+    pub fn note(&self, id: SandboxId) -> Option<Value> {
+        let path = self.spool_root.path().join(id.to_string()).join("data");
+        let bytes = std::fs::read(path.join(NOTE_DIR).join("prospect.json")).ok()?;
+        Some(serde_json::from_slice(&bytes).expect("the note is JSON"))
+    }
+
     pub fn placed(&self, id: SandboxId) -> std::collections::BTreeMap<String, u64> {
         let data = self.spool_root.path().join(id.to_string()).join("data");
         std::fs::read_dir(data)
             .map(|entries| {
                 entries
                     .map(|e| e.expect("an entry"))
+                    .filter(|e| e.file_name() != NOTE_DIR)
                     .map(|e| {
                         let bytes = e.metadata().expect("its size").len();
                         (e.file_name().to_string_lossy().into_owned(), bytes)

@@ -48,6 +48,7 @@ async fn a_trial_claims_a_running_member_and_the_keeper_fills_the_pool_again() {
         from_warm_pool: true
     }));
     assert_eq!(h.placed(id).len(), 1);
+    assert_eq!(h.note(id), Some(json!({})), "a claimed member is told too");
 
     h.lifecycle.tend_pools().await.unwrap();
     let after = members(&h).await;

@@ -2,6 +2,7 @@
 //! aggregate, each implementing its trait from `store`.
 
 mod access;
+mod conversation;
 mod demos;
 mod history;
 mod outbox;
@@ -137,6 +138,19 @@ macro_rules! live {
     };
 }
 use live;
+
+/// The trials an invitation (the SQL expression `$id`) has started that count against its
+/// `max_trials`: every one received, but for those that failed.
+macro_rules! invitation_trials {
+    ($id:literal) => {
+        concat!(
+            "(SELECT COUNT(*) FROM sandboxes t WHERE t.invitation_id = ",
+            $id,
+            " AND t.receiving = 0 AND t.status != 'failed')"
+        )
+    };
+}
+use invitation_trials;
 
 fn conflict_on_unique(err: sqlx::Error, what: &str) -> StoreError {
     match &err {

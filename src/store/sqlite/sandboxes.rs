@@ -4,15 +4,15 @@ use async_trait::async_trait;
 use sqlx::sqlite::SqliteRow;
 use sqlx::{QueryBuilder, Row};
 
-use super::{SqliteStore, corrupt, held_slots, id_of, json, live, running, ts};
+use super::{SqliteStore, corrupt, held_slots, id_of, invitation_trials, json, live, running, ts};
 use crate::domain::token::TokenHash;
 use crate::domain::{
-    DemoId, EndReason, Ending, Failure, NewSandbox, Received, Sandbox, SandboxId, SandboxStatus,
-    Timestamp, Usage, VendorId,
+    DemoId, EndReason, Ending, Failure, InvitationId, NewSandbox, Received, Sandbox, SandboxId,
+    SandboxStatus, Timestamp, Usage, VendorId,
 };
 use crate::store::{Capacity, LiveCounts, Result, SandboxFilter, SandboxStore, StoreError, Wake};
 
-fn sandbox_from(row: &SqliteRow) -> Result<Sandbox> {
+pub(super) fn sandbox_from(row: &SqliteRow) -> Result<Sandbox> {
     let end_reason: Option<String> = row.try_get("end_reason")?;
     Ok(Sandbox {
         id: SandboxId::parse(row.try_get("id")?).map_err(corrupt)?,
@@ -45,6 +45,11 @@ fn sandbox_from(row: &SqliteRow) -> Result<Sandbox> {
         failure: row
             .try_get::<Option<String>, _>("failure")?
             .map(Failure::new),
+        invitation_id: row
+            .try_get::<Option<String>, _>("invitation_id")?
+            .map(|id| InvitationId::parse(&id).map_err(corrupt))
+            .transpose()?,
+        answers: serde_json::from_str(row.try_get("answers")?).map_err(corrupt)?,
     })
 }
 
@@ -142,10 +147,33 @@ impl SandboxStore for SqliteStore {
     }
 
     async fn receive(&self, id: SandboxId, r: &Received) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        if let Some(invitation) = r.invitation {
+            // Taken here, in the same transaction: two uploads racing for the last trial of
+            // an invitation cannot both have it. A trial that failed leaves its place.
+            let taken = sqlx::query(concat!(
+                "UPDATE invitations SET sandbox_id = ?1, used_at = ?2
+                 WHERE id = ?3 AND expires_at > ?2
+                   AND demo_id = (SELECT demo_id FROM sandboxes WHERE id = ?1)
+                   AND ",
+                invitation_trials!("?3"),
+                " < max_trials"
+            ))
+            .bind(id.to_string())
+            .bind(r.created_at.millis())
+            .bind(invitation.to_string())
+            .execute(&mut *tx)
+            .await?;
+            if taken.rows_affected() != 1 {
+                return Err(StoreError::Conflict(
+                    "this invitation has expired or has been used".to_string(),
+                ));
+            }
+        }
         let done = sqlx::query(
             "UPDATE sandboxes
              SET receiving = 0, created_at = ?, expires_at = ?, files = ?, profiles = ?,
-                 prospect = ?
+                 prospect = ?, answers = ?, invitation_id = ?
              WHERE id = ? AND receiving = 1 AND status = 'provisioning'",
         )
         .bind(r.created_at.millis())
@@ -153,10 +181,16 @@ impl SandboxStore for SqliteStore {
         .bind(json(&r.files)?)
         .bind(json(&r.profiles)?)
         .bind(json(&r.prospect)?)
+        .bind(json(&r.answers)?)
+        .bind(r.invitation.map(|i| i.to_string()))
         .bind(id.to_string())
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
-        Ok(done.rows_affected() == 1)
+        if done.rows_affected() != 1 {
+            return Ok(false);
+        }
+        tx.commit().await?;
+        Ok(true)
     }
 
     async fn forget_unreceived(&self, id: Option<SandboxId>) -> Result<Vec<SandboxId>> {

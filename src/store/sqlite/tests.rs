@@ -2,15 +2,17 @@
 //! slots, sleep and wake, activity, the history and its migration, logins and given images.
 
 use super::*;
+use crate::domain::conversation::{InvitationRequest, InvitationTerms};
 use crate::domain::token::{IssuedToken, TokenHash};
 use crate::domain::{
-    Demo, DemoId, DemoManifest, DemoSpec, EndReason, Ending, ImageGrant, ImageRef, ImageStatus,
-    NewSandbox, Policy, Prospect, RegistryServer, SandboxEvent, SandboxStatus, StoredLogin,
-    Timestamp, Usage, Vendor, VendorId, VendorName, given_image,
+    ContactMessage, Demo, DemoId, DemoManifest, DemoSpec, EndReason, Ending, Funnel, ImageGrant,
+    ImageRef, ImageStatus, Invitation, InvitationId, NewSandbox, Policy, Prospect, Received,
+    RegistryServer, SandboxEvent, SandboxStatus, StoredLogin, Timestamp, Usage, Vendor, VendorId,
+    VendorName, given_image,
 };
 use crate::store::{
-    AccessStore, Capacity, DemoStore, HistoryStore, NewEvent, SandboxStore, StoreError,
-    VendorStore, Wake,
+    AccessStore, Capacity, ConversationStore, DemoStore, HistoryStore, NewEvent, SandboxStore,
+    StoreError, VendorStore, Wake,
 };
 
 fn cap(running: u32) -> Capacity {
@@ -924,4 +926,204 @@ async fn logins_are_replaced_per_server_and_images_given_once() {
     assert!(store.is_given(vendor.id, "acme/app:1").await.unwrap());
     assert!(!store.is_given(other.id, "acme/app:1").await.unwrap());
     assert!(!store.is_given(vendor.id, "acme/app:2").await.unwrap());
+}
+
+/// A sandbox of `demo` recorded while its files arrive, as `Lifecycle::begin` records one.
+async fn receiving(store: &SqliteStore, demo: &Demo) -> SandboxId {
+    let mut s = new_sandbox(demo, Timestamp::from_millis(i64::MAX / 2));
+    s.receiving = true;
+    store.insert_sandbox(&s, cap(10)).await.unwrap();
+    s.id
+}
+
+fn received(at: i64, invitation: Option<InvitationId>) -> Received {
+    Received {
+        created_at: Timestamp::from_millis(at),
+        expires_at: Timestamp::from_millis(at + 900_000),
+        files: vec![],
+        profiles: vec![],
+        prospect: Prospect::default(),
+        answers: Default::default(),
+        invitation,
+    }
+}
+
+#[tokio::test]
+async fn an_invitation_starts_its_trials_and_no_more_a_failed_one_gives_its_place_back() {
+    let (store, vendor, demo) = store_with_demo().await;
+    let request: InvitationRequest = serde_json::from_value(serde_json::json!({
+        "demo_id": demo.id.to_string(), "company": "Globex", "expires_in_seconds": 3600
+    }))
+    .unwrap();
+    let terms = InvitationTerms::parse(&request).unwrap();
+    let invitation = Invitation::new(vendor.id, terms, Timestamp::from_millis(1_000));
+    store.insert_invitation(&invitation).await.unwrap();
+    let id = invitation.id;
+
+    let first = receiving(&store, &demo).await;
+    assert!(
+        store
+            .receive(first, &received(2_000, Some(id)))
+            .await
+            .unwrap()
+    );
+    let second = receiving(&store, &demo).await;
+    assert!(matches!(
+        store.receive(second, &received(3_000, Some(id))).await,
+        Err(StoreError::Conflict(_))
+    ));
+    // Refused whole: the second sandbox is still waiting for its files, not received.
+    assert!(store.forget_unreceived(Some(second)).await.unwrap() == vec![second]);
+    let kept = store.invitation(id).await.unwrap().unwrap();
+    assert_eq!((kept.trials, kept.sandbox_id), (1, Some(first)));
+    assert_eq!(kept.used_at, Some(Timestamp::from_millis(2_000)));
+    assert_eq!(
+        store.sandbox(first).await.unwrap().unwrap().invitation_id,
+        Some(id)
+    );
+
+    // The first trial fails: the invitation may start another.
+    let failed = Ending::failed("the demo refused the file");
+    assert!(
+        store
+            .end(first, Timestamp::from_millis(4_000), &failed)
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.invitation(id).await.unwrap().unwrap().trials, 0);
+    let third = receiving(&store, &demo).await;
+    assert!(
+        store
+            .receive(third, &received(5_000, Some(id)))
+            .await
+            .unwrap()
+    );
+
+    // Past its expiry, nothing.
+    let late = receiving(&store, &demo).await;
+    let after = 1_000 + 3_600_000;
+    assert!(matches!(
+        store.receive(late, &received(after, Some(id))).await,
+        Err(StoreError::Conflict(_))
+    ));
+    // Opened once: the first time is kept.
+    store
+        .invitation_opened(id, Timestamp::from_millis(7))
+        .await
+        .unwrap();
+    store
+        .invitation_opened(id, Timestamp::from_millis(9))
+        .await
+        .unwrap();
+    let listed = store.invitations(Some(vendor.id), 10).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].opened_at, Some(Timestamp::from_millis(7)));
+    assert!(
+        store
+            .invitations(Some(VendorId::new()), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn the_funnel_counts_views_since_then_and_how_far_those_trials_got() {
+    let (store, _, demo) = store_with_demo().await;
+    let minute = 60_000;
+    for at in [0, 10 * minute, 10 * minute + 5, 20 * minute] {
+        store
+            .page_viewed(demo.id, Timestamp::from_millis(at))
+            .await
+            .unwrap();
+    }
+    // Three trials since minute 5: ready, opened and active, extended, feedback, contact.
+    let mut ids = Vec::new();
+    for at in [1_000, 6 * minute, 7 * minute, 8 * minute] {
+        let id = receiving(&store, &demo).await;
+        assert!(store.receive(id, &received(at, None)).await.unwrap());
+        ids.push(id);
+    }
+    store
+        .mark_ready(ids[1], Timestamp::from_millis(6 * minute), "10.0.0.2:80")
+        .await
+        .unwrap();
+    store
+        .mark_ready(ids[2], Timestamp::from_millis(7 * minute), "10.0.0.3:80")
+        .await
+        .unwrap();
+    store
+        .add_usage(&[Usage {
+            sandbox: ids[1],
+            requests: 3,
+            first_active_at: Timestamp::from_millis(6 * minute),
+            last_active_at: Timestamp::from_millis(6 * minute + 1),
+        }])
+        .await
+        .unwrap();
+    let events = [
+        (
+            ids[1],
+            SandboxEvent::Extended {
+                by_seconds: 60,
+                until: Timestamp::from_millis(1),
+            },
+        ),
+        (
+            ids[1],
+            SandboxEvent::Feedback {
+                answers: Default::default(),
+            },
+        ),
+        (
+            ids[1],
+            SandboxEvent::Feedback {
+                answers: Default::default(),
+            },
+        ),
+        (
+            ids[2],
+            SandboxEvent::ContactRequested {
+                message: ContactMessage::parse("hi").unwrap(),
+            },
+        ),
+        // Before `since`: not counted.
+        (
+            ids[0],
+            SandboxEvent::ContactRequested {
+                message: ContactMessage::parse("hi").unwrap(),
+            },
+        ),
+    ];
+    for (sandbox, event) in &events {
+        store
+            .append_event(NewEvent {
+                sandbox: *sandbox,
+                at: Timestamp::from_millis(9),
+                event,
+                announce: None,
+            })
+            .await
+            .unwrap();
+    }
+    let funnel = store
+        .funnel(demo.id, Timestamp::from_millis(5 * minute + 30_000))
+        .await
+        .unwrap();
+    assert_eq!(
+        funnel,
+        Funnel {
+            page_views: 3,
+            trials: 3,
+            ready: 2,
+            opened: 1,
+            active_5m: 0,
+            extended: 1,
+            feedback: 1,
+            contact_requested: 1,
+        }
+    );
+    let said = store.conversations(None, 10).await.unwrap();
+    assert_eq!(said.len(), 4, "feedback and contact requests, newest first");
+    assert_eq!(said[0].0.id, ids[0]);
 }
