@@ -108,6 +108,7 @@ struct Route {
 
 const OK: u16 = 200;
 const CREATED: u16 = 201;
+const ACCEPTED: u16 = 202;
 const NO_CONTENT: u16 = 204;
 const UNAUTH: u16 = 401;
 const FORBID: u16 = 403;
@@ -152,6 +153,8 @@ fn routes() -> Vec<Route> {
         route(g.clone(), "/v1/sandboxes?demo={demo}", vendors_list),
         route(g.clone(), "/v1/sandboxes/{sandbox}", sandbox_of_a),
         route(g.clone(), "/v1/sandboxes/{sandbox}/events", sandbox_of_a),
+        route(g.clone(), "/v1/demos/{demo}/funnel", demo_of_a),
+        route(g.clone(), "/v1/invitations", vendors_list),
         // For the vendor and operators only: a prospect's token is refused outright.
         route(
             g.clone(),
@@ -223,6 +226,24 @@ fn routes() -> Vec<Route> {
         Route {
             body: BodySpec::Json(json!({"seconds": 60})),
             ..route(Method::POST, "/v1/sandboxes/{sandbox}/extend", sandbox_of_a)
+        },
+        // Only the prospect speaks for the prospect: any other token is refused whichever
+        // sandbox it names.
+        Route {
+            body: BodySpec::Json(json!({"message": "May we talk?"})),
+            ..route(
+                Method::POST,
+                "/v1/sandboxes/{sandbox}/contact",
+                [UNAUTH, UNAUTH, FORBID, FORBID, FORBID, ACCEPTED, NOTFOUND],
+            )
+        },
+        Route {
+            body: BodySpec::Json(json!({"answers": {"fit": "Yes"}})),
+            ..route(
+                Method::POST,
+                "/v1/sandboxes/{sandbox}/feedback",
+                [UNAUTH, UNAUTH, FORBID, FORBID, FORBID, NO_CONTENT, NOTFOUND],
+            )
         },
         Route {
             body: BodySpec::Json(json!({"webhook_url": null})),
@@ -415,7 +436,8 @@ async fn tenant(app: &TestApp, who: &str) -> Tenant {
     merge(
         &mut manifest,
         json!({"ready": {"http_path": "/", "timeout_seconds": 30},
-               "upload": {"extensions": []}}),
+               "upload": {"extensions": []},
+               "exit_questions": [{"id": "fit", "label": "A fit?"}]}),
     );
     let demo = app.demo(&key, manifest).await;
     let sheet = Sheet::new(who);

@@ -1,7 +1,7 @@
 //! `/v1/sandboxes`: a prospect creates one with their files (no account); the prospect, the
 //! demo's vendor and operators read, extend and end it.
 
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
@@ -9,7 +9,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
 use utoipa_axum::routes;
 
-use super::auth::SeenSandbox;
+use super::auth::{self, SeenSandbox};
 use super::{ApiError, ApiJson, ApiQuery, AppState, Caller, Items, NoQuery, Page, Problem};
 use crate::domain::page::{self, Limit};
 use crate::domain::{
@@ -351,10 +351,13 @@ pub struct FeedbackBody {
     security(("bearer" = [])))]
 async fn sandbox_feedback(
     State(state): State<AppState>,
-    SeenSandbox { caller, sandbox }: SeenSandbox,
+    caller: Caller,
+    Path(id): Path<String>,
     ApiJson(body): ApiJson<FeedbackBody>,
 ) -> Result<StatusCode, ApiError> {
+    // Refused before the lookup, so that the answer is the same for any id.
     caller.require_prospect()?;
+    let sandbox = auth::sandbox(&state, caller, &id).await?;
     let answers = Answers::parse(
         body.answers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
         &sandbox.spec.exit_questions,
@@ -386,10 +389,12 @@ pub struct ContactBody {
     security(("bearer" = [])))]
 async fn sandbox_contact(
     State(state): State<AppState>,
-    SeenSandbox { caller, sandbox }: SeenSandbox,
+    caller: Caller,
+    Path(id): Path<String>,
     ApiJson(body): ApiJson<ContactBody>,
 ) -> Result<StatusCode, ApiError> {
     caller.require_prospect()?;
+    let sandbox = auth::sandbox(&state, caller, &id).await?;
     let message = ContactMessage::parse(&body.message)?;
     state.lifecycle.contact(&sandbox, message).await?;
     Ok(StatusCode::ACCEPTED)
