@@ -123,12 +123,6 @@
     if (total > maxBytes) {
       found.push("The files are too large: " + size(total) + " in all, at most " + size(maxBytes) + " accepted.");
     }
-    Array.prototype.forEach.call(form.querySelectorAll("[required]"), function (el) {
-      if (el.value.trim() === "") {
-        var label = form.querySelector("label[for='" + el.id + "']");
-        found.push("Please answer: " + (label ? label.textContent.replace(" (required)", "") : el.name) + ".");
-      }
-    });
     return found;
   }
 
@@ -227,9 +221,21 @@
     box.hidden = !on;
   }
 
+  // The vendor's required questions, asked after the files: checked only when sending.
+  function unanswered() {
+    var found = [];
+    Array.prototype.forEach.call(form.querySelectorAll("[required]"), function (el) {
+      if (el.value.trim() === "") {
+        var label = form.querySelector("label[for='" + el.id + "']");
+        found.push("Please answer: " + (label ? label.textContent.replace(" (required)", "") : el.name) + ".");
+      }
+    });
+    return found;
+  }
+
   form.addEventListener("submit", function (e) {
     e.preventDefault();
-    var found = problems(input.files);
+    var found = problems(input.files).concat(unanswered());
     showError(found);
     if (found.length) return;
     keepAnswers();

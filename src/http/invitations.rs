@@ -36,6 +36,7 @@ pub async fn invite(
     }
     let invitation = Invitation::new(demo.vendor_id, terms, Timestamp::now());
     state.store.insert_invitation(&invitation).await?;
+    metrics::counter!("testdrive_invitations_total").increment(1);
     Ok(invitation)
 }
 

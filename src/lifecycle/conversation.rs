@@ -41,6 +41,7 @@ impl Lifecycle {
         self.history()
             .record_or_fail(sandbox, self.now(), event)
             .await?;
+        metrics::counter!("testdrive_prospect_messages_total", "kind" => kind).increment(1);
         Ok(())
     }
 }

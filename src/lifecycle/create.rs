@@ -50,7 +50,7 @@ pub struct Begun {
     origin: Origin,
     /// Hands the spooled files, and what the demo is told of the prospect, to the
     /// provisioning; dropped, it abandons.
-    files: Option<oneshot::Sender<(Spool, ProspectNote)>>,
+    files: Option<oneshot::Sender<(Spool, Vec<u8>)>>,
     progress: watch::Receiver<Phase>,
 }
 
@@ -265,7 +265,7 @@ impl Begun {
         lifecycle.inner.wakeups.deadlines.notify_one();
         // A provisioning stopped meanwhile drops the spool, which deletes it.
         if let Some(files) = self.files.take() {
-            let _ = files.send((spool, note));
+            let _ = files.send((spool, note.to_json()));
         }
         Ok(Created {
             sandbox: lifecycle.record(id).await?,

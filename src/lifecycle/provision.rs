@@ -26,7 +26,7 @@ use super::Lifecycle;
 use super::images::Vanished;
 use super::probe;
 use crate::domain::sandbox::LoadOutput;
-use crate::domain::{DemoId, DemoSpec, Ending, ProspectNote, SandboxEvent, SandboxId};
+use crate::domain::{DemoId, DemoSpec, Ending, SandboxEvent, SandboxId};
 use crate::engine::{EngineError, NewContainer};
 use crate::sandbox_dirs::Owner;
 use crate::spool::Spool;
@@ -128,7 +128,8 @@ enum Stop {
 
 /// How the wait for the files ended.
 enum Arrival {
-    Files(Spool, ProspectNote),
+    /// The spooled files, and `prospect.json`'s bytes.
+    Files(Box<Spool>, Vec<u8>),
     /// The upload was refused or abandoned: nothing of the sandbox may remain.
     Abandoned,
     Cancelled,
@@ -172,17 +173,13 @@ pub(super) struct Provision {
 
 impl Provision {
     /// Runs in the background; the files come through `files` once they are all in.
-    pub(super) fn spawn(
-        self,
-        lifecycle: Lifecycle,
-        files: oneshot::Receiver<(Spool, ProspectNote)>,
-    ) {
+    pub(super) fn spawn(self, lifecycle: Lifecycle, files: oneshot::Receiver<(Spool, Vec<u8>)>) {
         let span =
             tracing::info_span!("sandbox.provision", sandbox_id = %self.id, demo_id = %self.demo);
         tokio::spawn(self.run(lifecycle, files).instrument(span));
     }
 
-    async fn run(self, lifecycle: Lifecycle, files: oneshot::Receiver<(Spool, ProspectNote)>) {
+    async fn run(self, lifecycle: Lifecycle, files: oneshot::Receiver<(Spool, Vec<u8>)>) {
         let id = self.id;
         let prepared = self.prepare(&lifecycle).await;
         // A failure while the files arrive is reported once they are in (after `created`);
@@ -190,7 +187,7 @@ impl Provision {
         let arrival = tokio::select! {
             biased;
             _ = self.cancel.cancelled() => Arrival::Cancelled,
-            files = files => files.map_or(Arrival::Abandoned, |(spool, note)| Arrival::Files(spool, note)),
+            files = files => files.map_or(Arrival::Abandoned, |(spool, note)| Arrival::Files(Box::new(spool), note)),
         };
         let outcome = match (prepared, arrival) {
             (_, Arrival::Abandoned) => {
@@ -202,7 +199,7 @@ impl Provision {
             (_, Arrival::Cancelled) => Err(Stop::Cancelled),
             (Err(stop), Arrival::Files(..)) => Err(stop),
             (Ok(owner), Arrival::Files(spool, note)) => {
-                self.complete(&lifecycle, owner, spool, note).await
+                self.complete(&lifecycle, owner, *spool, note).await
             }
         };
         let outcome = match outcome {
@@ -311,7 +308,7 @@ impl Provision {
         lifecycle: &Lifecycle,
         owner: Owner,
         spool: Spool,
-        note: ProspectNote,
+        note: Vec<u8>,
     ) -> Result<SocketAddr, Stop> {
         let (id, spec, cancel) = (self.id, &self.spec, &self.cancel);
         let engine = lifecycle.engine();
@@ -332,7 +329,7 @@ impl Provision {
         lifecycle
             .settings()
             .dirs
-            .place_note(id, &note.to_json(), owner)
+            .place_note(id, &note, owner)
             .await
             .map_err(|e| Stop::Failed(e.to_string()))?;
         if let Err(err) = spool.discard().await {

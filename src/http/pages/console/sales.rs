@@ -37,7 +37,10 @@ pub struct Bar {
     pub y: u32,
     pub text_y: u32,
     pub width: u32,
-    /// Of the step before, in percent ("" for the first step).
+    /// Trials in percent of page views, every later step in percent of trials ("" for
+    /// page views, and when there is nothing to divide by). The steps after a trial
+    /// started are not a sequence (a prospect may ask for a person without extending),
+    /// so each is measured against the trials.
     pub rate: String,
 }
 
@@ -56,16 +59,19 @@ impl FunnelChart {
     fn new(demo_id: DemoId, title: String, funnel: &Funnel) -> FunnelChart {
         let steps = funnel.steps();
         let top = steps.iter().map(|s| s.2).max().unwrap_or(0).max(1);
-        let mut before: Option<u64> = None;
         let bars = steps
             .iter()
             .enumerate()
             .map(|(i, &(key, label, count))| {
-                let rate = match before {
-                    Some(0) | None => String::new(),
-                    Some(b) => format!("{}%", (count * 100 + b / 2) / b),
+                let of = match i {
+                    0 => 0,
+                    1 => funnel.page_views,
+                    _ => funnel.trials,
                 };
-                before = Some(count);
+                let rate = match of {
+                    0 => String::new(),
+                    of => format!("{}%", (count * 100 + of / 2) / of),
+                };
                 // A step with any count shows at least a sliver.
                 let width = ((count * u64::from(BAR_MAX)) / top) as u32;
                 let width = if count > 0 { width.max(2) } else { 0 };
@@ -335,6 +341,6 @@ mod tests {
         assert_eq!(chart.bars[4].rate, "");
         // Nothing at all draws nothing, and divides by nothing.
         let empty = FunnelChart::new(DemoId::new(), "Demo".into(), &Funnel::default());
-        assert!(empty.bars.iter().all(|b| b.width == 0));
+        assert!(empty.bars.iter().all(|b| b.width == 0 && b.rate.is_empty()));
     }
 }
