@@ -9,7 +9,7 @@ use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use super::{ApiError, AppState, Caller, Console, shown_time};
+use super::{ApiError, AppState, Caller, Console, PageError, shown_time};
 use crate::domain::conversation::InvitationRequest;
 use crate::domain::{
     DemoId, Funnel, InvitationId, InvitationState, Question, SandboxEvent, Timestamp, VendorId,
@@ -272,11 +272,26 @@ pub struct InviteForm {
     /// Days the link stays open.
     #[serde(default)]
     days: String,
+    /// Trials the link may start (a failed one does not count).
+    #[serde(default)]
+    trials: String,
 }
 
 /// `POST /vendor/invitations`: makes the invitation and goes back to the console, which
-/// shows its link. The form carries the page key in its action's query.
+/// shows its link; a refusal is a page with the way back. The form carries the page key in
+/// its action's query.
 pub async fn invite_from_console(
+    state: AppState,
+    headers: HeaderMap,
+    uri: Uri,
+    form: InviteForm,
+) -> Result<Response, PageError> {
+    invite_or_refuse(state, headers, uri, form)
+        .await
+        .map_err(|err| PageError::from(err).back_to(Some("/vendor#invitations".to_string())))
+}
+
+async fn invite_or_refuse(
     state: AppState,
     headers: HeaderMap,
     uri: Uri,
@@ -286,13 +301,15 @@ pub async fn invite_from_console(
     let caller = Console::Vendor
         .caller(&state, &headers, uri.query())
         .await?;
-    let days = match form.days.trim() {
-        "" => None,
-        raw => Some(
-            raw.parse::<i64>()
-                .map_err(|_| ApiError::invalid("days", "must be a whole number of days"))?,
-        ),
+    let number = |field: &str, raw: &str| match raw.trim() {
+        "" => Ok(None),
+        raw => raw
+            .parse::<i64>()
+            .map(Some)
+            .map_err(|_| ApiError::invalid(field, "must be a whole number")),
     };
+    let days = number("days", &form.days)?;
+    let max_trials = number("trials", &form.trials)?;
     let request = InvitationRequest {
         demo_id: Some(form.demo_id),
         vendor_id: None,
@@ -300,7 +317,7 @@ pub async fn invite_from_console(
         email: Some(form.email),
         note: Some(form.note),
         expires_in_seconds: days.map(|d| d.saturating_mul(24 * 3600)),
-        max_trials: None,
+        max_trials,
     };
     debug_assert!(matches!(caller, Caller::Vendor(_)));
     let invitation = invite(&state, caller, &request).await?;
