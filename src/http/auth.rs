@@ -108,7 +108,6 @@ impl Caller {
         }
     }
 
-    /// Whether the caller sees the prospect's information sheet.
     /// Only the prospect (the sandbox token) speaks for the prospect.
     pub fn require_prospect(self) -> Result<(), ApiError> {
         match self {
@@ -117,6 +116,7 @@ impl Caller {
         }
     }
 
+    /// Whether the caller sees the prospect's information sheet.
     pub fn sees_prospect(self) -> bool {
         !matches!(self, Caller::Sandbox(_))
     }

@@ -431,6 +431,12 @@ where
         (None, Some(id)) => Some(open_invitation(state, id, &demo).await?),
         (None, None) => None,
     };
+    // The vendor knows whom it invited: a sheet left blank is the invitation's.
+    let mut prospect = prospect;
+    if let Some(invited) = invitation.as_ref().map(Invitation::prospect) {
+        prospect.company = prospect.company.or(invited.company);
+        prospect.email = prospect.email.or(invited.email);
+    }
     Ok(Form {
         window,
         introduction: Introduction {

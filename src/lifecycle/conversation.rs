@@ -25,22 +25,18 @@ impl Lifecycle {
 
     async fn say(&self, sandbox: &Sandbox, event: SandboxEvent) -> Result<()> {
         let kind = event.kind();
-        let said = self
-            .inner
-            .store
-            .history(sandbox.id)
+        let most = MAX_PER_TRIAL as u32;
+        // Counted and written in one statement: requests sent all at once cannot pass the
+        // limit together.
+        if !self
+            .history()
+            .record_within(sandbox, self.now(), event, most)
             .await?
-            .iter()
-            .filter(|e| e.event.kind() == kind)
-            .count();
-        if said >= MAX_PER_TRIAL {
+        {
             return Err(LifecycleError::Enough(format!(
                 "this trial has sent this {MAX_PER_TRIAL} times already"
             )));
         }
-        self.history()
-            .record_or_fail(sandbox, self.now(), event)
-            .await?;
         metrics::counter!("testdrive_prospect_messages_total", "kind" => kind).increment(1);
         Ok(())
     }

@@ -49,27 +49,28 @@ impl History {
         }
     }
 
-    /// Records `event`, which the prospect caused, with its announcement, and says whether
-    /// it was written: the prospect is told only once it is kept.
-    pub(super) async fn record_or_fail(
+    /// Records `event`, which the prospect caused, with its announcement, unless the
+    /// sandbox has `most` of its kind already; whether it was written (the prospect is told
+    /// only once it is kept).
+    pub(super) async fn record_within(
         &self,
         sandbox: &Sandbox,
         at: Timestamp,
         event: SandboxEvent,
-    ) -> crate::store::Result<()> {
+        most: u32,
+    ) -> crate::store::Result<bool> {
         let delivery = webhooks::delivery(&event, at, sandbox);
-        self.store
-            .append_event(NewEvent {
-                sandbox: sandbox.id,
-                at,
-                event: &event,
-                announce: delivery.as_ref(),
-            })
-            .await?;
-        if delivery.is_some() {
+        let new = NewEvent {
+            sandbox: sandbox.id,
+            at,
+            event: &event,
+            announce: delivery.as_ref(),
+        };
+        let written = self.store.append_event_within(new, most).await?;
+        if written && delivery.is_some() {
             self.webhooks.ring();
         }
-        Ok(())
+        Ok(written)
     }
 
     /// Records an event of the deployment, for the operators (and, when it is about a

@@ -240,6 +240,10 @@ pub trait HistoryStore: Send + Sync {
     /// Appends an event and, when given and the vendor has a webhook, the delivery that
     /// announces it, in one transaction.
     async fn append_event(&self, new: NewEvent<'_>) -> Result<()>;
+    /// Like `append_event`, unless the sandbox has `most` events of this kind already
+    /// (checked in the same statement, so callers racing cannot pass it together); whether
+    /// it was appended.
+    async fn append_event_within(&self, new: NewEvent<'_>, most: u32) -> Result<bool>;
     /// The sandbox's events, oldest first.
     async fn history(&self, id: SandboxId) -> Result<Vec<EventRecord>>;
     /// The newest events of all sandboxes (of one vendor's demos), newest first.

@@ -5,6 +5,8 @@ mod at_rest;
 mod browser;
 mod browser_origins;
 mod contract;
+mod conversation;
+mod conversation_browser;
 mod crash;
 mod disk_full;
 mod engine_restart;

@@ -21,18 +21,28 @@ fn record_from(row: &SqliteRow) -> Result<EventRecord> {
     })
 }
 
-#[async_trait]
-impl HistoryStore for SqliteStore {
-    async fn append_event(&self, new: NewEvent<'_>) -> Result<()> {
+impl SqliteStore {
+    /// Appends the event (unless the sandbox has `most` of its kind already: one statement
+    /// counts and writes, under SQLite's write lock) and its delivery, in one transaction.
+    async fn append(&self, new: NewEvent<'_>, most: Option<u32>) -> Result<bool> {
         let (id, at, event) = (new.sandbox, new.at, new.event);
         let mut tx = self.pool.begin().await?;
-        sqlx::query("INSERT INTO sandbox_events (sandbox_id, at, kind, data) VALUES (?, ?, ?, ?)")
-            .bind(id.to_string())
-            .bind(at.millis())
-            .bind(event.kind())
-            .bind(json(event)?)
-            .execute(&mut *tx)
-            .await?;
+        let appended = sqlx::query(
+            "INSERT INTO sandbox_events (sandbox_id, at, kind, data)
+             SELECT ?1, ?2, ?3, ?4
+             WHERE ?5 IS NULL
+                OR (SELECT COUNT(*) FROM sandbox_events WHERE sandbox_id = ?1 AND kind = ?3) < ?5",
+        )
+        .bind(id.to_string())
+        .bind(at.millis())
+        .bind(event.kind())
+        .bind(json(event)?)
+        .bind(most)
+        .execute(&mut *tx)
+        .await?;
+        if appended.rows_affected() != 1 {
+            return Ok(false);
+        }
         if let Some(delivery) = new.announce {
             sqlx::query(
                 "INSERT INTO webhook_deliveries
@@ -50,7 +60,18 @@ impl HistoryStore for SqliteStore {
             .await?;
         }
         tx.commit().await?;
-        Ok(())
+        Ok(true)
+    }
+}
+
+#[async_trait]
+impl HistoryStore for SqliteStore {
+    async fn append_event(&self, new: NewEvent<'_>) -> Result<()> {
+        self.append(new, None).await.map(|_| ())
+    }
+
+    async fn append_event_within(&self, new: NewEvent<'_>, most: u32) -> Result<bool> {
+        self.append(new, Some(most)).await
     }
 
     async fn history(&self, id: SandboxId) -> Result<Vec<EventRecord>> {

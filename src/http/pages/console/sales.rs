@@ -348,14 +348,15 @@ mod tests {
         assert_eq!(chart.bars.len(), 8);
         assert_eq!(chart.bars[0].width, BAR_MAX);
         assert_eq!(chart.bars[1].width, BAR_MAX / 4);
+        assert_eq!(chart.bars[0].rate, "");
         assert_eq!(chart.bars[1].rate, "25%");
         assert_eq!(chart.bars[2].rate, "90%");
         assert_eq!(
             (chart.bars[3].width, chart.bars[3].rate.as_str()),
             (0, "0%")
         );
-        // After a step nobody reached, no rate.
-        assert_eq!(chart.bars[4].rate, "");
+        // Every later step against the trials, not the step before.
+        assert_eq!(chart.bars[4].rate, "0%");
         // Nothing at all draws nothing, and divides by nothing.
         let empty = FunnelChart::new(DemoId::new(), "Demo".into(), &Funnel::default());
         assert!(empty.bars.iter().all(|b| b.width == 0 && b.rate.is_empty()));
