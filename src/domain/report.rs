@@ -108,7 +108,7 @@ pub struct ReportUsage {
 pub struct FileReport {
     pub name: String,
     pub bytes: u64,
-    /// `null` for a format that is not profiled (anything but CSV, TSV and JSON).
+    /// `null` for a format that is not profiled (anything but CSV, TSV, JSON and NDJSON).
     pub profile: Option<FileProfile>,
 }
 

@@ -432,7 +432,6 @@ where
         (None, None) => None,
     };
     // The vendor knows whom it invited: a sheet left blank is the invitation's.
-    let mut prospect = prospect;
     if let Some(invited) = invitation.as_ref().map(Invitation::prospect) {
         prospect.company = prospect.company.or(invited.company);
         prospect.email = prospect.email.or(invited.email);

@@ -291,7 +291,7 @@ async fn the_report_profiles_files_and_never_shows_a_value() {
     require_images();
     let app = TestApp::spawn().await;
     let (key, demo) = app
-        .static_demo(json!({"upload": {"extensions": ["csv", "json"]}}))
+        .static_demo(json!({"upload": {"extensions": ["csv", "json", "ndjson"]}}))
         .await;
     let csv = "customer,spend,signed_up,vip\n\
                Zanzibar Holdings,1200.50,2024-03-01,true\n\
@@ -304,6 +304,17 @@ async fn the_report_profiles_files_and_never_shows_a_value() {
             &[
                 ("customers.csv", csv.as_bytes().to_vec()),
                 ("meta.json", json_file.as_bytes().to_vec()),
+                (
+                    "deals.json",
+                    br#"[{"deal": "Kraken Ltd", "value": 12.5, "won": true},
+                         {"deal": "Narwhal plc", "value": 7, "won": false}]"#
+                        .to_vec(),
+                ),
+                (
+                    "events.ndjson",
+                    b"{\"who\": \"Ulysses\", \"at\": \"2024-05-06\"}\n{\"who\": \"Penelope\", \"at\": \"2024-05-07\"}\n"
+                        .to_vec(),
+                ),
             ],
         )
         .await;
@@ -355,6 +366,19 @@ async fn the_report_profiles_files_and_never_shows_a_value() {
         files["meta.json"],
         &json!({"format": "json", "top_level": "object", "keys": ["region", "accounts", "owner"]})
     );
+    // An array of records and newline-delimited records read like tables: their keys with
+    // a type each and how many, never a value.
+    assert_eq!(
+        files["deals.json"],
+        &json!({"format": "json", "top_level": "array", "length": 2, "records": 2, "columns": [
+            {"name": "deal", "type": "text"}, {"name": "value", "type": "number"},
+            {"name": "won", "type": "boolean"}]})
+    );
+    assert_eq!(
+        files["events.ndjson"],
+        &json!({"format": "json", "top_level": "lines", "length": 2, "records": 2, "columns": [
+            {"name": "who", "type": "text"}, {"name": "at", "type": "date"}]})
+    );
     assert_eq!(
         report["extensions"],
         json!({"count": 1, "seconds_added": 120})
@@ -369,6 +393,11 @@ async fn the_report_profiles_files_and_never_shows_a_value() {
         "2024-03-01",
         "Atlantis",
         "Xerxes",
+        "Kraken",
+        "Narwhal",
+        "Ulysses",
+        "Penelope",
+        "2024-05-06",
     ] {
         assert!(!text.contains(value), "the report shows {value}: {text}");
     }
