@@ -182,6 +182,27 @@ impl Answers {
         Ok(Answers(answers))
     }
 
+    /// Feedback: answers to a demo's exit questions, at least one of them (`answers.<id>`
+    /// in errors).
+    pub fn parse_feedback(
+        raw: &BTreeMap<String, String>,
+        exit_questions: &[Question],
+    ) -> Result<Answers, Invalid> {
+        let answers = Answers::parse(
+            raw.iter()
+                .map(|(id, answer)| (id.as_str(), answer.as_str())),
+            exit_questions,
+            "answers.",
+        )?;
+        if answers.is_empty() {
+            return Err(Invalid::new(
+                "answers",
+                "must answer at least one exit question",
+            ));
+        }
+        Ok(answers)
+    }
+
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
@@ -522,6 +543,11 @@ mod tests {
         // An empty answer is no answer.
         let answers = Answers::parse([("role", "Engineer"), ("goal", "  ")], &q, "q.").unwrap();
         assert_eq!(answers.get("goal"), None);
+        let exit = BTreeMap::from([("goal".to_string(), " ".to_string())]);
+        assert_eq!(
+            Answers::parse_feedback(&exit, &q[1..]).unwrap_err().field,
+            "answers"
+        );
         let long = "x".repeat(MAX_ANSWER_CHARS + 1);
         assert!(Answers::parse([("role", "Analyst"), ("goal", long.as_str())], &q, "q.").is_err());
     }

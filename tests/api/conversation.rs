@@ -225,6 +225,40 @@ async fn delivered(received: &Recorded, kind: &str, sandbox: &str) -> (String, S
     (signature, body, value)
 }
 
+/// Sends `body` to `path` until the trial has said it five times (two were sent before),
+/// then once more, which is refused.
+async fn said_five_times(app: &TestApp, path: &str, token: &str, body: &Value, ok: StatusCode) {
+    for _ in 0..3 {
+        let res = app.post_json(path, Some(token), body).await;
+        assert_eq!(res.status(), ok);
+    }
+    problem(
+        app.post_json(path, Some(token), body).await,
+        StatusCode::CONFLICT,
+    )
+    .await;
+}
+
+/// Waits until at least `at_least` webhooks of type `kind` arrived, checks every delivery's
+/// signature, and says how many of `kind` there are.
+async fn announced(received: &Recorded, secret: &str, kind: &str, at_least: usize) -> usize {
+    let of_kind = |got: &[(String, String)]| {
+        got.iter()
+            .filter(|(_, b)| b.contains(&format!("\"type\":\"{kind}\"")))
+            .count()
+    };
+    let got = poll(
+        Duration::from_millis(50),
+        async || received.lock().unwrap().clone(),
+        |got| of_kind(got) >= at_least,
+    )
+    .await;
+    for (signature, body) in &got {
+        assert_eq!(signature, &signed(secret, body), "{body}");
+    }
+    of_kind(&got)
+}
+
 async fn funnel(app: &TestApp, token: &str, demo: &str, query: &str) -> Response {
     app.get(&format!("/v1/demos/{demo}/funnel{query}"), Some(token))
         .await
@@ -547,12 +581,7 @@ async fn an_invitation_page_greets_the_company_and_its_trial_carries_the_invitat
 
     // The report holds the invitation, also after the end.
     app.end_sandbox(&sandbox, &token).await;
-    let report = json_of(
-        app.get(&format!("/v1/sandboxes/{sandbox}/report"), Some(&key))
-            .await,
-        StatusCode::OK,
-    )
-    .await;
+    let (_, report) = app.report(&sandbox, &key).await;
     assert_eq!(
         report["invitation"],
         json!({
@@ -926,12 +955,7 @@ async fn answers_are_checked_against_the_questions_and_a_refusal_leaves_nothing(
         seen["answers"],
         json!({"role": "Engineer", "goal": "Faster month-end close"})
     );
-    let report = json_of(
-        app.get(&format!("/v1/sandboxes/{second_id}/report"), Some(&key))
-            .await,
-        StatusCode::OK,
-    )
-    .await;
+    let (_, report) = app.report(&second_id, &key).await;
     assert_eq!(
         report["answers"],
         json!({"role": "Engineer", "goal": "Faster month-end close"})
@@ -1078,18 +1102,7 @@ async fn a_trial_that_claims_a_warm_member_gets_its_prospect_json_too() {
     let mut overrides = asking();
     merge(&mut overrides, json!({"warm_pool": 1}));
     let (key, demo) = app.static_demo(overrides).await;
-    poll(
-        Duration::from_millis(100),
-        async || {
-            json_of(
-                app.get(&format!("/v1/demos/{demo}"), Some(&key)).await,
-                StatusCode::OK,
-            )
-            .await
-        },
-        |d| d["warm_ready"] == 1,
-    )
-    .await;
+    app.wait_pool(&key, &demo, 1).await;
     // The member runs knowing nothing about anyone.
     let members = docker_ids("container", &format!("testdrive.instance={}", app.instance));
     assert_eq!(members.len(), 1, "{members:?}");
@@ -1248,34 +1261,10 @@ async fn feedback_is_the_prospects_checked_against_the_exit_questions_and_signed
         "{kinds:?}"
     );
 
-    // Five times at most.
-    for _ in 0..3 {
-        let res = app.post_json(&path, Some(&token), &after).await;
-        assert_eq!(res.status(), StatusCode::NO_CONTENT);
-    }
-    problem(
-        app.post_json(&path, Some(&token), &after).await,
-        StatusCode::CONFLICT,
-    )
-    .await;
-    let got = poll(
-        Duration::from_millis(50),
-        async || received.lock().unwrap().clone(),
-        |got| {
-            got.iter()
-                .filter(|(_, b)| b.contains("\"type\":\"sandbox.feedback\""))
-                .count()
-                >= 5
-        },
-    )
-    .await;
-    for (signature, body) in &got {
-        assert_eq!(signature, &signed(&secret, body), "{body}");
-    }
+    // Five times at most, each announced once, signed.
+    said_five_times(&app, &path, &token, &after, StatusCode::NO_CONTENT).await;
     assert_eq!(
-        got.iter()
-            .filter(|(_, b)| b.contains("\"type\":\"sandbox.feedback\""))
-            .count(),
+        announced(&received, &secret, "sandbox.feedback", 5).await,
         5
     );
     assert_nothing_beside(&app, &[&sandbox]).await;
@@ -1360,12 +1349,7 @@ async fn a_contact_request_reaches_the_vendor_signed_and_stays_in_the_report() {
         .post_json(&path, Some(&token), &json!({"message": "Still there?"}))
         .await;
     assert_eq!(res.status(), StatusCode::ACCEPTED, "also after the end");
-    let report = json_of(
-        app.get(&format!("/v1/sandboxes/{sandbox}/report"), Some(&app.admin))
-            .await,
-        StatusCode::OK,
-    )
-    .await;
+    let (_, report) = app.report(&sandbox, &app.admin).await;
     let asked: Vec<&str> = report["contact_requests"]
         .as_array()
         .unwrap()
@@ -1382,30 +1366,12 @@ async fn a_contact_request_reaches_the_vendor_signed_and_stays_in_the_report() {
     assert_eq!(report["invitation"]["id"], invitation_id.as_str());
     assert_eq!(report["invitation"]["company"], "Globex");
 
-    // Five times at most.
-    for _ in 0..3 {
-        let res = app.post_json(&path, Some(&token), &message).await;
-        assert_eq!(res.status(), StatusCode::ACCEPTED);
-    }
-    problem(
-        app.post_json(&path, Some(&token), &message).await,
-        StatusCode::CONFLICT,
-    )
-    .await;
-    let got = poll(
-        Duration::from_millis(50),
-        async || received.lock().unwrap().clone(),
-        |got| {
-            got.iter()
-                .filter(|(_, b)| b.contains("\"type\":\"prospect.contact_requested\""))
-                .count()
-                >= 5
-        },
-    )
-    .await;
-    for (signature, body) in &got {
-        assert_eq!(signature, &signed(&secret, body), "{body}");
-    }
+    // Five times at most, each announced once, signed.
+    said_five_times(&app, &path, &token, &message, StatusCode::ACCEPTED).await;
+    assert_eq!(
+        announced(&received, &secret, "prospect.contact_requested", 5).await,
+        5
+    );
     assert_nothing_beside(&app, &[&sandbox]).await;
 }
 
@@ -1755,12 +1721,7 @@ async fn a_trial_sends_at_most_five_contact_requests_and_feedbacks_even_all_at_o
             .count();
         assert_eq!((accepted, refused), (5, 7), "{path}: {statuses:?}");
     }
-    let report = json_of(
-        app.get(&format!("/v1/sandboxes/{sandbox}/report"), Some(&app.admin))
-            .await,
-        StatusCode::OK,
-    )
-    .await;
+    let (_, report) = app.report(&sandbox, &app.admin).await;
     assert_eq!(report["contact_requests"].as_array().unwrap().len(), 5);
     assert_eq!(report["feedback"].as_array().unwrap().len(), 5);
     app.end_sandbox(&sandbox, &token).await;
@@ -1791,15 +1752,7 @@ async fn what_a_demo_left_at_the_prospect_files_place_is_replaced_never_followed
             json!({"warm_pool": 1, "command": ["sh", "-c", command]}),
         );
         let (key, demo) = app.static_demo(overrides).await;
-        poll(
-            Duration::from_millis(100),
-            async || {
-                let res = app.get(&format!("/v1/demos/{demo}"), Some(&key)).await;
-                res.json::<Value>().await.unwrap()["warm_ready"].clone()
-            },
-            |ready| *ready == 1,
-        )
-        .await;
+        app.wait_pool(&key, &demo, 1).await;
         // The member made them (the claim below replaces them).
         let out = std::process::Command::new("docker")
             .args(["ps", "--filter"])

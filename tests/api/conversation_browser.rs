@@ -588,12 +588,7 @@ async fn the_sales_conversation_in_a_browser() {
         "{contact_hook}"
     );
 
-    let res = app
-        .get(&format!("/v1/sandboxes/{id}/report"), Some(&key))
-        .await;
-    assert_eq!(res.status(), StatusCode::OK);
-    let text = res.text().await.unwrap();
-    let report: Value = serde_json::from_str(&text).unwrap();
+    let (text, report) = app.report(&id, &key).await;
     assert_eq!(report["invitation"]["id"], invitation.as_str(), "{report}");
     assert_eq!(report["invitation"]["company"], COMPANY, "{report}");
     assert_eq!(report["invitation"]["note"], NOTE, "{report}");

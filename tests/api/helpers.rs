@@ -733,6 +733,39 @@ impl Api {
     }
 
     /// Polls the sandbox (as `token`) until `done` holds, up to a minute.
+    /// The sandbox's trial report as `token` (a vendor's or the operators') reads it: its
+    /// text (to look for what it must not hold) and its JSON.
+    pub async fn report(&self, id: &str, token: &str) -> (String, Value) {
+        let res = self
+            .get(&format!("/v1/sandboxes/{id}/report"), Some(token))
+            .await;
+        assert_eq!(res.status(), StatusCode::OK);
+        let text = res.text().await.unwrap();
+        let report = serde_json::from_str(&text).unwrap();
+        (text, report)
+    }
+
+    /// The demo as its vendor reads it.
+    pub async fn demo_view(&self, key: &str, demo: &str) -> Value {
+        let res = self.get(&format!("/v1/demos/{demo}"), Some(key)).await;
+        assert_eq!(res.status(), StatusCode::OK);
+        res.json().await.unwrap()
+    }
+
+    /// Waits (up to a minute) until the demo's pool has exactly `n` members ready.
+    pub async fn wait_pool(&self, key: &str, demo: &str, n: u64) {
+        for _ in 0..600 {
+            if self.demo_view(key, demo).await["warm_ready"] == n {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!(
+            "the pool never reached {n}: {}",
+            self.demo_view(key, demo).await
+        );
+    }
+
     pub async fn wait_for(&self, id: &str, token: &str, done: impl Fn(&Value) -> bool) -> Value {
         let path = format!("/v1/sandboxes/{id}");
         let fetch = async || self.get(&path, Some(token)).await.json().await.unwrap();

@@ -344,12 +344,7 @@ async fn the_report_profiles_files_and_never_shows_a_value() {
     app.delete(&format!("/v1/sandboxes/{id}"), Some(&key)).await;
     assert_no_objects(&id);
     // It outlives the data.
-    let res = app
-        .get(&format!("/v1/sandboxes/{id}/report"), Some(&key))
-        .await;
-    assert_eq!(res.status(), StatusCode::OK);
-    let text = res.text().await.unwrap();
-    let report: Value = serde_json::from_str(&text).unwrap();
+    let (text, report) = app.report(&id, &key).await;
     let files: HashMap<&str, &Value> = report["files"]
         .as_array()
         .unwrap()

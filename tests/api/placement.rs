@@ -155,15 +155,7 @@ async fn links_a_demo_makes_in_its_data_directory_are_never_followed() {
     let (key, demo) = app
         .static_demo(json!({"warm_pool": 1, "command": ["sh", "-c", script]}))
         .await;
-    poll(
-        Duration::from_millis(100),
-        async || {
-            let res = app.get(&format!("/v1/demos/{demo}"), Some(&key)).await;
-            res.json::<Value>().await.unwrap()["warm_ready"].clone()
-        },
-        |ready| *ready == 1,
-    )
-    .await;
+    app.wait_pool(&key, &demo, 1).await;
     let body = app
         .ready_sandbox(&demo, &[("a.csv", b"prospect\n".to_vec())])
         .await;

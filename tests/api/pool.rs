@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use reqwest::StatusCode;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::helpers::{
     TestApp, assert_no_objects, container_of, docker_ids, kinds, objects_of, require_images,
@@ -36,26 +36,6 @@ async fn members(app: &TestApp) -> HashSet<String> {
         .collect()
 }
 
-async fn demo_view(app: &TestApp, key: &str, demo: &str) -> Value {
-    let res = app.get(&format!("/v1/demos/{demo}"), Some(key)).await;
-    assert_eq!(res.status(), StatusCode::OK);
-    res.json().await.unwrap()
-}
-
-/// Waits (up to a minute) until the demo's pool has exactly `n` members ready.
-async fn wait_pool(app: &TestApp, key: &str, demo: &str, n: u64) {
-    for _ in 0..600 {
-        if demo_view(app, key, demo).await["warm_ready"] == n {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!(
-        "the pool never reached {n}: {}",
-        demo_view(app, key, demo).await
-    );
-}
-
 /// Waits until `check` holds for the set of members, up to a minute.
 async fn wait_members(app: &TestApp, check: impl Fn(&HashSet<String>) -> bool) -> HashSet<String> {
     for _ in 0..600 {
@@ -73,7 +53,7 @@ async fn a_trial_takes_a_started_member_and_the_pool_refills() {
     require_images();
     let app = TestApp::spawn().await;
     let (key, demo) = app.static_demo(json!({"warm_pool": 2})).await;
-    wait_pool(&app, &key, &demo, 2).await;
+    app.wait_pool(&key, &demo, 2).await;
     let before = members(&app).await;
     assert_eq!(before.len(), 2, "{before:?}");
 
@@ -107,7 +87,7 @@ async fn a_trial_takes_a_started_member_and_the_pool_refills() {
     assert_eq!(res.bytes().await.unwrap().to_vec(), data);
 
     // The pool refills with a new member; the claimed one is never in it again.
-    wait_pool(&app, &key, &demo, 2).await;
+    app.wait_pool(&key, &demo, 2).await;
     let after = wait_members(&app, |m| m.len() == 2).await;
     assert!(!after.contains(&id));
 
@@ -124,7 +104,7 @@ async fn a_member_never_serves_two_prospects() {
     require_images();
     let app = TestApp::spawn().await;
     let (key, demo) = app.static_demo(json!({"warm_pool": 1})).await;
-    wait_pool(&app, &key, &demo, 1).await;
+    app.wait_pool(&key, &demo, 1).await;
 
     // Three prospects at once for a pool of one.
     let trials = (0..3).map(|i| {
@@ -171,7 +151,7 @@ async fn a_demo_change_drains_its_pool_and_removal_empties_it() {
     require_images();
     let app = TestApp::spawn().await;
     let (key, demo) = app.static_demo(json!({"warm_pool": 2})).await;
-    wait_pool(&app, &key, &demo, 2).await;
+    app.wait_pool(&key, &demo, 2).await;
     let old = members(&app).await;
 
     // Members run the old spec: all go, new ones come.
@@ -191,7 +171,7 @@ async fn a_demo_change_drains_its_pool_and_removal_empties_it() {
             "{id} was drained with its volume"
         );
     }
-    wait_pool(&app, &key, &demo, 2).await;
+    app.wait_pool(&key, &demo, 2).await;
 
     // A trial now runs the new spec.
     let body = app
@@ -221,7 +201,7 @@ async fn a_demo_change_drains_its_pool_and_removal_empties_it() {
         .await
         .unwrap();
     assert_eq!(res.status(), StatusCode::OK);
-    wait_pool(&app, &key, &demo, 2).await;
+    app.wait_pool(&key, &demo, 2).await;
     let res = app.delete(&format!("/v1/demos/{demo}"), Some(&key)).await;
     assert!(res.status().is_success(), "{}", res.status());
     wait_members(&app, |m| m.is_empty()).await;
@@ -237,7 +217,7 @@ async fn members_hold_only_places_no_prospect_needs() {
     let app = TestApp::spawn_with(|c| c.max_sandboxes = 2).await;
     let (key, pooled) = app.static_demo(json!({"warm_pool": 2})).await;
     let (_, other) = app.static_demo(json!({})).await;
-    wait_pool(&app, &key, &pooled, 2).await;
+    app.wait_pool(&key, &pooled, 2).await;
 
     // Both running places are held by members, yet a prospect of another demo gets one.
     let body = app
@@ -255,7 +235,7 @@ async fn members_hold_only_places_no_prospect_needs() {
     // And the pool refills once the place is free again.
     app.delete(&format!("/v1/sandboxes/{id}"), Some(&app.admin))
         .await;
-    wait_pool(&app, &key, &pooled, 2).await;
+    app.wait_pool(&key, &pooled, 2).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -263,7 +243,7 @@ async fn a_member_whose_container_dies_is_replaced() {
     require_images();
     let app = TestApp::spawn().await;
     let (key, demo) = app.static_demo(json!({"warm_pool": 1})).await;
-    wait_pool(&app, &key, &demo, 1).await;
+    app.wait_pool(&key, &demo, 1).await;
     let dead = members(&app).await.into_iter().next().unwrap();
     let out = Command::new("docker")
         .args(["kill", &container_of(&dead)])
@@ -274,7 +254,7 @@ async fn a_member_whose_container_dies_is_replaced() {
     // The reconciler drains it (with its volume); the keeper makes another.
     let now = wait_members(&app, |m| m.len() == 1 && !m.contains(&dead)).await;
     assert!(objects_of(&dead).is_empty());
-    wait_pool(&app, &key, &demo, 1).await;
+    app.wait_pool(&key, &demo, 1).await;
     // The new one serves a trial.
     let body = app
         .ready_sandbox(&demo, &[("a.csv", b"x\n".to_vec())])
@@ -291,10 +271,10 @@ async fn members_survive_a_restart_and_are_claimed_after_it() {
     require_images();
     let mut app = TestApp::spawn().await;
     let (key, demo) = app.static_demo(json!({"warm_pool": 1})).await;
-    wait_pool(&app, &key, &demo, 1).await;
+    app.wait_pool(&key, &demo, 1).await;
     let kept = members(&app).await;
     app.restart(|_| {}).await;
-    wait_pool(&app, &key, &demo, 1).await;
+    app.wait_pool(&key, &demo, 1).await;
     assert_eq!(
         members(&app).await,
         kept,

@@ -388,16 +388,27 @@ pub(super) mod tests {
     /// and fixed buffers.
     const BOUND: usize = 2 << 20;
 
+    /// Hostile CSV, as (first bytes, a chunk fed again and again) of `piece` bytes: a line
+    /// with no line break, a quote never closed, empty fields on one line, tiny fields on
+    /// one line below a header.
+    fn hostile_csv(piece: usize) -> [(Vec<u8>, Vec<u8>); 4] {
+        let x = vec![b'x'; piece];
+        let mut quote = b"a,b\n1,\"".to_vec();
+        quote.extend_from_slice(&x);
+        [
+            (b"a,b\n".to_vec(), x.clone()),
+            (quote, x),
+            (Vec::new(), vec![b','; piece]),
+            (b"a\n".to_vec(), b"1,".repeat(piece / 2)),
+        ]
+    }
+
     /// Hostile shapes, each fed twice as far the second time: the heap held must not grow
     /// with the input, and stays under `BOUND`.
     #[test]
     fn memory_is_bounded_whatever_the_file() {
         let piece = 256 * 1024;
-        let x = vec![b'x'; piece];
-        let mut quote = b"a,b\n1,\"".to_vec();
-        quote.extend_from_slice(&x);
-        let commas = vec![b','; piece];
-        let tiny = b"1,".repeat(piece / 2);
+        let [x, quote, commas, tiny] = hostile_csv(piece);
         let names: Vec<u8> = (0..piece / 8)
             .flat_map(|i| format!("n{i:06},").into_bytes())
             .collect();
@@ -416,14 +427,14 @@ pub(super) mod tests {
             }
         }
         let cases: [(&str, &str, &[u8], &[u8]); 9] = [
-            ("a line with no line break", "csv", b"a,b\n", &x),
-            ("a quote never closed", "csv", &quote, &x),
-            ("empty fields on one line", "csv", b"", &commas),
+            ("a line with no line break", "csv", &x.0, &x.1),
+            ("a quote never closed", "csv", &quote.0, &quote.1),
+            ("empty fields on one line", "csv", &commas.0, &commas.1),
             (
                 "tiny fields on one line, below a header",
                 "csv",
-                b"a\n",
-                &tiny,
+                &tiny.0,
+                &tiny.1,
             ),
             ("a first line of endless names", "csv", b"", &names),
             ("a JSON array of records", "json", b"[", &array),
@@ -444,20 +455,8 @@ pub(super) mod tests {
     #[test]
     #[ignore = "reads 4 GiB: run in release (`cargo test --release --lib domain::profile -- --ignored`)"]
     fn a_gibibyte_of_hostile_csv_and_200_mib_of_records_in_bounded_memory() {
-        let piece = 256 * 1024;
-        let x = vec![b'x'; piece];
-        let mut quote = b"a,b\n1,\"".to_vec();
-        quote.extend_from_slice(&x);
-        let commas = vec![b','; piece];
-        let tiny = b"1,".repeat(piece / 2);
-        let cases: [(&[u8], &[u8]); 4] = [
-            (b"a,b\n", &x),
-            (&quote, &x),
-            (b"", &commas),
-            (b"a\n", &tiny),
-        ];
-        for (first, chunk) in cases {
-            assert!(peak_footprint("csv", first, chunk, 1 << 30) < BOUND);
+        for (first, chunk) in hostile_csv(256 * 1024) {
+            assert!(peak_footprint("csv", &first, &chunk, 1 << 30) < BOUND);
         }
         let (n, p, footprints) = json::tests::large_array(200 << 20);
         assert!(

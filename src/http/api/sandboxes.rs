@@ -358,17 +358,7 @@ async fn sandbox_feedback(
     // Refused before the lookup, so that the answer is the same for any id.
     caller.require_prospect()?;
     let sandbox = auth::sandbox(&state, caller, &id).await?;
-    let answers = Answers::parse(
-        body.answers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-        &sandbox.spec.exit_questions,
-        "answers.",
-    )?;
-    if answers.is_empty() {
-        return Err(ApiError::invalid(
-            "answers",
-            "must answer at least one exit question",
-        ));
-    }
+    let answers = Answers::parse_feedback(&body.answers, &sandbox.spec.exit_questions)?;
     state.lifecycle.feedback(&sandbox, answers).await?;
     Ok(StatusCode::NO_CONTENT)
 }

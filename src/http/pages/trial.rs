@@ -481,17 +481,7 @@ async fn feedback(
     FromPage(sandbox): FromPage,
     ApiJson(form): ApiJson<FeedbackForm>,
 ) -> Result<StatusCode, ApiError> {
-    let answers = Answers::parse(
-        form.answers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-        &sandbox.spec.exit_questions,
-        "answers.",
-    )?;
-    if answers.is_empty() {
-        return Err(ApiError::invalid(
-            "answers",
-            "answer at least one question before sending",
-        ));
-    }
+    let answers = Answers::parse_feedback(&form.answers, &sandbox.spec.exit_questions)?;
     state.lifecycle.feedback(&sandbox, answers).await?;
     Ok(StatusCode::NO_CONTENT)
 }
