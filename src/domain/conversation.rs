@@ -380,6 +380,17 @@ pub enum InvitationState {
     Used,
 }
 
+impl InvitationState {
+    /// As the API and the console name it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InvitationState::Open => "open",
+            InvitationState::Expired => "expired",
+            InvitationState::Used => "used",
+        }
+    }
+}
+
 impl Invitation {
     pub fn new(vendor_id: VendorId, terms: InvitationTerms, now: Timestamp) -> Invitation {
         Invitation {

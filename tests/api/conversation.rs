@@ -16,6 +16,7 @@ use testdrive::domain::conversation::{InvitationRequest, InvitationTerms};
 use testdrive::domain::{Invitation, Timestamp, VendorId};
 
 use crate::helpers::*;
+use crate::screens::csv_explorer_manifest;
 
 /// What the demos of these tests ask: before the trial, and at its end.
 fn asking() -> Value {
@@ -1104,18 +1105,7 @@ async fn a_trial_that_claims_a_warm_member_gets_its_prospect_json_too() {
     let (key, demo) = app.static_demo(overrides).await;
     app.wait_pool(&key, &demo, 1).await;
     // The member runs knowing nothing about anyone.
-    let members = docker_ids("container", &format!("testdrive.instance={}", app.instance));
-    assert_eq!(members.len(), 1, "{members:?}");
-    let out = std::process::Command::new("docker")
-        .args([
-            "inspect",
-            "-f",
-            "{{index .Config.Labels \"testdrive.sandbox\"}}",
-        ])
-        .arg(&members[0])
-        .output()
-        .unwrap();
-    let member = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let member = app.warm_member(&demo);
     let (ok, listing) = sh_in(&member, "ls -a /data");
     assert!(ok, "{listing}");
     assert!(!listing.contains(".testdrive"), "{listing}");
@@ -1576,15 +1566,7 @@ async fn the_funnel_counts_how_far_the_demos_visitors_got() {
 async fn the_csv_explorer_greets_the_invited_company_with_the_vendors_note() {
     let app = TestApp::spawn().await;
     let (_, key) = app.vendor("Acme Analytics").await;
-    let manifest: Value = serde_json::from_str(
-        &std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/sandbox-images/csv-explorer/demo.json"
-        ))
-        .unwrap(),
-    )
-    .unwrap();
-    let demo = app.demo(&key, manifest).await;
+    let demo = app.demo(&key, csv_explorer_manifest()).await;
     let made = invite(
         &app,
         &key,
@@ -1754,14 +1736,7 @@ async fn what_a_demo_left_at_the_prospect_files_place_is_replaced_never_followed
         let (key, demo) = app.static_demo(overrides).await;
         app.wait_pool(&key, &demo, 1).await;
         // The member made them (the claim below replaces them).
-        let out = std::process::Command::new("docker")
-            .args(["ps", "--filter"])
-            .arg(format!("label=testdrive.instance={}", app.instance))
-            .args(["--filter", &format!("label=testdrive.demo={demo}")])
-            .args(["--format", "{{.Label \"testdrive.sandbox\"}}"])
-            .output()
-            .unwrap();
-        let member = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let member = app.warm_member(&demo);
         let left = app
             .data_dir
             .join("sandboxes")

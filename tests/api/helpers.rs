@@ -432,6 +432,23 @@ impl TestApp {
         names_in(&self.data_dir.join("sandboxes"))
     }
 
+    /// The sandbox id of the demo's one warm pool member (its container's label).
+    pub fn warm_member(&self, demo: &str) -> String {
+        let out = Command::new("docker")
+            .args(["ps", "--filter"])
+            .arg(format!("label=testdrive.instance={}", self.instance))
+            .args(["--filter", &format!("label=testdrive.demo={demo}")])
+            .args(["--format", "{{.Label \"testdrive.sandbox\"}}"])
+            .output()
+            .expect("the docker CLI runs");
+        let members = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        assert!(
+            !members.is_empty() && !members.contains('\n'),
+            "{members:?}"
+        );
+        members
+    }
+
     /// Containers and volumes this app's service made that still exist.
     pub fn instance_objects(&self) -> Vec<String> {
         let label = format!("testdrive.instance={}", self.instance);

@@ -13,9 +13,7 @@ use utoipa_axum::routes;
 use super::{ApiError, ApiJson, ApiQuery, AppState, Caller, Items, Problem};
 use crate::domain::conversation::InvitationRequest;
 use crate::domain::page::Limit;
-use crate::domain::{
-    DemoId, Invitation, InvitationId, InvitationState, SandboxId, Timestamp, VendorId,
-};
+use crate::domain::{DemoId, Invitation, InvitationId, SandboxId, Timestamp, VendorId};
 use crate::http::invitations::{invitation_url, invite};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -58,11 +56,7 @@ pub struct InvitationView {
 
 impl InvitationView {
     pub fn new(state: &AppState, i: Invitation) -> InvitationView {
-        let status = match i.state(Timestamp::now()) {
-            InvitationState::Open => "open",
-            InvitationState::Expired => "expired",
-            InvitationState::Used => "used",
-        };
+        let status = i.state(Timestamp::now()).as_str();
         InvitationView {
             url: invitation_url(state, i.id),
             id: i.id,

@@ -11,9 +11,7 @@ use serde::Deserialize;
 
 use super::{ApiError, AppState, Caller, Console, PageError, shown_time};
 use crate::domain::conversation::InvitationRequest;
-use crate::domain::{
-    DemoId, Funnel, InvitationId, InvitationState, Question, SandboxEvent, Timestamp, VendorId,
-};
+use crate::domain::{DemoId, Funnel, InvitationId, Question, SandboxEvent, Timestamp, VendorId};
 use crate::http::invitations::{invitation_url, invite};
 use crate::http::session;
 
@@ -176,11 +174,7 @@ pub async fn view(
         .map(|i| InvitationRow {
             id: i.id.to_string(),
             url: invitation_url(state, i.id),
-            status: match i.state(now) {
-                InvitationState::Open => "open",
-                InvitationState::Expired => "expired",
-                InvitationState::Used => "used",
-            },
+            status: i.state(now).as_str(),
             company: i.company,
             email: i.email.unwrap_or_default(),
             demo: titles.get(&i.demo_id).cloned().unwrap_or_default(),
