@@ -1,0 +1,1 @@
+//! A second Docker Engine for tests (to be written).
