@@ -13,8 +13,10 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::{Clock, SystemClock};
+use crate::cluster::{Caretaking, Cluster};
 use crate::config::Config;
 use crate::domain::token::{IssuedToken, TokenHash};
+use crate::domain::{Node, NodeName};
 use crate::engine::{
     DockerEngine, Engine, EngineError, EngineSettings, HostFirewall, NetworkSettings, Subnet,
     WantedNetwork, isolate_host, neighbours, plan_network,
@@ -118,8 +120,46 @@ fn admin_token(
     }
 }
 
-/// Where the parts of the sandbox network a start left open ("auto") are kept.
-const NETWORK_SETTING: &str = "sandbox_network";
+/// The operators' token when several nodes share the database: the configured one (every
+/// node must be given the same), else the one the first node made, kept as a hash in the
+/// database (and returned to be printed once by the node that made it).
+async fn shared_admin_token(
+    config: &Config,
+    store: &dyn Store,
+) -> Result<(TokenHash, Option<IssuedToken>), StartError> {
+    if let Some(token) = &config.admin_token {
+        return Ok((TokenHash::of(token), None));
+    }
+    let token = IssuedToken::for_admin();
+    let kept = store
+        .fix_setting("admin_token_hash", &token.hash().to_hex())
+        .await?;
+    let hash = TokenHash::from_hex(&kept)
+        .ok_or_else(|| StartError::Config("the stored admin token is not a hash".into()))?;
+    let made_here = kept == token.hash().to_hex();
+    Ok((hash, made_here.then_some(token)))
+}
+
+/// Where the parts of the sandbox network a start left open ("auto") are kept: one setting
+/// for the deployment's only node, one per node when several share the database (each has
+/// its own Engine, bridge and subnet).
+pub(crate) fn network_setting_key(node: Option<&NodeName>) -> String {
+    match node {
+        None => "sandbox_network".to_string(),
+        Some(node) => format!("sandbox_network/{node}"),
+    }
+}
+
+/// A sandbox network as a start fixed it in the database.
+pub(crate) fn stored_network(raw: &str) -> Result<NetworkSettings, String> {
+    let fixed: FixedNetwork = serde_json::from_str(raw)
+        .map_err(|e| format!("the stored sandbox network {raw:?}: {e}"))?;
+    Ok(NetworkSettings {
+        name: fixed.name,
+        bridge: fixed.bridge,
+        subnet: Subnet::parse(&fixed.subnet)?,
+    })
+}
 
 /// The network testdrive used before it picked its own: a deployment that still has
 /// sandboxes on it keeps it.
@@ -140,10 +180,12 @@ async fn sandbox_network(
     config: &Config,
     store: &dyn Store,
     instance: &str,
+    node: Option<&NodeName>,
 ) -> Result<NetworkSettings, StartError> {
     let given = config.wanted_network();
     let open = given.name.is_none() || given.bridge.is_none() || given.subnet.is_none();
-    let stored = store.setting(NETWORK_SETTING).await?;
+    let key = network_setting_key(node);
+    let stored = store.setting(&key).await?;
     let fixed =
         match &stored {
             Some(raw) => Some(serde_json::from_str::<FixedNetwork>(raw).map_err(|e| {
@@ -182,7 +224,7 @@ async fn sandbox_network(
             )),
             other => other.into(),
         })?;
-    if stored.is_some() || !open {
+    if stored.is_some() || (!open && node.is_none()) {
         return Ok(planned);
     }
     let planned = FixedNetwork {
@@ -192,14 +234,10 @@ async fn sandbox_network(
     };
     let planned = serde_json::to_string(&planned).expect("plain strings serialise");
     // Several processes on one database agree on the first one fixed.
-    let kept = store.fix_setting(NETWORK_SETTING, &planned).await?;
-    let kept: FixedNetwork = serde_json::from_str(&kept)
-        .map_err(|e| StartError::Config(format!("the stored sandbox network: {e}")))?;
-    Ok(NetworkSettings {
-        name: kept.name,
-        bridge: kept.bridge,
-        subnet: Subnet::parse(&kept.subnet).map_err(StartError::Config)?,
-    })
+    // (With several nodes, each records its network even when configured, so that a node
+    // keeping a lost node's deadlines can reach that node's sandboxes.)
+    let kept = store.fix_setting(&key, &planned).await?;
+    stored_network(&kept).map_err(StartError::Config)
 }
 
 pub async fn start(config: Config) -> Result<Running, StartError> {
@@ -217,16 +255,37 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     if let Some(db) = config.database_file() {
         private_file(&db).map_err(data_dir_error)?;
     }
-    let (admin_hash, new_admin_token) = admin_token(&config, &data_dir).map_err(data_dir_error)?;
-    let receipt_key =
-        ReceiptKey::load_or_create(&data_dir.join("receipt-key")).map_err(data_dir_error)?;
+    let node = config.node_name().map_err(StartError::Config)?;
+    let shared = config.shared_database();
+    if shared && config.secret_key.is_none() {
+        return Err(StartError::SecretKey(
+            "several nodes share a Postgres database: give every node the same secret_key \
+             (TESTDRIVE_SECRET_KEY), which seals what they share"
+                .into(),
+        ));
+    }
     let secrets =
         SecretBox::load_or_create(config.secret_key.as_deref(), &data_dir.join("secret-key"))
             .map_err(|e| StartError::SecretKey(e.to_string()))?;
 
     let store: Arc<dyn Store> = Arc::new(SqliteStore::connect(&config.database_url()).await?);
+    // One admin token and one receipt key for the whole deployment: with several nodes
+    // they are kept in the database (the key sealed), not in one node's data directory.
+    let (admin_hash, new_admin_token, receipt_key) = if shared {
+        let (admin, new) = shared_admin_token(&config, store.as_ref()).await?;
+        let key = ReceiptKey::shared(store.as_ref(), &secrets)
+            .await
+            .map_err(StartError::SecretKey)?;
+        (admin, new, key)
+    } else {
+        let (admin, new) = admin_token(&config, &data_dir).map_err(data_dir_error)?;
+        let key =
+            ReceiptKey::load_or_create(&data_dir.join("receipt-key")).map_err(data_dir_error)?;
+        (admin, new, key)
+    };
     let instance = store.instance_id().await?;
-    let network = sandbox_network(&config, store.as_ref(), &instance).await?;
+    let network =
+        sandbox_network(&config, store.as_ref(), &instance, shared.then_some(&node)).await?;
     tracing::info!(network = %network.name, bridge = %network.bridge, subnet = %network.subnet, "the sandbox network");
     // Said at every start, not only when a rule had to be added: an operator reading the
     // log should not have to wonder whether sandboxes can reach the host.
@@ -263,7 +322,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
                 host_firewall: config.sandbox.host_firewall,
                 tmpfs_mb: config.sandbox.tmpfs_mb,
             },
-            instance,
+            instance.clone(),
         )
         .await?,
     );
@@ -294,7 +353,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let lifecycle = Lifecycle::new(
         store.clone(),
         engine.clone(),
-        clock,
+        clock.clone(),
         webhooks.clone(),
         Arc::new(registry.clone()),
         LifecycleSettings {
@@ -304,6 +363,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             reconcile_every: Duration::from_secs(config.reconcile_seconds.max(1)),
             flush_every: Duration::from_secs(5),
             remove_unused_images: config.images.remove_unused,
+            shared,
             disk_check_every: (config.disk_check_seconds > 0)
                 .then(|| Duration::from_secs(config.disk_check_seconds)),
         },
@@ -323,6 +383,31 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         source,
     })?;
     let public_url = config.public_url(addr);
+    let cluster = Cluster::new(
+        Node {
+            name: node.clone(),
+            url: config.node_url(addr),
+            engine: config.engine_endpoint(),
+            max_sandboxes: config.max_sandboxes,
+            started_at: clock.now(),
+            last_seen: clock.now(),
+        },
+        shared,
+        store.clone(),
+        clock.clone(),
+        secrets.node_key(),
+    );
+    // Known to the other nodes (and listed) before it takes a request.
+    cluster.register().await?;
+    tracing::info!(%node, shared, "this node is registered");
+    let caretaking = Caretaking {
+        store: store.clone(),
+        clock: clock.clone(),
+        webhooks: webhooks.clone(),
+        credentials: Arc::new(registry.clone()),
+        settings: lifecycle.settings().clone(),
+        instance: instance.clone(),
+    };
     let origins = SandboxOrigins::resolve(config.sandbox_domain.as_deref(), &public_url)
         .map_err(StartError::Config)?;
     match &origins {
@@ -363,13 +448,18 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             max_share_percent: config.rate_limit.max_share_percent,
         })),
         receipt_key: Arc::new(receipt_key),
+        cluster: cluster.clone(),
     };
 
     let shutdown = CancellationToken::new();
     let background = tokio::spawn({
         let shutdown = shutdown.child_token();
         async move {
-            tokio::join!(lifecycle.run(shutdown.clone()), webhooks.run(shutdown));
+            tokio::join!(
+                lifecycle.run(shutdown.clone()),
+                webhooks.run(shutdown.clone()),
+                cluster.run(caretaking, shutdown)
+            );
         }
     });
     let app = http::router(state.clone(), config.policy.max_upload_bytes);

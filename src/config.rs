@@ -8,7 +8,7 @@ use figment::Figment;
 use figment::providers::{Env, Format, Toml};
 use serde::Deserialize;
 
-use crate::domain::Policy;
+use crate::domain::{NodeName, Policy};
 use crate::engine::{HostFirewall, Subnet, WantedNetwork};
 use crate::sandbox_dirs::SandboxDirs;
 
@@ -38,6 +38,11 @@ pub struct Config {
     pub host_data_dir: Option<PathBuf>,
     pub database_url: Option<String>,
     pub docker_host: Option<String>,
+    /// This node's name among the deployment's nodes (several on one Postgres); else the
+    /// host name.
+    pub node_name: Option<String>,
+    /// Where the other nodes reach this node's HTTP port; else `http://` + the bound address.
+    pub node_url: Option<String>,
     pub max_sandboxes: u32,
     pub max_sleeping: u32,
     pub webhook_allow_private: bool,
@@ -215,6 +220,42 @@ impl Config {
         self.database_url
             .clone()
             .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("testdrive.db").display()))
+    }
+
+    /// Whether the database is one several nodes may share (Postgres): then nodes place
+    /// trials among themselves and forward each sandbox's requests to its own node.
+    pub fn shared_database(&self) -> bool {
+        let url = self.database_url();
+        url.starts_with("postgres://") || url.starts_with("postgresql://")
+    }
+
+    /// This node's name: as configured, else the host name.
+    pub fn node_name(&self) -> Result<NodeName, String> {
+        let raw = match &self.node_name {
+            Some(name) => name.clone(),
+            None => rustix::system::uname()
+                .nodename()
+                .to_string_lossy()
+                .into_owned(),
+        };
+        NodeName::parse(&raw).map_err(|e| format!("the node name {raw:?}: {}", e.reason))
+    }
+
+    /// Where the other nodes reach this one.
+    pub fn node_url(&self, bound: SocketAddr) -> String {
+        self.node_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{bound}"))
+            .trim_end_matches('/')
+            .to_string()
+    }
+
+    /// The Docker Engine's endpoint as another node would reach it.
+    pub fn engine_endpoint(&self) -> String {
+        self.docker_host
+            .clone()
+            .or_else(|| std::env::var("DOCKER_HOST").ok())
+            .unwrap_or_else(|| "unix:///var/run/docker.sock".to_string())
     }
 
     /// The SQLite file the database URL names, if it names one.

@@ -93,6 +93,8 @@ pub enum SecretError {
 #[derive(Clone)]
 pub struct SecretBox {
     cipher: XChaCha20Poly1305,
+    /// What nodes sharing this key show each other (`node_key`).
+    node_key: [u8; 32],
 }
 
 impl std::fmt::Debug for SecretBox {
@@ -106,9 +108,19 @@ const NONCE_BYTES: usize = 24;
 
 impl SecretBox {
     pub fn from_key(key: [u8; 32]) -> SecretBox {
+        use hmac::Mac;
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&key).expect("HMAC takes any key");
+        mac.update(b"testdrive: node to node");
         SecretBox {
             cipher: XChaCha20Poly1305::new(&key.into()),
+            node_key: mac.finalize().into_bytes().into(),
         }
+    }
+
+    /// The credential a node shows another when it forwards a request: derived from the key
+    /// (never the key itself), so only nodes sharing the key know it.
+    pub fn node_key(&self) -> [u8; 32] {
+        self.node_key
     }
 
     /// A box with a fresh key that lives as long as the process (tests).

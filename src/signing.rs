@@ -71,6 +71,30 @@ impl ReceiptKey {
         }
     }
 
+    /// The deployment's key when several nodes share a database: the first node to start
+    /// makes one and keeps it there sealed (`secrets`, which every node shares); the others
+    /// take it, so a receipt verifies whichever node signed it.
+    pub async fn shared(
+        store: &dyn crate::store::Store,
+        secrets: &crate::secrets::SecretBox,
+    ) -> Result<ReceiptKey, String> {
+        let new: [u8; 32] = rand::random();
+        let kept = store
+            .fix_setting("receipt_key", &secrets.seal(&hex::encode(new)))
+            .await
+            .map_err(|e| e.to_string())?;
+        let opened = secrets.open(&kept).map_err(|e| {
+            format!("the deployment's receipt key: {e} (every node needs the same secret_key)")
+        })?;
+        let bytes: [u8; 32] = hex::decode(opened.trim())
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .ok_or("the deployment's receipt key is not an Ed25519 key")?;
+        Ok(ReceiptKey {
+            key: SigningKey::from_bytes(&bytes),
+        })
+    }
+
     pub fn sign(&self, receipt: Receipt) -> SignedReceipt {
         let bytes = serde_json::to_vec(&receipt).expect("a receipt serialises");
         let signature = self.key.sign(&bytes);

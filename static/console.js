@@ -14,6 +14,7 @@
   var none = document.getElementById("no-sandboxes");
   var eventsList = document.getElementById("events");
   var capacity = document.getElementById("capacity");
+  var nodes = document.getElementById("nodes");
   var demos = document.getElementById("demos");
   var imagesMissing = document.getElementById("images-missing");
   var imagesMissingList = document.getElementById("images-missing-list");
@@ -60,7 +61,7 @@
   function newRow(id) {
     var tr = document.createElement("tr");
     tr.dataset.sandboxId = id;
-    var cols = ["id", "demo"].concat(ops ? ["vendor"] : [], ["prospect", "status", "age", "left", "mem", "cpu", "requests", "actions"]);
+    var cols = ["id", "demo"].concat(ops ? ["vendor", "node"] : [], ["prospect", "status", "age", "left", "mem", "cpu", "requests", "actions"]);
     cols.forEach(function (c) { cell(tr, c); });
     var actions = tr.querySelector(".actions");
     var end = document.createElement("button");
@@ -93,6 +94,7 @@
     cell(tr, "id").title = s.id;
     text(cell(tr, "demo"), s.demo);
     if (ops) text(cell(tr, "vendor"), s.vendor);
+    if (ops) text(cell(tr, "node"), s.node || "–");
     text(cell(tr, "prospect"), [s.email, s.company].filter(Boolean).join(" · ") || "–");
     var st = cell(tr, "status");
     st.dataset.status = s.status;
@@ -129,6 +131,24 @@
       capacity.textContent = "Running " + c.running + " of " + c.max_running +
         (c.warm ? " (and " + c.warm + " warm, ready to claim)" : "") +
         " · sleeping " + c.sleeping + " of " + c.max_sleeping;
+    }
+    if (nodes && snap.nodes) {
+      var nbody = nodes.querySelector("tbody");
+      nbody.textContent = "";
+      snap.nodes.forEach(function (n) {
+        var tr = document.createElement("tr");
+        tr.dataset.node = n.name;
+        tr.dataset.status = n.status;
+        text(cell(tr, "name"), n.name);
+        var st = cell(tr, "status");
+        st.dataset.status = n.status === "up" ? "ready" : "failed";
+        text(st, n.status);
+        text(cell(tr, "live"), n.live + " of " + n.max_sandboxes);
+        text(cell(tr, "seen"), span(now() - Date.parse(n.last_seen)) + " ago");
+        nbody.appendChild(tr);
+      });
+      // One node is the whole deployment: the table says nothing the capacity line does not.
+      nodes.hidden = snap.nodes.length < 2;
     }
     if (demos && snap.demos) {
       demos.textContent = "";

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::conversation::{Answers, InvitationId};
 use super::event::Failure;
+use super::node::NodeName;
 use super::profile::ProfiledFile;
 use super::token::TokenHash;
 use super::{DemoId, DemoSpec, Invalid, SandboxId, Timestamp, VendorId, parse_text};

@@ -49,7 +49,7 @@ use crate::store::Store;
 
 /// What a form may send before it names its demo (which is the first field of the demo
 /// page's form): until then the service does not know how much it should take.
-const BEFORE_DEMO: u64 = 64 * 1024;
+pub(crate) const BEFORE_DEMO: u64 = 64 * 1024;
 
 /// Room for the form's text fields and part headers besides the demo's files.
 const FORM_SLACK: u64 = 1 << 20;

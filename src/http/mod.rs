@@ -13,6 +13,7 @@ pub mod auth;
 mod client;
 mod error;
 mod extract;
+mod forward;
 mod intake;
 mod invitations;
 mod multipart;
@@ -71,6 +72,8 @@ pub struct AppState {
     pub intake: Arc<Intake>,
     /// Signs deletion receipts.
     pub receipt_key: Arc<ReceiptKey>,
+    /// This node among the deployment's nodes: where trials go, which node owns a sandbox.
+    pub cluster: crate::cluster::Cluster,
 }
 
 impl AppState {
@@ -115,7 +118,12 @@ pub fn router(state: AppState, max_upload_bytes: u64) -> Router {
     // testdrive's matches.
     Router::new()
         .fallback_service(service)
-        .layer(middleware::from_fn_with_state(state, proxy::sandbox_hosts))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            proxy::sandbox_hosts,
+        ))
+        // Outermost: a request for a sandbox on another node goes there first.
+        .layer(middleware::from_fn_with_state(state, forward::to_owner))
         .layer(
             // The path only: a query may carry a sandbox token, which must never be logged.
             TraceLayer::new_for_http()

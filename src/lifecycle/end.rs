@@ -157,6 +157,41 @@ impl Lifecycle {
         }
     }
 
+    /// At a restart: every deadline that passed meanwhile is claimed and announced now; the
+    /// reconciler's first pass tears them down.
+    pub(super) async fn claim_passed_deadlines(&self) -> Result<()> {
+        for id in self.inner.store.end_due(self.now()).await? {
+            self.announce_end(id, Ending::Expired).await;
+        }
+        Ok(())
+    }
+
+    /// Keeps the deadlines of a node that is down, from another node that reaches its
+    /// Engine: this lifecycle acts for that node (its store view and its Engine). Every
+    /// sandbox due is ended and announced, and its container and volumes removed, so the
+    /// trial stops on time. The files on that node's own disk are out of reach: they are
+    /// removed, and `data_deleted_at` recorded, by the node itself when it is back (its
+    /// start tears down every ended sandbox). The sandboxes ended.
+    pub async fn keep_lost_deadlines(&self) -> Result<Vec<SandboxId>> {
+        let due = self.inner.store.end_due(self.now()).await?;
+        for &id in &due {
+            tracing::info!(sandbox_id = %id, node = %self.inner.store.node(), "trial window over on a node that is down");
+            self.announce_end(id, Ending::Expired).await;
+            let engine = &self.inner.engine;
+            if engine.remove_container(id).await? {
+                self.history()
+                    .record(id, self.now(), SandboxEvent::ContainerRemoved)
+                    .await;
+            }
+            if engine.remove_volumes(id).await? > 0 {
+                self.history()
+                    .record(id, self.now(), SandboxEvent::VolumesRemoved)
+                    .await;
+            }
+        }
+        Ok(due)
+    }
+
     /// At a restart: an end the previous run recorded without its event (it stopped in
     /// between) is announced now, dated when the sandbox ended.
     pub(super) async fn announce_unannounced_ends(&self) -> Result<()> {

@@ -9,6 +9,10 @@
 //! The reconciler checks every demo's image on each pass (each distinct image asked once);
 //! a container create that meets the gap first marks the demo at once. A status moves by a
 //! compare-and-set in the store, so whoever sees a change first records it, once.
+//!
+//! Each node also records whether its own Engine has each demo's image (`image_here`):
+//! with several nodes, trials are placed only where the image is, and one node lacking it
+//! does not take the demo off the catalog.
 
 use std::collections::HashMap;
 
@@ -52,6 +56,7 @@ impl Lifecycle {
             // A registry image is fetched again, in the background; only an Engine-only
             // one goes missing.
             if !there && demo.pulls() {
+                self.store().image_here(demo.id, false).await?;
                 let lifecycle = self.clone();
                 tokio::spawn(async move {
                     if let Err(err) = lifecycle.pull_again(&demo).await {
@@ -114,7 +119,12 @@ impl Lifecycle {
     /// it is not so already; the new status if this call moved it. Statuses this check
     /// does not own (the images issue's `pulling`, `failed`) would be left alone.
     async fn image_seen(&self, demo: &Demo, there: bool) -> Result<Option<ImageStatus>> {
+        // Trials are placed only on nodes that have the image.
+        self.store().image_here(demo.id, there).await?;
         let (from, to) = match (demo.image_status, there) {
+            // With several nodes, one node's Engine lacking the image says nothing of the
+            // others': that node just gets none of the demo's trials.
+            (ImageStatus::Ready, false) if self.inner.settings.shared => return Ok(None),
             (ImageStatus::Ready, false) => (ImageStatus::Ready, ImageStatus::Missing),
             (ImageStatus::Missing, true) => (ImageStatus::Missing, ImageStatus::Ready),
             _ => return Ok(None),

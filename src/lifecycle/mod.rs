@@ -115,6 +115,8 @@ pub struct LifecycleSettings {
     pub disk_check_every: Option<Duration>,
     /// Whether images pulls brought that nothing uses any more are removed from the Engine.
     pub remove_unused_images: bool,
+    /// Whether other nodes share the database (each with its own Engine).
+    pub shared: bool,
 }
 
 /// What wakes the background loops before their time.

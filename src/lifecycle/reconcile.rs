@@ -55,6 +55,9 @@ pub(super) async fn recover(lifecycle: &Lifecycle) -> Result<(), LifecycleError>
         lifecycle.claim_end(id, ending).await?;
     }
     lifecycle.announce_unannounced_ends().await?;
+    // Deadlines that passed while this node was down (and no other node could reach its
+    // Engine) are kept before it takes a request: ended now, torn down by the first pass.
+    lifecycle.claim_passed_deadlines().await?;
     // A wake cut short left its sandbox asleep; its place is free again.
     lifecycle.store().release_all_wakes().await?;
     // Warm pool members being made or drained are removed; the keeper makes new ones.

@@ -5,6 +5,7 @@ mod access;
 mod catalog;
 mod demos;
 mod invitations;
+mod nodes;
 mod ops;
 mod receipts;
 mod sandboxes;
@@ -124,6 +125,7 @@ pub(super) fn routes(max_upload_bytes: u64) -> (Router<AppState>, utoipa::openap
         .merge(catalog::router())
         .merge(sandboxes::router(max_upload_bytes))
         .merge(ops::router())
+        .merge(nodes::router())
         .merge(receipts::router())
         .split_for_parts()
 }

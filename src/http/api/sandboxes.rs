@@ -82,6 +82,9 @@ pub struct SandboxView {
     /// prospect's data): to the sandbox token's holder only.
     #[serde(skip_serializing_if = "Option::is_none")]
     load_output: Option<String>,
+    /// The node that runs it; operators only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    node: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -131,7 +134,16 @@ impl SandboxView {
             failure,
             load_message,
             load_output,
+            node: None,
         }
+    }
+
+    /// With what only operators see: the node that runs it.
+    fn seen_by(mut self, caller: Caller, node: &crate::domain::NodeName) -> SandboxView {
+        if matches!(caller, Caller::Admin) {
+            self.node = Some(node.to_string());
+        }
+        self
     }
 }
 
@@ -224,7 +236,10 @@ async fn list_sandboxes(
         .sandboxes(&filter)
         .await?
         .into_iter()
-        .map(|s| SandboxView::new(&state, s, true))
+        .map(|s| {
+            let node = s.node.clone();
+            SandboxView::new(&state, s, true).seen_by(caller, &node)
+        })
         .collect();
     let filters = [
         ("status", params.status.as_deref()),
@@ -246,7 +261,8 @@ async fn get_sandbox(
     State(state): State<AppState>,
     SeenSandbox { caller, sandbox }: SeenSandbox,
 ) -> axum::Json<SandboxView> {
-    axum::Json(SandboxView::new(&state, sandbox, caller.sees_prospect()))
+    let node = sandbox.node.clone();
+    axum::Json(SandboxView::new(&state, sandbox, caller.sees_prospect()).seen_by(caller, &node))
 }
 
 #[derive(Deserialize, ToSchema)]

@@ -24,7 +24,7 @@ use super::auth::{self, resolve};
 use super::session::{self, CONSOLE_COOKIE_SECONDS};
 use super::{ApiError, AppState, Caller, PageError, render, shown_time};
 use crate::domain::{
-    DemoId, EndReason, ImageStatus, SandboxId, SandboxStatus, Timestamp, VendorId,
+    DemoId, EndReason, ImageStatus, NodeStatus, SandboxId, SandboxStatus, Timestamp, VendorId,
 };
 use crate::engine::PullProgress;
 use crate::store::SandboxFilter;
@@ -279,6 +279,18 @@ struct Row {
     memory_bytes: Option<u64>,
     memory_limit_bytes: Option<u64>,
     cpu_percent: Option<f64>,
+    /// The node that runs it (operators only).
+    node: Option<String>,
+}
+
+/// A node of the deployment, for operators.
+#[derive(Serialize)]
+struct NodeRow {
+    name: String,
+    status: NodeStatus,
+    live: u64,
+    max_sandboxes: u32,
+    last_seen: Timestamp,
 }
 
 /// One line of the event list: a sandbox's event, or the deployment's (no sandbox).
@@ -332,6 +344,8 @@ struct Snapshot {
     demos: Option<Vec<DemoRow>>,
     /// Operators only.
     images_missing: Option<Vec<MissingImage>>,
+    /// Operators only.
+    nodes: Option<Vec<NodeRow>>,
     sandboxes: Vec<Row>,
     events: Vec<EventRow>,
 }
@@ -383,6 +397,7 @@ async fn snapshot(state: &AppState, scope: Option<VendorId>) -> Result<Snapshot,
                 memory_bytes: used.map(|u| u.memory_bytes),
                 memory_limit_bytes: used.map(|u| u.memory_limit_bytes),
                 cpu_percent: used.and_then(|u| u.cpu_percent),
+                node: scope.is_none().then(|| s.node.to_string()),
             }
         })
         .collect();
@@ -463,11 +478,30 @@ async fn snapshot(state: &AppState, scope: Option<VendorId>) -> Result<Snapshot,
             (None, Some(demos), None)
         }
     };
+    let nodes = match scope {
+        None => Some(
+            state
+                .cluster
+                .nodes()
+                .await?
+                .into_iter()
+                .map(|load| NodeRow {
+                    status: load.node.status(now),
+                    name: load.node.name.to_string(),
+                    live: load.live,
+                    max_sandboxes: load.node.max_sandboxes,
+                    last_seen: load.node.last_seen,
+                })
+                .collect(),
+        ),
+        Some(_) => None,
+    };
     Ok(Snapshot {
         now,
         capacity,
         demos,
         images_missing,
+        nodes,
         sandboxes: rows,
         events,
     })

@@ -260,7 +260,7 @@ fn send_on(origin: &str, demo_path: &str, rest_query: Option<String>, token: &st
     redirect(&format!("{origin}{demo_path}?{query}"), None)
 }
 
-fn is_upgrade(headers: &HeaderMap) -> bool {
+pub(super) fn is_upgrade(headers: &HeaderMap) -> bool {
     headers.contains_key(header::UPGRADE)
         && headers
             .get_all(header::CONNECTION)
@@ -273,7 +273,7 @@ fn is_upgrade(headers: &HeaderMap) -> bool {
 }
 
 /// Headers that describe one hop, not the message: never forwarded as they are.
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
+pub(super) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()

@@ -100,6 +100,7 @@ impl Harness {
             flush_every: Duration::from_secs(5),
             disk_check_every: None,
             remove_unused_images: true,
+            shared: false,
         };
         configure(&mut settings);
         let webhooks = Webhooks::new(store.clone(), clock.clone(), WebhookSettings::default());

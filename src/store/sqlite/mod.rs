@@ -5,6 +5,7 @@ mod access;
 mod conversation;
 mod demos;
 mod history;
+mod nodes_stub;
 mod outbox;
 mod pool;
 mod sandboxes;
@@ -74,6 +75,13 @@ impl SqliteStore {
 
 #[async_trait]
 impl Store for SqliteStore {
+    fn node(&self) -> &crate::domain::NodeName {
+        static LOCAL: std::sync::OnceLock<crate::domain::NodeName> = std::sync::OnceLock::new();
+        LOCAL.get_or_init(|| crate::domain::NodeName::parse("local").unwrap())
+    }
+    fn for_node(&self, _node: &crate::domain::NodeName) -> std::sync::Arc<dyn Store> {
+        std::sync::Arc::new(self.clone())
+    }
     async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())

@@ -50,6 +50,7 @@ pub(super) fn sandbox_from(row: &SqliteRow) -> Result<Sandbox> {
             .map(|id| InvitationId::parse(&id).map_err(corrupt))
             .transpose()?,
         answers: serde_json::from_str(row.try_get("answers")?).map_err(corrupt)?,
+        node: crate::domain::NodeName::parse("local").unwrap(),
     })
 }
 
