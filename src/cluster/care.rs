@@ -5,7 +5,7 @@
 //! announced, container and volumes removed. An Engine it cannot reach is left alone: the
 //! node keeps those deadlines itself as it starts again, before it takes requests.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,6 +23,8 @@ use crate::webhooks::Webhooks;
 const CARE_EVERY: Duration = Duration::from_secs(2);
 /// How long one pass's lease on a down node lasts: a caretaker that dies hands over soon.
 const LEASE: Duration = Duration::from_secs(10);
+/// How long a down node's Engine is given to answer (a host that is gone never does).
+const ENGINE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// What a node needs to act for a lost one.
 pub struct Caretaking {
@@ -38,8 +40,10 @@ pub struct Caretaking {
 impl Caretaking {
     pub(super) async fn run(self, cluster: Cluster, shutdown: CancellationToken) {
         let mut acting: HashMap<NodeName, Lifecycle> = HashMap::new();
+        // Said once per node, not at every pass.
+        let mut unreachable: HashSet<NodeName> = HashSet::new();
         loop {
-            if let Err(err) = self.pass(&cluster, &mut acting).await {
+            if let Err(err) = self.pass(&cluster, &mut acting, &mut unreachable).await {
                 tracing::debug!(%err, "cannot look after down nodes now");
             }
             tokio::select! {
@@ -53,6 +57,7 @@ impl Caretaking {
         &self,
         cluster: &Cluster,
         acting: &mut HashMap<NodeName, Lifecycle>,
+        unreachable: &mut HashSet<NodeName>,
     ) -> crate::store::Result<()> {
         let now = self.clock.now();
         for load in cluster.nodes().await? {
@@ -72,10 +77,14 @@ impl Caretaking {
                     None => continue,
                 },
             };
-            if let Err(err) = lifecycle.engine().ping().await {
-                tracing::debug!(node = %node.name, %err, "a down node's Engine does not answer; the node keeps its deadlines when back");
+            let answers = tokio::time::timeout(ENGINE_TIMEOUT, lifecycle.engine().ping()).await;
+            if !matches!(answers, Ok(Ok(()))) {
+                if unreachable.insert(node.name.clone()) {
+                    tracing::warn!(node = %node.name, engine = %node.engine, "a down node's Engine does not answer: its deadlines are kept by the node itself when it is back");
+                }
                 continue;
             }
+            unreachable.remove(&node.name);
             match lifecycle.keep_lost_deadlines().await {
                 Ok(ended) if !ended.is_empty() => tracing::info!(
                     node = %node.name,
@@ -106,9 +115,11 @@ impl Caretaking {
             host_firewall: HostFirewall::None,
             tmpfs_mb: 0,
         };
-        let engine = match DockerEngine::connect(settings, self.instance.clone()).await {
-            Ok(engine) => Arc::new(engine) as Arc<dyn Engine>,
-            Err(err) => {
+        let connect = DockerEngine::connect(settings, self.instance.clone());
+        let engine = match tokio::time::timeout(ENGINE_TIMEOUT, connect).await {
+            Err(_) => return None,
+            Ok(Ok(engine)) => Arc::new(engine) as Arc<dyn Engine>,
+            Ok(Err(err)) => {
                 tracing::debug!(node = %node.name, %err, "cannot connect to a down node's Engine");
                 return None;
             }

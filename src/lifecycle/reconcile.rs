@@ -158,6 +158,9 @@ impl Lifecycle {
         }
         match store.sandbox(id).await? {
             Some(sandbox) if sandbox.status.is_live() => Ok(()),
+            // Another node's, on an Engine nodes share: its files are on that node's disk,
+            // and only that node may say they are gone.
+            Some(sandbox) if &sandbox.node != store.node() => Ok(()),
             Some(_) => {
                 self.teardown(id).await?;
                 // The teardown removes what a sandbox is made with; a network labelled for
