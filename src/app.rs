@@ -26,7 +26,7 @@ use crate::lifecycle::{Lifecycle, LifecycleSettings};
 use crate::registry::Registry;
 use crate::secrets::{SecretBox, make_private, private_file, write_secret};
 use crate::signing::ReceiptKey;
-use crate::store::{SqliteStore, Store, StoreError};
+use crate::store::{SqlStore, Store, StoreError};
 use crate::webhooks::{WebhookSettings, Webhooks};
 
 #[derive(Debug, thiserror::Error)]
@@ -224,7 +224,12 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         SecretBox::load_or_create(config.secret_key.as_deref(), &data_dir.join("secret-key"))
             .map_err(|e| StartError::SecretKey(e.to_string()))?;
 
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::connect(&config.database_url()).await?);
+    // TODO(node): the node's name comes from configuration; the host's name until then.
+    let node = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .and_then(|host| crate::domain::NodeName::parse(&host).ok())
+        .unwrap_or_else(|| crate::domain::NodeName::parse("local").expect("a valid node name"));
+    let store: Arc<dyn Store> = Arc::new(SqlStore::connect(&config.database_url(), node).await?);
     let instance = store.instance_id().await?;
     let network = sandbox_network(&config, store.as_ref(), &instance).await?;
     tracing::info!(network = %network.name, bridge = %network.bridge, subnet = %network.subnet, "the sandbox network");

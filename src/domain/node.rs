@@ -126,6 +126,9 @@ mod tests {
             last_seen: Timestamp::from_millis(1_000),
         };
         assert_eq!(node.status(Timestamp::from_millis(16_000)), NodeStatus::Up);
-        assert_eq!(node.status(Timestamp::from_millis(16_001)), NodeStatus::Down);
+        assert_eq!(
+            node.status(Timestamp::from_millis(16_001)),
+            NodeStatus::Down
+        );
     }
 }

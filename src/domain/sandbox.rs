@@ -8,7 +8,7 @@ use super::conversation::{Answers, InvitationId};
 use super::event::Failure;
 use super::profile::ProfiledFile;
 use super::token::TokenHash;
-use super::{DemoId, DemoSpec, Invalid, SandboxId, Timestamp, VendorId, parse_text};
+use super::{DemoId, DemoSpec, Invalid, NodeName, SandboxId, Timestamp, VendorId, parse_text};
 
 /// A sandbox as the database keeps it.
 #[derive(Clone, Debug)]
@@ -175,6 +175,7 @@ impl Sandbox {
             failure: None,
             invitation_id: None,
             answers: Answers::default(),
+            node: NodeName::parse("local").expect("a valid node name"),
         }
     }
 }
