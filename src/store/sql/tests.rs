@@ -1186,3 +1186,4 @@ on_both!(
     the_funnel_counts_views_since_then_and_how_far_those_trials_got,
 );
 
+mod nodes;
