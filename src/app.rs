@@ -28,7 +28,7 @@ use crate::lifecycle::{Lifecycle, LifecycleSettings};
 use crate::registry::Registry;
 use crate::secrets::{SecretBox, make_private, private_file, write_secret};
 use crate::signing::ReceiptKey;
-use crate::store::{SqliteStore, Store, StoreError};
+use crate::store::{SqlStore, Store, StoreError};
 use crate::webhooks::{WebhookSettings, Webhooks};
 
 #[derive(Debug, thiserror::Error)]
@@ -268,7 +268,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         SecretBox::load_or_create(config.secret_key.as_deref(), &data_dir.join("secret-key"))
             .map_err(|e| StartError::SecretKey(e.to_string()))?;
 
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::connect(&config.database_url()).await?);
+    let store: Arc<dyn Store> =
+        Arc::new(SqlStore::connect(&config.database_url(), node.clone()).await?);
     // One admin token and one receipt key for the whole deployment: with several nodes
     // they are kept in the database (the key sealed), not in one node's data directory.
     let (admin_hash, new_admin_token, receipt_key) = if shared {

@@ -6,10 +6,9 @@ use serde::{Deserialize, Serialize};
 
 use super::conversation::{Answers, InvitationId};
 use super::event::Failure;
-use super::node::NodeName;
 use super::profile::ProfiledFile;
 use super::token::TokenHash;
-use super::{DemoId, DemoSpec, Invalid, SandboxId, Timestamp, VendorId, parse_text};
+use super::{DemoId, DemoSpec, Invalid, NodeName, SandboxId, Timestamp, VendorId, parse_text};
 
 /// A sandbox as the database keeps it.
 #[derive(Clone, Debug)]
@@ -176,6 +175,7 @@ impl Sandbox {
             failure: None,
             invitation_id: None,
             answers: Answers::default(),
+            node: NodeName::parse("local").expect("a valid node name"),
         }
     }
 }

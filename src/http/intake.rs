@@ -701,9 +701,12 @@ mod tests {
             max_sandboxes: 10,
             max_share_percent: 100,
         });
-        let store = crate::store::SqliteStore::connect("sqlite::memory:")
-            .await
-            .unwrap();
+        let store = crate::store::SqlStore::connect(
+            "sqlite::memory:",
+            crate::domain::NodeName::parse("local").unwrap(),
+        )
+        .await
+        .unwrap();
         let key = |ip: &str| {
             ClientAddress::of(
                 &HeaderMap::new(),
@@ -741,9 +744,12 @@ mod tests {
             max_share_percent: 20,
         });
         assert_eq!(intake.share, Some(2));
-        let store = crate::store::SqliteStore::connect("sqlite::memory:")
-            .await
-            .unwrap();
+        let store = crate::store::SqlStore::connect(
+            "sqlite::memory:",
+            crate::domain::NodeName::parse("local").unwrap(),
+        )
+        .await
+        .unwrap();
         let one = ClientAddress::of(
             &HeaderMap::new(),
             Some("192.0.2.1:1".parse().unwrap()),

@@ -1,19 +1,20 @@
 //! Persistence, one small trait per aggregate: vendors, demos, sandboxes, their history,
 //! warm pools, the webhook outbox, and what vendors may use (registry credentials, given
 //! images) (`Timetable` in `lifecycle::scheduler` is the model).
-//! Everything above speaks in domain records (`crate::domain`); the SQL lives in the
-//! implementations (SQLite now; Postgres can follow with the same traits). Every state
-//! change of a sandbox is one conditional statement, so two callers racing to end the same
-//! sandbox cannot both win.
+//! Everything above speaks in domain records (`crate::domain`); the SQL lives in `sql`, one
+//! implementation for SQLite (the embedded default) and Postgres (several nodes sharing one
+//! database). Every state change of a sandbox is one conditional statement, so two callers
+//! (or two nodes) racing to end the same sandbox cannot both win. A store acts for one node
+//! (`Store::node`): the rules of what it reads and records as that node's are in `sql`.
 //!
 //! `Store` is all of them together: the service holds one `Arc<dyn Store>` and hands out
 //! the narrower trait where a part needs only one aggregate.
 
-mod sqlite;
+mod sql;
 
 use async_trait::async_trait;
 
-pub use sqlite::SqliteStore;
+pub use sql::{Dialect, SqlStore};
 
 use crate::domain::pool::{NewWarmMember, WarmMember, WarmState};
 use crate::domain::token::TokenHash;

@@ -27,7 +27,7 @@ use crate::engine::fake::{FakeEngine, Gate, Op};
 use crate::lifecycle::{Introduction, Lifecycle, LifecycleSettings, Result};
 use crate::sandbox_dirs::SandboxDirs;
 use crate::spool::Spool;
-use crate::store::{SqliteStore, Store};
+use crate::store::{SqlStore, Store};
 use crate::webhooks::{WebhookSettings, Webhooks};
 
 /// Holds tokio's paused clock still between `advance`s (see the module's comment).
@@ -85,9 +85,12 @@ impl Harness {
     pub async fn with(configure: impl FnOnce(&mut LifecycleSettings)) -> Harness {
         let still = StillClock::hold();
         let store: Arc<dyn Store> = Arc::new(
-            SqliteStore::connect("sqlite::memory:")
-                .await
-                .expect("an in-memory store"),
+            SqlStore::connect(
+                "sqlite::memory:",
+                crate::domain::NodeName::parse("local").unwrap(),
+            )
+            .await
+            .expect("an in-memory store"),
         );
         let engine = FakeEngine::new();
         let clock = Arc::new(TokioClock::new());

@@ -3,35 +3,59 @@
 use async_trait::async_trait;
 use sqlx::Row;
 
-use super::{SqliteStore, corrupt, ts};
+use super::{SqlStore, corrupt, ts};
 use crate::domain::webhook::{Attempt, AttemptOutcome, Delivery, DeliveryRecord};
 use crate::domain::{SandboxId, Timestamp, VendorId};
 use crate::store::{OutboxStore, Result};
 
+/// The deliveries due at `$1`, at most `$3`: only the oldest undelivered one of each
+/// sandbox, so that each sandbox's are delivered in order.
+macro_rules! claimable {
+    () => {
+        "SELECT d.seq FROM webhook_deliveries d
+         WHERE d.delivered_at IS NULL AND d.abandoned_at IS NULL
+           AND d.next_attempt_at <= $1
+           AND (d.lease_until IS NULL OR d.lease_until <= $1)
+           AND d.seq = (SELECT MIN(p.seq) FROM webhook_deliveries p
+                        WHERE p.sandbox_id = d.sandbox_id
+                          AND p.delivered_at IS NULL AND p.abandoned_at IS NULL)
+         ORDER BY d.seq LIMIT $3"
+    };
+}
+
 #[async_trait]
-impl OutboxStore for SqliteStore {
+impl OutboxStore for SqlStore {
     async fn claim_deliveries(
         &self,
         now: Timestamp,
         lease_until: Timestamp,
         limit: u32,
     ) -> Result<Vec<Delivery>> {
-        let rows = sqlx::query(
-            "UPDATE webhook_deliveries SET lease_until = ?2
-             WHERE seq IN (
-                 SELECT d.seq FROM webhook_deliveries d
-                 WHERE d.delivered_at IS NULL AND d.abandoned_at IS NULL
-                   AND d.next_attempt_at <= ?1
-                   AND (d.lease_until IS NULL OR d.lease_until <= ?1)
-                   AND d.seq = (SELECT MIN(p.seq) FROM webhook_deliveries p
-                                WHERE p.sandbox_id = d.sandbox_id
-                                  AND p.delivered_at IS NULL AND p.abandoned_at IS NULL)
-                 ORDER BY d.seq LIMIT ?3)
-             RETURNING seq, id, vendor_id, sandbox_id, type, body, attempts, created_at",
-        )
+        // Any node may send any delivery, each one node: the lease is taken in one
+        // statement. In Postgres the candidates are locked as they are chosen, skipping
+        // those another node is taking (`FOR UPDATE SKIP LOCKED`); a candidate leased
+        // meanwhile is re-checked against its new row and left out. SQLite has one writer.
+        let rows = sqlx::query(self.dialect.pick(
+            concat!(
+                "UPDATE webhook_deliveries SET lease_until = $2, leased_by = $4
+                 WHERE seq IN (",
+                claimable!(),
+                ")
+                 RETURNING seq, id, vendor_id, sandbox_id, type, body, attempts, created_at"
+            ),
+            concat!(
+                "UPDATE webhook_deliveries SET lease_until = $2, leased_by = $4
+                 WHERE seq IN (",
+                claimable!(),
+                " FOR UPDATE SKIP LOCKED)
+                   AND (lease_until IS NULL OR lease_until <= $1)
+                 RETURNING seq, id, vendor_id, sandbox_id, type, body, attempts, created_at"
+            ),
+        ))
         .bind(now.millis())
         .bind(lease_until.millis())
         .bind(i64::from(limit))
+        .bind(self.node.as_str())
         .fetch_all(&self.pool)
         .await?;
         let mut claimed: Vec<Delivery> = rows
@@ -61,10 +85,10 @@ impl OutboxStore for SqliteStore {
         };
         let query = sqlx::query(
             "UPDATE webhook_deliveries SET attempts = attempts + 1, lease_until = NULL,
-                 last_attempt_at = ?2, last_status = ?3, last_error = ?4,
-                 delivered_at = ?5, next_attempt_at = COALESCE(?6, next_attempt_at),
-                 abandoned_at = ?7
-             WHERE seq = ?1",
+                 leased_by = NULL, last_attempt_at = $2, last_status = $3, last_error = $4,
+                 delivered_at = $5, next_attempt_at = COALESCE($6, next_attempt_at),
+                 abandoned_at = $7
+             WHERE seq = $1",
         )
         .bind(seq)
         .bind(attempt.at.millis())
@@ -77,15 +101,20 @@ impl OutboxStore for SqliteStore {
     }
 
     async fn release_delivery_leases(&self) -> Result<()> {
+        // Only this node's: another node's leases are its deliveries under way.
         let query = sqlx::query(
-            "UPDATE webhook_deliveries SET lease_until = NULL WHERE lease_until IS NOT NULL",
-        );
+            "UPDATE webhook_deliveries SET lease_until = NULL, leased_by = NULL
+             WHERE lease_until IS NOT NULL AND leased_by = $1",
+        )
+        .bind(self.node.as_str());
         self.run(query).await
     }
 
     async fn next_delivery_at(&self) -> Result<Option<Timestamp>> {
         let next: Option<i64> = sqlx::query_scalar(
-            "SELECT MIN(MAX(next_attempt_at, COALESCE(lease_until, 0))) FROM webhook_deliveries
+            "SELECT MIN(CASE WHEN COALESCE(lease_until, 0) > next_attempt_at
+                            THEN lease_until ELSE next_attempt_at END)
+             FROM webhook_deliveries
              WHERE delivered_at IS NULL AND abandoned_at IS NULL",
         )
         .fetch_one(&self.pool)
@@ -95,7 +124,7 @@ impl OutboxStore for SqliteStore {
 
     async fn deliveries(&self, vendor: VendorId, limit: u32) -> Result<Vec<DeliveryRecord>> {
         let rows = sqlx::query(
-            "SELECT * FROM webhook_deliveries WHERE vendor_id = ? ORDER BY seq DESC LIMIT ?",
+            "SELECT * FROM webhook_deliveries WHERE vendor_id = $1 ORDER BY seq DESC LIMIT $2",
         )
         .bind(vendor.to_string())
         .bind(i64::from(limit))

@@ -3,16 +3,16 @@
 
 use async_trait::async_trait;
 use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 
 use super::sandboxes::sandbox_from;
-use super::{SqliteStore, corrupt, invitation_trials, ts};
+use super::{SqlStore, corrupt, invitation_trials, ts};
 use crate::domain::{
     DemoId, EventRecord, Funnel, Invitation, InvitationId, Sandbox, SandboxId, Timestamp, VendorId,
 };
 use crate::store::{ConversationStore, Result};
 
-fn invitation_from(row: &SqliteRow) -> Result<Invitation> {
+fn invitation_from(row: &AnyRow) -> Result<Invitation> {
     Ok(Invitation {
         id: InvitationId::parse(row.try_get("id")?).map_err(corrupt)?,
         vendor_id: VendorId::parse(row.try_get("vendor_id")?).map_err(corrupt)?,
@@ -33,7 +33,7 @@ fn invitation_from(row: &SqliteRow) -> Result<Invitation> {
     })
 }
 
-fn conversation_from(row: &SqliteRow) -> Result<(Sandbox, EventRecord)> {
+fn conversation_from(row: &AnyRow) -> Result<(Sandbox, EventRecord)> {
     let data: String = row.try_get("event_data")?;
     let event = EventRecord {
         at: Timestamp::from_millis(row.try_get("event_at")?),
@@ -45,12 +45,12 @@ fn conversation_from(row: &SqliteRow) -> Result<(Sandbox, EventRecord)> {
 const MINUTE_MS: i64 = 60_000;
 
 #[async_trait]
-impl ConversationStore for SqliteStore {
+impl ConversationStore for SqlStore {
     async fn insert_invitation(&self, i: &Invitation) -> Result<()> {
         let query = sqlx::query(
             "INSERT INTO invitations (id, vendor_id, demo_id, company, email, note, created_at,
                                       expires_at, max_trials)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(i.id.to_string())
         .bind(i.vendor_id.to_string())
@@ -68,7 +68,7 @@ impl ConversationStore for SqliteStore {
         let query = sqlx::query(concat!(
             "SELECT i.*, ",
             invitation_trials!("i.id"),
-            " AS trials FROM invitations i WHERE id = ?"
+            " AS trials FROM invitations i WHERE id = $1"
         ))
         .bind(id.to_string());
         self.one(query, invitation_from).await
@@ -78,26 +78,27 @@ impl ConversationStore for SqliteStore {
         let query = sqlx::query(concat!(
             "SELECT i.*, ",
             invitation_trials!("i.id"),
-            " AS trials FROM invitations i WHERE ?1 IS NULL OR vendor_id = ?1
-             ORDER BY created_at DESC, id LIMIT ?2"
+            " AS trials FROM invitations i WHERE $1 IS NULL OR vendor_id = $1
+             ORDER BY created_at DESC, id LIMIT $2"
         ))
         .bind(vendor.map(|v| v.to_string()))
-        .bind(limit);
+        .bind(i64::from(limit));
         self.all(query, invitation_from).await
     }
 
     async fn invitation_opened(&self, id: InvitationId, at: Timestamp) -> Result<()> {
-        let query =
-            sqlx::query("UPDATE invitations SET opened_at = ? WHERE id = ? AND opened_at IS NULL")
-                .bind(at.millis())
-                .bind(id.to_string());
+        let query = sqlx::query(
+            "UPDATE invitations SET opened_at = $1 WHERE id = $2 AND opened_at IS NULL",
+        )
+        .bind(at.millis())
+        .bind(id.to_string());
         self.run(query).await
     }
 
     async fn page_viewed(&self, demo: DemoId, at: Timestamp) -> Result<()> {
         let query = sqlx::query(
-            "INSERT INTO demo_page_views (demo_id, minute, views) VALUES (?, ?, 1)
-             ON CONFLICT (demo_id, minute) DO UPDATE SET views = views + 1",
+            "INSERT INTO demo_page_views (demo_id, minute, views) VALUES ($1, $2, 1)
+             ON CONFLICT (demo_id, minute) DO UPDATE SET views = demo_page_views.views + 1",
         )
         .bind(demo.to_string())
         .bind(at.millis().div_euclid(MINUTE_MS));
@@ -108,7 +109,8 @@ impl ConversationStore for SqliteStore {
         let demo = demo.to_string();
         // Views are kept by the minute: the minute `since` falls in counts whole.
         let page_views: i64 = sqlx::query_scalar(
-            "SELECT COALESCE(SUM(views), 0) FROM demo_page_views WHERE demo_id = ? AND minute >= ?",
+            "SELECT CAST(COALESCE(SUM(views), 0) AS BIGINT) FROM demo_page_views
+             WHERE demo_id = $1 AND minute >= $2",
         )
         .bind(&demo)
         .bind(since.millis().div_euclid(MINUTE_MS))
@@ -119,26 +121,26 @@ impl ConversationStore for SqliteStore {
         macro_rules! has {
             ($kind:literal) => {
                 concat!(
-                    "SUM(EXISTS (SELECT 1 FROM sandbox_events e WHERE e.sandbox_id = s.id AND e.kind = '",
+                    "COUNT(CASE WHEN EXISTS (SELECT 1 FROM sandbox_events e
+                                             WHERE e.sandbox_id = s.id AND e.kind = '",
                     $kind,
-                    "'))"
+                    "') THEN 1 END)"
                 )
             };
         }
         let sql = concat!(
             "SELECT COUNT(*) AS trials,
-                    COALESCE(SUM(ready_at IS NOT NULL), 0) AS ready,
-                    COALESCE(SUM(first_opened_at IS NOT NULL), 0) AS opened,
-                    COALESCE(SUM(active_ms >= 300000), 0) AS active_5m,
-                    COALESCE(",
+                    COUNT(ready_at) AS ready,
+                    COUNT(first_opened_at) AS opened,
+                    COUNT(CASE WHEN active_ms >= 300000 THEN 1 END) AS active_5m, ",
             has!("extended"),
-            ", 0) AS extended, COALESCE(",
+            " AS extended, ",
             has!("feedback"),
-            ", 0) AS feedback, COALESCE(",
+            " AS feedback, ",
             has!("contact_requested"),
-            ", 0) AS contact_requested
+            " AS contact_requested
              FROM sandboxes s
-             WHERE demo_id = ? AND receiving = 0 AND created_at >= ?"
+             WHERE demo_id = $1 AND receiving = 0 AND created_at >= $2"
         );
         let row = sqlx::query(sql)
             .bind(&demo)
@@ -167,11 +169,11 @@ impl ConversationStore for SqliteStore {
             "SELECT s.*, e.at AS event_at, e.data AS event_data
              FROM sandbox_events e JOIN sandboxes s ON s.id = e.sandbox_id
              WHERE e.kind IN ('feedback', 'contact_requested')
-               AND (?1 IS NULL OR s.vendor_id = ?1)
-             ORDER BY e.seq DESC LIMIT ?2",
+               AND ($1 IS NULL OR s.vendor_id = $1)
+             ORDER BY e.seq DESC LIMIT $2",
         )
         .bind(vendor.map(|v| v.to_string()))
-        .bind(limit);
+        .bind(i64::from(limit));
         self.all(query, conversation_from).await
     }
 }

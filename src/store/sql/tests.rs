@@ -1,5 +1,11 @@
-//! The SQL's behaviour: uniqueness, capacity in the insert, one end per sandbox, address
-//! slots, sleep and wake, activity, the history and its migration, logins and given images.
+//! The SQL's behaviour, on SQLite and on a real Postgres (each test twice, `on_sqlite::…`
+//! and `on_postgres::…`, each on a fresh database): uniqueness, capacity in the insert, one
+//! end per sandbox, address slots, sleep and wake, activity, the history, logins and given
+//! images, the conversation, nodes and what each node sees, and claims raced by two nodes.
+//! The migrations of SQLite's older data are tested on SQLite alone.
+
+use sqlx::AnyPool;
+use sqlx::any::AnyPoolOptions;
 
 use super::*;
 use crate::domain::conversation::{InvitationRequest, InvitationTerms};
@@ -15,16 +21,54 @@ use crate::store::{
     StoreError, VendorStore, Wake,
 };
 
+/// Each test body below, run once on each database.
+macro_rules! on_both {
+    ($($name:ident),* $(,)?) => {
+        mod on_sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(super::sqlite().await).await
+                }
+            )*
+        }
+        mod on_postgres {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(super::postgres().await).await
+                }
+            )*
+        }
+    };
+}
+
+fn node(name: &str) -> NodeName {
+    NodeName::parse(name).unwrap()
+}
+
+/// A fresh in-memory SQLite store, acting for node `a`.
+pub(super) async fn sqlite() -> SqlStore {
+    SqlStore::connect("sqlite::memory:", node("a"))
+        .await
+        .unwrap()
+}
+
+/// A store on a fresh database of the test process's Postgres server, acting for node `a`.
+pub(super) async fn postgres() -> SqlStore {
+    let url = tokio::task::spawn_blocking(|| testkit::postgres::shared().create_database())
+        .await
+        .unwrap()
+        .expect("a fresh Postgres database");
+    SqlStore::connect(&url, node("a")).await.unwrap()
+}
+
 fn cap(running: u32) -> Capacity {
     Capacity {
         running,
         live: running,
         per_demo: None,
     }
-}
-
-async fn store() -> SqliteStore {
-    SqliteStore::connect("sqlite::memory:").await.unwrap()
 }
 
 fn spec(slug: &str) -> DemoSpec {
@@ -35,14 +79,8 @@ fn spec(slug: &str) -> DemoSpec {
     DemoSpec::parse(manifest, &Policy::default()).unwrap()
 }
 
-/// A fresh store with one vendor and one demo.
-async fn store_with_demo() -> (SqliteStore, Vendor, Demo) {
-    let store = store().await;
-    let (vendor, demo) = vendor_and_demo(&store).await;
-    (store, vendor, demo)
-}
-
-async fn vendor_and_demo(store: &SqliteStore) -> (Vendor, Demo) {
+/// A vendor and its demo.
+pub(super) async fn vendor_and_demo(store: &SqlStore) -> (Vendor, Demo) {
     let vendor = Vendor {
         id: VendorId::new(),
         name: VendorName::parse("Acme").unwrap(),
@@ -85,7 +123,7 @@ fn new_sandbox(demo: &Demo, expires_at: Timestamp) -> NewSandbox {
 }
 
 /// `n` sandboxes of `demo`, far from expiry: their ids, in order.
-async fn insert_live(store: &SqliteStore, demo: &Demo, n: usize) -> Vec<SandboxId> {
+async fn insert_live(store: &SqlStore, demo: &Demo, n: usize) -> Vec<SandboxId> {
     let mut ids = Vec::new();
     for _ in 0..n {
         let s = new_sandbox(demo, Timestamp::from_millis(i64::MAX / 2));
@@ -95,9 +133,8 @@ async fn insert_live(store: &SqliteStore, demo: &Demo, n: usize) -> Vec<SandboxI
     ids
 }
 
-#[tokio::test]
-async fn names_and_slugs_are_unique() {
-    let (store, vendor, demo) = store_with_demo().await;
+async fn names_and_slugs_are_unique(store: SqlStore) {
+    let (vendor, demo) = vendor_and_demo(&store).await;
     let again = Vendor {
         id: VendorId::new(),
         ..vendor.clone()
@@ -120,9 +157,8 @@ async fn names_and_slugs_are_unique() {
     assert!(store.demo(demo.id).await.unwrap().is_none());
 }
 
-#[tokio::test]
-async fn an_image_status_moves_once_and_keeps_the_demo_out_of_the_catalog() {
-    let (store, _, demo) = store_with_demo().await;
+async fn an_image_status_moves_once_and_keeps_the_demo_out_of_the_catalog(store: SqlStore) {
+    let (_, demo) = vendor_and_demo(&store).await;
     let (missing, ready) = (ImageStatus::Missing, ImageStatus::Ready);
     assert_eq!(store.catalog().await.unwrap().len(), 1);
     // Two callers seeing the image gone: one moves it.
@@ -164,9 +200,8 @@ async fn an_image_status_moves_once_and_keeps_the_demo_out_of_the_catalog() {
     );
 }
 
-#[tokio::test]
-async fn capacity_is_checked_in_the_insert() {
-    let (store, _, demo) = store_with_demo().await;
+async fn capacity_is_checked_in_the_insert(store: SqlStore) {
+    let (_, demo) = vendor_and_demo(&store).await;
     let far = Timestamp::from_millis(i64::MAX / 2);
     store
         .insert_sandbox(&new_sandbox(&demo, far), cap(2))
@@ -191,9 +226,8 @@ async fn capacity_is_checked_in_the_insert() {
         .unwrap();
 }
 
-#[tokio::test]
-async fn a_sandbox_ends_once_and_deadlines_are_claimed_once() {
-    let (store, _, demo) = store_with_demo().await;
+async fn a_sandbox_ends_once_and_deadlines_are_claimed_once(store: SqlStore) {
+    let (_, demo) = vendor_and_demo(&store).await;
     let early = new_sandbox(&demo, Timestamp::from_millis(1_000));
     let late = new_sandbox(&demo, Timestamp::from_millis(5_000));
     store.insert_sandbox(&early, cap(10)).await.unwrap();
@@ -248,9 +282,8 @@ async fn a_sandbox_ends_once_and_deadlines_are_claimed_once() {
     assert!(store.pending_teardowns().await.unwrap().is_empty());
 }
 
-#[tokio::test]
-async fn address_slots_are_held_until_the_data_is_deleted() {
-    let (store, _, demo) = store_with_demo().await;
+async fn address_slots_are_held_until_the_data_is_deleted(store: SqlStore) {
+    let (_, demo) = vendor_and_demo(&store).await;
     let far = Timestamp::from_millis(i64::MAX / 2);
     let ids = insert_live(&store, &demo, 3).await;
     let slot = |id| {
@@ -282,9 +315,8 @@ async fn address_slots_are_held_until_the_data_is_deleted() {
     assert_eq!(slot(reuse.id).await, Some(1));
 }
 
-#[tokio::test]
-async fn sleeping_sandboxes_count_apart_and_per_demo_caps_hold() {
-    let (store, _, demo) = store_with_demo().await;
+async fn sleeping_sandboxes_count_apart_and_per_demo_caps_hold(store: SqlStore) {
+    let (_, demo) = vendor_and_demo(&store).await;
     let far = Timestamp::from_millis(i64::MAX / 2);
     let asleep = new_sandbox(&demo, far);
     store.insert_sandbox(&asleep, cap(1)).await.unwrap();
@@ -329,9 +361,8 @@ async fn sleeping_sandboxes_count_apart_and_per_demo_caps_hold() {
     assert!(err.to_string().contains("this demo allows 2"), "{err}");
 }
 
-#[tokio::test]
-async fn idle_sandboxes_fall_asleep_and_wake() {
-    let (store, _, mut demo) = store_with_demo().await;
+async fn idle_sandboxes_fall_asleep_and_wake(store: SqlStore) {
+    let (_, mut demo) = vendor_and_demo(&store).await;
     demo.spec.trial.idle_seconds = Some(10);
     let far = Timestamp::from_millis(i64::MAX / 2);
     let s = new_sandbox(&demo, far);
@@ -411,9 +442,8 @@ async fn idle_sandboxes_fall_asleep_and_wake() {
     );
 }
 
-#[tokio::test]
-async fn a_failure_is_kept_on_the_record_in_words() {
-    let (store, _, demo) = store_with_demo().await;
+async fn a_failure_is_kept_on_the_record_in_words(store: SqlStore) {
+    let (_, demo) = vendor_and_demo(&store).await;
     let s = new_sandbox(&demo, Timestamp::from_millis(i64::MAX / 2));
     store.insert_sandbox(&s, cap(10)).await.unwrap();
     let failed = Ending::failed("the demo did not answer GET / on port 80 within 5 s");
@@ -443,9 +473,8 @@ async fn a_failure_is_kept_on_the_record_in_words() {
     assert_eq!(read(store.sandbox(t.id).await.unwrap().unwrap()).1, None);
 }
 
-#[tokio::test]
-async fn usage_accumulates() {
-    let (store, _, demo) = store_with_demo().await;
+async fn usage_accumulates(store: SqlStore) {
+    let (_, demo) = vendor_and_demo(&store).await;
     let s = new_sandbox(&demo, Timestamp::from_millis(i64::MAX / 2));
     store.insert_sandbox(&s, cap(10)).await.unwrap();
     let batch = |n, at| Usage {
@@ -462,9 +491,8 @@ async fn usage_accumulates() {
     assert_eq!(read.first_opened_at, Some(Timestamp::from_millis(50)));
 }
 
-#[tokio::test]
-async fn an_end_without_its_event_is_found() {
-    let (store, _, demo) = store_with_demo().await;
+async fn an_end_without_its_event_is_found(store: SqlStore) {
+    let (_, demo) = vendor_and_demo(&store).await;
     let s = new_sandbox(&demo, Timestamp::from_millis(i64::MAX / 2));
     store.insert_sandbox(&s, cap(10)).await.unwrap();
     assert!(store.ends_without_event().await.unwrap().is_empty(), "live");
@@ -483,9 +511,8 @@ async fn an_end_without_its_event_is_found() {
     assert!(store.ends_without_event().await.unwrap().is_empty());
 }
 
-#[tokio::test]
-async fn active_time_counts_spans_between_close_requests() {
-    let (store, _, demo) = store_with_demo().await;
+async fn active_time_counts_spans_between_close_requests(store: SqlStore) {
+    let (_, demo) = vendor_and_demo(&store).await;
     let s = new_sandbox(&demo, Timestamp::from_millis(i64::MAX / 2));
     store.insert_sandbox(&s, cap(10)).await.unwrap();
     let batch = |first, last| Usage {
@@ -508,9 +535,8 @@ async fn active_time_counts_spans_between_close_requests() {
     assert_eq!(read.first_opened_at, Some(Timestamp::from_millis(1_000)));
 }
 
-#[tokio::test]
-async fn events_read_back_as_they_were_written() {
-    let (store, _, demo) = store_with_demo().await;
+async fn events_read_back_as_they_were_written(store: SqlStore) {
+    let (_, demo) = vendor_and_demo(&store).await;
     let s = new_sandbox(&demo, Timestamp::from_millis(i64::MAX / 2));
     store.insert_sandbox(&s, cap(10)).await.unwrap();
     let events = [
@@ -546,16 +572,22 @@ async fn events_read_back_as_they_were_written() {
 
 /// An in-memory database migrated only as far as `version`, holding the vendor `v` and
 /// its demo `d`: what an earlier version left, for a migration to find.
-async fn pool_at(version: i64) -> SqlitePool {
-    let options = sqlx::sqlite::SqliteConnectOptions::from_str("sqlite::memory:")
-        .unwrap()
-        .foreign_keys(true);
-    let pool = SqlitePoolOptions::new()
+async fn pool_at(version: i64) -> AnyPool {
+    sqlx::any::install_default_drivers();
+    let pool = AnyPoolOptions::new()
         .max_connections(1)
-        .connect_with(options)
+        .idle_timeout(None)
+        .max_lifetime(None)
+        .after_connect(|conn, _| {
+            Box::pin(async move {
+                conn.execute("PRAGMA foreign_keys = ON").await?;
+                Ok(())
+            })
+        })
+        .connect("sqlite::memory:")
         .await
         .unwrap();
-    MIGRATOR.run_to(version, &pool).await.unwrap();
+    SQLITE_MIGRATOR.run_to(version, &pool).await.unwrap();
     sqlx::query(
         "INSERT INTO vendors (id, name, key_hash, created_at) VALUES ('v', 'V', 'k', 0);
          INSERT INTO demos (id, vendor_id, slug, spec, enabled, created_at, updated_at)
@@ -565,6 +597,18 @@ async fn pool_at(version: i64) -> SqlitePool {
     .await
     .unwrap();
     pool
+}
+
+/// The store on `pool` once every migration ran, its rows adopted as at a connect.
+async fn migrated(pool: AnyPool) -> SqlStore {
+    SQLITE_MIGRATOR.run(&pool).await.unwrap();
+    let store = SqlStore {
+        pool,
+        dialect: Dialect::Sqlite,
+        node: node("a"),
+    };
+    store.adopt_rows_from_before_nodes().await.unwrap();
+    store
 }
 
 /// A history written before events were structured (kind and a sentence) reads back as
@@ -623,8 +667,7 @@ async fn an_older_history_is_migrated_into_events() {
         .await
         .unwrap();
     }
-    MIGRATOR.run(&pool).await.unwrap();
-    let store = SqliteStore { pool };
+    let store = migrated(pool).await;
     let history = store.history(id).await.unwrap();
     let shown: Vec<(&str, Option<String>)> = history
         .iter()
@@ -680,8 +723,7 @@ async fn an_older_failure_gives_its_load_output_to_the_sandbox() {
         .await
         .unwrap();
     }
-    MIGRATOR.run(&pool).await.unwrap();
-    let store = SqliteStore { pool };
+    let store = migrated(pool).await;
     let failure = |events: Vec<crate::domain::EventRecord>| match &events[0].event {
         SandboxEvent::Ended { ending, .. } => ending.failure().unwrap().as_str().to_string(),
         other => panic!("{other:?}"),
@@ -691,7 +733,7 @@ async fn an_older_failure_gives_its_load_output_to_the_sandbox() {
         "the load command exited with code 3"
     );
     let load_output = async |id: SandboxId| -> Option<String> {
-        sqlx::query_scalar("SELECT load_output FROM sandboxes WHERE id = ?")
+        sqlx::query_scalar("SELECT load_output FROM sandboxes WHERE id = $1")
             .bind(id.to_string())
             .fetch_one(&store.pool)
             .await
@@ -708,7 +750,7 @@ async fn an_older_failure_gives_its_load_output_to_the_sandbox() {
     assert_eq!(load_output(other).await, None);
     // The words move onto the record too, so a sandbox is read without its history.
     let kept = async |id: SandboxId| -> Option<String> {
-        sqlx::query_scalar("SELECT failure FROM sandboxes WHERE id = ?")
+        sqlx::query_scalar("SELECT failure FROM sandboxes WHERE id = $1")
             .bind(id.to_string())
             .fetch_one(&store.pool)
             .await
@@ -730,9 +772,8 @@ async fn an_older_failure_gives_its_load_output_to_the_sandbox() {
     assert_eq!(load_output(printed).await, None);
 }
 
-#[tokio::test]
-async fn a_webhook_secret_is_replaced_only_while_it_is_the_one_read() {
-    let (store, vendor, _) = store_with_demo().await;
+async fn a_webhook_secret_is_replaced_only_while_it_is_the_one_read(store: SqlStore) {
+    let (vendor, _) = vendor_and_demo(&store).await;
     let url = "https://hooks.example.com/";
     assert!(
         store
@@ -762,9 +803,8 @@ async fn a_webhook_secret_is_replaced_only_while_it_is_the_one_read() {
     );
 }
 
-#[tokio::test]
-async fn live_sandboxes_are_counted_per_client_until_their_data_is_gone() {
-    let (store, _, demo) = store_with_demo().await;
+async fn live_sandboxes_are_counted_per_client_until_their_data_is_gone(store: SqlStore) {
+    let (_, demo) = vendor_and_demo(&store).await;
     let ids = insert_live(&store, &demo, 3).await;
     store.set_client_key(ids[0], "192.0.2.1").await.unwrap();
     store.set_client_key(ids[1], "192.0.2.1").await.unwrap();
@@ -780,7 +820,7 @@ async fn live_sandboxes_are_counted_per_client_until_their_data_is_gone() {
     assert!(store.end(ids[0], now, &Ending::EndedByAdmin).await.unwrap());
     assert_eq!(store.count_live_for_client("192.0.2.1").await.unwrap(), 1);
     assert!(store.mark_data_deleted(ids[0], now).await.unwrap());
-    let kept: Option<String> = sqlx::query_scalar("SELECT client_key FROM sandboxes WHERE id = ?")
+    let kept: Option<String> = sqlx::query_scalar("SELECT client_key FROM sandboxes WHERE id = $1")
         .bind(ids[0].to_string())
         .fetch_one(&store.pool)
         .await
@@ -832,8 +872,7 @@ async fn existing_demos_give_their_engine_images_to_their_vendors() {
         .await
         .unwrap();
     }
-    MIGRATOR.run(&pool).await.unwrap();
-    let store = SqliteStore { pool };
+    let store = migrated(pool).await;
     let given = |grants: Vec<ImageGrant>| -> Vec<(String, i64)> {
         grants
             .into_iter()
@@ -868,9 +907,8 @@ async fn existing_demos_give_their_engine_images_to_their_vendors() {
     }
 }
 
-#[tokio::test]
-async fn logins_are_replaced_per_server_and_images_given_once() {
-    let (store, vendor, _) = store_with_demo().await;
+async fn logins_are_replaced_per_server_and_images_given_once(store: SqlStore) {
+    let (vendor, _) = vendor_and_demo(&store).await;
     let other = Vendor {
         id: VendorId::new(),
         name: VendorName::parse("Other").unwrap(),
@@ -929,7 +967,7 @@ async fn logins_are_replaced_per_server_and_images_given_once() {
 }
 
 /// A sandbox of `demo` recorded while its files arrive, as `Lifecycle::begin` records one.
-async fn receiving(store: &SqliteStore, demo: &Demo) -> SandboxId {
+async fn receiving(store: &SqlStore, demo: &Demo) -> SandboxId {
     let mut s = new_sandbox(demo, Timestamp::from_millis(i64::MAX / 2));
     s.receiving = true;
     store.insert_sandbox(&s, cap(10)).await.unwrap();
@@ -948,9 +986,10 @@ fn received(at: i64, invitation: Option<InvitationId>) -> Received {
     }
 }
 
-#[tokio::test]
-async fn an_invitation_starts_its_trials_and_no_more_a_failed_one_gives_its_place_back() {
-    let (store, vendor, demo) = store_with_demo().await;
+async fn an_invitation_starts_its_trials_and_no_more_a_failed_one_gives_its_place_back(
+    store: SqlStore,
+) {
+    let (vendor, demo) = vendor_and_demo(&store).await;
     let request: InvitationRequest = serde_json::from_value(serde_json::json!({
         "demo_id": demo.id.to_string(), "company": "Globex", "expires_in_seconds": 3600
     }))
@@ -1027,9 +1066,8 @@ async fn an_invitation_starts_its_trials_and_no_more_a_failed_one_gives_its_plac
     );
 }
 
-#[tokio::test]
-async fn the_funnel_counts_views_since_then_and_how_far_those_trials_got() {
-    let (store, _, demo) = store_with_demo().await;
+async fn the_funnel_counts_views_since_then_and_how_far_those_trials_got(store: SqlStore) {
+    let (_, demo) = vendor_and_demo(&store).await;
     let minute = 60_000;
     for at in [0, 10 * minute, 10 * minute + 5, 20 * minute] {
         store
@@ -1127,3 +1165,25 @@ async fn the_funnel_counts_views_since_then_and_how_far_those_trials_got() {
     assert_eq!(said.len(), 4, "feedback and contact requests, newest first");
     assert_eq!(said[0].0.id, ids[0]);
 }
+
+on_both!(
+    names_and_slugs_are_unique,
+    an_image_status_moves_once_and_keeps_the_demo_out_of_the_catalog,
+    capacity_is_checked_in_the_insert,
+    a_sandbox_ends_once_and_deadlines_are_claimed_once,
+    address_slots_are_held_until_the_data_is_deleted,
+    sleeping_sandboxes_count_apart_and_per_demo_caps_hold,
+    idle_sandboxes_fall_asleep_and_wake,
+    a_failure_is_kept_on_the_record_in_words,
+    usage_accumulates,
+    an_end_without_its_event_is_found,
+    active_time_counts_spans_between_close_requests,
+    events_read_back_as_they_were_written,
+    a_webhook_secret_is_replaced_only_while_it_is_the_one_read,
+    live_sandboxes_are_counted_per_client_until_their_data_is_gone,
+    logins_are_replaced_per_server_and_images_given_once,
+    an_invitation_starts_its_trials_and_no_more_a_failed_one_gives_its_place_back,
+    the_funnel_counts_views_since_then_and_how_far_those_trials_got,
+);
+
+mod nodes;

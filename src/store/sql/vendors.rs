@@ -2,14 +2,14 @@
 
 use async_trait::async_trait;
 use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 
-use super::{SqliteStore, conflict_on_unique, corrupt};
+use super::{Dialect, SqlStore, conflict_on_unique, corrupt, flag};
 use crate::domain::token::TokenHash;
 use crate::domain::{Timestamp, Vendor, VendorId, VendorName};
 use crate::store::{Result, VendorStore};
 
-fn vendor_from(row: &SqliteRow) -> Result<Vendor> {
+fn vendor_from(row: &AnyRow) -> Result<Vendor> {
     Ok(Vendor {
         id: VendorId::parse(row.try_get("id")?).map_err(corrupt)?,
         name: VendorName::parse(row.try_get("name")?).map_err(corrupt)?,
@@ -18,9 +18,9 @@ fn vendor_from(row: &SqliteRow) -> Result<Vendor> {
 }
 
 #[async_trait]
-impl VendorStore for SqliteStore {
+impl VendorStore for SqlStore {
     async fn insert_vendor(&self, vendor: &Vendor, key: TokenHash) -> Result<()> {
-        sqlx::query("INSERT INTO vendors (id, name, key_hash, created_at) VALUES (?, ?, ?, ?)")
+        sqlx::query("INSERT INTO vendors (id, name, key_hash, created_at) VALUES ($1, $2, $3, $4)")
             .bind(vendor.id.to_string())
             .bind(vendor.name.as_str())
             .bind(key.to_hex())
@@ -37,19 +37,19 @@ impl VendorStore for SqliteStore {
     }
 
     async fn vendor(&self, id: VendorId) -> Result<Option<Vendor>> {
-        let query = sqlx::query("SELECT id, name, created_at FROM vendors WHERE id = ?")
+        let query = sqlx::query("SELECT id, name, created_at FROM vendors WHERE id = $1")
             .bind(id.to_string());
         self.one(query, vendor_from).await
     }
 
     async fn vendor_by_name(&self, name: &str) -> Result<Option<Vendor>> {
         let query =
-            sqlx::query("SELECT id, name, created_at FROM vendors WHERE name = ?").bind(name);
+            sqlx::query("SELECT id, name, created_at FROM vendors WHERE name = $1").bind(name);
         self.one(query, vendor_from).await
     }
 
     async fn vendor_key(&self, id: VendorId) -> Result<Option<TokenHash>> {
-        let hex: Option<String> = sqlx::query_scalar("SELECT key_hash FROM vendors WHERE id = ?")
+        let hex: Option<String> = sqlx::query_scalar("SELECT key_hash FROM vendors WHERE id = $1")
             .bind(id.to_string())
             .fetch_optional(&self.pool)
             .await?;
@@ -60,7 +60,7 @@ impl VendorStore for SqliteStore {
     async fn vendor_webhook(&self, vendor: VendorId) -> Result<Option<(String, String)>> {
         let row = sqlx::query(
             "SELECT webhook_url, webhook_secret FROM vendors
-             WHERE id = ? AND webhook_url IS NOT NULL AND webhook_secret IS NOT NULL",
+             WHERE id = $1 AND webhook_url IS NOT NULL AND webhook_secret IS NOT NULL",
         )
         .bind(vendor.to_string())
         .fetch_optional(&self.pool)
@@ -76,20 +76,17 @@ impl VendorStore for SqliteStore {
         new_secret: &str,
     ) -> Result<bool> {
         let row = sqlx::query(
-            "UPDATE vendors SET webhook_url = ?2,
-                 webhook_secret = COALESCE(webhook_secret, ?3)
-             WHERE id = ?1
-             RETURNING webhook_secret = ?3 AS fresh",
+            "UPDATE vendors SET webhook_url = $2,
+                 webhook_secret = COALESCE(webhook_secret, $3)
+             WHERE id = $1
+             RETURNING CASE WHEN webhook_secret = $3 THEN 1 ELSE 0 END AS fresh",
         )
         .bind(vendor.to_string())
         .bind(url)
         .bind(new_secret)
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row
-            .map(|r| r.try_get::<bool, _>("fresh"))
-            .transpose()?
-            .unwrap_or(false))
+        Ok(row.map(|r| flag(&r, "fresh")).transpose()?.unwrap_or(false))
     }
 
     async fn webhook_secrets(&self) -> Result<Vec<(VendorId, String)>> {
@@ -108,13 +105,17 @@ impl VendorStore for SqliteStore {
 
     async fn replace_webhook_secret(&self, vendor: VendorId, old: &str, new: &str) -> Result<bool> {
         let mut conn = self.pool.acquire().await?;
-        // The old value's bytes are overwritten, not left in a free page, and the write-ahead
-        // log that held the page is folded back into the file and emptied.
-        sqlx::query("PRAGMA secure_delete = ON")
-            .execute(&mut *conn)
-            .await?;
+        // SQLite: the old value's bytes are overwritten, not left in a free page, and the
+        // write-ahead log that held the page is folded back into the file and emptied.
+        // (Postgres keeps the old row version until a vacuum: its files are the database
+        // server's to protect.)
+        if self.dialect == Dialect::Sqlite {
+            sqlx::query("PRAGMA secure_delete = ON")
+                .execute(&mut *conn)
+                .await?;
+        }
         let replaced = sqlx::query(
-            "UPDATE vendors SET webhook_secret = ?3 WHERE id = ?1 AND webhook_secret = ?2",
+            "UPDATE vendors SET webhook_secret = $3 WHERE id = $1 AND webhook_secret = $2",
         )
         .bind(vendor.to_string())
         .bind(old)
@@ -123,9 +124,11 @@ impl VendorStore for SqliteStore {
         .await?
         .rows_affected()
             == 1;
-        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-            .execute(&mut *conn)
-            .await?;
+        if self.dialect == Dialect::Sqlite {
+            sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                .execute(&mut *conn)
+                .await?;
+        }
         Ok(replaced)
     }
 }

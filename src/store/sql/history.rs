@@ -4,15 +4,15 @@
 
 use async_trait::async_trait;
 use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 
-use super::{SqliteStore, corrupt, id_of, json};
+use super::{SqlStore, corrupt, id_of, json};
 use crate::domain::{
     EventRecord, SandboxEvent, SandboxId, ServiceEventRecord, Timestamp, VendorId,
 };
 use crate::store::{HistoryStore, NewEvent, Result};
 
-fn record_from(row: &SqliteRow) -> Result<EventRecord> {
+fn record_from(row: &AnyRow) -> Result<EventRecord> {
     let data: String = row.try_get("data")?;
     Ok(EventRecord {
         at: Timestamp::from_millis(row.try_get("at")?),
@@ -21,23 +21,27 @@ fn record_from(row: &SqliteRow) -> Result<EventRecord> {
     })
 }
 
-impl SqliteStore {
+impl SqlStore {
     /// Appends the event (unless the sandbox has `most` of its kind already: one statement
-    /// counts and writes, under SQLite's write lock) and its delivery, in one transaction.
+    /// counts and writes, under SQLite's write lock or, in Postgres, the sandbox's events'
+    /// advisory lock) and its delivery, in one transaction.
     async fn append(&self, new: NewEvent<'_>, most: Option<u32>) -> Result<bool> {
         let (id, at, event) = (new.sandbox, new.at, new.event);
         let mut tx = self.pool.begin().await?;
+        if most.is_some() {
+            self.serialise(&mut tx, &[&format!("events:{id}")]).await?;
+        }
         let appended = sqlx::query(
             "INSERT INTO sandbox_events (sandbox_id, at, kind, data)
-             SELECT ?1, ?2, ?3, ?4
-             WHERE ?5 IS NULL
-                OR (SELECT COUNT(*) FROM sandbox_events WHERE sandbox_id = ?1 AND kind = ?3) < ?5",
+             SELECT $1, $2, $3, $4
+             WHERE $5 IS NULL
+                OR (SELECT COUNT(*) FROM sandbox_events WHERE sandbox_id = $1 AND kind = $3) < $5",
         )
         .bind(id.to_string())
         .bind(at.millis())
         .bind(event.kind())
         .bind(json(event)?)
-        .bind(most)
+        .bind(most.map(i64::from))
         .execute(&mut *tx)
         .await?;
         if appended.rows_affected() != 1 {
@@ -47,8 +51,8 @@ impl SqliteStore {
             sqlx::query(
                 "INSERT INTO webhook_deliveries
                      (id, vendor_id, sandbox_id, type, body, created_at, next_attempt_at)
-                 SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?6 FROM vendors
-                 WHERE id = ?2 AND webhook_url IS NOT NULL",
+                 SELECT $1, $2, $3, $4, $5, $6, $6 FROM vendors
+                 WHERE id = $2 AND webhook_url IS NOT NULL",
             )
             .bind(&delivery.id)
             .bind(delivery.vendor_id.to_string())
@@ -65,7 +69,7 @@ impl SqliteStore {
 }
 
 #[async_trait]
-impl HistoryStore for SqliteStore {
+impl HistoryStore for SqlStore {
     async fn append_event(&self, new: NewEvent<'_>) -> Result<()> {
         self.append(new, None).await.map(|_| ())
     }
@@ -76,7 +80,7 @@ impl HistoryStore for SqliteStore {
 
     async fn history(&self, id: SandboxId) -> Result<Vec<EventRecord>> {
         let query =
-            sqlx::query("SELECT at, data FROM sandbox_events WHERE sandbox_id = ? ORDER BY seq")
+            sqlx::query("SELECT at, data FROM sandbox_events WHERE sandbox_id = $1 ORDER BY seq")
                 .bind(id.to_string());
         self.all(query, record_from).await
     }
@@ -89,8 +93,8 @@ impl HistoryStore for SqliteStore {
         let rows = sqlx::query(
             "SELECT e.sandbox_id, e.at, e.data FROM sandbox_events e
              JOIN sandboxes s ON s.id = e.sandbox_id
-             WHERE ?1 IS NULL OR s.vendor_id = ?1
-             ORDER BY e.seq DESC LIMIT ?2",
+             WHERE $1 IS NULL OR s.vendor_id = $1
+             ORDER BY e.seq DESC LIMIT $2",
         )
         .bind(vendor.map(|v| v.to_string()))
         .bind(i64::from(limit))
@@ -108,26 +112,29 @@ impl HistoryStore for SqliteStore {
         let [a, b, c, d, e] = SandboxEvent::end_kinds();
         let query = sqlx::query(
             "SELECT id FROM sandboxes s
-             WHERE end_reason IS NOT NULL
+             WHERE node = $6 AND end_reason IS NOT NULL
                AND NOT EXISTS (SELECT 1 FROM sandbox_events e
-                               WHERE e.sandbox_id = s.id AND e.kind IN (?, ?, ?, ?, ?))",
+                               WHERE e.sandbox_id = s.id AND e.kind IN ($1, $2, $3, $4, $5))",
         )
         .bind(a)
         .bind(b)
         .bind(c)
         .bind(d)
-        .bind(e);
+        .bind(e)
+        .bind(self.node.as_str());
         self.all(query, id_of).await
     }
 
     async fn append_service_event(&self, record: &ServiceEventRecord) -> Result<()> {
-        sqlx::query("INSERT INTO service_events (at, kind, vendor_id, data) VALUES (?, ?, ?, ?)")
-            .bind(record.at.millis())
-            .bind(record.event.kind())
-            .bind(record.vendor.map(|v| v.to_string()))
-            .bind(json(&record.event)?)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "INSERT INTO service_events (at, kind, vendor_id, data) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(record.at.millis())
+        .bind(record.event.kind())
+        .bind(record.vendor.map(|v| v.to_string()))
+        .bind(json(&record.event)?)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
@@ -138,8 +145,8 @@ impl HistoryStore for SqliteStore {
     ) -> Result<Vec<ServiceEventRecord>> {
         let query = sqlx::query(
             "SELECT at, vendor_id, data FROM service_events
-             WHERE ?1 IS NULL OR vendor_id = ?1
-             ORDER BY seq DESC LIMIT ?2",
+             WHERE $1 IS NULL OR vendor_id = $1
+             ORDER BY seq DESC LIMIT $2",
         )
         .bind(vendor.map(|v| v.to_string()))
         .bind(i64::from(limit));

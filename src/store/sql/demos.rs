@@ -1,19 +1,19 @@
 //! Demos: each a vendor's checked manifest (`DemoSpec`, as JSON), enabled or not, soft-deleted.
 
 use async_trait::async_trait;
-use sqlx::sqlite::SqliteRow;
-use sqlx::{QueryBuilder, Row};
+use sqlx::Row;
+use sqlx::any::AnyRow;
 
-use super::{SqliteStore, conflict_on_unique, corrupt, json};
+use super::{SqlStore, conflict_on_unique, corrupt, flag, json};
 use crate::domain::{Demo, DemoId, ImageStatus, Timestamp, VendorId};
 use crate::store::{DemoStore, Result};
 
-fn demo_from(row: &SqliteRow) -> Result<Demo> {
+fn demo_from(row: &AnyRow) -> Result<Demo> {
     Ok(Demo {
         id: DemoId::parse(row.try_get("id")?).map_err(corrupt)?,
         vendor_id: VendorId::parse(row.try_get("vendor_id")?).map_err(corrupt)?,
         spec: serde_json::from_str(row.try_get("spec")?).map_err(corrupt)?,
-        enabled: row.try_get("enabled")?,
+        enabled: flag(row, "enabled")?,
         image_status: {
             let raw: &str = row.try_get("image_status")?;
             ImageStatus::parse(raw).ok_or_else(|| corrupt(format!("image status {raw:?}")))?
@@ -26,18 +26,18 @@ fn demo_from(row: &SqliteRow) -> Result<Demo> {
 }
 
 #[async_trait]
-impl DemoStore for SqliteStore {
+impl DemoStore for SqlStore {
     async fn insert_demo(&self, demo: &Demo) -> Result<()> {
         sqlx::query(
             "INSERT INTO demos (id, vendor_id, slug, spec, enabled, image_status, image_error,
                                 image_digest, created_at, updated_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
         .bind(demo.id.to_string())
         .bind(demo.vendor_id.to_string())
         .bind(demo.spec.slug.as_str())
         .bind(json(&demo.spec)?)
-        .bind(demo.enabled)
+        .bind(i64::from(demo.enabled))
         .bind(demo.image_status.as_str())
         .bind(&demo.image_error)
         .bind(&demo.image_digest)
@@ -50,27 +50,27 @@ impl DemoStore for SqliteStore {
     }
 
     async fn demo(&self, id: DemoId) -> Result<Option<Demo>> {
-        let query = sqlx::query("SELECT * FROM demos WHERE id = ? AND deleted_at IS NULL")
+        let query = sqlx::query("SELECT * FROM demos WHERE id = $1 AND deleted_at IS NULL")
             .bind(id.to_string());
         self.one(query, demo_from).await
     }
 
     async fn demos(&self, vendor: Option<VendorId>) -> Result<Vec<Demo>> {
-        let mut q = QueryBuilder::new("SELECT * FROM demos WHERE deleted_at IS NULL");
-        if let Some(vendor) = vendor {
-            q.push(" AND vendor_id = ").push_bind(vendor.to_string());
-        }
-        q.push(" ORDER BY id");
-        self.all(q.build(), demo_from).await
+        let query = sqlx::query(
+            "SELECT * FROM demos WHERE deleted_at IS NULL AND ($1 IS NULL OR vendor_id = $1)
+             ORDER BY id",
+        )
+        .bind(vendor.map(|v| v.to_string()));
+        self.all(query, demo_from).await
     }
 
     async fn update_demo(&self, demo: &Demo) -> Result<bool> {
         let query = sqlx::query(
-            "UPDATE demos SET spec = ?, enabled = ?, updated_at = ?
-             WHERE id = ? AND deleted_at IS NULL",
+            "UPDATE demos SET spec = $1, enabled = $2, updated_at = $3
+             WHERE id = $4 AND deleted_at IS NULL",
         )
         .bind(json(&demo.spec)?)
-        .bind(demo.enabled)
+        .bind(i64::from(demo.enabled))
         .bind(demo.updated_at.millis())
         .bind(demo.id.to_string());
         self.changed(query).await
@@ -83,8 +83,8 @@ impl DemoStore for SqliteStore {
         to: ImageStatus,
     ) -> Result<bool> {
         let query = sqlx::query(
-            "UPDATE demos SET image_status = ?
-             WHERE id = ? AND image_status = ? AND deleted_at IS NULL",
+            "UPDATE demos SET image_status = $1
+             WHERE id = $2 AND image_status = $3 AND deleted_at IS NULL",
         )
         .bind(to.as_str())
         .bind(id.to_string())
@@ -95,7 +95,7 @@ impl DemoStore for SqliteStore {
     async fn start_pull(&self, id: DemoId) -> Result<bool> {
         let query = sqlx::query(
             "UPDATE demos SET image_status = 'pulling'
-             WHERE id = ? AND image_status != 'pulling' AND deleted_at IS NULL",
+             WHERE id = $1 AND image_status != 'pulling' AND deleted_at IS NULL",
         )
         .bind(id.to_string());
         self.changed(query).await
@@ -113,9 +113,9 @@ impl DemoStore for SqliteStore {
         // A failed pull keeps the digest of the last one that worked (for the record; the
         // demo takes no trial until a pull works again).
         let query = sqlx::query(
-            "UPDATE demos SET image_status = ?, image_error = ?,
-                              image_digest = COALESCE(?, image_digest)
-             WHERE id = ? AND image_status = 'pulling' AND deleted_at IS NULL",
+            "UPDATE demos SET image_status = $1, image_error = $2,
+                              image_digest = COALESCE($3, image_digest)
+             WHERE id = $4 AND image_status = 'pulling' AND deleted_at IS NULL",
         )
         .bind(status.as_str())
         .bind(error)
@@ -124,32 +124,37 @@ impl DemoStore for SqliteStore {
         self.changed(query).await
     }
 
+    // Images are the Engine's: each node keeps its own list.
     async fn record_pulled_image(&self, reference: &str, at: Timestamp) -> Result<()> {
         let query = sqlx::query(
-            "INSERT INTO pulled_images (reference, pulled_at) VALUES (?, ?)
-             ON CONFLICT (reference) DO UPDATE SET pulled_at = excluded.pulled_at",
+            "INSERT INTO pulled_images (node, reference, pulled_at) VALUES ($1, $2, $3)
+             ON CONFLICT (node, reference) DO UPDATE SET pulled_at = excluded.pulled_at",
         )
+        .bind(self.node.as_str())
         .bind(reference)
         .bind(at.millis());
         self.run(query).await
     }
 
     async fn pulled_images(&self) -> Result<Vec<String>> {
-        Ok(
-            sqlx::query_scalar("SELECT reference FROM pulled_images ORDER BY pulled_at")
-                .fetch_all(&self.pool)
-                .await?,
+        Ok(sqlx::query_scalar(
+            "SELECT reference FROM pulled_images WHERE node = $1 ORDER BY pulled_at",
         )
+        .bind(self.node.as_str())
+        .fetch_all(&self.pool)
+        .await?)
     }
 
     async fn forget_pulled_image(&self, reference: &str) -> Result<()> {
-        let query = sqlx::query("DELETE FROM pulled_images WHERE reference = ?").bind(reference);
+        let query = sqlx::query("DELETE FROM pulled_images WHERE node = $1 AND reference = $2")
+            .bind(self.node.as_str())
+            .bind(reference);
         self.run(query).await
     }
 
     async fn delete_demo(&self, id: DemoId, at: Timestamp) -> Result<bool> {
         let query = sqlx::query(
-            "UPDATE demos SET deleted_at = ?, enabled = 0 WHERE id = ? AND deleted_at IS NULL",
+            "UPDATE demos SET deleted_at = $1, enabled = 0 WHERE id = $2 AND deleted_at IS NULL",
         )
         .bind(at.millis())
         .bind(id.to_string());

@@ -3,13 +3,13 @@
 
 use async_trait::async_trait;
 use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 
-use super::{SqliteStore, corrupt};
+use super::{SqlStore, corrupt};
 use crate::domain::{ImageGrant, RegistryServer, StoredLogin, Timestamp, VendorId};
 use crate::store::{AccessStore, Result};
 
-fn login_from(row: &SqliteRow) -> Result<StoredLogin> {
+fn login_from(row: &AnyRow) -> Result<StoredLogin> {
     Ok(StoredLogin {
         server: RegistryServer::parse(row.try_get("server")?).map_err(corrupt)?,
         username: row.try_get("username")?,
@@ -18,7 +18,7 @@ fn login_from(row: &SqliteRow) -> Result<StoredLogin> {
     })
 }
 
-fn grant_from(row: &SqliteRow) -> Result<ImageGrant> {
+fn grant_from(row: &AnyRow) -> Result<ImageGrant> {
     Ok(ImageGrant {
         image: row.try_get("image")?,
         vendor_id: VendorId::parse(row.try_get("vendor_id")?).map_err(corrupt)?,
@@ -27,12 +27,12 @@ fn grant_from(row: &SqliteRow) -> Result<ImageGrant> {
 }
 
 #[async_trait]
-impl AccessStore for SqliteStore {
+impl AccessStore for SqlStore {
     async fn put_login(&self, vendor: VendorId, login: &StoredLogin) -> Result<()> {
         // The earlier sealed password is overwritten in place (`secure_delete`).
         let query = sqlx::query(
             "INSERT INTO registry_credentials (vendor_id, server, username, password, updated_at)
-             VALUES (?, ?, ?, ?, ?)
+             VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (vendor_id, server) DO UPDATE SET
                  username = excluded.username, password = excluded.password,
                  updated_at = excluded.updated_at",
@@ -47,7 +47,7 @@ impl AccessStore for SqliteStore {
 
     async fn logins(&self, vendor: VendorId) -> Result<Vec<StoredLogin>> {
         let query =
-            sqlx::query("SELECT * FROM registry_credentials WHERE vendor_id = ? ORDER BY server")
+            sqlx::query("SELECT * FROM registry_credentials WHERE vendor_id = $1 ORDER BY server")
                 .bind(vendor.to_string());
         self.all(query, login_from).await
     }
@@ -58,7 +58,7 @@ impl AccessStore for SqliteStore {
         server: &RegistryServer,
     ) -> Result<Option<StoredLogin>> {
         let query =
-            sqlx::query("SELECT * FROM registry_credentials WHERE vendor_id = ? AND server = ?")
+            sqlx::query("SELECT * FROM registry_credentials WHERE vendor_id = $1 AND server = $2")
                 .bind(vendor.to_string())
                 .bind(server.as_str());
         self.one(query, login_from).await
@@ -66,7 +66,7 @@ impl AccessStore for SqliteStore {
 
     async fn delete_login(&self, vendor: VendorId, server: &RegistryServer) -> Result<bool> {
         let query =
-            sqlx::query("DELETE FROM registry_credentials WHERE vendor_id = ? AND server = ?")
+            sqlx::query("DELETE FROM registry_credentials WHERE vendor_id = $1 AND server = $2")
                 .bind(vendor.to_string())
                 .bind(server.as_str());
         self.changed(query).await
@@ -74,13 +74,14 @@ impl AccessStore for SqliteStore {
 
     async fn give_image(&self, grant: &ImageGrant) -> Result<(ImageGrant, bool)> {
         let insert = sqlx::query(
-            "INSERT OR IGNORE INTO image_grants (vendor_id, image, given_at) VALUES (?, ?, ?)",
+            "INSERT INTO image_grants (vendor_id, image, given_at) VALUES ($1, $2, $3)
+             ON CONFLICT DO NOTHING",
         )
         .bind(grant.vendor_id.to_string())
         .bind(&grant.image)
         .bind(grant.given_at.millis());
         let new = self.changed(insert).await?;
-        let query = sqlx::query("SELECT * FROM image_grants WHERE vendor_id = ? AND image = ?")
+        let query = sqlx::query("SELECT * FROM image_grants WHERE vendor_id = $1 AND image = $2")
             .bind(grant.vendor_id.to_string())
             .bind(&grant.image);
         let kept = self
@@ -91,14 +92,14 @@ impl AccessStore for SqliteStore {
     }
 
     async fn images_given(&self, vendor: VendorId) -> Result<Vec<ImageGrant>> {
-        let query = sqlx::query("SELECT * FROM image_grants WHERE vendor_id = ? ORDER BY image")
+        let query = sqlx::query("SELECT * FROM image_grants WHERE vendor_id = $1 ORDER BY image")
             .bind(vendor.to_string());
         self.all(query, grant_from).await
     }
 
     async fn is_given(&self, vendor: VendorId, image: &str) -> Result<bool> {
         let found: Option<i64> =
-            sqlx::query_scalar("SELECT 1 FROM image_grants WHERE vendor_id = ? AND image = ?")
+            sqlx::query_scalar("SELECT 1 FROM image_grants WHERE vendor_id = $1 AND image = $2")
                 .bind(vendor.to_string())
                 .bind(image)
                 .fetch_optional(&self.pool)
