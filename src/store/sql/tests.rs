@@ -17,8 +17,8 @@ use crate::domain::{
     VendorName, given_image,
 };
 use crate::store::{
-    AccessStore, Capacity, ConversationStore, DemoStore, HistoryStore, NewEvent, SandboxStore,
-    StoreError, VendorStore, Wake,
+    AccessStore, Capacity, ConversationStore, DemoStore, HistoryStore, NewEvent, OutboxStore,
+    SandboxStore, StoreError, VendorStore, Wake,
 };
 
 /// Each test body below, run once on each database.
@@ -1185,5 +1185,92 @@ on_both!(
     an_invitation_starts_its_trials_and_no_more_a_failed_one_gives_its_place_back,
     the_funnel_counts_views_since_then_and_how_far_those_trials_got,
 );
+
+/// A database file is made where the URL says, in WAL mode, and opened again as it was.
+#[tokio::test]
+async fn a_sqlite_file_is_created_in_wal_mode_and_reopened() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("testdrive.db").display());
+    let store = SqlStore::connect(&url, node("a")).await.unwrap();
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(&store.pool)
+        .await
+        .unwrap();
+    assert_eq!(mode, "wal");
+    let id = store.instance_id().await.unwrap();
+    store.pool.close().await;
+    let again = SqlStore::connect(&url, node("a")).await.unwrap();
+    assert_eq!(again.instance_id().await.unwrap(), id);
+}
+
+/// Rows SQLite kept from before nodes become the connecting node's: its sandboxes, warm
+/// members, pulled images and the leases it held.
+#[tokio::test]
+async fn rows_from_before_nodes_become_the_connecting_nodes() {
+    let pool = pool_at(14).await;
+    let id = SandboxId::new();
+    sqlx::query(
+        "INSERT INTO sandboxes (id, demo_id, vendor_id, token_hash, status, spec, created_at,
+                                expires_at, files, prospect, addr_slot)
+         VALUES ($1, 'd', 'v', 'h', 'ready', '{}', 0, 5, '[]', '{}', 0);
+         INSERT INTO warm_members (id, demo_id, spec, state, addr_slot, created_at)
+         VALUES ('w', 'd', '{}', 'warm', 1, 0);
+         INSERT INTO pulled_images (reference, pulled_at) VALUES ('img@sha256:1', 0);
+         INSERT INTO webhook_deliveries (id, vendor_id, sandbox_id, type, body, created_at,
+                                         next_attempt_at, lease_until)
+         VALUES ('d1', 'v', $1, 'sandbox.ended', '{}', 0, 0, 99)",
+    )
+    .bind(id.to_string())
+    .execute(&pool)
+    .await
+    .unwrap();
+    let store = migrated(pool).await;
+    // (The demo `d` of `pool_at` has no valid id: the rows are read as they are kept.)
+    let nodes: Vec<String> =
+        sqlx::query_scalar("SELECT node FROM sandboxes UNION ALL SELECT node FROM warm_members")
+            .fetch_all(&store.pool)
+            .await
+            .unwrap();
+    assert_eq!(nodes, ["a", "a"]);
+    assert_eq!(
+        store.end_due(Timestamp::from_millis(5)).await.unwrap(),
+        [id]
+    );
+    assert_eq!(store.pulled_images().await.unwrap(), ["img@sha256:1"]);
+    store.release_delivery_leases().await.unwrap();
+    let lease: Option<i64> = sqlx::query_scalar("SELECT lease_until FROM webhook_deliveries")
+        .fetch_one(&store.pool)
+        .await
+        .unwrap();
+    assert_eq!(lease, None);
+}
+
+/// While Postgres is down the store answers `Unavailable` within seconds (the API's 503),
+/// and works again by itself once it is back.
+#[tokio::test]
+async fn a_postgres_outage_is_unavailable_at_once_and_passes() {
+    let server = tokio::task::spawn_blocking(|| testkit::postgres::Server::start().unwrap())
+        .await
+        .unwrap();
+    let url = server.create_database().unwrap();
+    let store = SqlStore::connect(&url, node("a")).await.unwrap();
+    store.ping().await.unwrap();
+    server.kill();
+    let asked = std::time::Instant::now();
+    assert!(matches!(
+        store.vendors().await,
+        Err(StoreError::Unavailable(_))
+    ));
+    assert!(asked.elapsed() < std::time::Duration::from_secs(10));
+    let server = tokio::task::spawn_blocking(move || {
+        server.restart().unwrap();
+        server
+    })
+    .await
+    .unwrap();
+    store.ping().await.unwrap();
+    assert!(store.vendors().await.unwrap().is_empty());
+    drop(server);
+}
 
 mod nodes;
