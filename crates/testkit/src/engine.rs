@@ -439,6 +439,7 @@ impl SubnetLease {
     pub fn acquire() -> io::Result<SubnetLease> {
         let leases = std::env::temp_dir().join(LEASES);
         fs::create_dir_all(&leases)?;
+        remove_stale_leases(&leases);
         let in_use = subnets_in_use()?;
         // Start somewhere random so concurrent runs rarely race for the same file.
         let start = u8::from_str_radix(&random_hex(2), 16).unwrap_or(0);
@@ -495,6 +496,18 @@ impl SubnetLease {
 impl Drop for SubnetLease {
     fn drop(&mut self) {
         let _ = fs::remove_file(&self.file);
+    }
+}
+
+/// Leases of processes that died (without dropping them) are given back.
+fn remove_stale_leases(leases: &Path) {
+    for entry in fs::read_dir(leases).into_iter().flatten().flatten() {
+        let holder = fs::read_to_string(entry.path()).unwrap_or_default();
+        if let Ok(pid) = holder.trim().parse::<u32>()
+            && !Path::new(&format!("/proc/{pid}")).exists()
+        {
+            let _ = fs::remove_file(entry.path());
+        }
     }
 }
 
