@@ -12,7 +12,6 @@ pub mod event;
 pub mod ids;
 pub mod image;
 pub mod manifest;
-pub mod node;
 pub mod page;
 pub mod pool;
 pub mod profile;
@@ -36,7 +35,6 @@ pub use event::{Ending, EventRecord, Failure, SandboxEvent};
 pub use ids::{DemoId, SandboxId, VendorId};
 pub use image::{ImageRef, RegistryServer};
 pub use manifest::{DemoManifest, DemoSlug, DemoSpec, Policy, TrialWindow};
-pub use node::{Node, NodeLoad, NodeName, NodeStatus};
 pub use sandbox::{
     EndReason, FileRecord, NewSandbox, Prospect, Received, Sandbox, SandboxStatus, Usage,
 };

@@ -4,6 +4,7 @@
 mod at_rest;
 mod browser;
 mod browser_origins;
+mod cluster;
 mod contract;
 mod conversation;
 mod conversation_browser;
