@@ -12,6 +12,7 @@ pub mod event;
 pub mod ids;
 pub mod image;
 pub mod manifest;
+pub mod node;
 pub mod page;
 pub mod pool;
 pub mod profile;
@@ -35,6 +36,7 @@ pub use event::{Ending, EventRecord, Failure, SandboxEvent};
 pub use ids::{DemoId, SandboxId, VendorId};
 pub use image::{ImageRef, RegistryServer};
 pub use manifest::{DemoManifest, DemoSlug, DemoSpec, Policy, TrialWindow};
+pub use node::{Node, NodeLoad, NodeName, NodeStatus};
 pub use sandbox::{
     EndReason, FileRecord, NewSandbox, Prospect, Received, Sandbox, SandboxStatus, Usage,
 };

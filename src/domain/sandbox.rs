@@ -52,6 +52,8 @@ pub struct Sandbox {
     pub invitation_id: Option<InvitationId>,
     /// The prospect's answers to the demo's `questions`, given with the files.
     pub answers: Answers,
+    /// The node whose Engine runs it (its files are on that node's disk).
+    pub node: NodeName,
 }
 
 impl Sandbox {

@@ -24,6 +24,7 @@ use crate::domain::{
     NewSandbox, Received, RegistryServer, Sandbox, SandboxEvent, SandboxId, SandboxStatus,
     ServiceEventRecord, StoredLogin, Timestamp, Usage, Vendor, VendorId,
 };
+use crate::domain::{Node, NodeLoad, NodeName};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -353,6 +354,28 @@ pub trait ConversationStore: Send + Sync {
     ) -> Result<Vec<(Sandbox, EventRecord)>>;
 }
 
+/// The nodes of the deployment, and who keeps a lost node's deadlines.
+#[async_trait]
+pub trait NodeStore: Send + Sync {
+    /// Records this node (`node.name` is the store's own node) as it starts, replacing what
+    /// an earlier start of it recorded.
+    async fn register_node(&self, node: &Node) -> Result<()>;
+    /// This node is alive at `at`.
+    async fn heartbeat(&self, at: Timestamp) -> Result<()>;
+    /// Every node ever registered, by name, with its live sandboxes.
+    async fn nodes(&self) -> Result<Vec<NodeLoad>>;
+    async fn node_record(&self, name: &NodeName) -> Result<Option<Node>>;
+    /// Where a trial of `demo` goes: of the nodes heard from since `up_since` that have the
+    /// demo's image (`image_here`), the one with the most free places (its `max_sandboxes`
+    /// less its live sandboxes), ties by name. `None` when none has a free place.
+    async fn place(&self, demo: DemoId, up_since: Timestamp) -> Result<Option<NodeName>>;
+    /// This node's Engine has (`true`) or lacks the demo's image.
+    async fn image_here(&self, demo: DemoId, ready: bool) -> Result<()>;
+    /// Takes (or renews) the care of a down node's deadlines for this node until `until`;
+    /// false if another node holds it past `now`. One caretaker at a time.
+    async fn take_care(&self, down: &NodeName, now: Timestamp, until: Timestamp) -> Result<bool>;
+}
+
 /// The whole database.
 #[async_trait]
 pub trait Store:
@@ -364,8 +387,15 @@ pub trait Store:
     + PoolStore
     + OutboxStore
     + AccessStore
+    + NodeStore
     + 'static
 {
+    /// The node this view of the database acts for: what it records is this node's, and what
+    /// a node does alone (its deadlines, idle sandboxes, teardowns, warm pool, addresses,
+    /// wakes, capacity) it reads of this node only.
+    fn node(&self) -> &NodeName;
+    /// The same database, acting for another node (to keep a lost node's deadlines).
+    fn for_node(&self, node: &NodeName) -> std::sync::Arc<dyn Store>;
     async fn ping(&self) -> Result<()>;
     /// This deployment's id, made once: it labels every Engine object so that several
     /// deployments (or test runs) can share one Engine without touching each other's objects.
