@@ -14,8 +14,8 @@
 //!   that takes the trial reads the whole form under every rule, as always.
 //!
 //! The owner down: reads of the record (`GET`, outside the proxy) are answered here from the
-//! database; the demo itself and any change answer `503` with `Retry-After`, saying that the
-//! trial's deadline is kept.
+//! database; the demo itself and any change are still tried on the owner, and answer `503`
+//! with `Retry-After` when it cannot be reached, saying that the trial's deadline is kept.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -118,10 +118,13 @@ async fn to_sandbox_node(
         return Ok(Routed::Here(req));
     }
     match state.cluster.peer(&owner).await? {
-        Some((node, true)) => forward(state, &node, req).await.map(Routed::There),
         // A read of the record needs no node: the database has it.
-        _ if is_record_read(state, &req) => Ok(Routed::Here(req)),
-        _ => Err(node_unreachable(&owner)),
+        Some((_, false)) if is_record_read(state, &req) => Ok(Routed::Here(req)),
+        // Anything else goes to the owner even while it counts as down: `down` stops new
+        // trials and hands its deadlines over, but a node that is back (or was only cut off
+        // from the database for a while) serves its sandboxes before its next heartbeat.
+        Some((node, _)) => forward(state, &node, req).await.map(Routed::There),
+        None => Err(node_unreachable(&owner)),
     }
 }
 
@@ -184,6 +187,7 @@ async fn to_placed_node(state: &AppState, req: Request) -> Result<Routed, ApiErr
     let Some(node) = state.cluster.place(demo).await? else {
         return Ok(Routed::Here(req)); // no node has a place: said here, with Retry-After
     };
+    tracing::debug!(demo_id = %demo, %node, "a new trial placed");
     if &node == state.cluster.me() {
         return Ok(Routed::Here(req));
     }

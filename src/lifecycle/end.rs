@@ -157,11 +157,12 @@ impl Lifecycle {
         }
     }
 
-    /// At a restart: every deadline that passed meanwhile is claimed and announced now; the
-    /// reconciler's first pass tears them down.
+    /// At a restart: every deadline that passed meanwhile is kept now, before a request is
+    /// taken: ended, announced and torn down (what the Engine cannot do now, the
+    /// reconciler finishes).
     pub(super) async fn claim_passed_deadlines(&self) -> Result<()> {
         for id in self.inner.store.end_due(self.now()).await? {
-            self.announce_end(id, Ending::Expired).await;
+            self.expired(id).await;
         }
         Ok(())
     }

@@ -121,6 +121,7 @@ impl Lifecycle {
     async fn image_seen(&self, demo: &Demo, there: bool) -> Result<Option<ImageStatus>> {
         // Trials are placed only on nodes that have the image.
         self.store().image_here(demo.id, there).await?;
+        tracing::debug!(demo_id = %demo.id, there, "this node's Engine and the demo's image");
         let (from, to) = match (demo.image_status, there) {
             // With several nodes, one node's Engine lacking the image says nothing of the
             // others': that node just gets none of the demo's trials.

@@ -62,6 +62,11 @@ pub(super) async fn recover(lifecycle: &Lifecycle) -> Result<(), LifecycleError>
     lifecycle.store().release_all_wakes().await?;
     // Warm pool members being made or drained are removed; the keeper makes new ones.
     lifecycle.recover_pools().await?;
+    // Which demos' images this node's Engine has, so that trials are placed here from the
+    // first request (an Engine that does not answer yet is asked again by the reconciler).
+    if let Err(err) = lifecycle.check_images().await {
+        tracing::warn!(%err, "cannot check the demos' images yet; the reconciler will");
+    }
     // Pulls cut short by the restart start again.
     for demo in lifecycle.store().demos(None).await? {
         if demo.image_status == ImageStatus::Pulling {
