@@ -18,8 +18,8 @@ use crate::config::Config;
 use crate::domain::token::{IssuedToken, TokenHash};
 use crate::domain::{Node, NodeName};
 use crate::engine::{
-    DockerEngine, Engine, EngineError, EngineSettings, HostFirewall, NetworkSettings, Subnet,
-    WantedNetwork, isolate_host, neighbours, plan_network,
+    DockerEngine, Engine, EngineError, EngineSettings, FixedNetwork, HostFirewall, NetworkSettings,
+    Subnet, WantedNetwork, isolate_host, neighbours, network_setting_key, plan_network,
 };
 use crate::http::origins::SandboxOrigins;
 use crate::http::server::ServerSettings;
@@ -140,38 +140,10 @@ async fn shared_admin_token(
     Ok((hash, made_here.then_some(token)))
 }
 
-/// Where the parts of the sandbox network a start left open ("auto") are kept: one setting
-/// for the deployment's only node, one per node when several share the database (each has
-/// its own Engine, bridge and subnet).
-pub(crate) fn network_setting_key(node: Option<&NodeName>) -> String {
-    match node {
-        None => "sandbox_network".to_string(),
-        Some(node) => format!("sandbox_network/{node}"),
-    }
-}
-
-/// A sandbox network as a start fixed it in the database.
-pub(crate) fn stored_network(raw: &str) -> Result<NetworkSettings, String> {
-    let fixed: FixedNetwork = serde_json::from_str(raw)
-        .map_err(|e| format!("the stored sandbox network {raw:?}: {e}"))?;
-    Ok(NetworkSettings {
-        name: fixed.name,
-        bridge: fixed.bridge,
-        subnet: Subnet::parse(&fixed.subnet)?,
-    })
-}
-
 /// The network testdrive used before it picked its own: a deployment that still has
 /// sandboxes on it keeps it.
 const EARLIER_NETWORK: (&str, &str, &str) =
     ("testdrive-sandboxes", "td-sandboxes", "10.213.0.0/16");
-
-#[derive(serde::Serialize, serde::Deserialize)]
-struct FixedNetwork {
-    name: String,
-    bridge: String,
-    subnet: String,
-}
 
 /// The sandbox network: the parts the configuration gives, the others as the first start
 /// fixed them (in the database, so sandboxes keep their addresses across restarts), or
@@ -237,7 +209,7 @@ async fn sandbox_network(
     // (With several nodes, each records its network even when configured, so that a node
     // keeping a lost node's deadlines can reach that node's sandboxes.)
     let kept = store.fix_setting(&key, &planned).await?;
-    stored_network(&kept).map_err(StartError::Config)
+    NetworkSettings::from_stored(&kept).map_err(StartError::Config)
 }
 
 pub async fn start(config: Config) -> Result<Running, StartError> {

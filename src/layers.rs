@@ -31,8 +31,20 @@ const ALLOWED: &[(&str, &[&str])] = &[
         ],
     ),
     (
+        "cluster",
+        &[
+            "domain",
+            "store",
+            "clock",
+            "engine",
+            "lifecycle",
+            "webhooks",
+        ],
+    ),
+    (
         "http",
         &[
+            "cluster",
             "domain",
             "store",
             "engine",
@@ -59,6 +71,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "webhooks",
             "registry",
             "lifecycle",
+            "cluster",
             "http",
             "seed",
             "config",

@@ -14,7 +14,9 @@ use tokio_util::sync::CancellationToken;
 use super::Cluster;
 use crate::clock::Clock;
 use crate::domain::{Node, NodeName, NodeStatus, Timestamp};
-use crate::engine::{DockerEngine, Engine, EngineSettings, HostFirewall};
+use crate::engine::{
+    DockerEngine, Engine, EngineSettings, HostFirewall, NetworkSettings, network_setting_key,
+};
 use crate::lifecycle::{Lifecycle, LifecycleSettings};
 use crate::store::Store;
 use crate::webhooks::Webhooks;
@@ -102,9 +104,9 @@ impl Caretaking {
 
     /// A lifecycle acting for `node`: its view of the database and its Engine.
     async fn act_for(&self, node: &Node) -> Option<Lifecycle> {
-        let key = crate::app::network_setting_key(Some(&node.name));
+        let key = network_setting_key(Some(&node.name));
         let stored = self.store.setting(&key).await.ok().flatten();
-        let Some(network) = stored.and_then(|raw| crate::app::stored_network(&raw).ok()) else {
+        let Some(network) = stored.and_then(|raw| NetworkSettings::from_stored(&raw).ok()) else {
             tracing::warn!(node = %node.name, "a down node's sandbox network is not recorded; cannot reach its sandboxes");
             return None;
         };

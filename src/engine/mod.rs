@@ -31,7 +31,10 @@ pub use docker::DockerEngine;
 pub use firewall::{
     FirewallRule, HostFirewall, isolate_host, rule as firewall_rule, rules as firewall_rules,
 };
-pub use network::{NetworkSettings, Subnet, WantedNetwork, plan as plan_network};
+pub use network::{
+    FixedNetwork, NetworkSettings, Subnet, WantedNetwork, plan as plan_network,
+    setting_key as network_setting_key,
+};
 
 pub const SANDBOX_LABEL: &str = "testdrive.sandbox";
 pub const INSTANCE_LABEL: &str = "testdrive.instance";

@@ -22,6 +22,8 @@ use std::collections::HashMap;
 use std::fmt;
 use std::net::Ipv4Addr;
 
+use crate::domain::NodeName;
+
 use bollard::Docker;
 use bollard::models::{Ipam, IpamConfig, NetworkCreateRequest};
 use bollard::query_parameters::{ListContainersOptionsBuilder, ListNetworksOptionsBuilder};
@@ -38,6 +40,38 @@ pub struct NetworkSettings {
     /// The host-side interface name (at most 15 bytes); firewall rules can name it.
     pub bridge: String,
     pub subnet: Subnet,
+}
+
+/// Where the parts of the sandbox network a start left open ("auto") are kept in the
+/// database's settings: one for the deployment's only node, one per node when several share
+/// the database (each has its own Engine, bridge and subnet, and a node keeping a lost
+/// node's deadlines reaches that node's sandboxes through it).
+pub fn setting_key(node: Option<&NodeName>) -> String {
+    match node {
+        None => "sandbox_network".to_string(),
+        Some(node) => format!("sandbox_network/{node}"),
+    }
+}
+
+/// A sandbox network as a start fixed it in the database.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct FixedNetwork {
+    pub name: String,
+    pub bridge: String,
+    pub subnet: String,
+}
+
+impl NetworkSettings {
+    /// The network a start fixed (`FixedNetwork` as JSON).
+    pub fn from_stored(raw: &str) -> std::result::Result<NetworkSettings, String> {
+        let fixed: FixedNetwork = serde_json::from_str(raw)
+            .map_err(|e| format!("the stored sandbox network {raw:?}: {e}"))?;
+        Ok(NetworkSettings {
+            name: fixed.name,
+            bridge: fixed.bridge,
+            subnet: Subnet::parse(&fixed.subnet)?,
+        })
+    }
 }
 
 /// An IPv4 subnet: its first address is the network's, the second the gateway (the host),
