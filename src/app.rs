@@ -140,6 +140,26 @@ async fn shared_admin_token(
     Ok((hash, made_here.then_some(token)))
 }
 
+/// The deployment's receipt key when several nodes share the database: the first node to
+/// start makes one and keeps it there sealed (every node shares the secret key); the others
+/// take it, so a receipt verifies whichever node signed it.
+async fn shared_receipt_key(
+    store: &dyn Store,
+    secrets: &SecretBox,
+) -> Result<ReceiptKey, StartError> {
+    let kept = store
+        .fix_setting("receipt_key", &secrets.seal(&ReceiptKey::new_hex()))
+        .await?;
+    let opened = secrets.open(&kept).map_err(|e| {
+        StartError::SecretKey(format!(
+            "the deployment's receipt key: {e} (every node needs the same secret_key)"
+        ))
+    })?;
+    ReceiptKey::from_hex(&opened).ok_or_else(|| {
+        StartError::SecretKey("the deployment's receipt key is not an Ed25519 key".into())
+    })
+}
+
 /// The network testdrive used before it picked its own: a deployment that still has
 /// sandboxes on it keeps it.
 const EARLIER_NETWORK: (&str, &str, &str) =
@@ -246,9 +266,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     // they are kept in the database (the key sealed), not in one node's data directory.
     let (admin_hash, new_admin_token, receipt_key) = if shared {
         let (admin, new) = shared_admin_token(&config, store.as_ref()).await?;
-        let key = ReceiptKey::shared(store.as_ref(), &secrets)
-            .await
-            .map_err(StartError::SecretKey)?;
+        let key = shared_receipt_key(store.as_ref(), &secrets).await?;
         (admin, new, key)
     } else {
         let (admin, new) = admin_token(&config, &data_dir).map_err(data_dir_error)?;
@@ -425,13 +443,14 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     };
 
     let shutdown = CancellationToken::new();
+    let lifecycle_for_cluster = lifecycle.clone();
     let background = tokio::spawn({
         let shutdown = shutdown.child_token();
         async move {
             tokio::join!(
                 lifecycle.run(shutdown.clone()),
                 webhooks.run(shutdown.clone()),
-                cluster.run(caretaking, shutdown)
+                cluster.run(lifecycle_for_cluster, caretaking, shutdown)
             );
         }
     });

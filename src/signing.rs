@@ -71,26 +71,15 @@ impl ReceiptKey {
         }
     }
 
-    /// The deployment's key when several nodes share a database: the first node to start
-    /// makes one and keeps it there sealed (`secrets`, which every node shares); the others
-    /// take it, so a receipt verifies whichever node signed it.
-    pub async fn shared(
-        store: &dyn crate::store::Store,
-        secrets: &crate::secrets::SecretBox,
-    ) -> Result<ReceiptKey, String> {
-        let new: [u8; 32] = rand::random();
-        let kept = store
-            .fix_setting("receipt_key", &secrets.seal(&hex::encode(new)))
-            .await
-            .map_err(|e| e.to_string())?;
-        let opened = secrets.open(&kept).map_err(|e| {
-            format!("the deployment's receipt key: {e} (every node needs the same secret_key)")
-        })?;
-        let bytes: [u8; 32] = hex::decode(opened.trim())
-            .ok()
-            .and_then(|b| b.try_into().ok())
-            .ok_or("the deployment's receipt key is not an Ed25519 key")?;
-        Ok(ReceiptKey {
+    /// A new key, as the hex text it is kept as.
+    pub fn new_hex() -> String {
+        hex::encode(rand::random::<[u8; 32]>())
+    }
+
+    /// The key kept as hex text (`new_hex`).
+    pub fn from_hex(stored: &str) -> Option<ReceiptKey> {
+        let bytes: [u8; 32] = hex::decode(stored.trim()).ok()?.try_into().ok()?;
+        Some(ReceiptKey {
             key: SigningKey::from_bytes(&bytes),
         })
     }

@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::Clock;
 use crate::domain::node::DOWN_AFTER;
 use crate::domain::{DemoId, Node, NodeLoad, NodeName, SandboxId, Timestamp};
+use crate::lifecycle::Lifecycle;
 use crate::store::{Result, Store};
 
 pub use care::Caretaking;
@@ -179,14 +180,14 @@ impl Cluster {
 
     /// Beats until `shutdown`, and keeps lost nodes' deadlines (`care`) when other nodes
     /// share the database.
-    pub async fn run(self, care: Caretaking, shutdown: CancellationToken) {
+    pub async fn run(self, lifecycle: Lifecycle, care: Caretaking, shutdown: CancellationToken) {
         if self.inner.shared {
             tokio::join!(
-                beat::run(self.clone(), shutdown.clone()),
+                beat::run(self.clone(), lifecycle, shutdown.clone()),
                 care.run(self.clone(), shutdown)
             );
         } else {
-            beat::run(self, shutdown).await;
+            beat::run(self, lifecycle, shutdown).await;
         }
     }
 }

@@ -70,6 +70,35 @@ impl Lifecycle {
         Ok(())
     }
 
+    /// Asks the Engine about the images of demos this node has not looked at since it
+    /// started (a demo registered on another node): trials are placed on a node only once
+    /// it has said its Engine has the image, so a node says so within a heartbeat rather
+    /// than at its next reconciler pass. One query when there is nothing new.
+    pub async fn check_new_images(&self) -> Result<()> {
+        for demo in self.store().demos(None).await? {
+            let seen = self
+                .inner
+                .images_seen
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(&demo.id);
+            if seen
+                || matches!(
+                    demo.image_status,
+                    ImageStatus::Pulling | ImageStatus::Failed
+                )
+            {
+                continue;
+            }
+            let there = self.engine().image_exists(&demo.run_image()).await?;
+            if there || !demo.pulls() {
+                self.image_seen(&demo, there).await?;
+            }
+            // A registry image this Engine lacks is pulled by the reconciler's pass.
+        }
+        Ok(())
+    }
+
     /// The demo (as just changed by its vendor) with its image asked about now. The change
     /// is saved already: if the Engine does not answer, the reconciler asks later.
     pub async fn recheck_image(&self, mut demo: Demo) -> Demo {
@@ -121,6 +150,11 @@ impl Lifecycle {
     async fn image_seen(&self, demo: &Demo, there: bool) -> Result<Option<ImageStatus>> {
         // Trials are placed only on nodes that have the image.
         self.store().image_here(demo.id, there).await?;
+        self.inner
+            .images_seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(demo.id);
         tracing::debug!(demo_id = %demo.id, there, "this node's Engine and the demo's image");
         let (from, to) = match (demo.image_status, there) {
             // With several nodes, one node's Engine lacking the image says nothing of the

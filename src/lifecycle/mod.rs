@@ -152,6 +152,8 @@ struct Core {
     pools: pool::PoolHealth,
     pulls: pulls::Pulls,
     credentials: Arc<dyn Credentials>,
+    /// Demos whose image this node has asked its Engine about since it started.
+    images_seen: std::sync::Mutex<std::collections::HashSet<crate::domain::DemoId>>,
 }
 
 impl Lifecycle {
@@ -178,6 +180,7 @@ impl Lifecycle {
                 pools: pool::PoolHealth::default(),
                 pulls: pulls::Pulls::default(),
                 credentials,
+                images_seen: Default::default(),
             }),
         }
     }

@@ -369,6 +369,9 @@ impl Cluster {
             .vendor(&format!("Cluster vendor {}", uuid::Uuid::new_v4().simple()))
             .await;
         let demo = a.demo(&key, crate::screens::csv_explorer_manifest()).await;
+        // Each node looks at a new demo's image at its next heartbeat (every 3 s); only
+        // then are trials placed there.
+        tokio::time::sleep(Duration::from_secs(4)).await;
         (key, demo)
     }
 
@@ -407,7 +410,8 @@ impl Cluster {
 
     /// A trial placed on node `on`: trials are made through node `a` until one lands there
     /// (with equal places, the node with the most free places takes the next one, so this
-    /// takes at most a few); the ones placed elsewhere are returned too, to end or keep.
+    /// takes at most a few once `on` has seen the demo's image, within a heartbeat of the
+    /// demo's registration); the ones placed elsewhere are returned too, to end or keep.
     pub async fn trial_on(
         &self,
         on: &str,
@@ -416,15 +420,17 @@ impl Cluster {
         seconds: Option<u64>,
     ) -> (Trial, Vec<Trial>) {
         let mut elsewhere = Vec::new();
-        for _ in 0..4 {
+        for _ in 0..12 {
             let trial = self.trial(self.a(), demo, files, seconds).await;
             if self.node_of(&trial.id).await == on {
                 return (trial, elsewhere);
             }
             elsewhere.push(trial);
+            // The node may not have looked at the new demo's image yet.
+            tokio::time::sleep(Duration::from_millis(500)).await;
         }
         panic!(
-            "four trials in a row went elsewhere than {on}: {:?}",
+            "twelve trials in a row went elsewhere than {on}: {:?}",
             self.a().get_json("/v1/nodes").await
         );
     }
