@@ -42,8 +42,7 @@ use std::fs::OpenOptions;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -53,15 +52,17 @@ use reqwest::multipart::{Form, Part};
 use serde_json::{Value, json};
 use testkit::engine::{Engine, SubnetLease};
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
-type Result<T> = std::result::Result<T, BoxError>;
+#[path = "support/mod.rs"]
+mod support;
+
+use support::{
+    LoadSampler, PID_KEY, RUN_KEY, Result, Sorted, clock_ticks, hardened_container_args,
+    memory_and_cpu_model, ms, num, pid, pid_alive, run_tag, shell, source_revision,
+};
 
 /// The demo image: busybox httpd serving the files of /data on 8080 (the provision bench's).
 const IMAGE: &str = "testdrive/static-files:1";
 
-/// Labels on what the bench makes itself (raw containers, their volumes, networks).
-const RUN_KEY: &str = "testdrive.bench.run";
-const PID_KEY: &str = "testdrive.bench.pid";
 /// Every network this bench makes on the machine's Engine is named so.
 const NET_PREFIX: &str = "testdrive-nodes-";
 
@@ -92,26 +93,6 @@ fn env_count(name: &str, default: usize) -> Result<usize> {
     }
 }
 
-/// This run's tag: in object names and the `testdrive.bench.run` label.
-fn run_tag() -> &'static str {
-    static TAG: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    TAG.get_or_init(|| uuid::Uuid::new_v4().simple().to_string()[..8].to_string())
-}
-
-fn pid() -> String {
-    std::process::id().to_string()
-}
-
-fn pid_alive(pid: &str) -> bool {
-    !pid.is_empty()
-        && pid.bytes().all(|b| b.is_ascii_digit())
-        && Path::new(&format!("/proc/{pid}")).exists()
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
 /// The `docker` CLI, at `host` (`None`: the machine's Engine).
 fn docker_cli(host: Option<&str>) -> Command {
     let mut command = Command::new("docker");
@@ -120,18 +101,6 @@ fn docker_cli(host: Option<&str>) -> Command {
     }
     command.stdin(Stdio::null());
     command
-}
-
-/// Trimmed stdout of a command; "?" when it cannot run or fails.
-fn shell(program: &str, args: &[&str]) -> String {
-    Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_else(|| "?".to_string())
 }
 
 /// Non-empty lines of `docker [-H host] args…` (nothing when it fails).
@@ -192,38 +161,14 @@ struct Stats {
 }
 
 fn stats(values: &[f64]) -> Option<Stats> {
-    if values.is_empty() {
-        return None;
-    }
-    let mut v = values.to_vec();
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    let median = if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    };
-    let rank = |p: f64| v[((n as f64 * p).ceil() as usize).clamp(1, n) - 1];
+    let v = Sorted::new(values)?;
     Some(Stats {
-        n,
-        median,
-        p95: rank(0.95),
-        min: v[0],
-        max: v[n - 1],
+        n: v.len(),
+        median: v.median(),
+        p95: v.rank(0.95),
+        min: v.min(),
+        max: v.max(),
     })
-}
-
-/// A figure with sensible precision: 3 significant digits below 100, whole numbers above.
-fn num(v: f64) -> String {
-    if !v.is_finite() {
-        "—".to_string()
-    } else if v.abs() >= 100.0 {
-        format!("{v:.0}")
-    } else if v.abs() >= 10.0 {
-        format!("{v:.1}")
-    } else {
-        format!("{v:.2}")
-    }
 }
 
 /// A small CSV: the upload should cost next to nothing (about 1 KiB).
@@ -254,11 +199,6 @@ fn cpu_ticks() -> (u64, u64) {
     let total: u64 = fields.iter().take(8).sum();
     let idle = fields.get(3).copied().unwrap_or(0) + fields.get(4).copied().unwrap_or(0);
     (total.saturating_sub(idle), total)
-}
-
-fn clock_ticks() -> f64 {
-    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
-    *TICKS.get_or_init(|| shell("getconf", &["CLK_TCK"]).parse().unwrap_or(100.0))
 }
 
 /// What a process counts as, from its command name.
@@ -352,47 +292,6 @@ impl CpuMeter {
             busy: busy.saturating_sub(self.machine.0) as f64 / dt,
             seconds,
         }
-    }
-}
-
-/// Samples the 1-minute load average every 5 s until stopped.
-struct LoadSampler {
-    stop: Arc<AtomicBool>,
-    thread: std::thread::JoinHandle<Vec<f64>>,
-}
-
-fn load_average() -> f64 {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|l| l.split_whitespace().next().and_then(|v| v.parse().ok()))
-        .unwrap_or(f64::NAN)
-}
-
-impl LoadSampler {
-    fn start() -> Result<LoadSampler> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let thread = std::thread::Builder::new()
-            .name("bench-loadavg".to_string())
-            .spawn(move || {
-                let mut samples = vec![load_average()];
-                let mut ticks = 0;
-                while !flag.load(Ordering::Relaxed) {
-                    std::thread::sleep(Duration::from_millis(100));
-                    ticks += 1;
-                    if ticks % 50 == 0 {
-                        samples.push(load_average());
-                    }
-                }
-                samples.push(load_average());
-                samples
-            })?;
-        Ok(LoadSampler { stop, thread })
-    }
-
-    fn finish(self) -> Vec<f64> {
-        self.stop.store(true, Ordering::Relaxed);
-        self.thread.join().unwrap_or_default()
     }
 }
 
@@ -972,44 +871,12 @@ impl RawEngine {
             args.extend(["-H".to_string(), host.clone()]);
         }
         args.extend(["run", "-d", "--name", name].map(String::from));
-        for label in &labels {
-            args.extend(["--label".to_string(), label.clone()]);
-        }
-        args.extend(
-            [
-                "--hostname",
-                "sandbox",
-                "--read-only",
-                "--tmpfs",
-                "/tmp:rw,nosuid,nodev,size=64m",
-                "--cap-drop",
-                "ALL",
-                "--security-opt",
-                "no-new-privileges",
-                "--memory",
-                "256m",
-                "--memory-swap",
-                "256m",
-                "--cpus",
-                "0.5",
-                "--pids-limit",
-                "128",
-                "--log-driver",
-                "json-file",
-                "--log-opt",
-                "max-size=1m",
-                "--log-opt",
-                "max-file=1",
-                "--network",
-            ]
-            .map(String::from),
-        );
-        args.push(self.network.name.clone());
-        args.extend(["--ip".to_string(), ip.to_string(), "--mount".to_string()]);
-        let volume_labels: Vec<String> =
-            labels.iter().map(|l| format!("volume-label={l}")).collect();
-        args.push(format!("type=volume,dst=/data,{}", volume_labels.join(",")));
-        args.push(IMAGE.to_string());
+        args.extend(hardened_container_args(
+            &labels,
+            &self.network.name,
+            ip,
+            IMAGE,
+        ));
         args
     }
 
@@ -1408,48 +1275,8 @@ struct Context {
     left: Vec<String>,
 }
 
-fn source_revision() -> String {
-    let dir = env!("CARGO_MANIFEST_DIR");
-    let head = shell("git", &["-C", dir, "rev-parse", "--short", "HEAD"]);
-    let dirty = shell(
-        "git",
-        &[
-            "-C",
-            dir,
-            "status",
-            "--porcelain",
-            "--",
-            "src",
-            "migrations",
-            "config",
-        ],
-    );
-    if dirty == "?" {
-        format!("commit {head} (working tree state unknown)")
-    } else if dirty.is_empty() {
-        format!("commit {head}")
-    } else {
-        format!(
-            "commit {head} plus uncommitted changes to {} file(s) under src/, migrations/, config/",
-            dirty.lines().count()
-        )
-    }
-}
-
 fn machine() -> String {
-    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    let memory = meminfo
-        .lines()
-        .find_map(|l| l.strip_prefix("MemTotal:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map(|kb| format!("{:.1} GiB", kb / 1024.0 / 1024.0))
-        .unwrap_or_else(|| "?".to_string());
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let cpu_model = cpuinfo
-        .lines()
-        .find_map(|l| l.strip_prefix("model name"))
-        .map(|v| v.trim_start_matches([' ', '\t', ':']).trim().to_string())
-        .unwrap_or_else(|| "?".to_string());
+    let (memory, cpu_model) = memory_and_cpu_model();
     format!(
         "{} CPUs ({cpu_model}), {memory} memory, Linux {}, Docker Engine {} (storage driver {}), \
          docker CLI {}, PostgreSQL {}",

@@ -20,18 +20,7 @@ use std::sync::Mutex;
 
 use crate::common::{Result, pid_alive, shell, shell_lines};
 
-pub const RUN_KEY: &str = "testdrive.bench.run";
-pub const PID_KEY: &str = "testdrive.bench.pid";
-
-/// This run's tag: in object names and the `testdrive.bench.run` label.
-pub fn run_tag() -> &'static str {
-    static TAG: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    TAG.get_or_init(|| uuid::Uuid::new_v4().simple().to_string()[..8].to_string())
-}
-
-pub fn pid() -> String {
-    std::process::id().to_string()
-}
+pub use crate::support::{PID_KEY, RUN_KEY, pid, run_tag};
 
 /// The bench's sandbox network.
 #[derive(Clone, Debug)]

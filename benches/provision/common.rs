@@ -2,15 +2,14 @@
 //! from `/proc` (memory and CPU time of this process, the host's load).
 
 use std::collections::BTreeMap;
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-pub type Result<T> = std::result::Result<T, BoxError>;
+pub use crate::support::{BoxError, Result, ms, pid_alive, shell};
+use crate::support::{Sorted, clock_ticks};
 
 // ---------------------------------------------------------------------------------------
 // Settings from the environment
@@ -63,17 +62,6 @@ pub async fn docker(args: &[&str]) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
-/// Output of a command, for descriptions and cleanup; "?" when it cannot run or fails.
-pub fn shell(program: &str, args: &[&str]) -> String {
-    Command::new(program)
-        .args(args)
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_else(|| "?".to_string())
-}
-
 /// Non-empty lines of a command's output (nothing when it fails).
 pub fn shell_lines(program: &str, args: &[&str]) -> Vec<String> {
     let out = shell(program, args);
@@ -89,10 +77,6 @@ pub fn shell_lines(program: &str, args: &[&str]) -> Vec<String> {
 
 // ---------------------------------------------------------------------------------------
 // Time
-
-pub fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
 
 pub fn unix_ms(t: SystemTime) -> f64 {
     t.duration_since(UNIX_EPOCH)
@@ -128,25 +112,14 @@ pub struct Stats {
 }
 
 pub fn stats(values: &[f64]) -> Option<Stats> {
-    if values.is_empty() {
-        return None;
-    }
-    let mut v = values.to_vec();
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    let median = if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    };
-    let rank = |p: f64| v[((n as f64 * p).ceil() as usize).clamp(1, n) - 1];
+    let v = Sorted::new(values)?;
     Some(Stats {
-        n,
-        median,
-        p90: rank(0.9),
-        p99: rank(0.99),
-        min: v[0],
-        max: v[n - 1],
+        n: v.len(),
+        median: v.median(),
+        p90: v.rank(0.9),
+        p99: v.rank(0.99),
+        min: v.min(),
+        max: v.max(),
     })
 }
 
@@ -274,11 +247,6 @@ fn thread_group(name: &str) -> &'static str {
     }
 }
 
-fn clock_ticks() -> f64 {
-    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
-    *TICKS.get_or_init(|| shell("getconf", &["CLK_TCK"]).parse().unwrap_or(100.0))
-}
-
 /// CPU seconds per group between two readings of `thread_cpu`.
 pub fn cpu_between(
     before: &BTreeMap<&'static str, f64>,
@@ -293,14 +261,6 @@ pub fn cpu_between(
 // ---------------------------------------------------------------------------------------
 // The host
 
-/// The 1-minute load average.
-pub fn load_average() -> f64 {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|l| l.split_whitespace().next().and_then(|v| v.parse().ok()))
-        .unwrap_or(f64::NAN)
-}
-
 /// This process's nice value (`nice -n 5 cargo bench …` gives 5).
 pub fn nice() -> i64 {
     std::fs::read_to_string("/proc/self/stat")
@@ -311,11 +271,4 @@ pub fn nice() -> i64 {
             s[close + 1..].split_whitespace().nth(16)?.parse().ok()
         })
         .unwrap_or(0)
-}
-
-/// Whether a process with this id runs.
-pub fn pid_alive(pid: &str) -> bool {
-    !pid.is_empty()
-        && pid.bytes().all(|b| b.is_ascii_digit())
-        && std::path::Path::new(&format!("/proc/{pid}")).exists()
 }

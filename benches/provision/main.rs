@@ -40,6 +40,8 @@
 
 #[path = "../../tests/support/sample.rs"]
 mod sample;
+#[path = "../support/mod.rs"]
+mod support;
 
 mod cleanup;
 mod common;
@@ -57,17 +59,16 @@ mod upload;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use testdrive::config::Config;
 
 use crate::cleanup::{BenchNetwork, Cleanup};
-use crate::common::{Result, docker, env_count, load_average, nice};
+use crate::common::{Result, docker, env_count, nice};
 use crate::raw::Raw;
 use crate::report::{Load, Run, Section};
 use crate::service::{IMAGE, Service};
+use crate::support::LoadSampler;
 
 /// What every part gets.
 pub struct Ctx {
@@ -189,40 +190,6 @@ fn selected_parts() -> Result<Vec<Part>> {
         .into_iter()
         .filter(|p| chosen.contains(p))
         .collect())
-}
-
-/// Samples the 1-minute load average every 5 s until stopped.
-struct LoadSampler {
-    stop: Arc<AtomicBool>,
-    thread: std::thread::JoinHandle<Vec<f64>>,
-}
-
-impl LoadSampler {
-    fn start() -> Result<LoadSampler> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let thread = std::thread::Builder::new()
-            .name("bench-loadavg".to_string())
-            .spawn(move || {
-                let mut samples = vec![load_average()];
-                let mut ticks = 0;
-                while !flag.load(Ordering::Relaxed) {
-                    std::thread::sleep(Duration::from_millis(100));
-                    ticks += 1;
-                    if ticks % 50 == 0 {
-                        samples.push(load_average());
-                    }
-                }
-                samples.push(load_average());
-                samples
-            })?;
-        Ok(LoadSampler { stop, thread })
-    }
-
-    fn finish(self) -> Vec<f64> {
-        self.stop.store(true, Ordering::Relaxed);
-        self.thread.join().unwrap_or_default()
-    }
 }
 
 /// Places for the parts chosen: 250 (part `memory` holds 200), or part `thousand`'s

@@ -23,6 +23,7 @@ use bollard::query_parameters::{
 use crate::cleanup::{BenchNetwork, PID_KEY, RUN_KEY, pid, run_tag};
 use crate::common::{Result, docker, ms};
 use crate::service::IMAGE;
+use crate::support::hardened_container_args;
 
 /// Raw containers use this many slots at the top of the subnet.
 pub const RAW_SLOTS: u32 = 400;
@@ -96,47 +97,16 @@ impl Raw {
     /// 128 processes, bounded json-file logs, a (labelled) volume at /data, the network.
     fn create_args(&self, name: &str, ip: Ipv4Addr) -> Vec<String> {
         let mut args: Vec<String> = vec!["create".into(), "--name".into(), name.into()];
-        let labels = Self::labels(name);
-        for (k, v) in &labels {
-            args.extend(["--label".into(), format!("{k}={v}")]);
-        }
-        let volume_labels: Vec<String> = labels
+        let labels: Vec<String> = Self::labels(name)
             .iter()
-            .map(|(k, v)| format!("volume-label={k}={v}"))
+            .map(|(k, v)| format!("{k}={v}"))
             .collect();
-        args.extend(
-            [
-                "--hostname",
-                "sandbox",
-                "--read-only",
-                "--tmpfs",
-                "/tmp:rw,nosuid,nodev,size=64m",
-                "--cap-drop",
-                "ALL",
-                "--security-opt",
-                "no-new-privileges",
-                "--memory",
-                "256m",
-                "--memory-swap",
-                "256m",
-                "--cpus",
-                "0.5",
-                "--pids-limit",
-                "128",
-                "--log-driver",
-                "json-file",
-                "--log-opt",
-                "max-size=1m",
-                "--log-opt",
-                "max-file=1",
-                "--network",
-            ]
-            .map(String::from),
-        );
-        args.push(self.network.name.clone());
-        args.extend(["--ip".into(), ip.to_string(), "--mount".into()]);
-        args.push(format!("type=volume,dst=/data,{}", volume_labels.join(",")));
-        args.push(IMAGE.into());
+        args.extend(hardened_container_args(
+            &labels,
+            &self.network.name,
+            ip,
+            IMAGE,
+        ));
         args
     }
 

@@ -6,6 +6,8 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use crate::common::{Result, Stats, shell, stats};
+pub use crate::support::num;
+use crate::support::{memory_and_cpu_model, source_revision};
 
 /// A block of docs/benchmarks.md: its begin and end markers.
 pub type Markers = (&'static str, &'static str);
@@ -99,19 +101,6 @@ impl Section {
     }
 }
 
-/// A figure with sensible precision: 3 significant digits below 100, whole numbers above.
-pub fn num(v: f64) -> String {
-    if !v.is_finite() {
-        "—".to_string()
-    } else if v.abs() >= 100.0 {
-        format!("{v:.0}")
-    } else if v.abs() >= 10.0 {
-        format!("{v:.1}")
-    } else {
-        format!("{v:.2}")
-    }
-}
-
 /// "a / b = r×" for medians.
 pub fn ratio(a: &Stats, b: &Stats) -> (f64, String) {
     let r = a.median / b.median;
@@ -134,49 +123,8 @@ pub struct Machine {
     pub source: String,
 }
 
-/// The commit measured, and whether the working tree differed from it.
-fn source_revision() -> String {
-    let dir = env!("CARGO_MANIFEST_DIR");
-    let head = shell("git", &["-C", dir, "rev-parse", "--short", "HEAD"]);
-    let dirty = shell(
-        "git",
-        &[
-            "-C",
-            dir,
-            "status",
-            "--porcelain",
-            "--",
-            "src",
-            "migrations",
-            "config",
-        ],
-    );
-    if dirty == "?" {
-        format!("commit {head} (working tree state unknown)")
-    } else if dirty.is_empty() {
-        format!("commit {head}")
-    } else {
-        format!(
-            "commit {head} plus uncommitted changes to {} file(s) under src/, migrations/, config/",
-            dirty.lines().count()
-        )
-    }
-}
-
 pub fn machine() -> Machine {
-    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    let memory = meminfo
-        .lines()
-        .find_map(|l| l.strip_prefix("MemTotal:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map(|kb| format!("{:.1} GiB", kb / 1024.0 / 1024.0))
-        .unwrap_or_else(|| "?".to_string());
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let cpu_model = cpuinfo
-        .lines()
-        .find_map(|l| l.strip_prefix("model name"))
-        .map(|v| v.trim_start_matches([' ', '\t', ':']).trim().to_string())
-        .unwrap_or_else(|| "?".to_string());
+    let (memory, cpu_model) = memory_and_cpu_model();
     Machine {
         cpus: shell("nproc", &[]),
         cpu_model,

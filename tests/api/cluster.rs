@@ -55,6 +55,26 @@ async fn wait_nodes(via: &Node, names: &[&str], status: &str, limit: Duration) -
     body
 }
 
+/// Waits until `/readyz` of `via` answers `status` (`says`: how the wait is named).
+async fn wait_readyz(via: &Node, status: StatusCode, says: &str, limit: Duration) {
+    let _ = poll_until(
+        &format!("/readyz of {} to say {says}", via.name),
+        limit,
+        QUARTER,
+        async || {
+            via.http
+                .get(via.url("/readyz"))
+                .timeout(Duration::from_secs(30))
+                .send()
+                .await
+                .map(|r| r.status())
+                .map_err(|e| e.to_string())
+        },
+        |s| *s == Ok(status),
+    )
+    .await;
+}
+
 /// `GET /s/{id}/` with the sandbox token through `via`, and the same through the sandbox's
 /// own host on `via`'s port: both must be the demo's page showing the uploaded file.
 async fn assert_serves_the_demo(via: &Node, trial: &Trial) {
@@ -512,22 +532,7 @@ async fn a_database_restart_costs_503s_while_it_lasts_and_nothing_after() {
     let killed = Instant::now();
 
     for via in [a, b] {
-        let _ = poll_until(
-            &format!("/readyz of {} to say 503", via.name),
-            30 * SECOND,
-            QUARTER,
-            async || {
-                via.http
-                    .get(via.url("/readyz"))
-                    .timeout(Duration::from_secs(30))
-                    .send()
-                    .await
-                    .map(|r| r.status())
-                    .map_err(|e| e.to_string())
-            },
-            |s| matches!(s, Ok(StatusCode::SERVICE_UNAVAILABLE)),
-        )
-        .await;
+        wait_readyz(via, StatusCode::SERVICE_UNAVAILABLE, "503", 30 * SECOND).await;
         eprintln!(
             "node {}: /readyz 503 {} ms after PostgreSQL was killed",
             via.name,
@@ -562,22 +567,7 @@ async fn a_database_restart_costs_503s_while_it_lasts_and_nothing_after() {
     let restarted = Instant::now();
     eprintln!("PostgreSQL down for {} ms", killed.elapsed().as_millis());
     for via in [a, b] {
-        let _ = poll_until(
-            &format!("/readyz of {} to say 200 again", via.name),
-            60 * SECOND,
-            QUARTER,
-            async || {
-                via.http
-                    .get(via.url("/readyz"))
-                    .timeout(Duration::from_secs(30))
-                    .send()
-                    .await
-                    .map(|r| r.status())
-                    .map_err(|e| e.to_string())
-            },
-            |s| matches!(s, Ok(StatusCode::OK)),
-        )
-        .await;
+        wait_readyz(via, StatusCode::OK, "200 again", 60 * SECOND).await;
         eprintln!(
             "node {}: /readyz 200 {} ms after PostgreSQL was back",
             via.name,

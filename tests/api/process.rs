@@ -42,6 +42,19 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// `testdrive serve`: only what the caller gives it, nothing inherited of the test's own
+/// `TESTDRIVE_*` environment.
+pub(crate) fn serve_command() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_testdrive"));
+    cmd.arg("serve");
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("TESTDRIVE_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd
+}
+
 /// One Engine object of the deployment, with the sandbox it is labelled for.
 #[derive(Clone, Debug)]
 pub struct EngineObject {
@@ -129,14 +142,7 @@ impl ChildService {
             .open(&self.log)
             .expect("the log file opens");
         let log_offset = log.metadata().map(|m| m.len()).unwrap_or(0);
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_testdrive"));
-        cmd.arg("serve");
-        // Only what this service is given: nothing inherited from the test's environment.
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("TESTDRIVE_") {
-                cmd.env_remove(key);
-            }
-        }
+        let mut cmd = serve_command();
         cmd.env("TESTDRIVE_DATA_DIR", &self.data_dir)
             .env("TESTDRIVE_LISTEN", format!("127.0.0.1:{}", self.port()))
             .env("TESTDRIVE_ADMIN_TOKEN", &self.admin)

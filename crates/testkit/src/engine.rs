@@ -19,7 +19,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::{is_root, random_hex, signal_group, spawn_tied_to_process};
+use crate::{is_root, process, random_hex, signal_group, spawn_tied_to_process};
 
 const READY_WITHIN: Duration = Duration::from_secs(60);
 const STOP_WITHIN: Duration = Duration::from_secs(15);
@@ -46,7 +46,8 @@ impl Engine {
                 "a second Docker Engine needs root (dockerd, a bridge of its own)",
             ));
         }
-        remove_stale_dirs();
+        // Cleans up after Engines whose test process died before dropping them.
+        process::remove_stale_dirs(DIR_PREFIX, clean_up_dir);
         let subnet = SubnetLease::acquire()?;
         let tag = random_hex(8);
         let dir = std::env::temp_dir().join(format!("{DIR_PREFIX}{}.{tag}", std::process::id()));
@@ -386,36 +387,8 @@ fn unescape_mount_point(raw: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Cleans up after Engines whose test process died before dropping them.
-fn remove_stale_dirs() {
-    let Ok(entries) = fs::read_dir(std::env::temp_dir()) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(DIR_PREFIX)) else {
-            continue;
-        };
-        let Some(pid) = rest.split('.').next().and_then(|p| p.parse::<u32>().ok()) else {
-            continue;
-        };
-        if !Path::new(&format!("/proc/{pid}")).exists() {
-            clean_up_dir(&entry.path());
-        }
-    }
-}
-
 fn ip(args: &[&str]) -> io::Result<()> {
-    let out = Command::new("ip")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("cannot run `ip` (install iproute2; scripts/install-test-tools does): {e}"),
-            )
-        })?;
+    let out = process::ip_output(args)?;
     if !out.status.success() {
         return Err(io::Error::other(format!(
             "ip {} failed ({}): {}",
@@ -466,7 +439,7 @@ impl SubnetLease {
                         let alive = holder
                             .trim()
                             .parse::<u32>()
-                            .map(|pid| Path::new(&format!("/proc/{pid}")).exists())
+                            .map(process::alive)
                             .unwrap_or(true);
                         if alive {
                             break;
@@ -504,7 +477,7 @@ fn remove_stale_leases(leases: &Path) {
     for entry in fs::read_dir(leases).into_iter().flatten().flatten() {
         let holder = fs::read_to_string(entry.path()).unwrap_or_default();
         if let Ok(pid) = holder.trim().parse::<u32>()
-            && !Path::new(&format!("/proc/{pid}")).exists()
+            && !process::alive(pid)
         {
             let _ = fs::remove_file(entry.path());
         }
@@ -519,18 +492,7 @@ fn subnets_in_use() -> io::Result<Vec<u8>> {
         &["-4", "-o", "addr", "show"][..],
         &["-4", "route", "show", "table", "all"][..],
     ] {
-        let out = Command::new("ip")
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| {
-                io::Error::new(
-                    e.kind(),
-                    format!(
-                        "cannot run `ip` (install iproute2; scripts/install-test-tools does): {e}"
-                    ),
-                )
-            })?;
+        let out = process::ip_output(args)?;
         for word in String::from_utf8_lossy(&out.stdout).split_whitespace() {
             let (addr, len) = word.split_once('/').unwrap_or((word, "32"));
             let Ok(addr) = addr.parse::<std::net::Ipv4Addr>() else {

@@ -5,6 +5,7 @@
 
 pub mod engine;
 pub mod postgres;
+mod process;
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};

@@ -18,7 +18,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use crate::{free_port, is_root, random_hex, signal_group, spawn_tied_to_process};
+use crate::{free_port, is_root, process, random_hex, signal_group, spawn_tied_to_process};
 
 /// How long a start may take before it is called failed.
 const READY_WITHIN: Duration = Duration::from_secs(30);
@@ -63,7 +63,11 @@ impl Server {
         } else {
             None
         };
-        remove_stale_dirs();
+        // The directories of servers whose test process is gone (killed before it could
+        // drop them, or holding the `shared` one, which is never dropped).
+        process::remove_stale_dirs(DIR_PREFIX, |dir| {
+            let _ = fs::remove_dir_all(dir);
+        });
         let root = std::env::temp_dir().join(format!(
             "{DIR_PREFIX}{}.{}",
             std::process::id(),
@@ -373,26 +377,6 @@ fn chown(path: &Path, uid: libc::uid_t, gid: libc::gid_t) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
-}
-
-/// Removes the directories of servers whose test process is gone (killed before it could
-/// drop them, or holding the `shared` one, which is never dropped).
-fn remove_stale_dirs() {
-    let Ok(entries) = fs::read_dir(std::env::temp_dir()) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(DIR_PREFIX)) else {
-            continue;
-        };
-        let Some(pid) = rest.split('.').next().and_then(|p| p.parse::<u32>().ok()) else {
-            continue;
-        };
-        if !Path::new(&format!("/proc/{pid}")).exists() {
-            let _ = fs::remove_dir_all(entry.path());
-        }
-    }
 }
 
 fn check(out: &Output, what: &str) -> io::Result<()> {

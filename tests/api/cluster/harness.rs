@@ -263,13 +263,7 @@ impl Cluster {
             .open(&self.nodes[i].log)
             .expect("the node's log opens");
         let node = &self.nodes[i];
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_testdrive"));
-        cmd.arg("serve");
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("TESTDRIVE_") {
-                cmd.env_remove(key);
-            }
-        }
+        let mut cmd = crate::process::serve_command();
         cmd.env("TESTDRIVE_DATABASE_URL", &self.database_url)
             .env("TESTDRIVE_NODE_NAME", node.name)
             .env("TESTDRIVE_NODE_URL", node.node_url())
