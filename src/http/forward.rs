@@ -191,9 +191,10 @@ async fn to_placed_node(state: &AppState, req: Request) -> Result<Routed, ApiErr
     if &node == state.cluster.me() {
         return Ok(Routed::Here(req));
     }
+    // `place` saw the node up just now (a cached record may be a second older).
     match state.cluster.peer(&node).await? {
-        Some((node, true)) => forward(state, &node, req).await.map(Routed::There),
-        _ => Ok(Routed::Here(req)),
+        Some((node, _)) => forward(state, &node, req).await.map(Routed::There),
+        None => Ok(Routed::Here(req)),
     }
 }
 
