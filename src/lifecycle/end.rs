@@ -87,22 +87,8 @@ impl Lifecycle {
         let id = turn.id;
         let started = Instant::now();
         self.inner.provisions.stop(id).await;
-        let engine = &self.inner.engine;
+        self.remove_engine_objects(id).await?;
         let history = self.history();
-        let container = engine.remove_container(id).await?;
-        if container {
-            history
-                .record(id, self.now(), SandboxEvent::ContainerRemoved)
-                .await;
-        }
-        // The container's removal takes its volumes along (`-v`), or leaves them for the
-        // removal by label; either way they are gone once this returns.
-        let by_label = engine.remove_volumes(id).await?;
-        if container || by_label > 0 {
-            history
-                .record(id, self.now(), SandboxEvent::VolumesRemoved)
-                .await;
-        }
         // The prospect's files: the data directory the demo saw, and any still in upload.
         let files = self
             .inner
@@ -178,19 +164,29 @@ impl Lifecycle {
         for &id in &due {
             tracing::info!(sandbox_id = %id, node = %self.inner.store.node(), "trial window over on a node that is down");
             self.announce_end(id, Ending::Expired).await;
-            let engine = &self.inner.engine;
-            if engine.remove_container(id).await? {
-                self.history()
-                    .record(id, self.now(), SandboxEvent::ContainerRemoved)
-                    .await;
-            }
-            if engine.remove_volumes(id).await? > 0 {
-                self.history()
-                    .record(id, self.now(), SandboxEvent::VolumesRemoved)
-                    .await;
-            }
+            self.remove_engine_objects(id).await?;
         }
         Ok(due)
+    }
+
+    /// The container and its volumes, each removal recorded in the history.
+    async fn remove_engine_objects(&self, id: SandboxId) -> Result<()> {
+        let engine = &self.inner.engine;
+        let container = engine.remove_container(id).await?;
+        if container {
+            self.history()
+                .record(id, self.now(), SandboxEvent::ContainerRemoved)
+                .await;
+        }
+        // The container's removal takes its volumes along (`-v`), or leaves them for the
+        // removal by label; either way they are gone once this returns.
+        let by_label = engine.remove_volumes(id).await?;
+        if container || by_label > 0 {
+            self.history()
+                .record(id, self.now(), SandboxEvent::VolumesRemoved)
+                .await;
+        }
+        Ok(())
     }
 
     /// At a restart: an end the previous run recorded without its event (it stopped in
