@@ -121,13 +121,24 @@ fn admin_token(
 }
 
 /// The operators' token when several nodes share the database: the configured one (every
-/// node must be given the same), else the one the first node made, kept as a hash in the
-/// database (and returned to be printed once by the node that made it).
+/// node must be given the same: a node given another refuses to start), else the one the
+/// first node made, kept as a hash in the database (and returned to be printed once by the
+/// node that made it).
 async fn shared_admin_token(
     config: &Config,
     store: &dyn Store,
 ) -> Result<(TokenHash, Option<IssuedToken>), StartError> {
     if let Some(token) = &config.admin_token {
+        // Nodes that took different tokens would each let in their own operators.
+        let hash = TokenHash::of(token).to_hex();
+        let kept = store.fix_setting("admin_token_hash", &hash).await?;
+        if kept != hash {
+            return Err(StartError::Config(
+                "this node's admin_token is not the deployment's (the one the first node \
+                 started with): give every node the same"
+                    .into(),
+            ));
+        }
         return Ok((TokenHash::of(token), None));
     }
     let token = IssuedToken::for_admin();

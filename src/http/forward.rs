@@ -13,8 +13,9 @@
 //!   node `Cluster::place` picks. What is read here is a hint for the route only: the node
 //!   that takes the trial reads the whole form under every rule, as always.
 //!
-//! The owner down: reads of the record (`GET`, outside the proxy) are answered here from the
-//! database; the demo itself and any change are still tried on the owner, and answer `503`
+//! The owner unreachable: reads of the record (`GET`, outside the proxy) are answered here
+//! from the database (at once when it counts as down, else when the forward cannot
+//! connect); the demo itself and any change are still tried on the owner, and answer `503`
 //! with `Retry-After` when it cannot be reached, saying that the trial's deadline is kept.
 
 use std::net::{IpAddr, SocketAddr};
@@ -117,15 +118,38 @@ async fn to_sandbox_node(
     if &owner == state.cluster.me() {
         return Ok(Routed::Here(req));
     }
+    let record_read = is_record_read(state, &req);
     match state.cluster.peer(&owner).await? {
         // A read of the record needs no node: the database has it.
-        Some((_, false)) if is_record_read(state, &req) => Ok(Routed::Here(req)),
+        Some((_, false)) if record_read => Ok(Routed::Here(req)),
+        // The owner serves it (what it holds in memory: a provisioning's progress, activity
+        // not yet written); if it cannot be reached, the database answers.
+        Some((node, true)) if record_read => {
+            let again = copy_of_read(&req);
+            match forward(state, &node, req).await {
+                Err(ApiError::Unavailable { .. }) => Ok(Routed::Here(again)),
+                answered => answered.map(Routed::There),
+            }
+        }
         // Anything else goes to the owner even while it counts as down: `down` stops new
         // trials and hands its deadlines over, but a node that is back (or was only cut off
         // from the database for a while) serves its sandboxes before its next heartbeat.
         Some((node, _)) => forward(state, &node, req).await.map(Routed::There),
         None => Err(node_unreachable(&owner)),
     }
+}
+
+/// A bodiless `GET` again, with what the routes read of it (its peer).
+fn copy_of_read(req: &Request) -> Request {
+    let mut copy = Request::new(Body::empty());
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    if let Some(peer) = req.extensions().get::<ConnectInfo<SocketAddr>>() {
+        copy.extensions_mut().insert(*peer);
+    }
+    copy
 }
 
 /// A `GET` of testdrive's own pages or API about the sandbox (not of the demo through it).
