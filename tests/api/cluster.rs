@@ -318,6 +318,46 @@ async fn trials_spread_over_both_nodes_and_every_node_serves_every_sandbox() {
             owner.name
         );
     }
+
+    // One receipt key for the deployment: a receipt read through either node verifies
+    // with the key either node publishes.
+    let key_a: Value = a.get("/v1/receipt-key", None).await.json().await.unwrap();
+    let key_b: Value = b.get("/v1/receipt-key", None).await.json().await.unwrap();
+    assert_eq!(key_a, key_b);
+    for trial in &trials {
+        for via in [a, b] {
+            let res = via
+                .get(
+                    &format!("/v1/sandboxes/{}/receipt", trial.id),
+                    Some(&trial.token),
+                )
+                .await;
+            assert_eq!(
+                res.status(),
+                StatusCode::OK,
+                "a receipt through {}",
+                via.name
+            );
+            let signed: Value = res.json().await.unwrap();
+            assert!(signature_holds(&signed, &key_a), "{signed}");
+        }
+    }
+}
+
+/// Whether the signed receipt's signature is the key's over its `signed` bytes.
+fn signature_holds(signed: &Value, key: &Value) -> bool {
+    use base64::Engine as _;
+    let decode = |v: &Value| {
+        base64::engine::general_purpose::STANDARD
+            .decode(v.as_str().unwrap())
+            .unwrap()
+    };
+    let public: [u8; 32] = decode(&key["public_key"]).try_into().unwrap();
+    let verifier = ed25519_dalek::VerifyingKey::from_bytes(&public).unwrap();
+    let signature = ed25519_dalek::Signature::from_slice(&decode(&signed["signature"])).unwrap();
+    verifier
+        .verify_strict(&decode(&signed["signed"]), &signature)
+        .is_ok()
 }
 
 /// (c) and (d): node b killed with SIGKILL is `down` on a within 15 s (plus the poll);
@@ -356,6 +396,17 @@ async fn a_killed_node_goes_down_its_deadlines_are_kept_and_it_rejoins() {
         "/s/{{id}}/ of a sandbox of the dead node through a: 503 in {} ms",
         took.as_millis()
     );
+    // Its record, though, is the database's: read through a before b counts as down.
+    let res = a
+        .get(&format!("/v1/sandboxes/{}", long.id), Some(&long.token))
+        .await;
+    assert_eq!(
+        res.status(),
+        StatusCode::OK,
+        "the record of b's sandbox through a"
+    );
+    let record: Value = res.json().await.unwrap();
+    assert_eq!(record["status"], "ready", "{record}");
 
     let listed = wait_nodes(a, &["b"], "down", DOWN_AFTER + POLL_MARGIN + 10 * SECOND).await;
     let detected = killed.elapsed();
