@@ -43,7 +43,8 @@ fn free_port() -> u16 {
 }
 
 /// `testdrive serve`: only what the caller gives it, nothing inherited of the test's own
-/// `TESTDRIVE_*` environment.
+/// `TESTDRIVE_*` environment, and the per-client limits lifted (tests make many sandboxes
+/// from one address).
 pub(crate) fn serve_command() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_testdrive"));
     cmd.arg("serve");
@@ -52,6 +53,12 @@ pub(crate) fn serve_command() -> Command {
             cmd.env_remove(key);
         }
     }
+    // Tests create many sandboxes from one address; the limits have their own tests.
+    cmd.env("TESTDRIVE_RATE_LIMIT__BURST", "10000")
+        .env("TESTDRIVE_RATE_LIMIT__MAX_SHARE_PERCENT", "100")
+        .env("TESTDRIVE_INTAKE__MAX_UPLOADS_PER_CLIENT", "1000")
+        .env("TESTDRIVE_INTAKE__MIN_FREE_BYTES", "67108864")
+        .env("TESTDRIVE_SERVER__MAX_CONNECTIONS_PER_CLIENT", "100000");
     cmd
 }
 
@@ -147,12 +154,6 @@ impl ChildService {
             .env("TESTDRIVE_LISTEN", format!("127.0.0.1:{}", self.port()))
             .env("TESTDRIVE_ADMIN_TOKEN", &self.admin)
             .env("TESTDRIVE_RECONCILE_SECONDS", "2")
-            // Tests create many sandboxes from one address; the limits have their own tests.
-            .env("TESTDRIVE_RATE_LIMIT__BURST", "10000")
-            .env("TESTDRIVE_RATE_LIMIT__MAX_SHARE_PERCENT", "100")
-            .env("TESTDRIVE_INTAKE__MAX_UPLOADS_PER_CLIENT", "1000")
-            .env("TESTDRIVE_INTAKE__MIN_FREE_BYTES", "67108864")
-            .env("TESTDRIVE_SERVER__MAX_CONNECTIONS_PER_CLIENT", "100000")
             .env("TESTDRIVE_SANDBOX__NETWORK", &self.network)
             .env("TESTDRIVE_SANDBOX__BRIDGE", &self.bridge)
             .env("TESTDRIVE_SANDBOX__SUBNET", &self.subnet)

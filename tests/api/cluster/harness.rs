@@ -274,12 +274,6 @@ impl Cluster {
             .env("TESTDRIVE_MAX_SANDBOXES", MAX_SANDBOXES.to_string())
             .env("TESTDRIVE_RECONCILE_SECONDS", "2")
             .env("TESTDRIVE_SHUTDOWN_GRACE_SECONDS", "1")
-            // Tests create many sandboxes from one address; the limits have their own tests.
-            .env("TESTDRIVE_RATE_LIMIT__BURST", "10000")
-            .env("TESTDRIVE_RATE_LIMIT__MAX_SHARE_PERCENT", "100")
-            .env("TESTDRIVE_INTAKE__MAX_UPLOADS_PER_CLIENT", "1000")
-            .env("TESTDRIVE_INTAKE__MIN_FREE_BYTES", "67108864")
-            .env("TESTDRIVE_SERVER__MAX_CONNECTIONS_PER_CLIENT", "100000")
             .env("TESTDRIVE_SANDBOX__NETWORK", &node.network)
             .env("TESTDRIVE_SANDBOX__BRIDGE", &node.bridge)
             .env("TESTDRIVE_SANDBOX__SUBNET", &node.subnet)
